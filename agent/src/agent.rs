@@ -1,0 +1,190 @@
+//! Runs the agent: validate what the user asked for, check the host, load the probes, then
+//! drain events into the pipeline and spans into the sink until told to stop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::cli::{Cli, Command, Exporter, RunArgs};
+use crate::export::{self, ExportStats, Sink};
+use crate::pipeline::{Pipeline, ProcHost};
+use crate::probes::{Probes, Settings};
+use crate::spans::Clock;
+use crate::{preflight, process, targets};
+
+/// The reader drains on this period when no wakeup came (the probes wake it only when the
+/// ring buffer fills past a threshold).
+const DRAIN_PERIOD: Duration = Duration::from_millis(50);
+/// Batches the pipeline may queue for the sink before it drops.
+const EXPORT_QUEUE: usize = 256;
+
+pub fn main(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run(args),
+    }
+}
+
+fn exporter_choice(flag: Option<Exporter>) -> Result<Exporter> {
+    if let Some(e) = flag {
+        return Ok(e);
+    }
+    match std::env::var("OTEL_TRACES_EXPORTER").ok().as_deref().map(str::trim) {
+        None | Some("") => Ok(Exporter::Terminal),
+        Some("otlp") => Ok(Exporter::Otlp),
+        Some("console") => Ok(Exporter::Terminal),
+        Some("none") => Ok(Exporter::None),
+        Some(other) => bail!("OTEL_TRACES_EXPORTER={other} is not supported; use otlp, console or none (or --exporter)"),
+    }
+}
+
+fn build_sink(args: &RunArgs, host_name: &str) -> Result<Sink> {
+    Ok(match exporter_choice(args.exporter)? {
+        Exporter::Terminal => Sink::Terminal(Default::default()),
+        Exporter::None => Sink::None,
+        Exporter::Jsonl => {
+            let path = args.output.as_ref().context("--exporter jsonl needs --output FILE")?;
+            Sink::Jsonl(export::jsonl::JsonlSink::create(path, host_name.to_string())?)
+        }
+        Exporter::Otlp => {
+            let config = export::otlp::OtlpConfig::resolve(args.otlp_endpoint.as_deref(), args.otlp_protocol)?;
+            Sink::Otlp(export::otlp::OtlpSink::new(config, host_name.to_string())?)
+        }
+    })
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    if args.pids.is_empty() && args.cgroups.is_empty() {
+        return Err(targets::TargetError::Nothing.into());
+    }
+    let pids = targets::pids_with_descendants(&args.pids)?;
+    let mut cgroup_ids = Vec::new();
+    for dir in &args.cgroups {
+        cgroup_ids.extend(targets::cgroup_ids(dir)?);
+    }
+    for warning in preflight::check()? {
+        eprintln!("zerotrace: warning: {warning}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(trace(args, pids, cgroup_ids))
+}
+
+async fn trace(args: RunArgs, pids: Vec<u32>, cgroup_ids: Vec<u64>) -> Result<()> {
+    let host_name = process::host_name();
+    // Inside the runtime: tonic's lazy channel needs it.
+    let sink = build_sink(&args, &host_name)?;
+    let settings = Settings { payload_cap: args.capture_bytes, cgroup_filter: !args.cgroups.is_empty(), wakeup_bytes: 256 * 1024 };
+    let (mut probes, ring) = Probes::load(&settings)?;
+    for &pid in &pids {
+        probes.trace_pid(pid)?;
+    }
+    let mut known_cgroups: std::collections::HashSet<u64> = cgroup_ids.iter().copied().collect();
+    for &id in &cgroup_ids {
+        probes.trace_cgroup(id)?;
+    }
+    eprintln!(
+        "zerotrace: tracing {} process(es){} — Ctrl-C to stop",
+        pids.len(),
+        if args.cgroups.is_empty() { String::new() } else { format!(" and {} cgroup(s)", args.cgroups.len()) }
+    );
+
+    let stats = Arc::new(ExportStats::default());
+    let (tx, rx) = mpsc::channel(EXPORT_QUEUE);
+    let exporter = tokio::spawn(export::run(rx, sink, stats.clone()));
+    // SAFETY: the RingBuf owns its map fd and is moved into the AsyncFd, which drops it; the fd
+    // stays open for as long as it is registered.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
+    let mut pipeline = Pipeline::new(ProcHost, Clock::now());
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut drain = tokio::time::interval(DRAIN_PERIOD);
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs(s));
+    let mut live: Vec<u32> = pids.clone();
+
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                guard.clear_ready();
+            }
+            _ = drain.tick() => {}
+            _ = housekeeping.tick() => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                rescan_cgroups(&args.cgroups, &mut known_cgroups, &mut probes);
+                let before = live.len();
+                live.retain(|&p| targets::is_alive(p));
+                if before > live.len() {
+                    eprintln!("zerotrace: {} traced process(es) exited; {} still traced", before - live.len(), live.len());
+                }
+                if live.is_empty() && args.cgroups.is_empty() && !pids.is_empty() {
+                    eprintln!("zerotrace: every traced process has exited; stopping");
+                    break;
+                }
+            }
+        }
+        drain_ring(ring.get_mut(), &mut pipeline, &mut probes);
+        send(&tx, pipeline.tick(Instant::now()), &stats);
+    }
+
+    drain_ring(ring.get_mut(), &mut pipeline, &mut probes);
+    send(&tx, pipeline.flush(), &stats);
+    drop(tx);
+    let _ = exporter.await;
+    report(&probes, &pipeline, &stats);
+    Ok(())
+}
+
+fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline<ProcHost>, probes: &mut Probes) {
+    while let Some(item) = ring.next() {
+        pipeline.record(&item);
+    }
+    for (tgid, fd) in pipeline.ignore_fds.drain(..) {
+        probes.ignore_fd(tgid, fd);
+    }
+}
+
+fn send(tx: &mpsc::Sender<Vec<crate::pipeline::FinishedSpan>>, spans: Vec<crate::pipeline::FinishedSpan>, stats: &ExportStats) {
+    if spans.is_empty() {
+        return;
+    }
+    let n = spans.len() as u64;
+    if tx.try_send(spans).is_err() {
+        stats.dropped_queue_full.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+fn rescan_cgroups(dirs: &[PathBuf], known: &mut std::collections::HashSet<u64>, probes: &mut Probes) {
+    for dir in dirs {
+        for id in targets::cgroup_ids(dir).unwrap_or_default() {
+            if known.insert(id) {
+                let _ = probes.trace_cgroup(id);
+            }
+        }
+    }
+}
+
+fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
+    let lost: Vec<String> = probes.loss_counters().iter().filter(|(_, n)| *n > 0).map(|(why, n)| format!("{n} ({why})")).collect();
+    let s = pipeline.stats;
+    eprintln!(
+        "zerotrace: {} events, {} spans, {} exported; lost events: {}; spans dropped: {} (queue full), {} (export failed), {} (unlinked backlog)",
+        s.events,
+        s.spans,
+        stats.exported.load(Ordering::Relaxed),
+        if lost.is_empty() { "none".to_string() } else { lost.join(", ") },
+        stats.dropped_queue_full.load(Ordering::Relaxed),
+        stats.dropped_export_failed.load(Ordering::Relaxed),
+        s.dropped_unlinked,
+    );
+}

@@ -1,0 +1,71 @@
+//! Command-line interface. The shapes here are a contract that users' scripts rely on.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "zerotrace", version, about = "Zero-code distributed tracing with eBPF: unmodified processes in, OpenTelemetry traces out")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Trace processes (and the children they fork) or containers, and emit spans.
+    Run(RunArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Exporter {
+    /// A human-readable tree per trace on stdout.
+    Terminal,
+    /// OTLP to a collector (gRPC or HTTP/protobuf).
+    Otlp,
+    /// One span per line in OTLP JSON, to --output.
+    Jsonl,
+    /// Trace but export nothing (benchmarks).
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    #[value(name = "grpc")]
+    Grpc,
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Process to trace, with its threads, its existing descendants and the children it forks
+    /// later. Repeatable.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// cgroup v2 directory (a container) whose processes to trace, e.g.
+    /// /sys/fs/cgroup/unified/system.slice/docker-<id>.scope. Repeatable.
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<PathBuf>,
+    /// Where spans go. Default: $OTEL_TRACES_EXPORTER (otlp, console, none), else terminal.
+    #[arg(long, value_enum)]
+    pub exporter: Option<Exporter>,
+    /// OTLP endpoint. Default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT,
+    /// else http://localhost:4317 (grpc) or http://localhost:4318 (http/protobuf).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol. Default: $OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, $OTEL_EXPORTER_OTLP_PROTOCOL,
+    /// else http/protobuf.
+    #[arg(long, value_enum)]
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// Output file for --exporter jsonl.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Bytes of each read/write to capture (1..=4096). Larger heads are parsed from their
+    /// start line only.
+    #[arg(long, default_value_t = zerotrace_abi::DEFAULT_PAYLOAD_CAP, value_parser = clap::value_parser!(u32).range(1..=zerotrace_abi::MAX_PAYLOAD as i64))]
+    pub capture_bytes: u32,
+    /// Stop after this many seconds (flushing first). Default: until SIGINT/SIGTERM.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<u64>,
+}

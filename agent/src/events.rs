@@ -1,0 +1,52 @@
+//! Ring-buffer records to typed events (payload borrowed, nothing copied).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use zerotrace_abi::{SockAddr, decode, direction, role};
+
+use crate::conn::Role;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    ConnOpen { tgid: u32, tid: u32, fd: u32, role: Role, local: Option<SocketAddr>, remote: Option<SocketAddr>, ts_ns: u64 },
+    Data { tgid: u32, tid: u32, fd: u32, ingress: bool, ts_enter_ns: u64, ts_exit_ns: u64, total: u64, payload: &'a [u8] },
+    Close { tgid: u32, tid: u32, fd: u32, ts_ns: u64 },
+}
+
+pub fn socket_addr(a: &SockAddr) -> Option<SocketAddr> {
+    let ip = match a.family {
+        2 => IpAddr::V4(Ipv4Addr::new(a.addr[0], a.addr[1], a.addr[2], a.addr[3])),
+        10 => IpAddr::V6(Ipv6Addr::from(a.addr)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, a.port))
+}
+
+pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
+    Ok(match decode::record(bytes)? {
+        decode::Record::ConnOpen(e) => Event::ConnOpen {
+            tgid: e.tgid,
+            tid: e.tid,
+            fd: e.fd,
+            role: match e.role {
+                role::SERVER => Role::Server,
+                role::CLIENT => Role::Client,
+                _ => Role::Unknown,
+            },
+            local: socket_addr(&e.local).filter(|a| a.port() != 0),
+            remote: socket_addr(&e.remote),
+            ts_ns: e.ts_ns,
+        },
+        decode::Record::Data(h, payload) => Event::Data {
+            tgid: h.tgid,
+            tid: h.tid,
+            fd: h.fd,
+            ingress: h.direction == direction::INGRESS,
+            ts_enter_ns: h.ts_enter_ns,
+            ts_exit_ns: h.ts_exit_ns,
+            total: h.total_len,
+            payload,
+        },
+        decode::Record::Close(c) => Event::Close { tgid: c.tgid, tid: c.tid, fd: c.fd, ts_ns: c.ts_ns },
+    })
+}

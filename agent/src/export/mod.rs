@@ -1,0 +1,94 @@
+//! Span sinks: a terminal tree, a jsonl file (OTLP JSON), and OTLP over gRPC or HTTP.
+//! The pipeline hands batches to `run` over a bounded channel; a full channel drops spans and
+//! counts them instead of slowing the pipeline down.
+
+pub mod jsonl;
+pub mod otlp;
+pub mod proto;
+pub mod terminal;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::pipeline::FinishedSpan;
+
+/// Counters shared between the pipeline (drops at the queue) and the sink.
+#[derive(Default, Debug)]
+pub struct ExportStats {
+    pub exported: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub dropped_export_failed: AtomicU64,
+}
+
+pub enum Sink {
+    Terminal(terminal::TerminalSink),
+    Jsonl(jsonl::JsonlSink),
+    Otlp(otlp::OtlpSink),
+    None,
+}
+
+impl Sink {
+    async fn write(&mut self, batch: Vec<FinishedSpan>, stats: &ExportStats) {
+        let n = batch.len() as u64;
+        let ok = match self {
+            Sink::Terminal(t) => {
+                t.add(batch);
+                true
+            }
+            Sink::Jsonl(j) => j.write(&batch),
+            Sink::Otlp(o) => o.export(batch).await,
+            Sink::None => true,
+        };
+        let counter = if ok { &stats.exported } else { &stats.dropped_export_failed };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn tick(&mut self) {
+        if let Sink::Terminal(t) = self {
+            t.print_settled(false);
+        }
+    }
+
+    fn finish(&mut self) {
+        match self {
+            Sink::Terminal(t) => t.print_settled(true),
+            Sink::Jsonl(j) => j.flush(),
+            _ => {}
+        }
+    }
+}
+
+/// Batching: spans are sent when this many are queued or after `BATCH_DELAY`.
+const BATCH_SIZE: usize = 512;
+const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Drains the channel into the sink until the sender is dropped, then flushes.
+pub async fn run(mut rx: mpsc::Receiver<Vec<FinishedSpan>>, mut sink: Sink, stats: Arc<ExportStats>) {
+    let mut batch: Vec<FinishedSpan> = Vec::new();
+    let mut timer = tokio::time::interval(BATCH_DELAY);
+    loop {
+        tokio::select! {
+            received = rx.recv() => match received {
+                Some(spans) => {
+                    batch.extend(spans);
+                    if batch.len() >= BATCH_SIZE {
+                        sink.write(std::mem::take(&mut batch), &stats).await;
+                    }
+                }
+                None => break,
+            },
+            _ = timer.tick() => {
+                if !batch.is_empty() {
+                    sink.write(std::mem::take(&mut batch), &stats).await;
+                }
+                sink.tick();
+            }
+        }
+    }
+    if !batch.is_empty() {
+        sink.write(batch, &stats).await;
+    }
+    sink.finish();
+}

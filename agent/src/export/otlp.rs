@@ -1,0 +1,197 @@
+//! OTLP export over gRPC (tonic) and HTTP/protobuf, with the OTEL_EXPORTER_OTLP_* settings,
+//! retries with backoff on retryable failures only, and one warning line per outage.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message as _;
+use tonic::transport::Channel;
+
+use crate::cli::OtlpProtocol;
+use crate::pipeline::FinishedSpan;
+
+const MAX_ATTEMPTS: u32 = 5;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resolved exporter settings (flags first, then OTEL_* environment, then defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpConfig {
+    pub protocol: OtlpProtocol,
+    /// For HTTP: the full traces URL (…/v1/traces). For gRPC: the base endpoint.
+    pub endpoint: String,
+    pub headers: Vec<(String, String)>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+pub fn parse_headers(value: &str) -> Vec<(String, String)> {
+    value
+        .split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+impl OtlpConfig {
+    /// Applies the OpenTelemetry exporter environment variables under the command-line flags.
+    pub fn resolve(flag_endpoint: Option<&str>, flag_protocol: Option<OtlpProtocol>) -> Result<Self> {
+        let protocol = match flag_protocol {
+            Some(p) => p,
+            None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")).as_deref() {
+                None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+                Some("grpc") => OtlpProtocol::Grpc,
+                Some(other) => bail!("OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported; use grpc or http/protobuf"),
+            },
+        };
+        // A signal-specific endpoint is used as-is; a base endpoint gets /v1/traces for HTTP.
+        let (endpoint, as_is) = match (flag_endpoint, env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), env("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+            (Some(flag), _, _) => (flag.to_string(), false),
+            (None, Some(traces), _) => (traces, true),
+            (None, None, Some(base)) => (base, false),
+            (None, None, None) => (
+                match protocol {
+                    OtlpProtocol::Grpc => "http://localhost:4317",
+                    OtlpProtocol::HttpProtobuf => "http://localhost:4318",
+                }
+                .to_string(),
+                false,
+            ),
+        };
+        let uri: http_uri::Uri = endpoint
+            .parse()
+            .ok()
+            .filter(|u: &http_uri::Uri| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+            .with_context(|| format!("OTLP endpoint {endpoint:?} is not a valid http:// or https:// URL; pass e.g. --otlp-endpoint http://localhost:4317"))?;
+        let endpoint = match protocol {
+            OtlpProtocol::HttpProtobuf if !as_is => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+            _ => uri.to_string().trim_end_matches('/').to_string(),
+        };
+        let headers = env("OTEL_EXPORTER_OTLP_TRACES_HEADERS").or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS")).map(|h| parse_headers(&h)).unwrap_or_default();
+        Ok(Self { protocol, endpoint, headers })
+    }
+}
+
+mod http_uri {
+    pub use tonic::codegen::http::Uri;
+}
+
+enum Transport {
+    Grpc(TraceServiceClient<Channel>),
+    Http(reqwest::Client),
+}
+
+pub struct OtlpSink {
+    config: OtlpConfig,
+    transport: Transport,
+    host_name: String,
+    /// True while exports fail; the warning is printed once per outage.
+    failing: bool,
+}
+
+enum Outcome {
+    Done,
+    Retry(String),
+    Fail(String),
+}
+
+impl OtlpSink {
+    pub fn new(config: OtlpConfig, host_name: String) -> Result<Self> {
+        let transport = match config.protocol {
+            OtlpProtocol::Grpc => {
+                let channel = Channel::from_shared(config.endpoint.clone())
+                    .with_context(|| format!("invalid OTLP gRPC endpoint {}", config.endpoint))?
+                    .timeout(TIMEOUT)
+                    .connect_lazy();
+                Transport::Grpc(TraceServiceClient::new(channel))
+            }
+            OtlpProtocol::HttpProtobuf => Transport::Http(reqwest::Client::builder().timeout(TIMEOUT).build().context("building the HTTP client")?),
+        };
+        Ok(Self { config, transport, host_name, failing: false })
+    }
+
+    async fn attempt(&mut self, request: &ExportTraceServiceRequest) -> Outcome {
+        match &mut self.transport {
+            Transport::Grpc(client) => {
+                let mut req = tonic::Request::new(request.clone());
+                for (k, v) in &self.config.headers {
+                    if let (Ok(k), Ok(v)) = (k.parse::<tonic::metadata::MetadataKey<_>>(), v.parse()) {
+                        req.metadata_mut().insert(k, v);
+                    }
+                }
+                match client.export(req).await {
+                    Ok(_) => Outcome::Done,
+                    Err(status) => {
+                        use tonic::Code::*;
+                        let text = format!("{}: {}", status.code(), status.message());
+                        match status.code() {
+                            Unavailable | ResourceExhausted | Aborted | Cancelled | DeadlineExceeded | OutOfRange | DataLoss => Outcome::Retry(text),
+                            _ => Outcome::Fail(text),
+                        }
+                    }
+                }
+            }
+            Transport::Http(client) => {
+                let mut req = client
+                    .post(&self.config.endpoint)
+                    .header("content-type", "application/x-protobuf")
+                    .body(request.encode_to_vec());
+                for (k, v) in &self.config.headers {
+                    req = req.header(k, v);
+                }
+                match req.send().await {
+                    Ok(resp) if resp.status().is_success() => Outcome::Done,
+                    Ok(resp) => {
+                        let code = resp.status().as_u16();
+                        let text = format!("HTTP {code}");
+                        if matches!(code, 429 | 502 | 503 | 504) { Outcome::Retry(text) } else { Outcome::Fail(text) }
+                    }
+                    Err(e) => Outcome::Retry(format!("{e}")),
+                }
+            }
+        }
+    }
+
+    /// Sends one batch; true when the collector accepted it.
+    pub async fn export(&mut self, batch: Vec<FinishedSpan>) -> bool {
+        let request = ExportTraceServiceRequest { resource_spans: super::proto::resource_spans(batch, &self.host_name) };
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=MAX_ATTEMPTS {
+            match self.attempt(&request).await {
+                Outcome::Done => {
+                    if self.failing {
+                        eprintln!("zerotrace: OTLP export to {} works again", self.config.endpoint);
+                        self.failing = false;
+                    }
+                    return true;
+                }
+                Outcome::Fail(why) => {
+                    self.warn(&format!("rejected ({why}); the batch is dropped, check the collector's configuration"));
+                    return false;
+                }
+                Outcome::Retry(why) if attempt == MAX_ATTEMPTS => {
+                    self.warn(&format!("failed {MAX_ATTEMPTS} times ({why}); the batch is dropped; is the collector running at this address?"));
+                    return false;
+                }
+                Outcome::Retry(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        false
+    }
+
+    fn warn(&mut self, what: &str) {
+        if !self.failing {
+            eprintln!("zerotrace: OTLP export to {} {what}", self.config.endpoint);
+            self.failing = true;
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! zerotrace agent library: one module per stage of the data flow.
+//!
+//! `probes` (load, attach) → `events` (ring buffer → records) → `conn` (per-connection state)
+//! → `protocols` (pure parsers) → `spans` (semantic conventions) → `link` (trace context)
+//! → `export` (sinks). `pipeline` wires the middle stages together without any I/O so it can
+//! be driven by recorded events; `agent` runs it all.
+
+pub mod agent;
+pub mod cli;
+pub mod conn;
+pub mod events;
+pub mod export;
+pub mod link;
+pub mod pipeline;
+pub mod preflight;
+pub mod probes;
+pub mod process;
+pub mod protocols;
+pub mod spans;
+pub mod targets;
+pub mod traceparent;

@@ -1,0 +1,354 @@
+//! Trace context: which trace each span belongs to and who its parent is.
+//!
+//! Evidence, strongest first (DESIGN.md "Trace linking"):
+//! 1. headers: an incoming `traceparent` makes a SERVER span join that trace; an outgoing
+//!    request that already carries one (the app is instrumented) makes the CLIENT span adopt
+//!    its trace and span id, so the callee's SERVER span, which sees the same header, is its
+//!    child and nothing is duplicated;
+//! 2. in-process causality: a CLIENT request written by a thread while that thread serves a
+//!    request is a child of that SERVER span;
+//! 3. same-host stitching: when the caller's end of a connection is traced too, the callee's
+//!    SERVER span is a child of the caller's CLIENT span (matched by socket tuple and time).
+//!
+//! Stitching needs the caller's CLIENT span, whose record can reach us after the callee's, so
+//! spans are resolved lazily: each span records where its context comes from (`Origin`) and
+//! leaves when its whole chain of parents is known, or when waiting for a peer times out.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::traceparent::{self, SpanId, TraceId, TraceParent};
+
+/// How long a finished SERVER span waits for the traced caller's CLIENT span to show up.
+const PEER_WAIT: Duration = Duration::from_millis(300);
+/// How long resolved contexts are remembered for late children.
+const REMEMBER: Duration = Duration::from_secs(60);
+
+/// The socket tuple that identifies one TCP connection from both ends on this host.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct PeerKey {
+    pub client_ip: IpAddr,
+    pub client_port: u16,
+    pub server_port: u16,
+}
+
+impl PeerKey {
+    pub fn new(client: SocketAddr, server_port: u16) -> Self {
+        let ip = match client.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        Self { client_ip: ip, client_port: client.port(), server_port }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Context {
+    pub trace_id: TraceId,
+    pub parent: Option<SpanId>,
+}
+
+#[derive(Clone, Debug)]
+enum Origin {
+    Known(Context),
+    ChildOf(SpanId),
+    /// A SERVER span whose caller is a traced local client: parent is that CLIENT span.
+    AwaitPeer { peer: PeerKey, request_exit_ns: u64, fallback: Context },
+}
+
+struct Node {
+    origin: Origin,
+    resolved: Option<Context>,
+    finished: Option<Instant>,
+}
+
+struct ActiveServer {
+    span: SpanId,
+    conn_id: u64,
+    path: String,
+    incoming: Option<TraceParent>,
+}
+
+/// What a request tells the linker.
+pub struct RequestFacts<'a> {
+    pub tid: u32,
+    pub conn_id: u64,
+    pub path: &'a str,
+    pub traceparent: Option<&'a str>,
+    pub start_enter_ns: u64,
+    pub start_exit_ns: u64,
+}
+
+#[derive(Default)]
+pub struct Linker {
+    nodes: HashMap<SpanId, Node>,
+    active: HashMap<u32, Vec<ActiveServer>>,
+    /// Client connections of traced processes, by tuple: their CLIENT spans (start, id).
+    clients: HashMap<PeerKey, (Instant, Vec<(u64, SpanId)>)>,
+}
+
+pub fn new_trace_id() -> TraceId {
+    loop {
+        let id: TraceId = rand::random();
+        if id != [0; 16] {
+            return id;
+        }
+    }
+}
+
+pub fn new_span_id() -> SpanId {
+    loop {
+        let id: SpanId = rand::random();
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+impl Linker {
+    /// A traced process connected: remember the tuple so the callee can find its caller.
+    pub fn client_connected(&mut self, local: SocketAddr, remote: SocketAddr) {
+        let key = PeerKey::new(local, remote.port());
+        self.clients.insert(key, (Instant::now(), Vec::new()));
+    }
+
+    pub fn is_traced_client(&self, key: &PeerKey) -> bool {
+        self.clients.contains_key(key)
+    }
+
+    /// A SERVER request arrived; returns the new span's id.
+    pub fn start_server(&mut self, facts: &RequestFacts<'_>, peer: Option<PeerKey>) -> SpanId {
+        let span = new_span_id();
+        let incoming = facts.traceparent.and_then(traceparent::parse);
+        let fallback = match incoming {
+            Some(tp) => Context { trace_id: tp.trace_id, parent: Some(tp.parent_id) },
+            None => Context { trace_id: new_trace_id(), parent: None },
+        };
+        let origin = match peer.filter(|p| self.clients.contains_key(p)) {
+            Some(peer) => Origin::AwaitPeer { peer, request_exit_ns: facts.start_exit_ns, fallback },
+            None => Origin::Known(fallback),
+        };
+        self.nodes.insert(span, Node { origin, resolved: None, finished: None });
+        let active = self.active.entry(facts.tid).or_default();
+        if active.len() < 1024 {
+            active.push(ActiveServer { span, conn_id: facts.conn_id, path: facts.path.to_string(), incoming });
+        }
+        span
+    }
+
+    /// The SERVER span's response is complete: its thread no longer serves it.
+    pub fn end_server(&mut self, tid: u32, conn_id: u64, span: SpanId) {
+        if let Some(list) = self.active.get_mut(&tid) {
+            list.retain(|a| !(a.span == span && a.conn_id == conn_id));
+            if list.is_empty() {
+                self.active.remove(&tid);
+            }
+        }
+        // The response may be written by another thread than the one that read the request.
+        for list in self.active.values_mut() {
+            list.retain(|a| a.span != span);
+        }
+        self.active.retain(|_, l| !l.is_empty());
+    }
+
+    /// The SERVER span this thread is serving, preferring one for the same path (a proxy
+    /// forwards the path) when an event loop serves several at once.
+    fn serving(&self, tid: u32, path: &str) -> Option<&ActiveServer> {
+        let list = self.active.get(&tid)?;
+        list.iter().rev().find(|a| a.path == path).or_else(|| list.last())
+    }
+
+    /// A CLIENT request was written; returns the span id (adopted from an existing
+    /// `traceparent` when the app propagates its own context).
+    pub fn start_client(&mut self, facts: &RequestFacts<'_>, tuple: Option<PeerKey>) -> SpanId {
+        let serving = self.serving(facts.tid, facts.path);
+        let outgoing = facts.traceparent.and_then(traceparent::parse);
+        let pass_through = matches!((outgoing, serving.and_then(|s| s.incoming)), (Some(o), Some(i)) if o == i);
+        let (span, origin) = match (outgoing, serving) {
+            (Some(tp), serving) if !pass_through => {
+                let parent = serving.map(|s| s.span).filter(|s| self.trace_of(s) == Some(tp.trace_id));
+                (tp.parent_id, Origin::Known(Context { trace_id: tp.trace_id, parent }))
+            }
+            (_, Some(s)) => (new_span_id(), Origin::ChildOf(s.span)),
+            (_, None) => (new_span_id(), Origin::Known(Context { trace_id: new_trace_id(), parent: None })),
+        };
+        self.nodes.insert(span, Node { origin, resolved: None, finished: None });
+        if let Some(key) = tuple {
+            let entry = self.clients.entry(key).or_insert_with(|| (Instant::now(), Vec::new()));
+            entry.0 = Instant::now();
+            if entry.1.len() >= 64 {
+                entry.1.remove(0);
+            }
+            entry.1.push((facts.start_enter_ns, span));
+        }
+        span
+    }
+
+    /// The trace id of a span if it is already known without waiting.
+    fn trace_of(&self, span: &SpanId) -> Option<TraceId> {
+        let mut id = *span;
+        for _ in 0..64 {
+            let node = self.nodes.get(&id)?;
+            if let Some(ctx) = node.resolved {
+                return Some(ctx.trace_id);
+            }
+            match &node.origin {
+                Origin::Known(ctx) => return Some(ctx.trace_id),
+                Origin::ChildOf(parent) => id = *parent,
+                Origin::AwaitPeer { .. } => return None,
+            }
+        }
+        None
+    }
+
+    /// Marks a span finished; from now on it may time out waiting for its peer.
+    pub fn finish(&mut self, span: SpanId) {
+        if let Some(node) = self.nodes.get_mut(&span) {
+            node.finished = Some(Instant::now());
+        }
+    }
+
+    /// Forgets a span that will never be completed (connection closed mid-request).
+    pub fn abandon(&mut self, span: SpanId) {
+        self.finish(span);
+        for list in self.active.values_mut() {
+            list.retain(|a| a.span != span);
+        }
+        self.active.retain(|_, l| !l.is_empty());
+    }
+
+    /// The span's trace and parent, or None while it still waits for evidence.
+    pub fn resolve(&mut self, span: SpanId, now: Instant) -> Option<Context> {
+        self.resolve_depth(span, now, 0)
+    }
+
+    fn resolve_depth(&mut self, span: SpanId, now: Instant, depth: u32) -> Option<Context> {
+        let node = self.nodes.get(&span)?;
+        if let Some(ctx) = node.resolved {
+            return Some(ctx);
+        }
+        let origin = node.origin.clone();
+        let finished = node.finished;
+        let ctx = match origin {
+            Origin::Known(ctx) => ctx,
+            Origin::ChildOf(parent) => {
+                if depth > 64 {
+                    return None;
+                }
+                match self.nodes.contains_key(&parent) {
+                    true => {
+                        let p = self.resolve_depth(parent, now, depth + 1)?;
+                        Context { trace_id: p.trace_id, parent: Some(parent) }
+                    }
+                    // The parent was forgotten: keep the span, as a root of its own trace.
+                    false => Context { trace_id: new_trace_id(), parent: None },
+                }
+            }
+            Origin::AwaitPeer { peer, request_exit_ns, fallback } => {
+                let caller = self.clients.get(&peer).and_then(|(_, spans)| {
+                    spans.iter().rev().find(|(start, _)| *start <= request_exit_ns).map(|(_, id)| *id)
+                });
+                match caller {
+                    Some(caller) if depth <= 64 => {
+                        let p = self.resolve_depth(caller, now, depth + 1)?;
+                        Context { trace_id: p.trace_id, parent: Some(caller) }
+                    }
+                    _ => match finished {
+                        Some(t) if now.duration_since(t) >= PEER_WAIT => fallback,
+                        _ => return None,
+                    },
+                }
+            }
+        };
+        if let Some(node) = self.nodes.get_mut(&span) {
+            node.resolved = Some(ctx);
+        }
+        Some(ctx)
+    }
+
+    /// Drops state nobody can refer to any more.
+    pub fn expire(&mut self, now: Instant) {
+        self.nodes.retain(|_, n| n.finished.is_none_or(|t| now.duration_since(t) < REMEMBER));
+        self.clients.retain(|_, (seen, _)| now.duration_since(*seen) < REMEMBER);
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(tid: u32, path: &'a str, tp: Option<&'a str>, ts: u64) -> RequestFacts<'a> {
+        RequestFacts { tid, conn_id: 1, path, traceparent: tp, start_enter_ns: ts, start_exit_ns: ts + 1 }
+    }
+
+    #[test]
+    fn client_inside_server_is_child() {
+        let mut l = Linker::default();
+        let now = Instant::now();
+        let s = l.start_server(&facts(7, "/", None, 1), None);
+        let c = l.start_client(&facts(7, "/x", None, 2), None);
+        let sc = l.resolve(s, now).expect("server known");
+        let cc = l.resolve(c, now).expect("client known");
+        assert_eq!(cc.trace_id, sc.trace_id);
+        assert_eq!(cc.parent, Some(s));
+        assert_eq!(sc.parent, None);
+    }
+
+    #[test]
+    fn incoming_traceparent_joins() {
+        let mut l = Linker::default();
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let s = l.start_server(&facts(1, "/", Some(tp), 1), None);
+        let ctx = l.resolve(s, Instant::now()).expect("known");
+        assert_eq!(traceparent::hex(&ctx.trace_id), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(ctx.parent.map(|p| traceparent::hex(&p)).as_deref(), Some("b7ad6b7169203331"));
+    }
+
+    #[test]
+    fn outgoing_traceparent_is_adopted_unless_passed_through() {
+        let mut l = Linker::default();
+        let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let s = l.start_server(&facts(1, "/p", Some(incoming), 1), None);
+        // A proxy forwarding the same header: ordinary child of our SERVER span.
+        let c1 = l.start_client(&facts(1, "/p", Some(incoming), 2), None);
+        assert_eq!(l.resolve(c1, Instant::now()).map(|c| c.parent), Some(Some(s)));
+        // An instrumented app's own header: adopt its span id.
+        let own = "00-0af7651916cd43dd8448eb211c80319c-1111111111111111-01";
+        let c2 = l.start_client(&facts(1, "/p", Some(own), 3), None);
+        assert_eq!(traceparent::hex(&c2), "1111111111111111");
+    }
+
+    #[test]
+    fn stitches_local_peer() {
+        let mut l = Linker::default();
+        let client_local: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        let server: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        l.client_connected(client_local, server);
+        let key = PeerKey::new(client_local, 8080);
+        // The callee's request is seen before the caller's write record.
+        let back = l.start_server(&facts(2, "/b", None, 10), Some(key));
+        assert!(l.resolve(back, Instant::now()).is_none());
+        let front = l.start_server(&facts(1, "/f", None, 1), None);
+        let call = l.start_client(&facts(1, "/b", None, 5), Some(key));
+        let ctx = l.resolve(back, Instant::now()).expect("stitched");
+        assert_eq!(ctx.parent, Some(call));
+        assert_eq!(Some(ctx.trace_id), l.resolve(front, Instant::now()).map(|c| c.trace_id));
+    }
+
+    #[test]
+    fn unmatched_peer_times_out_to_header_or_root() {
+        let mut l = Linker::default();
+        let client_local: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
+        l.client_connected(client_local, "127.0.0.1:80".parse().expect("addr"));
+        let s = l.start_server(&facts(2, "/", None, 10), Some(PeerKey::new(client_local, 80)));
+        l.finish(s);
+        assert!(l.resolve(s, Instant::now()).is_none());
+        let later = Instant::now() + PEER_WAIT;
+        assert_eq!(l.resolve(s, later).map(|c| c.parent), Some(None));
+    }
+}

@@ -1,0 +1,288 @@
+//! The event pipeline: events → connections → HTTP messages → spans → linked spans.
+//! No I/O of its own: /proc look-ups go through `Host`, so recorded events can be replayed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+use crate::conn::{ConnTable, Direction, Parsed, PendingRequest, Role};
+use crate::events::Event;
+use crate::link::{Linker, PeerKey, RequestFacts};
+use crate::process::{FdKind, ProcessResource};
+use crate::protocols::http1::{Head, Message, Segment};
+use crate::spans::{Clock, Exchange, http_span, path_of};
+use crate::traceparent::SpanId;
+
+/// Spans waiting for their trace context before the queue is considered runaway.
+const MAX_WAITING: usize = 100_000;
+
+/// What the pipeline asks of the machine.
+pub trait Host {
+    fn fd_kind(&mut self, tgid: u32, fd: u32) -> FdKind;
+    fn tcp_addresses(&mut self, tgid: u32, inode: u64) -> Option<(std::net::SocketAddr, std::net::SocketAddr)>;
+    fn resource(&mut self, tgid: u32) -> Option<ProcessResource>;
+}
+
+/// The real host: /proc.
+pub struct ProcHost;
+
+impl Host for ProcHost {
+    fn fd_kind(&mut self, tgid: u32, fd: u32) -> FdKind {
+        crate::process::fd_kind(tgid, fd)
+    }
+    fn tcp_addresses(&mut self, tgid: u32, inode: u64) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        crate::process::tcp_addresses(tgid, inode)
+    }
+    fn resource(&mut self, tgid: u32) -> Option<ProcessResource> {
+        crate::process::resource(tgid)
+    }
+}
+
+/// A span ready for export, with the resource of the process it came from.
+#[derive(Clone, Debug)]
+pub struct FinishedSpan {
+    pub resource: Arc<ProcessResource>,
+    pub span: Span,
+}
+
+struct Waiting {
+    id: SpanId,
+    tgid: u32,
+    span: Span,
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+pub struct PipelineStats {
+    pub events: u64,
+    pub spans: u64,
+    pub malformed_records: u64,
+    pub dropped_unlinked: u64,
+}
+
+pub struct Pipeline<H: Host> {
+    host: H,
+    clock: Clock,
+    conns: ConnTable,
+    linker: Linker,
+    waiting: Vec<Waiting>,
+    resources: HashMap<u32, Arc<ProcessResource>>,
+    /// fds the probes should stop capturing (not sockets, or not HTTP).
+    pub ignore_fds: Vec<(u32, u32)>,
+    pub stats: PipelineStats,
+    /// ZEROTRACE_DEBUG=1: print connection events (development aid).
+    debug: bool,
+}
+
+impl<H: Host> Pipeline<H> {
+    pub fn new(host: H, clock: Clock) -> Self {
+        Self {
+            host,
+            clock,
+            conns: ConnTable::default(),
+            linker: Linker::default(),
+            waiting: Vec::new(),
+            resources: HashMap::new(),
+            ignore_fds: Vec::new(),
+            stats: PipelineStats::default(),
+            debug: std::env::var_os("ZEROTRACE_DEBUG").is_some(),
+        }
+    }
+
+    pub fn record(&mut self, bytes: &[u8]) {
+        match crate::events::from_record(bytes) {
+            Ok(event) => self.handle(event),
+            Err(_) => self.stats.malformed_records += 1,
+        }
+    }
+
+    pub fn handle(&mut self, event: Event<'_>) {
+        self.stats.events += 1;
+        let tgid = match &event {
+            Event::ConnOpen { tgid, .. } | Event::Data { tgid, .. } | Event::Close { tgid, .. } => *tgid,
+        };
+        if self.debug && !matches!(event, Event::Data { .. }) {
+            eprintln!("zerotrace: debug: {event:?}");
+        }
+        // Read the resource while the process is alive: short-lived clients are gone by export.
+        let _ = self.resource(tgid);
+        match event {
+            Event::ConnOpen { tgid, tid, fd, role, mut local, remote, .. } => {
+                if role == Role::Client && local.is_none() {
+                    // The handshake finished outside connect(): ask /proc while the socket lives.
+                    if let FdKind::Socket(inode) = self.host.fd_kind(tgid, fd) {
+                        local = self.host.tcp_addresses(tgid, inode).map(|(l, _)| l);
+                    }
+                }
+                if let (Role::Client, Some(l), Some(r)) = (role, local, remote) {
+                    self.linker.client_connected(l, r);
+                }
+                if let Some(old) = self.conns.open(tgid, fd, role, local, remote) {
+                    self.drop_conn(old, tid);
+                }
+            }
+            Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload } => {
+                if self.conns.get_mut(tgid, fd).is_none() && !self.adopt_fd(tgid, fd) {
+                    return;
+                }
+                let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
+                let dir = if ingress { Direction::Ingress } else { Direction::Egress };
+                let seg = Segment { data: payload, total, ts_enter_ns, ts_exit_ns };
+                let parsed = conn.feed(dir, tid, seg);
+                if conn.foreign {
+                    self.ignore_fds.push((tgid, fd));
+                }
+                for p in parsed {
+                    self.on_parsed(tgid, fd, p);
+                }
+            }
+            Event::Close { tgid, tid, fd, .. } => {
+                if let Some(conn) = self.conns.remove(tgid, fd) {
+                    self.drop_conn(conn, tid);
+                }
+            }
+        }
+    }
+
+    /// A read/write on an fd we never saw opened (it predates the agent): classify it.
+    fn adopt_fd(&mut self, tgid: u32, fd: u32) -> bool {
+        match self.host.fd_kind(tgid, fd) {
+            FdKind::Socket(inode) => {
+                let (local, remote) = match self.host.tcp_addresses(tgid, inode) {
+                    Some((l, r)) => (Some(l), Some(r)),
+                    None => (None, None),
+                };
+                self.conns.open(tgid, fd, Role::Unknown, local, remote);
+                true
+            }
+            FdKind::Other => {
+                self.ignore_fds.push((tgid, fd));
+                false
+            }
+            FdKind::Gone => false,
+        }
+    }
+
+    fn on_parsed(&mut self, tgid: u32, fd: u32, parsed: Parsed) {
+        let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
+        match parsed {
+            Parsed::Request { tid, message } => {
+                let Head::Request(req) = &message.head else { return };
+                let facts = RequestFacts {
+                    tid,
+                    conn_id: conn.info.id,
+                    path: path_of(&req.target),
+                    traceparent: req.traceparent.as_deref(),
+                    start_enter_ns: message.start_enter_ns,
+                    start_exit_ns: message.start_exit_ns,
+                };
+                let span = match conn.info.role {
+                    Role::Server => {
+                        let peer = conn.info.remote.map(|r| PeerKey::new(r, 0));
+                        self.linker.start_server(&facts, peer)
+                    }
+                    _ => {
+                        let tuple = conn.info.local.map(|l| PeerKey::new(l, 0));
+                        self.linker.start_client(&facts, tuple)
+                    }
+                };
+                if conn.pending.len() < 256 {
+                    conn.pending.push_back(PendingRequest { message, span, tid });
+                }
+            }
+            Parsed::Response { tid, message } => {
+                let Some(req) = conn.pending.pop_front() else { return };
+                let info = conn.info.clone();
+                self.complete(&info, req, Some((tid, message)));
+            }
+        }
+    }
+
+    fn complete(&mut self, info: &crate::conn::ConnInfo, req: PendingRequest, response: Option<(u32, Message)>) {
+        let Head::Request(request) = &req.message.head else { return };
+        let response_head = response.as_ref().and_then(|(_, m)| match &m.head {
+            Head::Response(r) => Some((r, m)),
+            Head::Request(_) => None,
+        });
+        let span = http_span(&Exchange { conn: info, request, request_msg: &req.message, response: response_head }, &self.clock);
+        if info.role == Role::Server {
+            let tid = response.as_ref().map_or(req.tid, |(t, _)| *t);
+            self.linker.end_server(tid, info.id, req.span);
+        }
+        self.linker.finish(req.span);
+        if self.waiting.len() >= MAX_WAITING {
+            self.stats.dropped_unlinked += 1;
+            return;
+        }
+        self.waiting.push(Waiting { id: req.span, tgid: info.tgid, span });
+    }
+
+    /// A connection ended (closed, or replaced by a new one on the same fd).
+    fn drop_conn(&mut self, mut conn: crate::conn::Conn, tid: u32) {
+        if let Some(Parsed::Response { tid, message }) = conn.close(tid) {
+            if let Some(req) = conn.pending.pop_front() {
+                self.complete(&conn.info.clone(), req, Some((tid, message)));
+            }
+        }
+        // Requests that never got an answer still become spans, marked as errors.
+        while let Some(req) = conn.pending.pop_front() {
+            self.complete(&conn.info.clone(), req, None);
+        }
+    }
+
+    /// Resolves trace context and returns the spans that are ready.
+    pub fn tick(&mut self, now: Instant) -> Vec<FinishedSpan> {
+        let mut ready = Vec::new();
+        let waiting = std::mem::take(&mut self.waiting);
+        for mut w in waiting {
+            match self.linker.resolve(w.id, now) {
+                Some(ctx) => {
+                    w.span.trace_id = ctx.trace_id.to_vec();
+                    w.span.span_id = w.id.to_vec();
+                    w.span.parent_span_id = ctx.parent.map(|p| p.to_vec()).unwrap_or_default();
+                    let resource = self.resource(w.tgid);
+                    self.stats.spans += 1;
+                    ready.push(FinishedSpan { resource, span: w.span });
+                }
+                None => self.waiting.push(w),
+            }
+        }
+        self.linker.expire(now);
+        ready
+    }
+
+    /// Everything still waiting, resolved as well as it can be now (shutdown).
+    pub fn flush(&mut self) -> Vec<FinishedSpan> {
+        self.tick(Instant::now() + std::time::Duration::from_secs(3600))
+    }
+
+    fn resource(&mut self, tgid: u32) -> Arc<ProcessResource> {
+        if let Some(r) = self.resources.get(&tgid) {
+            return r.clone();
+        }
+        let r = Arc::new(self.host.resource(tgid).unwrap_or_else(|| ProcessResource {
+            pid: tgid,
+            service_name: format!("pid-{tgid}"),
+            executable_name: String::new(),
+            ..Default::default()
+        }));
+        self.resources.insert(tgid, r.clone());
+        r
+    }
+
+    /// A traced process exited: finish its connections and forget its resource.
+    pub fn process_exited(&mut self, tgid: u32) {
+        for conn in self.conns.remove_process(tgid) {
+            self.drop_conn(conn, tgid);
+        }
+    }
+
+    pub fn forget_resource(&mut self, tgid: u32) {
+        self.resources.remove(&tgid);
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+}

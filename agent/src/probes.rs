@@ -1,0 +1,126 @@
+//! Loading the embedded kernel programs, attaching them, and the agent's handles on their maps.
+
+use anyhow::{Context, Result, anyhow};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader};
+use zerotrace_abi::{fd_key, fd_state, stat};
+
+/// The probe object built by `cargo xtask build-ebpf` (checked by build.rs).
+static PROBES: &[u8] = aya::include_bytes_aligned!(env!("ZEROTRACE_PROBES_OBJECT"));
+
+/// (program, tracepoint category, tracepoint name). One program may serve several hooks.
+const ATTACH: &[(&str, &str, &str)] = &[
+    ("sys_enter_read", "syscalls", "sys_enter_read"),
+    ("sys_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+    ("sys_enter_write", "syscalls", "sys_enter_write"),
+    ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("sys_enter_readv", "syscalls", "sys_enter_readv"),
+    ("sys_enter_writev", "syscalls", "sys_enter_writev"),
+    ("sys_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
+    ("sys_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
+    ("sys_enter_sendfile64", "syscalls", "sys_enter_sendfile64"),
+    ("sys_exit_data", "syscalls", "sys_exit_read"),
+    ("sys_exit_data", "syscalls", "sys_exit_recvfrom"),
+    ("sys_exit_data", "syscalls", "sys_exit_write"),
+    ("sys_exit_data", "syscalls", "sys_exit_sendto"),
+    ("sys_exit_data", "syscalls", "sys_exit_readv"),
+    ("sys_exit_data", "syscalls", "sys_exit_writev"),
+    ("sys_exit_data", "syscalls", "sys_exit_recvmsg"),
+    ("sys_exit_data", "syscalls", "sys_exit_sendmsg"),
+    ("sys_exit_data", "syscalls", "sys_exit_sendfile64"),
+    ("sys_enter_accept", "syscalls", "sys_enter_accept"),
+    ("sys_enter_accept", "syscalls", "sys_enter_accept4"),
+    ("sys_exit_accept", "syscalls", "sys_exit_accept"),
+    ("sys_exit_accept", "syscalls", "sys_exit_accept4"),
+    ("sys_enter_connect", "syscalls", "sys_enter_connect"),
+    ("sys_exit_connect", "syscalls", "sys_exit_connect"),
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    ("sys_enter_close", "syscalls", "sys_enter_close"),
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+];
+
+pub struct Settings {
+    pub payload_cap: u32,
+    pub cgroup_filter: bool,
+    pub wakeup_bytes: u64,
+}
+
+/// Loaded and attached probes. Dropping it detaches everything.
+pub struct Probes {
+    pub ebpf: Ebpf,
+    targets: BpfHashMap<MapData, u32, u8>,
+    cgroups: BpfHashMap<MapData, u64, u8>,
+    fd_states: BpfHashMap<MapData, u64, u8>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+fn explain_load_error(err: &aya::EbpfError) -> String {
+    let text = format!("{err:#}");
+    if text.contains("RINGBUF") || text.contains("ringbuf") || text.contains("map type") {
+        format!("the kernel refused the BPF ring buffer; zerotrace needs Linux ≥ 5.8 with BPF ring buffer support ({text})")
+    } else if text.contains("Operation not permitted") || text.contains("EPERM") {
+        format!("the kernel refused to load eBPF programs (permission); run as root or with CAP_BPF+CAP_PERFMON, and check kernel.unprivileged_bpf_disabled/lockdown ({text})")
+    } else {
+        format!("loading the eBPF programs failed: {text}")
+    }
+}
+
+impl Probes {
+    pub fn load(settings: &Settings) -> Result<(Self, RingBuf<MapData>)> {
+        let cgroup_filter = u8::from(settings.cgroup_filter);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("PAYLOAD_CAP", &settings.payload_cap, true)
+            .override_global("CGROUP_FILTER", &cgroup_filter, true)
+            .override_global("WAKEUP_BYTES", &settings.wakeup_bytes, true)
+            .load(PROBES)
+            .map_err(|e| anyhow!(explain_load_error(&e)))?;
+        let mut loaded = std::collections::HashSet::new();
+        for (program, category, name) in ATTACH {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(program)
+                .with_context(|| format!("program {program} missing from the probe object; rebuild with cargo xtask build-ebpf"))?
+                .try_into()?;
+            if loaded.insert(*program) {
+                prog.load().map_err(|e| anyhow!("the kernel verifier rejected {program}: {e:#}"))?;
+            }
+            prog.attach(category, name).with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
+        }
+        let take = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the probe object"));
+        let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?;
+        let targets = BpfHashMap::try_from(take(&mut ebpf, "TARGET_TGIDS")?)?;
+        let cgroups = BpfHashMap::try_from(take(&mut ebpf, "TARGET_CGROUPS")?)?;
+        let fd_states = BpfHashMap::try_from(take(&mut ebpf, "FD_STATE")?)?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?)?;
+        Ok((Self { ebpf, targets, cgroups, fd_states, stats }, events))
+    }
+
+    pub fn trace_pid(&mut self, pid: u32) -> Result<()> {
+        self.targets.insert(pid, 1, 0).with_context(|| format!("adding pid {pid} to the target map"))
+    }
+
+    pub fn trace_cgroup(&mut self, id: u64) -> Result<()> {
+        self.cgroups.insert(id, 1, 0).with_context(|| format!("adding cgroup id {id} to the target map"))
+    }
+
+    /// Tells the probes to stop copying data for an fd that is not a socket (or not a protocol
+    /// we parse). The entry disappears when the fd is closed.
+    pub fn ignore_fd(&mut self, tgid: u32, fd: u32) {
+        let _ = self.fd_states.insert(fd_key(tgid, fd), fd_state::NOT_SOCKET, 0);
+    }
+
+    /// Records the probes could not deliver, by reason, summed over CPUs.
+    pub fn loss_counters(&self) -> [(&'static str, u64); 3] {
+        let sum = |i: u32| self.stats.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
+        [
+            ("ring buffer full", sum(stat::RINGBUF_FULL)),
+            ("user memory not readable", sum(stat::READ_FAULT)),
+            ("in-flight table full", sum(stat::INFLIGHT_FULL)),
+        ]
+    }
+
+    pub fn submitted(&self) -> u64 {
+        self.stats.get(&stat::SUBMITTED, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0)
+    }
+}

@@ -1,0 +1,194 @@
+//! Facts about traced processes read from /proc: resource attributes, socket classification
+//! and socket addresses for connections that predate the agent.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The OpenTelemetry resource of one process, as key/value strings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessResource {
+    pub pid: u32,
+    pub service_name: String,
+    pub executable_name: String,
+    pub container_id: Option<String>,
+    /// Extra attributes from the process's own OTEL_RESOURCE_ATTRIBUTES.
+    pub extra: Vec<(String, String)>,
+}
+
+pub fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn environ(pid: u32) -> HashMap<String, String> {
+    let Ok(raw) = fs::read(format!("/proc/{pid}/environ")) else { return HashMap::new() };
+    raw.split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Parses OTEL_RESOURCE_ATTRIBUTES (`k=v,k2=v2`, values percent-decoded loosely).
+pub fn parse_resource_attributes(value: &str) -> Vec<(String, String)> {
+    value
+        .split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            let (k, v) = (k.trim(), v.trim());
+            (!k.is_empty()).then(|| (k.to_string(), percent_decode(v)))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A container id: the first 64-hex-digit component of the process's cgroup path, as
+/// docker, containerd and CRI-O name their cgroups (`docker-<id>.scope`, `cri-containerd-<id>`).
+pub fn container_id_from_cgroup(cgroup_file: &str) -> Option<String> {
+    for line in cgroup_file.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or("");
+        for part in path.split('/') {
+            let part = part.trim_end_matches(".scope");
+            let candidate = part.rsplit(['-', ':']).next().unwrap_or(part);
+            if candidate.len() == 64 && candidate.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Some(candidate.to_ascii_lowercase());
+            }
+        }
+    }
+    None
+}
+
+pub fn executable_name(pid: u32) -> Option<String> {
+    if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) {
+        if let Some(name) = exe.file_name() {
+            return Some(name.to_string_lossy().trim_end_matches(" (deleted)").to_string());
+        }
+    }
+    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
+}
+
+/// Reads a process's resource. Returns None when the process is gone.
+pub fn resource(pid: u32) -> Option<ProcessResource> {
+    let executable_name = executable_name(pid)?;
+    let env = environ(pid);
+    let mut extra = env.get("OTEL_RESOURCE_ATTRIBUTES").map(|v| parse_resource_attributes(v)).unwrap_or_default();
+    let from_attrs = extra.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone());
+    extra.retain(|(k, _)| k != "service.name");
+    let service_name = env
+        .get("OTEL_SERVICE_NAME")
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .or(from_attrs)
+        .unwrap_or_else(|| executable_name.clone());
+    let container_id = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|c| container_id_from_cgroup(&c));
+    Some(ProcessResource { pid, service_name, executable_name, container_id, extra })
+}
+
+/// What an fd of a process is, from /proc/PID/fd.
+pub enum FdKind {
+    Socket(u64),
+    Other,
+    Gone,
+}
+
+pub fn fd_kind(pid: u32, fd: u32) -> FdKind {
+    match fs::read_link(format!("/proc/{pid}/fd/{fd}")) {
+        Ok(target) => {
+            let t = target.to_string_lossy();
+            match t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')).and_then(|n| n.parse().ok()) {
+                Some(inode) => FdKind::Socket(inode),
+                None => FdKind::Other,
+            }
+        }
+        Err(_) => FdKind::Gone,
+    }
+}
+
+fn parse_hex_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match ip.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_le_bytes())),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+                let word = u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok()?;
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Finds (local, remote) of a TCP socket inode in /proc/PID/net/tcp{,6}.
+pub fn tcp_addresses(pid: u32, inode: u64) -> Option<(SocketAddr, SocketAddr)> {
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
+        if let Some(found) = find_inode(&text, inode) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// Looks an inode up in the text of a /proc/net/tcp table.
+pub fn find_inode(table: &str, inode: u64) -> Option<(SocketAddr, SocketAddr)> {
+    for line in table.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() > 9 && cols[9].parse::<u64>().ok() == Some(inode) {
+            return Some((parse_hex_addr(cols[1])?, parse_hex_addr(cols[2])?));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids() {
+        let id = "a".repeat(64);
+        assert_eq!(container_id_from_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")), Some(id.clone()));
+        assert_eq!(container_id_from_cgroup(&format!("0::/kubepods/pod1/cri-containerd-{id}\n")), Some(id));
+        assert_eq!(container_id_from_cgroup("0::/user.slice/session-1.scope\n"), None);
+    }
+
+    #[test]
+    fn resource_attributes() {
+        assert_eq!(
+            parse_resource_attributes("service.name=shop,deployment.environment=prod%20eu, bad"),
+            vec![("service.name".into(), "shop".into()), ("deployment.environment".into(), "prod eu".into())]
+        );
+    }
+
+    #[test]
+    fn proc_net_tcp() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 20 4 30 10 -1\n";
+        let (l, r) = find_inode(table, 12345).expect("found");
+        assert_eq!(l, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(r, "127.0.0.1:40000".parse().expect("addr"));
+        assert!(find_inode(table, 1).is_none());
+    }
+}

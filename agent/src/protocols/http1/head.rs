@@ -1,0 +1,248 @@
+//! Parsing one HTTP/1.x request or response head.
+
+/// Methods we accept as the start of a request. A closed list keeps binary or foreign
+/// protocols from ever being mistaken for HTTP.
+const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"];
+/// Headers beyond this count make httparse fail; real heads rarely come close.
+const MAX_HEADERS: usize = 96;
+
+/// How the body that follows a head is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    Length(u64),
+    Chunked,
+    /// The body runs until the connection closes (responses only).
+    UntilClose,
+    /// After the head, the connection stops being HTTP/1 (101 Switching Protocols, CONNECT).
+    Upgrade,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    /// The request target as sent (origin-form path and query, or absolute-form).
+    pub target: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+    pub expect_continue: bool,
+    /// False when the head was larger than what was captured: only the request line is known.
+    pub complete: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub minor_version: u8,
+    pub complete: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadParse<T> {
+    /// A whole head and its length in bytes, with the framing of the body that follows.
+    Complete(T, usize, Framing),
+    /// A valid beginning; more bytes are needed. Carries what the start line told so far.
+    Partial(Option<T>),
+    /// Not an HTTP/1 head.
+    Invalid,
+}
+
+fn header_str(value: &[u8]) -> String {
+    String::from_utf8_lossy(value).trim().to_string()
+}
+
+struct BodyHeaders {
+    content_length: Option<u64>,
+    chunked: bool,
+    invalid_length: bool,
+}
+
+fn body_headers(headers: &[httparse::Header<'_>]) -> BodyHeaders {
+    let mut out = BodyHeaders { content_length: None, chunked: false, invalid_length: false };
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            match std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+                Some(n) => out.content_length = Some(n),
+                None => out.invalid_length = true,
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            out.chunked = v.split(',').next_back().is_some_and(|last| last.trim() == "chunked");
+        }
+    }
+    out
+}
+
+/// Does `buf` plausibly start a request line? Used to reject foreign bytes early.
+fn starts_like_request(buf: &[u8]) -> bool {
+    METHODS.iter().any(|m| {
+        let m = m.as_bytes();
+        if buf.len() > m.len() {
+            buf.starts_with(m) && buf[m.len()] == b' '
+        } else {
+            m.starts_with(buf) && !buf.is_empty()
+        }
+    })
+}
+
+pub fn parse_request_head(buf: &[u8]) -> HeadParse<RequestHead> {
+    if !starts_like_request(buf) {
+        return HeadParse::Invalid;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(_) => return HeadParse::Invalid,
+    };
+    let mut head = RequestHead {
+        method: req.method.unwrap_or_default().to_string(),
+        target: req.path.unwrap_or_default().to_string(),
+        minor_version: req.version.unwrap_or(1),
+        ..Default::default()
+    };
+    let len = match status {
+        httparse::Status::Partial => {
+            let known = req.method.is_some() && req.path.is_some();
+            return HeadParse::Partial(known.then_some(head));
+        }
+        httparse::Status::Complete(len) => len,
+    };
+    head.complete = true;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            head.host = Some(header_str(h.value));
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            head.user_agent = Some(header_str(h.value));
+        } else if name.eq_ignore_ascii_case("traceparent") {
+            head.traceparent = Some(header_str(h.value));
+        } else if name.eq_ignore_ascii_case("tracestate") {
+            head.tracestate = Some(header_str(h.value));
+        } else if name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    let body = body_headers(req.headers);
+    if body.invalid_length && !body.chunked {
+        return HeadParse::Invalid;
+    }
+    let framing = if head.method == "CONNECT" {
+        Framing::Upgrade
+    } else if body.chunked {
+        Framing::Chunked
+    } else {
+        match body.content_length {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    HeadParse::Complete(head, len, framing)
+}
+
+/// `request_method` is the method of the request this response answers, when known: a
+/// response to HEAD never has a body, whatever its headers say.
+pub fn parse_response_head(buf: &[u8], request_method: Option<&str>) -> HeadParse<ResponseHead> {
+    const PREFIX: &[u8] = b"HTTP/1.";
+    let n = buf.len().min(PREFIX.len());
+    if n == 0 || buf[..n] != PREFIX[..n] {
+        return HeadParse::Invalid;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let status = match resp.parse(buf) {
+        Ok(s) => s,
+        Err(_) => return HeadParse::Invalid,
+    };
+    let mut head = ResponseHead {
+        status: resp.code.unwrap_or(0),
+        minor_version: resp.version.unwrap_or(1),
+        complete: false,
+    };
+    let len = match status {
+        httparse::Status::Partial => return HeadParse::Partial(resp.code.is_some().then_some(head)),
+        httparse::Status::Complete(len) => len,
+    };
+    head.complete = true;
+    let body = body_headers(resp.headers);
+    let framing = if head.status == 101 || (request_method == Some("CONNECT") && (200..300).contains(&head.status)) {
+        Framing::Upgrade
+    } else if (100..200).contains(&head.status) || head.status == 204 || head.status == 304 || request_method == Some("HEAD") {
+        Framing::None
+    } else if body.chunked {
+        Framing::Chunked
+    } else if let Some(n) = body.content_length {
+        if n == 0 { Framing::None } else { Framing::Length(n) }
+    } else if body.invalid_length {
+        return HeadParse::Invalid;
+    } else {
+        Framing::UntilClose
+    };
+    HeadParse::Complete(head, len, framing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_with_headers() {
+        let raw = b"GET /a?b=1 HTTP/1.1\r\nHost: x:8080\r\nUser-Agent: curl/8\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\nrest";
+        let HeadParse::Complete(head, len, framing) = parse_request_head(raw) else { panic!() };
+        assert_eq!(head.method, "GET");
+        assert_eq!(head.target, "/a?b=1");
+        assert_eq!(head.host.as_deref(), Some("x:8080"));
+        assert_eq!(head.user_agent.as_deref(), Some("curl/8"));
+        assert!(head.traceparent.is_some());
+        assert_eq!(&raw[len..], b"rest");
+        assert_eq!(framing, Framing::None);
+    }
+
+    #[test]
+    fn request_framing() {
+        let HeadParse::Complete(_, _, f) = parse_request_head(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n") else { panic!() };
+        assert_eq!(f, Framing::Length(5));
+        let HeadParse::Complete(_, _, f) = parse_request_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n") else { panic!() };
+        assert_eq!(f, Framing::Chunked);
+        assert_eq!(parse_request_head(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), HeadParse::Invalid);
+    }
+
+    #[test]
+    fn partial_request_keeps_request_line() {
+        let HeadParse::Partial(Some(head)) = parse_request_head(b"GET /big HTTP/1.1\r\nCookie: aaaa") else { panic!() };
+        assert_eq!(head.target, "/big");
+        assert!(!head.complete);
+        assert_eq!(parse_request_head(b"GE"), HeadParse::Partial(None));
+    }
+
+    #[test]
+    fn rejects_foreign_bytes() {
+        assert_eq!(parse_request_head(b"\x16\x03\x01\x02\x00"), HeadParse::Invalid);
+        assert_eq!(parse_request_head(b"GETX / HTTP/1.1\r\n\r\n"), HeadParse::Invalid);
+        assert_eq!(parse_response_head(b"SSH-2.0-OpenSSH", None), HeadParse::Invalid);
+        assert_eq!(parse_request_head(b""), HeadParse::Invalid);
+    }
+
+    #[test]
+    fn response_framing() {
+        let cases: &[(&[u8], Option<&str>, Framing)] = &[
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", None, Framing::Length(3)),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", Some("HEAD"), Framing::None),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", None, Framing::None),
+            (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", None, Framing::None),
+            (b"HTTP/1.1 100 Continue\r\n\r\n", None, Framing::None),
+            (b"HTTP/1.0 200 OK\r\n\r\n", None, Framing::UntilClose),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", None, Framing::Chunked),
+            (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", None, Framing::Upgrade),
+        ];
+        for (raw, method, want) in cases {
+            let HeadParse::Complete(_, _, f) = parse_response_head(raw, *method) else { panic!("{raw:?}") };
+            assert_eq!(f, *want, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Request/response pairs to OpenTelemetry spans with the stable HTTP semantic conventions.
+
+use std::net::SocketAddr;
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status::StatusCode};
+
+use crate::conn::{ConnInfo, Role};
+use crate::protocols::http1::{Message, RequestHead, ResponseHead};
+
+/// Methods the semantic conventions know; anything else becomes `_OTHER`.
+const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"];
+
+pub fn kv_str(key: &str, value: impl Into<String>) -> KeyValue {
+    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }), ..Default::default() }
+}
+
+pub fn kv_int(key: &str, value: i64) -> KeyValue {
+    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(Value::IntValue(value)) }), ..Default::default() }
+}
+
+/// Converts kernel monotonic timestamps to Unix time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// realtime − monotonic, in ns, taken once at start.
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        let read = |id| {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime writes into the timespec we own; the clock ids are valid.
+            unsafe { libc::clock_gettime(id, &mut ts) };
+            ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+        };
+        let mono = read(libc::CLOCK_MONOTONIC);
+        let real = read(libc::CLOCK_REALTIME);
+        Self { offset_ns: real - mono }
+    }
+
+    pub fn unix_ns(&self, mono_ns: u64) -> u64 {
+        (mono_ns as i128 + self.offset_ns).max(0) as u64
+    }
+}
+
+/// Splits a request target into path and (dropped-by-default) query.
+pub fn path_of(target: &str) -> &str {
+    let no_fragment = target.split('#').next().unwrap_or(target);
+    let path = no_fragment.split('?').next().unwrap_or(no_fragment);
+    // absolute-form (proxies): keep only the path.
+    if let Some(rest) = path.strip_prefix("http://").or_else(|| path.strip_prefix("https://")) {
+        return rest.find('/').map_or("/", |i| &rest[i..]);
+    }
+    path
+}
+
+/// `host[:port]` from a Host header.
+fn split_host(host: &str) -> (String, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((ip, tail)) = rest.split_once(']') {
+            return (ip.to_string(), tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().ok()),
+        _ => (host.to_string(), None),
+    }
+}
+
+fn method_attrs(method: &str, attrs: &mut Vec<KeyValue>) -> String {
+    if KNOWN_METHODS.contains(&method) {
+        attrs.push(kv_str("http.request.method", method));
+        method.to_string()
+    } else {
+        attrs.push(kv_str("http.request.method", "_OTHER"));
+        attrs.push(kv_str("http.request.method_original", method));
+        "HTTP".to_string()
+    }
+}
+
+fn peer_attrs(addr: Option<SocketAddr>, attrs: &mut Vec<KeyValue>) {
+    if let Some(a) = addr {
+        attrs.push(kv_str("network.peer.address", a.ip().to_canonical().to_string()));
+        attrs.push(kv_int("network.peer.port", a.port() as i64));
+    }
+}
+
+/// Everything a span needs from one exchange.
+pub struct Exchange<'a> {
+    pub conn: &'a ConnInfo,
+    pub request: &'a RequestHead,
+    pub request_msg: &'a Message,
+    pub response: Option<(&'a ResponseHead, &'a Message)>,
+}
+
+/// Builds the span (ids are filled in by the linker later).
+pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> Span {
+    let mut attrs = Vec::with_capacity(12);
+    let req = ex.request;
+    let name = method_attrs(&req.method, &mut attrs);
+    let version = if req.minor_version == 0 { "1.0" } else { "1.1" };
+    attrs.push(kv_str("network.protocol.version", version));
+    let path = path_of(&req.target).to_string();
+    let server = ex.conn.role == Role::Server;
+    let (host, host_port) = req.host.as_deref().map(split_host).unwrap_or_default();
+    if server {
+        attrs.push(kv_str("url.path", path.clone()));
+        attrs.push(kv_str("url.scheme", "http"));
+        let port = host_port.or(ex.conn.local.map(|a| a.port()));
+        if !host.is_empty() {
+            attrs.push(kv_str("server.address", host));
+        }
+        if let Some(p) = port {
+            attrs.push(kv_int("server.port", p as i64));
+        }
+        if let Some(r) = ex.conn.remote {
+            attrs.push(kv_str("client.address", r.ip().to_canonical().to_string()));
+        }
+    } else {
+        let remote = ex.conn.remote;
+        let address = if host.is_empty() { remote.map(|a| a.ip().to_canonical().to_string()).unwrap_or_default() } else { host };
+        let port = host_port.or(remote.map(|a| a.port())).unwrap_or(80);
+        let authority = if port == 80 { address.clone() } else if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") };
+        attrs.push(kv_str("url.full", format!("http://{authority}{path}")));
+        if !address.is_empty() {
+            attrs.push(kv_str("server.address", address));
+        }
+        attrs.push(kv_int("server.port", port as i64));
+    }
+    peer_attrs(ex.conn.remote, &mut attrs);
+    if let Some(ua) = &req.user_agent {
+        attrs.push(kv_str("user_agent.original", ua.clone()));
+    }
+    let (start, end) = if server {
+        (ex.request_msg.start_exit_ns, ex.response.map_or(ex.request_msg.end_exit_ns, |(_, m)| m.end_exit_ns))
+    } else {
+        (ex.request_msg.start_enter_ns, ex.response.map_or(ex.request_msg.end_exit_ns, |(_, m)| m.end_exit_ns))
+    };
+    let mut status = Status::default();
+    if let Some((resp, _)) = ex.response {
+        attrs.push(kv_int("http.response.status_code", resp.status as i64));
+        let error = if server { resp.status >= 500 } else { resp.status >= 400 };
+        if error {
+            attrs.push(kv_str("error.type", resp.status.to_string()));
+            status.code = StatusCode::Error as i32;
+        }
+    } else {
+        attrs.push(kv_str("error.type", "no_response"));
+        status.code = StatusCode::Error as i32;
+        status.message = "connection closed before a response".to_string();
+    }
+    Span {
+        name,
+        kind: if server { SpanKind::Server } else { SpanKind::Client } as i32,
+        start_time_unix_nano: clock.unix_ns(start),
+        end_time_unix_nano: clock.unix_ns(end.max(start)),
+        attributes: attrs,
+        status: Some(status),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_hosts() {
+        assert_eq!(path_of("/a/b?secret=1#f"), "/a/b");
+        assert_eq!(path_of("http://h:1/x?y"), "/x");
+        assert_eq!(path_of("http://h"), "/");
+        assert_eq!(split_host("h:8080"), ("h".to_string(), Some(8080)));
+        assert_eq!(split_host("[::1]:80"), ("::1".to_string(), Some(80)));
+        assert_eq!(split_host("example.com"), ("example.com".to_string(), None));
+    }
+}

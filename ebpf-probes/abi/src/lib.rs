@@ -1,0 +1,175 @@
+//! The binary contract between the kernel programs and the agent.
+//!
+//! Every record the probes put in the ring buffer starts with a `u32` kind tag and is one of the
+//! `#[repr(C)]` structs below. This crate is `no_std` so the probes can use it; the agent decodes
+//! records with [`decode`] helpers that check sizes before reading.
+#![no_std]
+
+/// Largest payload prefix a data record can carry. Must be a power of two: the probes mask
+/// lengths with `MAX_PAYLOAD - 1` so the verifier can bound them.
+pub const MAX_PAYLOAD: usize = 4096;
+/// Default payload capture cap when the user does not set one.
+pub const DEFAULT_PAYLOAD_CAP: u32 = 1024;
+
+/// Record kinds (the first `u32` of every record).
+pub mod kind {
+    pub const CONN_OPEN: u32 = 1;
+    pub const DATA: u32 = 2;
+    pub const CLOSE: u32 = 3;
+}
+
+/// Which side of the connection the traced process is on.
+pub mod role {
+    pub const UNKNOWN: u32 = 0;
+    /// The process accepted the connection: it serves requests on it.
+    pub const SERVER: u32 = 1;
+    /// The process connected: it sends requests on it.
+    pub const CLIENT: u32 = 2;
+}
+
+/// Data direction, from the traced process's point of view.
+pub mod direction {
+    /// Bytes the process read (recv, read, readv, recvmsg, recvfrom).
+    pub const INGRESS: u32 = 1;
+    /// Bytes the process wrote (send, write, writev, sendmsg, sendto).
+    pub const EGRESS: u32 = 2;
+}
+
+/// Indexes of the per-CPU loss/statistics counters (`STATS` map).
+pub mod stat {
+    /// A record did not fit in the ring buffer; the reader is too slow.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// Reading the user buffer faulted (page not present); the record went out without payload.
+    pub const READ_FAULT: u32 = 1;
+    /// The in-flight syscall table was full, so a call could not be followed to its exit.
+    pub const INFLIGHT_FULL: u32 = 2;
+    /// Records submitted (for rate and cost accounting).
+    pub const SUBMITTED: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// IPv4 or IPv6 socket address in network byte order, as the agent needs it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockAddr {
+    /// AF_INET (2), AF_INET6 (10) or 0 when unknown.
+    pub family: u16,
+    /// Port in host byte order.
+    pub port: u16,
+    pub _pad: u32,
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub addr: [u8; 16],
+}
+
+/// A connection was accepted or connected by a traced process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnOpenEvent {
+    pub kind: u32,
+    pub role: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: u32,
+    pub _pad: u32,
+    pub ts_ns: u64,
+    /// Our end. For connect, from the TCP state change that picked the ephemeral port.
+    pub local: SockAddr,
+    /// The peer: accept's returned address, or connect's target.
+    pub remote: SockAddr,
+}
+
+/// Fixed part of a data record; `captured` payload bytes follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DataHeader {
+    pub kind: u32,
+    pub direction: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: u32,
+    /// How many payload bytes follow this header (≤ the capture cap).
+    pub captured: u32,
+    /// Syscall entry and exit, CLOCK_MONOTONIC (bpf_ktime_get_ns).
+    pub ts_enter_ns: u64,
+    pub ts_exit_ns: u64,
+    /// Bytes the syscall actually transferred (≥ `captured`).
+    pub total_len: u64,
+}
+
+/// A full data record as the probes fill it in per-CPU scratch space before output.
+#[repr(C)]
+pub struct DataEvent {
+    pub header: DataHeader,
+    pub payload: [u8; MAX_PAYLOAD],
+}
+
+/// A traced process closed a socket fd the probes had seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CloseEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: u32,
+    pub ts_ns: u64,
+}
+
+/// What the probes know about a (tgid, fd): set at accept/connect, by the agent for fds it
+/// classified from /proc, removed at close.
+pub mod fd_state {
+    /// Not a socket (file, pipe, tty): the probes ignore its reads and writes.
+    pub const NOT_SOCKET: u8 = 1;
+    /// A socket the process accepted or connected, or one the agent found in /proc.
+    pub const SOCKET: u8 = 2;
+}
+
+/// Key of the per-fd state map: `(tgid << 32) | fd`.
+#[inline(always)]
+pub const fn fd_key(tgid: u32, fd: u32) -> u64 {
+    ((tgid as u64) << 32) | fd as u64
+}
+
+/// Safe decoding of ring-buffer records on the agent side.
+pub mod decode {
+    use super::*;
+
+    /// A decoded record borrowing the ring buffer bytes.
+    pub enum Record<'a> {
+        ConnOpen(ConnOpenEvent),
+        Data(DataHeader, &'a [u8]),
+        Close(CloseEvent),
+    }
+
+    /// Why a record could not be decoded (a probe/agent version mismatch, never traffic).
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum DecodeError {
+        Short { kind: u32, len: usize },
+        UnknownKind(u32),
+    }
+
+    fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+        if bytes.len() < size_of::<T>() {
+            return None;
+        }
+        // SAFETY: the length was checked above; T is a plain-old-data #[repr(C)] struct with no
+        // invalid bit patterns, and read_unaligned does not require alignment.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    }
+
+    pub fn record(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
+        let kind = read::<u32>(bytes).ok_or(DecodeError::Short { kind: 0, len: bytes.len() })?;
+        let short = DecodeError::Short { kind, len: bytes.len() };
+        match kind {
+            kind::CONN_OPEN => read(bytes).map(Record::ConnOpen).ok_or(short),
+            kind::CLOSE => read(bytes).map(Record::Close).ok_or(short),
+            kind::DATA => {
+                let header: DataHeader = read(bytes).ok_or(short)?;
+                let start = size_of::<DataHeader>();
+                let end = start.saturating_add(header.captured as usize);
+                let payload = bytes.get(start..end).ok_or(DecodeError::Short { kind, len: bytes.len() })?;
+                Ok(Record::Data(header, payload))
+            }
+            other => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Building and submitting ring-buffer records.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
+};
+use zerotrace_abi::{
+    CloseEvent, ConnOpenEvent, DataHeader, MAX_PAYLOAD, SockAddr, direction, kind, stat,
+};
+
+use crate::maps::{
+    EVENTS, Inflight, PAYLOAD_CAP, SCRATCH, WAKEUP_BYTES, count, op, setting_u32, setting_u64,
+};
+
+/// Wake the reader only once enough is queued; it drains on a timer otherwise.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= setting_u64(&WAKEUP_BYTES) {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+fn submit_bytes(bytes: &[u8]) {
+    match EVENTS.output::<[u8]>(bytes, wakeup_flag()) {
+        Ok(()) => count(stat::SUBMITTED),
+        Err(_) => count(stat::RINGBUF_FULL),
+    }
+}
+
+#[inline(always)]
+fn submit<T>(record: &T) {
+    // SAFETY: T is a #[repr(C)] record without padding holes that matter to the reader; viewing
+    // it as bytes for the duration of the copy into the ring buffer is sound.
+    let bytes = unsafe {
+        core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>())
+    };
+    submit_bytes(bytes);
+}
+
+pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, local: SockAddr, remote: SockAddr) {
+    let event = ConnOpenEvent {
+        kind: kind::CONN_OPEN,
+        role,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        fd,
+        _pad: 0,
+        // SAFETY: helper without arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        local,
+        remote,
+    };
+    submit(&event);
+}
+
+pub fn close(pid_tgid: u64, fd: u32) {
+    let event = CloseEvent {
+        kind: kind::CLOSE,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        fd,
+        // SAFETY: helper without arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    submit(&event);
+}
+
+/// One `struct iovec`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+/// Emits a data record for a completed read/write-family call that moved `transferred` bytes.
+pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64) {
+    let Some(event) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: SCRATCH slot 0 is this CPU's private buffer; programs on one CPU do not nest
+    // for tracepoints, so nothing else uses it while we fill it.
+    let event = unsafe { &mut *event };
+
+    let (dir, src, avail) = match call.op {
+        op::READ => (direction::INGRESS, call.ptr, transferred),
+        op::WRITE => (direction::EGRESS, call.ptr, transferred),
+        op::READV | op::WRITEV => {
+            let dir = if call.op == op::READV { direction::INGRESS } else { direction::EGRESS };
+            // Only the first iovec is copied: protocol heads live there in practice (nginx,
+            // Python, Go all build the head in one buffer); the rest counts as a gap.
+            // SAFETY: reading the user's iovec array through the checked helper.
+            match unsafe { bpf_probe_read_user(call.ptr as *const Iovec) } {
+                Ok(iov) => (dir, iov.base, if iov.len < transferred { iov.len } else { transferred }),
+                Err(_) => (dir, 0, 0),
+            }
+        }
+        // sendfile: the bytes come from a file; only the count matters.
+        op::SENDFILE => (direction::EGRESS, 0, 0),
+        _ => return,
+    };
+
+    let cap = setting_u32(&PAYLOAD_CAP) as u64;
+    let mut n = if avail < cap { avail } else { cap };
+    if n > MAX_PAYLOAD as u64 {
+        n = MAX_PAYLOAD as u64;
+    }
+    if src != 0 && n > 0 {
+        // SAFETY: the destination is the scratch payload and n ≤ MAX_PAYLOAD, its length; the
+        // helper checks the user source and returns an error instead of faulting.
+        let ret = unsafe {
+            read_user_raw(
+                event.payload.as_mut_ptr().cast(),
+                n as u32,
+                src as *const core::ffi::c_void,
+            )
+        };
+        if ret != 0 {
+            count(stat::READ_FAULT);
+            n = 0;
+        }
+    } else {
+        n = 0;
+    }
+
+    event.header = DataHeader {
+        kind: kind::DATA,
+        direction: dir,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        fd: call.fd,
+        captured: n as u32,
+        ts_enter_ns: call.ts_enter_ns,
+        // SAFETY: helper without arguments.
+        ts_exit_ns: unsafe { bpf_ktime_get_ns() },
+        total_len: transferred,
+    };
+    let len = size_of::<DataHeader>() + n as usize;
+    if len > size_of::<zerotrace_abi::DataEvent>() {
+        return;
+    }
+    // SAFETY: len ≤ size_of::<DataEvent>(), checked just above, so the slice stays inside the
+    // scratch record.
+    let bytes = unsafe { core::slice::from_raw_parts((event as *const zerotrace_abi::DataEvent).cast::<u8>(), len) };
+    submit_bytes(bytes);
+}

@@ -1,0 +1,310 @@
+//! zerotrace kernel programs.
+//!
+//! Syscall tracepoints only (plus `sock:inet_sock_set_state` and `sched:*`): no kprobes or
+//! fentry, which hardened kernels lack. Entry handlers stash arguments in `INFLIGHT` keyed by
+//! pid_tgid; exit handlers emit one record per completed call. Every handler first asks
+//! `filter::traced_task()` and returns at once for other processes.
+//!
+//! Entry points follow aya-template: a thin `fn x(ctx) -> u32` around `try_x(ctx) -> Result`.
+#![no_std]
+#![no_main]
+
+mod capture;
+mod filter;
+mod maps;
+mod sockaddr;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use zerotrace_abi::{SockAddr, fd_key, fd_state, role, stat};
+
+use crate::maps::{FD_STATE, INFLIGHT, Inflight, TARGET_TGIDS, count, op};
+
+/// Offsets in the syscall tracepoint records (see events/syscalls/*/format).
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const RET: usize = 16;
+/// -EINPROGRESS: a non-blocking connect that is under way counts as connected.
+const EINPROGRESS: i64 = -115;
+
+type Res = Result<(), i64>;
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, offset: usize) -> Result<u64, i64> {
+    // SAFETY: offsets are those of the syscall tracepoint format; read_at bounds-checks via the
+    // probe-read helper.
+    unsafe { ctx.read_at::<u64>(offset) }.map_err(|e| e as i64)
+}
+
+#[inline(always)]
+fn stash(pid_tgid: u64, call: &Inflight) {
+    if INFLIGHT.insert(&pid_tgid, call, 0).is_err() {
+        count(stat::INFLIGHT_FULL);
+    }
+}
+
+#[inline(always)]
+fn take(pid_tgid: u64) -> Option<Inflight> {
+    // SAFETY: the value is copied out before the entry is removed.
+    let call = unsafe { INFLIGHT.get(&pid_tgid) }.copied();
+    if call.is_some() {
+        let _ = INFLIGHT.remove(&pid_tgid);
+    }
+    call
+}
+
+fn new_call(op: u32, fd: u32, ptr: u64) -> Inflight {
+    Inflight {
+        op,
+        fd,
+        ptr,
+        // SAFETY: helper without arguments.
+        ts_enter_ns: unsafe { bpf_ktime_get_ns() },
+        local: SockAddr::default(),
+        remote: SockAddr::default(),
+    }
+}
+
+macro_rules! entry_point {
+    ($name:ident, $body:ident) => {
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            match $body(&ctx) {
+                Ok(()) | Err(_) => 0,
+            }
+        }
+    };
+}
+
+// ---- data: read/write family -------------------------------------------------------------
+
+/// Stash a data call unless the fd is known not to be a socket.
+#[inline(always)]
+fn enter_data(ctx: &TracePointContext, call_op: u32) -> Res {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let fd = arg(ctx, ARG0)? as u32;
+    // SAFETY: lookup; the value is copied.
+    if let Some(state) = unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) } {
+        if *state == fd_state::NOT_SOCKET {
+            return Ok(());
+        }
+    }
+    let ptr = match call_op {
+        op::SENDFILE => 0,
+        _ => arg(ctx, ARG1)?,
+    };
+    stash(pid_tgid, &new_call(call_op, fd, ptr));
+    Ok(())
+}
+
+/// recvmsg/sendmsg: the iovec array pointer is at offset 16 of `struct msghdr`.
+#[inline(always)]
+fn enter_msg(ctx: &TracePointContext, call_op: u32) -> Res {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let fd = arg(ctx, ARG0)? as u32;
+    // SAFETY: lookup; the value is copied.
+    if let Some(state) = unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) } {
+        if *state == fd_state::NOT_SOCKET {
+            return Ok(());
+        }
+    }
+    let msghdr = arg(ctx, ARG1)?;
+    // SAFETY: checked user read of msghdr.msg_iov.
+    let iov = unsafe { aya_ebpf::helpers::bpf_probe_read_user((msghdr + 16) as *const u64) }
+        .map_err(|e| e as i64)?;
+    stash(pid_tgid, &new_call(call_op, fd, iov));
+    Ok(())
+}
+
+#[inline(always)]
+fn exit_data(ctx: &TracePointContext) -> Res {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(call) = take(pid_tgid) else { return Ok(()) };
+    let ret = arg(ctx, RET)? as i64;
+    if ret > 0 {
+        capture::data(pid_tgid, &call, ret as u64);
+    }
+    Ok(())
+}
+
+fn try_enter_read(ctx: &TracePointContext) -> Res { enter_data(ctx, op::READ) }
+fn try_enter_write(ctx: &TracePointContext) -> Res { enter_data(ctx, op::WRITE) }
+fn try_enter_readv(ctx: &TracePointContext) -> Res { enter_data(ctx, op::READV) }
+fn try_enter_writev(ctx: &TracePointContext) -> Res { enter_data(ctx, op::WRITEV) }
+fn try_enter_recvmsg(ctx: &TracePointContext) -> Res { enter_msg(ctx, op::READV) }
+fn try_enter_sendmsg(ctx: &TracePointContext) -> Res { enter_msg(ctx, op::WRITEV) }
+fn try_enter_sendfile(ctx: &TracePointContext) -> Res { enter_data(ctx, op::SENDFILE) }
+
+entry_point!(sys_enter_read, try_enter_read);
+entry_point!(sys_enter_recvfrom, try_enter_read);
+entry_point!(sys_enter_write, try_enter_write);
+entry_point!(sys_enter_sendto, try_enter_write);
+entry_point!(sys_enter_readv, try_enter_readv);
+entry_point!(sys_enter_writev, try_enter_writev);
+entry_point!(sys_enter_recvmsg, try_enter_recvmsg);
+entry_point!(sys_enter_sendmsg, try_enter_sendmsg);
+entry_point!(sys_enter_sendfile64, try_enter_sendfile);
+entry_point!(sys_exit_data, exit_data);
+
+// ---- connections ------------------------------------------------------------------------------
+
+fn try_enter_accept(ctx: &TracePointContext) -> Res {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let addr_ptr = arg(ctx, ARG1)?;
+    stash(pid_tgid, &new_call(op::ACCEPT, 0, addr_ptr));
+    Ok(())
+}
+
+fn try_exit_accept(ctx: &TracePointContext) -> Res {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(call) = take(pid_tgid) else { return Ok(()) };
+    let ret = arg(ctx, RET)? as i64;
+    if call.op != op::ACCEPT || ret < 0 {
+        return Ok(());
+    }
+    let fd = ret as u32;
+    let remote = sockaddr::read_user_sockaddr(call.ptr);
+    let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, fd), &fd_state::SOCKET, 0);
+    capture::conn_open(pid_tgid, role::SERVER, fd, SockAddr::default(), remote);
+    Ok(())
+}
+
+fn try_enter_connect(ctx: &TracePointContext) -> Res {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let fd = arg(ctx, ARG0)? as u32;
+    let mut call = new_call(op::CONNECT, fd, 0);
+    call.remote = sockaddr::read_user_sockaddr(arg(ctx, ARG1)?);
+    if call.remote.family == 0 {
+        return Ok(()); // AF_UNIX and others: not traced yet.
+    }
+    stash(pid_tgid, &call);
+    Ok(())
+}
+
+fn try_exit_connect(ctx: &TracePointContext) -> Res {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(call) = take(pid_tgid) else { return Ok(()) };
+    let ret = arg(ctx, RET)? as i64;
+    if call.op != op::CONNECT || (ret != 0 && ret != EINPROGRESS) {
+        return Ok(());
+    }
+    let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, call.fd), &fd_state::SOCKET, 0);
+    capture::conn_open(pid_tgid, role::CLIENT, call.fd, call.local, call.remote);
+    Ok(())
+}
+
+/// `sock:inet_sock_set_state` gives us our own end of a connect(): the ephemeral port is
+/// picked just after CLOSE → SYN_SENT, so the port is usually known at SYN_SENT → ESTABLISHED,
+/// which on loopback and veth runs in the softirq that the connecting task itself raises,
+/// inside connect(). Same-host stitching needs this port to match the callee's accepted peer.
+/// When the handshake completes later (a remote peer), the agent falls back to /proc.
+fn try_sock_state(ctx: &TracePointContext) -> Res {
+    const TCP_ESTABLISHED: i32 = 1;
+    const TCP_SYN_SENT: i32 = 2;
+    const TCP_CLOSE: i32 = 7;
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    // SAFETY: offsets from events/sock/inet_sock_set_state/format.
+    let (old, new) = unsafe { (ctx.read_at::<i32>(16), ctx.read_at::<i32>(20)) };
+    let (Ok(old), Ok(new)) = (old, new) else { return Ok(()) };
+    let interesting = (old == TCP_CLOSE && new == TCP_SYN_SENT) || (old == TCP_SYN_SENT && new == TCP_ESTABLISHED);
+    if !interesting {
+        return Ok(());
+    }
+    // SAFETY: sport@24 in the tracepoint format.
+    let sport = unsafe { ctx.read_at::<u16>(24) }.map_err(|e| e as i64)?;
+    if sport == 0 {
+        return Ok(());
+    }
+    let Some(call) = INFLIGHT.get_ptr_mut(&pid_tgid) else { return Ok(()) };
+    // SAFETY: the pointer is to this thread's own INFLIGHT entry; only this thread touches it
+    // between its connect entry and exit.
+    let call = unsafe { &mut *call };
+    if call.op != op::CONNECT {
+        return Ok(());
+    }
+    // SAFETY: offsets from the tracepoint format: sport@24 (host order), family@28,
+    // saddr@32, saddr_v6@40.
+    unsafe {
+        call.local.port = sport;
+        call.local.family = ctx.read_at::<u16>(28).map_err(|e| e as i64)?;
+        if call.local.family == 2 {
+            let v4 = ctx.read_at::<[u8; 4]>(32).map_err(|e| e as i64)?;
+            call.local.addr[..4].copy_from_slice(&v4);
+        } else {
+            call.local.addr = ctx.read_at::<[u8; 16]>(40).map_err(|e| e as i64)?;
+        }
+    }
+    Ok(())
+}
+
+fn try_enter_close(ctx: &TracePointContext) -> Res {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let fd = arg(ctx, ARG0)? as u32;
+    let key = fd_key((pid_tgid >> 32) as u32, fd);
+    // SAFETY: lookup; the value is copied.
+    let state = unsafe { FD_STATE.get(&key) }.copied();
+    if let Some(state) = state {
+        let _ = FD_STATE.remove(&key);
+        if state == fd_state::SOCKET {
+            capture::close(pid_tgid, fd);
+        }
+    }
+    Ok(())
+}
+
+entry_point!(sys_enter_accept, try_enter_accept);
+entry_point!(sys_exit_accept, try_exit_accept);
+entry_point!(sys_enter_connect, try_enter_connect);
+entry_point!(sys_exit_connect, try_exit_connect);
+entry_point!(inet_sock_set_state, try_sock_state);
+entry_point!(sys_enter_close, try_enter_close);
+
+// ---- process lifecycle ------------------------------------------------------------------------
+
+/// Children forked by a traced process are traced too.
+fn try_fork(ctx: &TracePointContext) -> Res {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: lookup only.
+    if unsafe { TARGET_TGIDS.get(&tgid) }.is_none() {
+        return Ok(());
+    }
+    // SAFETY: child_pid@20 in events/sched/sched_process_fork/format.
+    let child = unsafe { ctx.read_at::<i32>(20) }.map_err(|e| e as i64)? as u32;
+    if child != tgid {
+        let _ = TARGET_TGIDS.insert(&child, &1, 0);
+    }
+    Ok(())
+}
+
+/// Forget a traced process when it exits, so a recycled pid is not traced by accident.
+fn try_exit(ctx: &TracePointContext) -> Res {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // SAFETY: group_dead@32 in events/sched/sched_process_exit/format.
+    let group_dead = unsafe { ctx.read_at::<u8>(32) }.unwrap_or(0);
+    if tid != tgid {
+        // A thread that was inserted by the fork hook (clone of a thread).
+        let _ = TARGET_TGIDS.remove(&tid);
+    }
+    if group_dead != 0 {
+        let _ = TARGET_TGIDS.remove(&tgid);
+    }
+    Ok(())
+}
+
+entry_point!(sched_process_fork, try_fork);
+entry_point!(sched_process_exit, try_exit);
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,60 @@
+"""A small threaded HTTP service used by zerotrace's integration tests and demo.
+
+  python3 http_service.py --port 8001 [--downstream http://127.0.0.1:8002]
+
+GET /work/<id>: answers 200; with --downstream it first calls GET <downstream>/item/<id>
+with the `requests` library (same thread). GET /item/<id>: answers 200. GET /fail: 500.
+POST /echo: returns the body. Prints "ready <port>" once listening.
+"""
+import argparse
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--port", type=int, required=True)
+parser.add_argument("--downstream")
+args = parser.parse_args()
+session = requests.Session()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def reply(self, code, body):
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path.startswith("/work/"):
+            if args.downstream:
+                item = self.path.rsplit("/", 1)[-1]
+                r = requests.get(f"{args.downstream}/item/{item}", timeout=5)
+                self.reply(200, f"work done, downstream said {r.status_code}\n")
+            else:
+                self.reply(200, "work done\n")
+        elif self.path.startswith("/item/"):
+            self.reply(200, "item\n")
+        elif self.path.startswith("/fail"):
+            self.reply(500, "failure\n")
+        else:
+            self.reply(404, "not found\n")
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(n)
+        self.reply(200, body.decode(errors="replace"))
+
+
+server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+server.daemon_threads = True
+print(f"ready {args.port}", flush=True)
+server.serve_forever()
