@@ -1,0 +1,58 @@
+//! Integration-test harness: start real servers and clients, run the real agent on them, and
+//! collect what it exports (jsonl file or an OTLP receiver built from opentelemetry-proto).
+//!
+//! Tests need root (eBPF). Without it they fail with the reason; they never pretend.
+#![allow(clippy::unwrap_used)]
+
+pub mod procs;
+pub mod receiver;
+pub mod spans;
+
+use std::path::PathBuf;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The agent binary under test: $ZEROTRACE_BIN, else target/{release,debug}/zerotrace.
+pub fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("ZEROTRACE_BIN") {
+        return PathBuf::from(p);
+    }
+    for profile in ["debug", "release"] {
+        let p = repo_root().join("target").join(profile).join("zerotrace");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("the zerotrace binary is not built: run `cargo xtask test` (it builds the probes and the agent first)");
+}
+
+/// Fails the test with the reason when not root: the agent must load eBPF programs.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "integration tests load eBPF programs and must run as root (sudo cargo xtask test)");
+}
+
+/// Fails with the reason when a program the test drives is missing.
+pub fn require_program(name: &str, install_hint: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]) {
+        let p = PathBuf::from(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed; run `cargo xtask setup` ({install_hint})");
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub fn python_app(name: &str) -> PathBuf {
+    repo_root().join("tests/apps").join(name)
+}

@@ -1,0 +1,184 @@
+//! Child processes: the services under test and the agent itself. Everything is killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::agent_binary;
+
+/// A running process that is killed (with its process group) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill on a pid we own; errors (already exited) are irrelevant here.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: signal the process group we created with process_group(0).
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `cmd` in its own process group and waits until `ready` appears on its stdout.
+pub fn spawn_until(mut cmd: Command, name: &str, ready: &str, timeout: Duration) -> Proc {
+    use std::os::unix::process::CommandExt;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null()).process_group(0);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(&ready) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let proc = Proc { child, name: name.to_string() };
+    rx.recv_timeout(timeout).unwrap_or_else(|_| panic!("{name} did not become ready within {timeout:?}"));
+    proc
+}
+
+/// Waits until something accepts connections on the port.
+pub fn wait_port(port: u16, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+}
+
+/// The Python test service (tests/apps/http_service.py).
+pub fn python_service(port: u16, downstream: Option<u16>, service_name: &str) -> Proc {
+    let mut cmd = Command::new("python3");
+    cmd.arg(crate::python_app("http_service.py")).arg("--port").arg(port.to_string());
+    if let Some(d) = downstream {
+        cmd.arg("--downstream").arg(format!("http://127.0.0.1:{d}"));
+    }
+    cmd.env("OTEL_SERVICE_NAME", service_name);
+    spawn_until(cmd, service_name, "ready", Duration::from_secs(20))
+}
+
+/// The agent under test.
+pub struct Agent {
+    proc: Option<Proc>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+pub struct AgentExit {
+    pub code: Option<i32>,
+    pub stderr: Vec<String>,
+}
+
+impl Agent {
+    /// Starts `zerotrace run ARGS…` and waits until it says it is tracing.
+    pub fn start(args: &[String]) -> Agent {
+        Self::start_env(args, &[])
+    }
+
+    pub fn start_env(args: &[String], env: &[(&str, &str)]) -> Agent {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(agent_binary());
+        cmd.arg("run").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("starting zerotrace");
+        let stderr = child.stderr.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("zerotrace: tracing") {
+                    let _ = tx.send(true);
+                }
+                eprintln!("[agent] {line}");
+                sink.lock().unwrap().push(line);
+            }
+            let _ = tx.send(false);
+        });
+        let proc = Proc { child, name: "zerotrace".into() };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(true) => {}
+            _ => panic!("zerotrace did not start tracing: {:?}", lines.lock().unwrap()),
+        }
+        Agent { proc: Some(proc), stderr: lines }
+    }
+
+    /// SIGINT (flush) and wait for the exit.
+    pub fn stop(mut self) -> AgentExit {
+        let mut proc = self.proc.take().unwrap();
+        proc.signal(libc::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(Instant::now() < deadline, "zerotrace did not exit within 30s of SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        AgentExit { code, stderr: self.stderr.lock().unwrap().clone() }
+    }
+}
+
+/// Runs the agent to completion (for argument/error tests) and returns exit code and stderr.
+pub fn run_agent_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(agent_binary());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running zerotrace");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("zerotrace-test-{tag}-{}-{}", std::process::id(), crate::free_port()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An HTTP GET with curl (a real client), returning the status code.
+pub fn curl(url: &str, extra: &[&str]) -> u16 {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("running curl");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}

@@ -1,0 +1,92 @@
+//! An OTLP receiver for tests, gRPC (tonic) and HTTP/protobuf (axum), built from the
+//! opentelemetry-proto definitions. It keeps everything it receives.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message;
+
+use crate::spans::{TestSpan, from_proto};
+
+#[derive(Clone, Default)]
+pub struct Received {
+    inner: Arc<Mutex<Vec<ResourceSpans>>>,
+    /// Request headers seen by the HTTP receiver / metadata seen by gRPC (lower-case keys).
+    pub headers: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Received {
+    pub fn spans(&self) -> Vec<TestSpan> {
+        from_proto(&self.inner.lock().unwrap())
+    }
+}
+
+struct Grpc(Received);
+
+#[tonic::async_trait]
+impl TraceService for Grpc {
+    async fn export(&self, request: tonic::Request<ExportTraceServiceRequest>) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        for kv in request.metadata().iter() {
+            if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
+                self.0.headers.lock().unwrap().push((k.to_string(), v.to_str().unwrap_or("").to_string()));
+            }
+        }
+        self.0.inner.lock().unwrap().extend(request.into_inner().resource_spans);
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+/// A receiver running on its own thread and runtime.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub received: Received,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    pub fn grpc() -> Receiver {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let received = Received::default();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = TraceServiceServer::new(Grpc(received.clone()));
+        runtime.spawn(async move {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let _ = tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await;
+        });
+        Receiver { addr, received, _runtime: runtime }
+    }
+
+    pub fn http() -> Receiver {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let received = Received::default();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = received.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let state = state.clone();
+                async move {
+                    for (k, v) in headers.iter() {
+                        state.headers.lock().unwrap().push((k.to_string(), v.to_str().unwrap_or("").to_string()));
+                    }
+                    match ExportTraceServiceRequest::decode(body) {
+                        Ok(req) => {
+                            state.inner.lock().unwrap().extend(req.resource_spans);
+                            (axum::http::StatusCode::OK, ExportTraceServiceResponse { partial_success: None }.encode_to_vec())
+                        }
+                        Err(_) => (axum::http::StatusCode::BAD_REQUEST, Vec::new()),
+                    }
+                }
+            }),
+        );
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { addr, received, _runtime: runtime }
+    }
+}

@@ -1,0 +1,123 @@
+//! A flat view of exported spans for assertions, from OTLP protobuf or OTLP JSON lines.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+#[derive(Clone, Debug)]
+pub struct TestSpan {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_id: String,
+    pub name: String,
+    /// "SERVER" or "CLIENT".
+    pub kind: String,
+    pub start: u64,
+    pub end: u64,
+    pub error: bool,
+    pub attrs: HashMap<String, String>,
+    pub resource: HashMap<String, String>,
+}
+
+impl TestSpan {
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs.get(key).map(String::as_str)
+    }
+    pub fn service(&self) -> &str {
+        self.resource.get("service.name").map_or("", String::as_str)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn kv_map(kvs: &[KeyValue]) -> HashMap<String, String> {
+    kvs.iter()
+        .filter_map(|kv| {
+            let v = match kv.value.as_ref()?.value.as_ref()? {
+                Value::StringValue(s) => s.clone(),
+                Value::IntValue(i) => i.to_string(),
+                Value::BoolValue(b) => b.to_string(),
+                Value::DoubleValue(d) => d.to_string(),
+                _ => return None,
+            };
+            Some((kv.key.clone(), v))
+        })
+        .collect()
+}
+
+fn kind_name(k: i32) -> String {
+    match k {
+        2 => "SERVER",
+        3 => "CLIENT",
+        1 => "INTERNAL",
+        _ => "OTHER",
+    }
+    .to_string()
+}
+
+pub fn from_proto(rs: &[ResourceSpans]) -> Vec<TestSpan> {
+    let mut out = Vec::new();
+    for r in rs {
+        let resource = r.resource.as_ref().map(|r| kv_map(&r.attributes)).unwrap_or_default();
+        for ss in &r.scope_spans {
+            for s in &ss.spans {
+                out.push(TestSpan {
+                    trace_id: hex(&s.trace_id),
+                    span_id: hex(&s.span_id),
+                    parent_id: hex(&s.parent_span_id),
+                    name: s.name.clone(),
+                    kind: kind_name(s.kind),
+                    start: s.start_time_unix_nano,
+                    end: s.end_time_unix_nano,
+                    error: s.status.as_ref().is_some_and(|st| st.code == 2),
+                    attrs: kv_map(&s.attributes),
+                    resource: resource.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Reads a jsonl file (one OTLP JSON TracesData per line).
+pub fn from_jsonl(path: &Path) -> Vec<TestSpan> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let data: opentelemetry_proto::tonic::trace::v1::TracesData =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("line is not OTLP JSON ({e}): {line}"));
+        out.extend(from_proto(&data.resource_spans));
+    }
+    out
+}
+
+/// Checks the invariants every exported span must meet, whatever the scenario.
+pub fn assert_well_formed(spans: &[TestSpan]) {
+    for s in spans {
+        assert_eq!(s.trace_id.len(), 32, "{s:?}");
+        assert_ne!(s.trace_id, "0".repeat(32), "zero trace id: {s:?}");
+        assert_eq!(s.span_id.len(), 16, "{s:?}");
+        assert_ne!(s.span_id, "0".repeat(16), "zero span id: {s:?}");
+        assert!(s.end >= s.start, "span ends before it starts: {s:?}");
+        assert!(!s.name.contains('/'), "span name carries a raw path: {s:?}");
+        assert!(s.resource.contains_key("service.name") && s.resource.contains_key("process.pid"), "{s:?}");
+    }
+}
+
+/// Asserts that `child` is a child of `parent`, in the same trace, and lies within it in time
+/// (with a little slack for the clocks of two syscalls on different CPUs).
+pub fn assert_child_of(child: &TestSpan, parent: &TestSpan) {
+    assert_eq!(child.trace_id, parent.trace_id, "different traces:\n child {child:?}\n parent {parent:?}");
+    assert_eq!(child.parent_id, parent.span_id, "wrong parent:\n child {child:?}\n parent {parent:?}");
+    const SLACK: u64 = 2_000_000;
+    assert!(child.start + SLACK >= parent.start && child.end <= parent.end + SLACK, "child outside its parent in time:\n child {child:?}\n parent {parent:?}");
+}
+
+/// Finds spans by kind and a predicate.
+pub fn find<'a>(spans: &'a [TestSpan], kind: &str, pred: impl Fn(&TestSpan) -> bool) -> Vec<&'a TestSpan> {
+    spans.iter().filter(|s| s.kind == kind && pred(s)).collect()
+}

@@ -1,0 +1,124 @@
+//! Scenario (i): a threaded Python service calls a second local service with `requests`;
+//! every request must give one trace SERVER(front) → CLIENT → SERVER(back).
+//! Scenario (iv): a request carrying a traceparent joins that trace.
+//! Plus keep-alive and error status on plain HTTP/1.1.
+
+use zerotrace_integration_tests::procs::{Agent, TempDir, curl, python_service};
+use zerotrace_integration_tests::spans::{assert_child_of, assert_well_formed, find, from_jsonl};
+use zerotrace_integration_tests::{free_port, require_program, require_root};
+
+const REQUESTS: usize = 30;
+
+#[test]
+fn python_front_back_forms_one_trace_per_request() {
+    require_root();
+    require_program("curl", "apt-get install curl");
+    let (front_port, back_port) = (free_port(), free_port());
+    let back = python_service(back_port, None, "back");
+    let front = python_service(front_port, Some(back_port), "front");
+    let dir = TempDir::new("pyfront");
+    let out = dir.path().join("spans.jsonl");
+    let agent = Agent::start(&[
+        "--pid".into(), front.pid().to_string(),
+        "--pid".into(), back.pid().to_string(),
+        "--exporter".into(), "jsonl".into(),
+        "--output".into(), out.display().to_string(),
+    ]);
+    for i in 0..REQUESTS {
+        assert_eq!(curl(&format!("http://127.0.0.1:{front_port}/work/{i}"), &[]), 200);
+    }
+    assert_eq!(curl(&format!("http://127.0.0.1:{front_port}/fail"), &[]), 500);
+    let exit = agent.stop();
+    assert_eq!(exit.code, Some(0), "agent exit: {:?}", exit.stderr);
+    let spans = from_jsonl(&out);
+    assert_well_formed(&spans);
+
+    let front_servers = find(&spans, "SERVER", |s| s.service() == "front" && s.attr("url.path").is_some_and(|p| p.starts_with("/work/")));
+    assert_eq!(front_servers.len(), REQUESTS, "one front SERVER span per request");
+    for fs in front_servers {
+        let path = fs.attr("url.path").unwrap();
+        let id = path.rsplit('/').next().unwrap();
+        assert_eq!(fs.name, "GET");
+        assert_eq!(fs.attr("http.request.method"), Some("GET"));
+        assert_eq!(fs.attr("http.response.status_code"), Some("200"));
+        assert_eq!(fs.attr("url.scheme"), Some("http"));
+        assert_eq!(fs.attr("server.port"), Some(front_port.to_string().as_str()));
+        assert_eq!(fs.attr("network.protocol.version"), Some("1.1"));
+        assert!(fs.attr("user_agent.original").is_some_and(|u| u.starts_with("curl/")));
+        assert!(!fs.error);
+        let clients = find(&spans, "CLIENT", |s| s.parent_id == fs.span_id);
+        assert_eq!(clients.len(), 1, "front {path}: exactly one CLIENT child, got {clients:?}");
+        let client = clients[0];
+        assert_child_of(client, fs);
+        assert_eq!(client.service(), "front");
+        assert_eq!(client.attr("url.full").map(String::from), Some(format!("http://127.0.0.1:{back_port}/item/{id}")));
+        assert_eq!(client.attr("server.port"), Some(back_port.to_string().as_str()));
+        let backs = find(&spans, "SERVER", |s| s.parent_id == client.span_id);
+        assert_eq!(backs.len(), 1, "front {path}: the back SERVER span must be the CLIENT's child");
+        assert_child_of(backs[0], client);
+        assert_eq!(backs[0].service(), "back");
+        assert_eq!(backs[0].attr("url.path").map(String::from), Some(format!("/item/{id}")));
+    }
+    let fail = find(&spans, "SERVER", |s| s.attr("url.path") == Some("/fail"));
+    assert_eq!(fail.len(), 1);
+    assert!(fail[0].error, "5xx SERVER spans are errors");
+    assert_eq!(fail[0].attr("error.type"), Some("500"));
+}
+
+#[test]
+fn incoming_traceparent_is_honoured_and_propagated_by_stitching() {
+    require_root();
+    let (front_port, back_port) = (free_port(), free_port());
+    let back = python_service(back_port, None, "back");
+    let front = python_service(front_port, Some(back_port), "front");
+    let dir = TempDir::new("tp");
+    let out = dir.path().join("spans.jsonl");
+    let agent = Agent::start(&[
+        "--pid".into(), front.pid().to_string(),
+        "--pid".into(), back.pid().to_string(),
+        "--exporter".into(), "jsonl".into(),
+        "--output".into(), out.display().to_string(),
+    ]);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let tp = format!("traceparent: 00-{trace}-{parent}-01");
+    assert_eq!(curl(&format!("http://127.0.0.1:{front_port}/work/tp"), &["-H", &tp]), 200);
+    agent.stop();
+    let spans = from_jsonl(&out);
+    assert_well_formed(&spans);
+    let front_server = find(&spans, "SERVER", |s| s.service() == "front");
+    assert_eq!(front_server.len(), 1);
+    assert_eq!(front_server[0].trace_id, trace);
+    assert_eq!(front_server[0].parent_id, parent);
+    assert!(spans.iter().all(|s| s.trace_id == trace), "every span joins the caller's trace: {spans:?}");
+    assert_eq!(spans.len(), 3);
+}
+
+#[test]
+fn keepalive_connection_gives_one_span_per_request() {
+    require_root();
+    let port = free_port();
+    let svc = python_service(port, None, "single");
+    let dir = TempDir::new("keepalive");
+    let out = dir.path().join("spans.jsonl");
+    let agent = Agent::start(&["--pid".into(), svc.pid().to_string(), "--exporter".into(), "jsonl".into(), "--output".into(), out.display().to_string()]);
+    // curl reuses one connection for several URLs; the POST has a body split from its head.
+    let base = format!("http://127.0.0.1:{port}");
+    let status = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null"])
+        .args([format!("{base}/item/1"), format!("{base}/item/2"), format!("{base}/nope")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(curl(&format!("{base}/echo"), &["-X", "POST", "--data-binary", &"x".repeat(20000)]), 200);
+    agent.stop();
+    let spans = from_jsonl(&out);
+    assert_well_formed(&spans);
+    let paths: Vec<_> = find(&spans, "SERVER", |_| true).iter().map(|s| (s.attr("url.path").unwrap_or("").to_string(), s.attr("http.response.status_code").unwrap_or("").to_string())).collect();
+    for want in [("/item/1", "200"), ("/item/2", "200"), ("/nope", "404"), ("/echo", "200")] {
+        assert!(paths.contains(&(want.0.to_string(), want.1.to_string())), "missing {want:?} in {paths:?}");
+    }
+    assert_eq!(paths.len(), 4, "{paths:?}");
+    let nope = find(&spans, "SERVER", |s| s.attr("url.path") == Some("/nope"));
+    assert!(!nope[0].error, "4xx is not an error on SERVER spans");
+}

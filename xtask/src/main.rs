@@ -1,0 +1,54 @@
+//! `cargo xtask setup | build-ebpf | test | bench | demo`.
+
+mod bench;
+mod build;
+mod demo;
+mod setup;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "zerotrace project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (idempotent): nightly rust-src, bpf-linker,
+    /// Debian packages (nginx, curl, wrk), Python packages.
+    Setup,
+    /// Build the kernel programs into target/bpf/zerotrace-probes.o.
+    BuildEbpf,
+    /// Build everything and run the whole test suite (unit + integration, as root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Measure traced vs untraced throughput/latency and write docs/BENCHMARKS.md.
+    Bench {
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
+    /// Build, start a small demo workload, trace it and print its traces.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup::install(),
+        Cmd::BuildEbpf => build::ebpf(),
+        Cmd::Test { args } => {
+            build::ebpf()?;
+            build::agent(false)?;
+            util::run(util::cargo().args(["test", "--workspace", "--no-fail-fast"]).args(&args).env("ZEROTRACE_BIN", util::root().join("target/debug/zerotrace")))
+        }
+        Cmd::Bench { seconds } => bench::run(seconds),
+        Cmd::Demo => demo::run(),
+    }
+}
