@@ -101,6 +101,12 @@ async fn trace(args: RunArgs, pids: Vec<u32>, cgroup_ids: Vec<u64>) -> Result<()
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
     let mut pipeline = Pipeline::new(ProcHost, Clock::now());
+    for &pid in &pids {
+        pipeline.preload_resource(pid);
+    }
+    for dir in &args.cgroups {
+        targets::cgroup_pids(dir).into_iter().for_each(|p| pipeline.preload_resource(p));
+    }
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut drain = tokio::time::interval(DRAIN_PERIOD);

@@ -8,7 +8,7 @@ use crate::conn::Role;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event<'a> {
-    ConnOpen { tgid: u32, tid: u32, fd: u32, role: Role, local: Option<SocketAddr>, remote: Option<SocketAddr>, ts_ns: u64 },
+    ConnOpen { tgid: u32, tid: u32, fd: u32, role: Role, local: Option<SocketAddr>, remote: Option<SocketAddr>, ts_ns: u64, comm: String },
     Data { tgid: u32, tid: u32, fd: u32, ingress: bool, ts_enter_ns: u64, ts_exit_ns: u64, total: u64, payload: &'a [u8] },
     Close { tgid: u32, tid: u32, fd: u32, ts_ns: u64 },
 }
@@ -36,6 +36,7 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
             local: socket_addr(&e.local).filter(|a| a.port() != 0),
             remote: socket_addr(&e.remote),
             ts_ns: e.ts_ns,
+            comm: String::from_utf8_lossy(e.comm.split(|b| *b == 0).next().unwrap_or(&[])).into_owned(),
         },
         decode::Record::Data(h, payload) => Event::Data {
             tgid: h.tgid,

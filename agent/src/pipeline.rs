@@ -68,6 +68,8 @@ pub struct Pipeline<H: Host> {
     linker: Linker,
     waiting: Vec<Waiting>,
     resources: HashMap<u32, Arc<ProcessResource>>,
+    /// Command names from the kernel, for processes gone before /proc could be read.
+    comms: HashMap<u32, String>,
     /// fds the probes should stop capturing (not sockets, or not HTTP).
     pub ignore_fds: Vec<(u32, u32)>,
     pub stats: PipelineStats,
@@ -84,6 +86,7 @@ impl<H: Host> Pipeline<H> {
             linker: Linker::default(),
             waiting: Vec::new(),
             resources: HashMap::new(),
+            comms: HashMap::new(),
             ignore_fds: Vec::new(),
             stats: PipelineStats::default(),
             debug: std::env::var_os("ZEROTRACE_DEBUG").is_some(),
@@ -104,6 +107,14 @@ impl<H: Host> Pipeline<H> {
         };
         if self.debug && !matches!(event, Event::Data { .. }) {
             eprintln!("zerotrace: debug: {event:?}");
+        }
+        if let Event::ConnOpen { comm, .. } = &event {
+            // A new program behind a known pid (exec after fork, pid reuse): read it again.
+            let stale = self.resources.get(&tgid).is_some_and(|r| !r.executable_name.starts_with(comm.as_str()) && !comm.is_empty());
+            if stale {
+                self.resources.remove(&tgid);
+            }
+            self.comms.insert(tgid, comm.clone());
         }
         // Read the resource while the process is alive: short-lived clients are gone by export.
         let _ = self.resource(tgid);
@@ -261,10 +272,11 @@ impl<H: Host> Pipeline<H> {
         if let Some(r) = self.resources.get(&tgid) {
             return r.clone();
         }
+        let comm = self.comms.get(&tgid).cloned().unwrap_or_default();
         let r = Arc::new(self.host.resource(tgid).unwrap_or_else(|| ProcessResource {
             pid: tgid,
-            service_name: format!("pid-{tgid}"),
-            executable_name: String::new(),
+            service_name: if comm.is_empty() { format!("pid-{tgid}") } else { comm.clone() },
+            executable_name: comm,
             ..Default::default()
         }));
         self.resources.insert(tgid, r.clone());
@@ -280,6 +292,12 @@ impl<H: Host> Pipeline<H> {
 
     pub fn forget_resource(&mut self, tgid: u32) {
         self.resources.remove(&tgid);
+        self.comms.remove(&tgid);
+    }
+
+    /// Reads a process's resource now, while it is certainly alive (targets at attach time).
+    pub fn preload_resource(&mut self, tgid: u32) {
+        let _ = self.resource(tgid);
     }
 
     pub fn open_connections(&self) -> usize {

@@ -76,6 +76,9 @@ pub struct ConnOpenEvent {
     pub local: SockAddr,
     /// The peer: accept's returned address, or connect's target.
     pub remote: SockAddr,
+    /// The task's command name: names short-lived processes that exit before the agent can
+    /// read /proc.
+    pub comm: [u8; 16],
 }
 
 /// Fixed part of a data record; `captured` payload bytes follow it.

@@ -52,6 +52,7 @@ pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, local: SockAddr, remote: Soc
         ts_ns: unsafe { bpf_ktime_get_ns() },
         local,
         remote,
+        comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
     };
     submit(&event);
 }

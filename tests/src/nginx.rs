@@ -1,0 +1,32 @@
+//! A private nginx instance (Debian's binary) with a generated configuration.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::procs::{Proc, TempDir, wait_port};
+
+pub struct Nginx {
+    pub proc: Proc,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+/// nginx on `port`, proxying everything to 127.0.0.1:`upstream`.
+pub fn proxy(port: u16, upstream: u16) -> Nginx {
+    use std::os::unix::process::CommandExt;
+    crate::require_program("nginx", "apt-get install nginx");
+    let dir = TempDir::new("nginx");
+    let d = dir.path().display().to_string();
+    let conf = format!(
+        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\ndaemon off;\nevents {{ worker_connections 256; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://127.0.0.1:{upstream}; }} }} }}\n"
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+    let mut cmd = Command::new("nginx");
+    cmd.args(["-c", &format!("{d}/nginx.conf"), "-e", &format!("{d}/error.log")]).process_group(0);
+    let child = cmd.spawn().expect("starting nginx");
+    let proc = Proc { child, name: "nginx".into() };
+    wait_port(port, Duration::from_secs(10));
+    Nginx { proc, port, _dir: dir }
+}
