@@ -181,6 +181,11 @@ fn rescan_cgroups(dirs: &[PathBuf], known: &mut std::collections::HashSet<u64>, 
 }
 
 fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
+    let costs = probes.program_costs();
+    if !costs.is_empty() {
+        let text: Vec<String> = costs.iter().map(|(name, runs, avg)| format!("{name} {runs} runs avg {avg} ns")).collect();
+        eprintln!("zerotrace: probe cost (kernel.bpf_stats_enabled): {}", text.join("; "));
+    }
     let lost: Vec<String> = probes.loss_counters().iter().filter(|(_, n)| *n > 0).map(|(why, n)| format!("{n} ({why})")).collect();
     let s = pipeline.stats;
     eprintln!(

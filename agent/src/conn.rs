@@ -4,7 +4,9 @@
 //! A connection is keyed by (tgid, fd) and replaced on every accept/connect, so fd reuse never
 //! mixes two connections (the replacement is the "generation").
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 
 use crate::protocols::http1::{HalfStream, Head, Message, Segment, Side};

@@ -14,7 +14,9 @@
 //! spans are resolved lazily: each span records where its context comes from (`Origin`) and
 //! leaves when its whole chain of parents is known, or when waiting for a peer times out.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -22,8 +24,10 @@ use crate::traceparent::{self, SpanId, TraceId, TraceParent};
 
 /// How long a finished SERVER span waits for the traced caller's CLIENT span to show up.
 const PEER_WAIT: Duration = Duration::from_millis(300);
-/// How long resolved contexts are remembered for late children.
-const REMEMBER: Duration = Duration::from_secs(60);
+/// How long a finished span's context is remembered for children that finish after it.
+const REMEMBER: Duration = Duration::from_secs(5);
+/// How long a client connection's tuple is remembered after its last request.
+const REMEMBER_CLIENT: Duration = Duration::from_secs(60);
 
 /// The socket tuple that identifies one TCP connection from both ends on this host.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -86,6 +90,9 @@ pub struct Linker {
     active: HashMap<u32, Vec<ActiveServer>>,
     /// Client connections of traced processes, by tuple: their CLIENT spans (start, id).
     clients: HashMap<PeerKey, (Instant, Vec<(u64, SpanId)>)>,
+    /// Finished spans in finishing order, so expiry costs only what expires.
+    finished: VecDeque<(Instant, SpanId)>,
+    last_client_sweep: Option<Instant>,
 }
 
 pub fn new_trace_id() -> TraceId {
@@ -205,7 +212,11 @@ impl Linker {
     /// Marks a span finished; from now on it may time out waiting for its peer.
     pub fn finish(&mut self, span: SpanId) {
         if let Some(node) = self.nodes.get_mut(&span) {
-            node.finished = Some(Instant::now());
+            if node.finished.is_none() {
+                let now = Instant::now();
+                node.finished = Some(now);
+                self.finished.push_back((now, span));
+            }
         }
     }
 
@@ -269,8 +280,18 @@ impl Linker {
 
     /// Drops state nobody can refer to any more.
     pub fn expire(&mut self, now: Instant) {
-        self.nodes.retain(|_, n| n.finished.is_none_or(|t| now.duration_since(t) < REMEMBER));
-        self.clients.retain(|_, (seen, _)| now.duration_since(*seen) < REMEMBER);
+        while let Some(&(t, id)) = self.finished.front() {
+            if now.saturating_duration_since(t) < REMEMBER {
+                break;
+            }
+            self.finished.pop_front();
+            self.nodes.remove(&id);
+        }
+        // Client tuples are few (one per connection); sweep them once a second.
+        if self.last_client_sweep.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+            self.last_client_sweep = Some(now);
+            self.clients.retain(|_, (seen, _)| now.saturating_duration_since(*seen) < REMEMBER_CLIENT);
+        }
     }
 
     pub fn node_count(&self) -> usize {

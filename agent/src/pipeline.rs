@@ -1,7 +1,7 @@
 //! The event pipeline: events → connections → HTTP messages → spans → linked spans.
 //! No I/O of its own: /proc look-ups go through `Host`, so recorded events can be replayed.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -85,8 +85,8 @@ impl<H: Host> Pipeline<H> {
             conns: ConnTable::default(),
             linker: Linker::default(),
             waiting: Vec::new(),
-            resources: HashMap::new(),
-            comms: HashMap::new(),
+            resources: HashMap::default(),
+            comms: HashMap::default(),
             ignore_fds: Vec::new(),
             stats: PipelineStats::default(),
             debug: std::env::var_os("ZEROTRACE_DEBUG").is_some(),
@@ -216,7 +216,11 @@ impl<H: Host> Pipeline<H> {
             Head::Response(r) => Some((r, m)),
             Head::Request(_) => None,
         });
-        let span = http_span(&Exchange { conn: info, request, request_msg: &req.message, response: response_head }, &self.clock);
+        let mut span = http_span(&Exchange { conn: info, request, request_msg: &req.message, response: response_head }, &self.clock);
+        if let (Some(state), Some(_)) = (&request.tracestate, request.traceparent.as_deref().and_then(crate::traceparent::parse)) {
+            // Vendor trace state travels with the context it came with.
+            span.trace_state = state.chars().take(512).collect();
+        }
         if info.role == Role::Server {
             let tid = response.as_ref().map_or(req.tid, |(t, _)| *t);
             self.linker.end_server(tid, info.id, req.span);

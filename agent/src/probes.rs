@@ -120,6 +120,22 @@ impl Probes {
         ]
     }
 
+    /// Per-program run counts and average run time, when the kernel collects them
+    /// (sysctl kernel.bpf_stats_enabled=1); empty otherwise.
+    pub fn program_costs(&self) -> Vec<(String, u64, u64)> {
+        let mut out = Vec::new();
+        for (name, prog) in self.ebpf.programs() {
+            if let Ok(info) = prog.info() {
+                let runs = info.run_count();
+                if runs > 0 {
+                    out.push((name.to_string(), runs, info.run_time().as_nanos() as u64 / runs));
+                }
+            }
+        }
+        out.sort_by(|a, b| (b.1 * b.2).cmp(&(a.1 * a.2)));
+        out
+    }
+
     pub fn submitted(&self) -> u64 {
         self.stats.get(&stat::SUBMITTED, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0)
     }

@@ -15,6 +15,7 @@ import requests
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--downstream")
+parser.add_argument("--own-traceparent", help="send this traceparent downstream, as an instrumented app would")
 args = parser.parse_args()
 session = requests.Session()
 
@@ -37,7 +38,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/work/"):
             if args.downstream:
                 item = self.path.rsplit("/", 1)[-1]
-                r = requests.get(f"{args.downstream}/item/{item}", timeout=5)
+                headers = {"traceparent": args.own_traceparent} if args.own_traceparent else {}
+                r = requests.get(f"{args.downstream}/item/{item}", headers=headers, timeout=5)
                 self.reply(200, f"work done, downstream said {r.status_code}\n")
             else:
                 self.reply(200, "work done\n")

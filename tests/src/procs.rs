@@ -68,8 +68,13 @@ pub fn wait_port(port: u16, timeout: Duration) {
 
 /// The Python test service (tests/apps/http_service.py).
 pub fn python_service(port: u16, downstream: Option<u16>, service_name: &str) -> Proc {
+    python_service_args(port, downstream, service_name, &[])
+}
+
+/// The Python test service with extra arguments.
+pub fn python_service_args(port: u16, downstream: Option<u16>, service_name: &str, extra: &[&str]) -> Proc {
     let mut cmd = Command::new("python3");
-    cmd.arg(crate::python_app("http_service.py")).arg("--port").arg(port.to_string());
+    cmd.arg(crate::python_app("http_service.py")).arg("--port").arg(port.to_string()).args(extra);
     if let Some(d) = downstream {
         cmd.arg("--downstream").arg(format!("http://127.0.0.1:{d}"));
     }

@@ -122,3 +122,35 @@ fn keepalive_connection_gives_one_span_per_request() {
     let nope = find(&spans, "SERVER", |s| s.attr("url.path") == Some("/nope"));
     assert!(!nope[0].error, "4xx is not an error on SERVER spans");
 }
+
+#[test]
+fn instrumented_app_traceparent_is_adopted_without_duplicates() {
+    require_root();
+    let (front_port, back_port) = (free_port(), free_port());
+    let back = python_service(back_port, None, "back");
+    // The front sends its own traceparent downstream, as an app with a language agent would.
+    let own_trace = "11112222333344445555666677778888";
+    let own_span = "aaaabbbbccccdddd";
+    let own = format!("00-{own_trace}-{own_span}-01");
+    let front = zerotrace_integration_tests::procs::python_service_args(front_port, Some(back_port), "front", &["--own-traceparent", &own]);
+    let dir = TempDir::new("adopt");
+    let out = dir.path().join("spans.jsonl");
+    let agent = Agent::start(&[
+        "--pid".into(), front.pid().to_string(),
+        "--pid".into(), back.pid().to_string(),
+        "--exporter".into(), "jsonl".into(),
+        "--output".into(), out.display().to_string(),
+    ]);
+    assert_eq!(curl(&format!("http://127.0.0.1:{front_port}/work/1"), &[]), 200);
+    agent.stop();
+    let spans = from_jsonl(&out);
+    assert_well_formed(&spans);
+    let clients = find(&spans, "CLIENT", |_| true);
+    assert_eq!(clients.len(), 1, "one CLIENT span, no duplicate: {spans:#?}");
+    assert_eq!(clients[0].trace_id, own_trace, "the CLIENT span adopts the app's trace");
+    assert_eq!(clients[0].span_id, own_span, "and the app's span id");
+    let back_server = find(&spans, "SERVER", |s| s.service() == "back");
+    assert_eq!(back_server.len(), 1);
+    assert_eq!(back_server[0].trace_id, own_trace);
+    assert_eq!(back_server[0].parent_id, own_span);
+}

@@ -41,19 +41,26 @@ fn arg(ctx: &TracePointContext, offset: usize) -> Result<u64, i64> {
 
 #[inline(always)]
 fn stash(pid_tgid: u64, call: &Inflight) {
-    if INFLIGHT.insert(&pid_tgid, call, 0).is_err() {
+    if let Some(slot) = INFLIGHT.get_ptr_mut(&pid_tgid) {
+        // SAFETY: the slot belongs to this thread's key; only this thread writes it, between
+        // its own syscall entry and exit.
+        unsafe { *slot = *call };
+    } else if INFLIGHT.insert(&pid_tgid, call, 0).is_err() {
         count(stat::INFLIGHT_FULL);
     }
 }
 
 #[inline(always)]
 fn take(pid_tgid: u64) -> Option<Inflight> {
-    // SAFETY: the value is copied out before the entry is removed.
-    let call = unsafe { INFLIGHT.get(&pid_tgid) }.copied();
-    if call.is_some() {
-        let _ = INFLIGHT.remove(&pid_tgid);
+    let slot = INFLIGHT.get_ptr_mut(&pid_tgid)?;
+    // SAFETY: as in `stash`: this thread's own slot.
+    let call = unsafe { *slot };
+    if call.op == op::NONE {
+        return None;
     }
-    call
+    // SAFETY: as above.
+    unsafe { (*slot).op = op::NONE };
+    Some(call)
 }
 
 fn new_call(op: u32, fd: u32, ptr: u64) -> Inflight {
@@ -282,10 +289,11 @@ fn try_fork(ctx: &TracePointContext) -> Res {
 
 /// Forget a traced process when it exits, so a recycled pid is not traced by accident.
 fn try_exit(ctx: &TracePointContext) -> Res {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // SAFETY: group_dead@32 in events/sched/sched_process_exit/format.
     let group_dead = unsafe { ctx.read_at::<u8>(32) }.unwrap_or(0);
+    let _ = INFLIGHT.remove(&pid_tgid);
     if tid != tgid {
         // A thread that was inserted by the fork hook (clone of a thread).
         let _ = TARGET_TGIDS.remove(&tid);

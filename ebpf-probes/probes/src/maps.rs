@@ -27,9 +27,12 @@ pub static TARGET_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(4096, 0)
 /// Per-(tgid, fd) state: socket / not a socket. LRU so leaked entries can never fill it.
 #[map]
 pub static FD_STATE: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
-/// Arguments stashed at syscall entry, keyed by pid_tgid, consumed at exit.
+/// Arguments stashed at syscall entry, keyed by pid_tgid, consumed at exit. A thread's entry
+/// stays and is overwritten in place (no bucket lock, no irqsave: map updates were the most
+/// expensive part of a probe); consumed entries are marked `op::NONE`. Entries of exited
+/// threads are removed by `sched_process_exit`; LRU keeps any leak from filling the map.
 #[map]
-pub static INFLIGHT: HashMap<u64, Inflight> = HashMap::with_max_entries(16384, 0);
+pub static INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(65536, 0);
 /// Every record goes here.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
@@ -56,6 +59,8 @@ pub struct Inflight {
 }
 
 pub mod op {
+    /// Consumed: the exit handler already took this call.
+    pub const NONE: u32 = 0;
     pub const ACCEPT: u32 = 1;
     pub const CONNECT: u32 = 2;
     pub const READ: u32 = 3;

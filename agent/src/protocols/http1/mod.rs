@@ -7,3 +7,64 @@ mod stream;
 
 pub use head::{Framing, HeadParse, RequestHead, ResponseHead, parse_request_head, parse_response_head};
 pub use stream::{HalfStream, Head, Message, Segment, Side};
+
+/// One fuzz iteration, shared by the cargo-fuzz target and the randomized unit test: the
+/// first bytes choose segment sizes and gaps, the rest is traffic. Must never panic.
+pub fn fuzz_one(data: &[u8]) {
+    let (control, traffic) = data.split_at(data.len().min(8));
+    for side in [Side::Request, Side::Response] {
+        let mut stream = HalfStream::new(side);
+        stream.expect_response("GET");
+        stream.expect_response("HEAD");
+        let mut rest = traffic;
+        let mut i = 0usize;
+        while !rest.is_empty() {
+            let c = control.get(i % control.len().max(1)).copied().unwrap_or(7) as usize;
+            let n = (c % 61 + 1).min(rest.len());
+            let gap = if c % 5 == 0 { (c * 13) as u64 } else { 0 };
+            let _ = head::parse_request_head(&rest[..n]);
+            let _ = head::parse_response_head(&rest[..n], Some("HEAD"));
+            let _ = stream.feed(Segment { data: &rest[..n], total: n as u64 + gap, ts_enter_ns: i as u64, ts_exit_ns: i as u64 + 1 });
+            rest = &rest[n..];
+            i += 1;
+        }
+        let _ = stream.close();
+    }
+}
+
+#[cfg(test)]
+mod fuzz_smoke {
+    /// A cheap stand-in for the fuzzer in every test run: many random and mutated inputs.
+    #[test]
+    fn parsers_never_panic() {
+        let seeds: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\nbody",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..20_000 {
+            let mut input: Vec<u8> = seeds[round % seeds.len()].to_vec();
+            for _ in 0..(next() % 8) {
+                let r = next();
+                let pos = (r as usize >> 8) % (input.len() + 1);
+                match r % 4 {
+                    0 => input.insert(pos, r as u8 >> 1),
+                    1 if pos < input.len() => input[pos] = (r >> 16) as u8,
+                    2 if pos < input.len() => {
+                        input.remove(pos);
+                    }
+                    _ => input.extend_from_slice(&input.clone()[..pos]),
+                }
+            }
+            super::fuzz_one(&input);
+        }
+    }
+}

@@ -218,7 +218,7 @@ impl HalfStream {
             }
         };
         let (head, len, framing) = parsed?;
-        let leftover = self.buf.split_off(len);
+        let leftover = self.buf[len..].to_vec();
         self.buf.clear();
         if let Head::Response(r) = &head {
             if (100..200).contains(&r.status) && r.status != 101 {
