@@ -40,14 +40,13 @@ fn main() {
         .iter()
         .filter_map(|d| newest_mtime(d))
         .max();
-    if let (Some(built), Some(sources)) = (built, sources) {
-        if sources > built {
+    if let (Some(built), Some(sources)) = (built, sources)
+        && sources > built {
             panic!(
                 "\n\nzerotrace: the eBPF probe object {} is older than the probe sources.\n\
                  Rebuild it with:  cargo xtask build-ebpf\n\n",
                 object.display()
             );
         }
-    }
     println!("cargo:rustc-env=ZEROTRACE_PROBES_OBJECT={}", object.display());
 }

@@ -211,13 +211,12 @@ impl Linker {
 
     /// Marks a span finished; from now on it may time out waiting for its peer.
     pub fn finish(&mut self, span: SpanId) {
-        if let Some(node) = self.nodes.get_mut(&span) {
-            if node.finished.is_none() {
+        if let Some(node) = self.nodes.get_mut(&span)
+            && node.finished.is_none() {
                 let now = Instant::now();
                 node.finished = Some(now);
                 self.finished.push_back((now, span));
             }
-        }
     }
 
     /// Forgets a span that will never be completed (connection closed mid-request).

@@ -235,11 +235,10 @@ impl<H: Host> Pipeline<H> {
 
     /// A connection ended (closed, or replaced by a new one on the same fd).
     fn drop_conn(&mut self, mut conn: crate::conn::Conn, tid: u32) {
-        if let Some(Parsed::Response { tid, message }) = conn.close(tid) {
-            if let Some(req) = conn.pending.pop_front() {
+        if let Some(Parsed::Response { tid, message }) = conn.close(tid)
+            && let Some(req) = conn.pending.pop_front() {
                 self.complete(&conn.info.clone(), req, Some((tid, message)));
             }
-        }
         // Requests that never got an answer still become spans, marked as errors.
         while let Some(req) = conn.pending.pop_front() {
             self.complete(&conn.info.clone(), req, None);

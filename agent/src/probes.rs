@@ -132,7 +132,7 @@ impl Probes {
                 }
             }
         }
-        out.sort_by(|a, b| (b.1 * b.2).cmp(&(a.1 * a.2)));
+        out.sort_by_key(|c| std::cmp::Reverse(c.1 * c.2));
         out
     }
 

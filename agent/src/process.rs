@@ -48,13 +48,12 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+        if bytes[i] == b'%' && i + 2 < bytes.len()
+            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(b);
                 i += 3;
                 continue;
             }
-        }
         out.push(bytes[i]);
         i += 1;
     }
@@ -78,11 +77,10 @@ pub fn container_id_from_cgroup(cgroup_file: &str) -> Option<String> {
 }
 
 pub fn executable_name(pid: u32) -> Option<String> {
-    if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe")) {
-        if let Some(name) = exe.file_name() {
+    if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe"))
+        && let Some(name) = exe.file_name() {
             return Some(name.to_string_lossy().trim_end_matches(" (deleted)").to_string());
         }
-    }
     fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
 }
 

@@ -57,11 +57,10 @@ pub fn path_of(target: &str) -> &str {
 
 /// `host[:port]` from a Host header.
 fn split_host(host: &str) -> (String, Option<u16>) {
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((ip, tail)) = rest.split_once(']') {
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((ip, tail)) = rest.split_once(']') {
             return (ip.to_string(), tail.strip_prefix(':').and_then(|p| p.parse().ok()));
         }
-    }
     match host.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().ok()),
         _ => (host.to_string(), None),

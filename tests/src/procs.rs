@@ -146,6 +146,31 @@ impl Agent {
     }
 }
 
+/// The agent tracing `pids` into a jsonl file in a fresh temporary directory.
+pub struct JsonlAgent {
+    pub agent: Agent,
+    pub out: PathBuf,
+    _dir: TempDir,
+}
+
+impl JsonlAgent {
+    pub fn start(pids: &[u32]) -> JsonlAgent {
+        let dir = TempDir::new("jsonl");
+        let out = dir.path().join("spans.jsonl");
+        let mut args: Vec<String> = pids.iter().flat_map(|p| ["--pid".to_string(), p.to_string()]).collect();
+        args.extend(["--exporter".into(), "jsonl".into(), "--output".into(), out.display().to_string()]);
+        JsonlAgent { agent: Agent::start(&args), out, _dir: dir }
+    }
+
+    /// Stops the agent (flush) and returns its exit and the spans it wrote.
+    pub fn finish(self) -> (AgentExit, Vec<crate::spans::TestSpan>) {
+        let exit = self.agent.stop();
+        let spans = crate::spans::from_jsonl(&self.out);
+        crate::spans::assert_well_formed(&spans);
+        (exit, spans)
+    }
+}
+
 /// Runs the agent to completion (for argument/error tests) and returns exit code and stderr.
 pub fn run_agent_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut cmd = Command::new(agent_binary());

@@ -11,6 +11,7 @@ pub struct TestSpan {
     pub trace_id: String,
     pub span_id: String,
     pub parent_id: String,
+    pub trace_state: String,
     pub name: String,
     /// "SERVER" or "CLIENT".
     pub kind: String,
@@ -69,6 +70,7 @@ pub fn from_proto(rs: &[ResourceSpans]) -> Vec<TestSpan> {
                     trace_id: hex(&s.trace_id),
                     span_id: hex(&s.span_id),
                     parent_id: hex(&s.parent_span_id),
+                    trace_state: s.trace_state.clone(),
                     name: s.name.clone(),
                     kind: kind_name(s.kind),
                     start: s.start_time_unix_nano,

@@ -1,6 +1,8 @@
 //! Scenario (vi): a process inside its own cgroup v2 directory (a container, named the way
 //! docker names its scopes) traced with --cgroup; processes outside it are not traced.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;

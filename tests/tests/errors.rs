@@ -1,11 +1,13 @@
 //! Bad input gets one clear line and the right exit code; malformed traffic never crashes the
 //! agent nor produces spans.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::net::TcpStream;
 
-use zerotrace_integration_tests::procs::{Agent, TempDir, curl, python_service, run_agent_to_exit};
-use zerotrace_integration_tests::spans::{assert_well_formed, find, from_jsonl};
+use zerotrace_integration_tests::procs::{JsonlAgent, curl, python_service, run_agent_to_exit};
+use zerotrace_integration_tests::spans::find;
 use zerotrace_integration_tests::{agent_binary, free_port, require_root};
 
 fn one_error_line(stderr: &str, needle: &str) {
@@ -83,9 +85,7 @@ fn garbage_traffic_never_produces_spans_or_crashes() {
     require_root();
     let port = free_port();
     let svc = python_service(port, None, "garbage");
-    let dir = TempDir::new("garbage");
-    let out = dir.path().join("spans.jsonl");
-    let agent = Agent::start(&["--pid".into(), svc.pid().to_string(), "--exporter".into(), "jsonl".into(), "--output".into(), out.display().to_string()]);
+    let agent = JsonlAgent::start(&[svc.pid()]);
     let payloads: [&[u8]; 5] = [
         b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
         b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
@@ -100,10 +100,8 @@ fn garbage_traffic_never_produces_spans_or_crashes() {
         let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
     }
     assert_eq!(curl(&format!("http://127.0.0.1:{port}/item/ok"), &[]), 200);
-    let exit = agent.stop();
+    let (exit, spans) = agent.finish();
     assert_eq!(exit.code, Some(0), "{:?}", exit.stderr);
-    let spans = from_jsonl(&out);
-    assert_well_formed(&spans);
     let servers = find(&spans, "SERVER", |_| true);
     // Python answers the malformed requests with 400s, but those requests never parsed as
     // HTTP on our side either, so the only span is the valid request.
@@ -117,17 +115,14 @@ fn traced_process_exiting_mid_run_is_reported_and_others_keep_tracing() {
     let (p1, p2) = (free_port(), free_port());
     let first = python_service(p1, None, "first");
     let second = python_service(p2, None, "second");
-    let dir = TempDir::new("exit");
-    let out = dir.path().join("spans.jsonl");
-    let agent = Agent::start(&["--pid".into(), first.pid().to_string(), "--pid".into(), second.pid().to_string(), "--exporter".into(), "jsonl".into(), "--output".into(), out.display().to_string()]);
+    let agent = JsonlAgent::start(&[first.pid(), second.pid()]);
     assert_eq!(curl(&format!("http://127.0.0.1:{p1}/item/1"), &[]), 200);
     drop(first);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(curl(&format!("http://127.0.0.1:{p2}/item/2"), &[]), 200);
-    let exit = agent.stop();
+    let (exit, spans) = agent.finish();
     assert_eq!(exit.code, Some(0));
     assert!(exit.stderr.iter().any(|l| l.contains("exited") && l.contains("still traced")), "{:?}", exit.stderr);
-    let spans = from_jsonl(&out);
     let services: Vec<_> = spans.iter().map(|s| s.service().to_string()).collect();
     assert!(services.contains(&"first".to_string()) && services.contains(&"second".to_string()), "{services:?}");
 }

@@ -1,10 +1,12 @@
 //! Scenario (i): a threaded Python service calls a second local service with `requests`;
 //! every request must give one trace SERVER(front) → CLIENT → SERVER(back).
 //! Scenario (iv): a request carrying a traceparent joins that trace.
-//! Plus keep-alive and error status on plain HTTP/1.1.
+//! Plus keep-alive, split bodies, error status and adopting an instrumented app's context.
 
-use zerotrace_integration_tests::procs::{Agent, TempDir, curl, python_service};
-use zerotrace_integration_tests::spans::{assert_child_of, assert_well_formed, find, from_jsonl};
+#![allow(clippy::unwrap_used)]
+
+use zerotrace_integration_tests::procs::{JsonlAgent, curl, python_service, python_service_args};
+use zerotrace_integration_tests::spans::{assert_child_of, find};
 use zerotrace_integration_tests::{free_port, require_program, require_root};
 
 const REQUESTS: usize = 30;
@@ -16,22 +18,13 @@ fn python_front_back_forms_one_trace_per_request() {
     let (front_port, back_port) = (free_port(), free_port());
     let back = python_service(back_port, None, "back");
     let front = python_service(front_port, Some(back_port), "front");
-    let dir = TempDir::new("pyfront");
-    let out = dir.path().join("spans.jsonl");
-    let agent = Agent::start(&[
-        "--pid".into(), front.pid().to_string(),
-        "--pid".into(), back.pid().to_string(),
-        "--exporter".into(), "jsonl".into(),
-        "--output".into(), out.display().to_string(),
-    ]);
+    let agent = JsonlAgent::start(&[front.pid(), back.pid()]);
     for i in 0..REQUESTS {
         assert_eq!(curl(&format!("http://127.0.0.1:{front_port}/work/{i}"), &[]), 200);
     }
     assert_eq!(curl(&format!("http://127.0.0.1:{front_port}/fail"), &[]), 500);
-    let exit = agent.stop();
+    let (exit, spans) = agent.finish();
     assert_eq!(exit.code, Some(0), "agent exit: {:?}", exit.stderr);
-    let spans = from_jsonl(&out);
-    assert_well_formed(&spans);
 
     let front_servers = find(&spans, "SERVER", |s| s.service() == "front" && s.attr("url.path").is_some_and(|p| p.starts_with("/work/")));
     assert_eq!(front_servers.len(), REQUESTS, "one front SERVER span per request");
@@ -71,25 +64,17 @@ fn incoming_traceparent_is_honoured_and_propagated_by_stitching() {
     let (front_port, back_port) = (free_port(), free_port());
     let back = python_service(back_port, None, "back");
     let front = python_service(front_port, Some(back_port), "front");
-    let dir = TempDir::new("tp");
-    let out = dir.path().join("spans.jsonl");
-    let agent = Agent::start(&[
-        "--pid".into(), front.pid().to_string(),
-        "--pid".into(), back.pid().to_string(),
-        "--exporter".into(), "jsonl".into(),
-        "--output".into(), out.display().to_string(),
-    ]);
+    let agent = JsonlAgent::start(&[front.pid(), back.pid()]);
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
     let tp = format!("traceparent: 00-{trace}-{parent}-01");
-    assert_eq!(curl(&format!("http://127.0.0.1:{front_port}/work/tp"), &["-H", &tp]), 200);
-    agent.stop();
-    let spans = from_jsonl(&out);
-    assert_well_formed(&spans);
+    assert_eq!(curl(&format!("http://127.0.0.1:{front_port}/work/tp"), &["-H", &tp, "-H", "tracestate: vendor=abc"]), 200);
+    let (_, spans) = agent.finish();
     let front_server = find(&spans, "SERVER", |s| s.service() == "front");
     assert_eq!(front_server.len(), 1);
     assert_eq!(front_server[0].trace_id, trace);
     assert_eq!(front_server[0].parent_id, parent);
+    assert_eq!(front_server[0].trace_state, "vendor=abc");
     assert!(spans.iter().all(|s| s.trace_id == trace), "every span joins the caller's trace: {spans:?}");
     assert_eq!(spans.len(), 3);
 }
@@ -99,21 +84,17 @@ fn keepalive_connection_gives_one_span_per_request() {
     require_root();
     let port = free_port();
     let svc = python_service(port, None, "single");
-    let dir = TempDir::new("keepalive");
-    let out = dir.path().join("spans.jsonl");
-    let agent = Agent::start(&["--pid".into(), svc.pid().to_string(), "--exporter".into(), "jsonl".into(), "--output".into(), out.display().to_string()]);
+    let agent = JsonlAgent::start(&[svc.pid()]);
     // curl reuses one connection for several URLs; the POST has a body split from its head.
     let base = format!("http://127.0.0.1:{port}");
     let status = std::process::Command::new("curl")
-        .args(["-s", "-o", "/dev/null"])
+        .args(["-s", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null"])
         .args([format!("{base}/item/1"), format!("{base}/item/2"), format!("{base}/nope")])
         .status()
         .unwrap();
     assert!(status.success());
     assert_eq!(curl(&format!("{base}/echo"), &["-X", "POST", "--data-binary", &"x".repeat(20000)]), 200);
-    agent.stop();
-    let spans = from_jsonl(&out);
-    assert_well_formed(&spans);
+    let (_, spans) = agent.finish();
     let paths: Vec<_> = find(&spans, "SERVER", |_| true).iter().map(|s| (s.attr("url.path").unwrap_or("").to_string(), s.attr("http.response.status_code").unwrap_or("").to_string())).collect();
     for want in [("/item/1", "200"), ("/item/2", "200"), ("/nope", "404"), ("/echo", "200")] {
         assert!(paths.contains(&(want.0.to_string(), want.1.to_string())), "missing {want:?} in {paths:?}");
@@ -132,19 +113,10 @@ fn instrumented_app_traceparent_is_adopted_without_duplicates() {
     let own_trace = "11112222333344445555666677778888";
     let own_span = "aaaabbbbccccdddd";
     let own = format!("00-{own_trace}-{own_span}-01");
-    let front = zerotrace_integration_tests::procs::python_service_args(front_port, Some(back_port), "front", &["--own-traceparent", &own]);
-    let dir = TempDir::new("adopt");
-    let out = dir.path().join("spans.jsonl");
-    let agent = Agent::start(&[
-        "--pid".into(), front.pid().to_string(),
-        "--pid".into(), back.pid().to_string(),
-        "--exporter".into(), "jsonl".into(),
-        "--output".into(), out.display().to_string(),
-    ]);
+    let front = python_service_args(front_port, Some(back_port), "front", &["--own-traceparent", &own]);
+    let agent = JsonlAgent::start(&[front.pid(), back.pid()]);
     assert_eq!(curl(&format!("http://127.0.0.1:{front_port}/work/1"), &[]), 200);
-    agent.stop();
-    let spans = from_jsonl(&out);
-    assert_well_formed(&spans);
+    let (_, spans) = agent.finish();
     let clients = find(&spans, "CLIENT", |_| true);
     assert_eq!(clients.len(), 1, "one CLIENT span, no duplicate: {spans:#?}");
     assert_eq!(clients[0].trace_id, own_trace, "the CLIENT span adopts the app's trace");

@@ -1,12 +1,14 @@
 //! Scenario (ii): Debian's nginx proxying to a traced backend; scenario (iii): curl as a
 //! traced client (forked by a traced shell after the agent attached).
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use zerotrace_integration_tests::procs::{Agent, TempDir, curl, python_service};
-use zerotrace_integration_tests::spans::{assert_child_of, assert_well_formed, find, from_jsonl};
+use zerotrace_integration_tests::procs::{JsonlAgent, curl, python_service};
+use zerotrace_integration_tests::spans::{assert_child_of, find};
 use zerotrace_integration_tests::{free_port, nginx, require_program, require_root};
 
 #[test]
@@ -15,21 +17,12 @@ fn nginx_proxy_links_to_backend() {
     let back_port = free_port();
     let back = python_service(back_port, None, "backend");
     let proxy = nginx::proxy(free_port(), back_port);
-    let dir = TempDir::new("nginx");
-    let out = dir.path().join("spans.jsonl");
     // --pid of the nginx master: its existing worker is traced too.
-    let agent = Agent::start(&[
-        "--pid".into(), proxy.proc.pid().to_string(),
-        "--pid".into(), back.pid().to_string(),
-        "--exporter".into(), "jsonl".into(),
-        "--output".into(), out.display().to_string(),
-    ]);
+    let agent = JsonlAgent::start(&[proxy.proc.pid(), back.pid()]);
     for i in 0..10 {
         assert_eq!(curl(&format!("http://127.0.0.1:{}/item/{i}", proxy.port), &[]), 200);
     }
-    agent.stop();
-    let spans = from_jsonl(&out);
-    assert_well_formed(&spans);
+    let (_, spans) = agent.finish();
     let fronts = find(&spans, "SERVER", |s| s.resource.get("process.executable.name").is_some_and(|e| e == "nginx"));
     assert_eq!(fronts.len(), 10, "one nginx SERVER span per request: {spans:#?}");
     for f in fronts {
@@ -58,14 +51,7 @@ fn curl_client_forked_after_attach_is_traced() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let dir = TempDir::new("curl");
-    let out = dir.path().join("spans.jsonl");
-    let agent = Agent::start(&[
-        "--pid".into(), shell.id().to_string(),
-        "--pid".into(), svc.pid().to_string(),
-        "--exporter".into(), "jsonl".into(),
-        "--output".into(), out.display().to_string(),
-    ]);
+    let agent = JsonlAgent::start(&[shell.id(), svc.pid()]);
     let mut stdin = shell.stdin.take().unwrap();
     let mut stdout = std::io::BufReader::new(shell.stdout.take().unwrap());
     for i in 0..3 {
@@ -76,9 +62,7 @@ fn curl_client_forked_after_attach_is_traced() {
     drop(stdin);
     let _ = shell.wait();
     std::thread::sleep(Duration::from_millis(200));
-    agent.stop();
-    let spans = from_jsonl(&out);
-    assert_well_formed(&spans);
+    let (_, spans) = agent.finish();
     let clients = find(&spans, "CLIENT", |s| s.resource.get("process.executable.name").is_some_and(|e| e == "curl"));
     assert_eq!(clients.len(), 3, "{spans:#?}");
     for c in clients {

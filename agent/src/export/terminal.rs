@@ -29,7 +29,7 @@ fn kind_name(kind: i32) -> &'static str {
     }
 }
 
-fn attr<'a>(f: &'a FinishedSpan, key: &str) -> Option<String> {
+fn attr(f: &FinishedSpan, key: &str) -> Option<String> {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     let kv = f.span.attributes.iter().find(|a| a.key == key)?;
     match kv.value.as_ref()?.value.as_ref()? {

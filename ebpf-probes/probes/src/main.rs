@@ -88,16 +88,20 @@ macro_rules! entry_point {
 
 // ---- data: read/write family -------------------------------------------------------------
 
+/// True when the agent said this fd is not a socket (or not a protocol it parses).
+#[inline(always)]
+fn fd_ignored(pid_tgid: u64, fd: u32) -> bool {
+    // SAFETY: lookup; the value is copied.
+    unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) }.is_some_and(|s| *s == fd_state::NOT_SOCKET)
+}
+
 /// Stash a data call unless the fd is known not to be a socket.
 #[inline(always)]
 fn enter_data(ctx: &TracePointContext, call_op: u32) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let fd = arg(ctx, ARG0)? as u32;
-    // SAFETY: lookup; the value is copied.
-    if let Some(state) = unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) } {
-        if *state == fd_state::NOT_SOCKET {
-            return Ok(());
-        }
+    if fd_ignored(pid_tgid, fd) {
+        return Ok(());
     }
     let ptr = match call_op {
         op::SENDFILE => 0,
@@ -112,11 +116,8 @@ fn enter_data(ctx: &TracePointContext, call_op: u32) -> Res {
 fn enter_msg(ctx: &TracePointContext, call_op: u32) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let fd = arg(ctx, ARG0)? as u32;
-    // SAFETY: lookup; the value is copied.
-    if let Some(state) = unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) } {
-        if *state == fd_state::NOT_SOCKET {
-            return Ok(());
-        }
+    if fd_ignored(pid_tgid, fd) {
+        return Ok(());
     }
     let msghdr = arg(ctx, ARG1)?;
     // SAFETY: checked user read of msghdr.msg_iov.
