@@ -46,7 +46,7 @@ fn main() -> Result<()> {
         Cmd::Test { args } => {
             build::ebpf()?;
             build::agent(false)?;
-            util::run(util::cargo().args(["test", "--workspace", "--no-fail-fast"]).args(&args).env("ZEROTRACE_BIN", util::root().join("target/debug/zerotrace")))
+            util::run_tests(util::cargo().args(["test", "--workspace", "--no-fail-fast"]).args(&args).env("ZEROTRACE_BIN", util::root().join("target/debug/zerotrace")))
         }
         Cmd::Bench { seconds } => bench::run(seconds),
         Cmd::Demo => demo::run(),
