@@ -31,6 +31,8 @@ pub struct ConnInfo {
     pub role: Role,
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
+    /// The peer's IP as text, formatted once per connection rather than once per span.
+    pub remote_ip: Option<String>,
 }
 
 pub struct Conn {
@@ -147,7 +149,8 @@ pub struct ConnTable {
 impl ConnTable {
     pub fn open(&mut self, tgid: u32, fd: u32, role: Role, local: Option<SocketAddr>, remote: Option<SocketAddr>) -> Option<Conn> {
         self.next_id += 1;
-        let info = ConnInfo { id: self.next_id, tgid, role, local, remote };
+        let remote_ip = remote.map(|r| r.ip().to_canonical().to_string());
+        let info = ConnInfo { id: self.next_id, tgid, role, local, remote, remote_ip };
         self.conns.insert((tgid, fd), Conn::new(info))
     }
 

@@ -1,7 +1,5 @@
 //! Request/response pairs to OpenTelemetry spans with the stable HTTP semantic conventions.
 
-use std::net::SocketAddr;
-
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status::StatusCode};
 
@@ -78,9 +76,9 @@ fn method_attrs(method: &str, attrs: &mut Vec<KeyValue>) -> String {
     }
 }
 
-fn peer_attrs(addr: Option<SocketAddr>, attrs: &mut Vec<KeyValue>) {
-    if let Some(a) = addr {
-        attrs.push(kv_str("network.peer.address", a.ip().to_canonical().to_string()));
+fn peer_attrs(conn: &ConnInfo, attrs: &mut Vec<KeyValue>) {
+    if let (Some(a), Some(ip)) = (conn.remote, &conn.remote_ip) {
+        attrs.push(kv_str("network.peer.address", ip.clone()));
         attrs.push(kv_int("network.peer.port", a.port() as i64));
     }
 }
@@ -113,12 +111,12 @@ pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> Span {
         if let Some(p) = port {
             attrs.push(kv_int("server.port", p as i64));
         }
-        if let Some(r) = ex.conn.remote {
-            attrs.push(kv_str("client.address", r.ip().to_canonical().to_string()));
+        if let Some(ip) = &ex.conn.remote_ip {
+            attrs.push(kv_str("client.address", ip.clone()));
         }
     } else {
         let remote = ex.conn.remote;
-        let address = if host.is_empty() { remote.map(|a| a.ip().to_canonical().to_string()).unwrap_or_default() } else { host };
+        let address = if host.is_empty() { ex.conn.remote_ip.clone().unwrap_or_default() } else { host };
         let port = host_port.or(remote.map(|a| a.port())).unwrap_or(80);
         let authority = if port == 80 { address.clone() } else if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") };
         attrs.push(kv_str("url.full", format!("http://{authority}{path}")));
@@ -127,7 +125,7 @@ pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> Span {
         }
         attrs.push(kv_int("server.port", port as i64));
     }
-    peer_attrs(ex.conn.remote, &mut attrs);
+    peer_attrs(ex.conn, &mut attrs);
     if let Some(ua) = &req.user_agent {
         attrs.push(kv_str("user_agent.original", ua.clone()));
     }

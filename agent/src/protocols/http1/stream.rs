@@ -58,6 +58,13 @@ enum ChunkPhase {
     Trailer,
 }
 
+enum HeadOutcome {
+    /// A head was parsed; this many bytes of the input were its.
+    Consumed(usize),
+    Partial,
+    Invalid,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Head,
@@ -134,26 +141,39 @@ impl HalfStream {
         let mut rest: &[u8] = seg.data;
         while !rest.is_empty() {
             match self.state {
-                State::Head => {
-                    if self.buf.is_empty() {
-                        self.head_start = (seg.ts_enter_ns, seg.ts_exit_ns);
+                State::Head if self.buf.is_empty() => {
+                    // Fast path: the head starts at a segment boundary; parse in place.
+                    self.head_start = (seg.ts_enter_ns, seg.ts_exit_ns);
+                    match self.parse_head(rest, seg.ts_exit_ns, &mut out) {
+                        HeadOutcome::Consumed(n) => rest = &rest[n..],
+                        HeadOutcome::Partial => {
+                            let take = rest.len().min(MAX_HEAD);
+                            self.buf.extend_from_slice(&rest[..take]);
+                            rest = &rest[take..];
+                        }
+                        HeadOutcome::Invalid => rest = &[],
                     }
+                }
+                State::Head => {
+                    // A head split across segments: accumulate, then parse the buffer.
                     let room = MAX_HEAD.saturating_sub(self.buf.len());
                     let take = rest.len().min(room);
                     self.buf.extend_from_slice(&rest[..take]);
                     rest = &rest[take..];
-                    match self.parse_head(seg.ts_exit_ns, &mut out) {
-                        Some(leftover) => {
-                            data = leftover;
+                    let buf = std::mem::take(&mut self.buf);
+                    match self.parse_head(&buf, seg.ts_exit_ns, &mut out) {
+                        HeadOutcome::Consumed(n) => {
+                            data = buf[n..].to_vec();
                             rest = &data;
                         }
-                        None => {
-                            if take == 0 {
-                                // Head larger than MAX_HEAD: finish it as a cut head.
-                                self.cut_head(seg.ts_exit_ns, &mut out);
-                                rest = &[];
-                            }
+                        HeadOutcome::Partial if take == 0 => {
+                            // Head larger than MAX_HEAD: finish it as a cut head.
+                            self.buf = buf;
+                            self.cut_head(seg.ts_exit_ns, &mut out);
+                            rest = &[];
                         }
+                        HeadOutcome::Partial => self.buf = buf,
+                        HeadOutcome::Invalid => rest = &[],
                     }
                 }
                 State::Body(remaining) => {
@@ -194,36 +214,34 @@ impl HalfStream {
         })
     }
 
-    /// Tries to parse a head from `buf`. On success returns the bytes after it.
-    fn parse_head(&mut self, ts_exit: u64, out: &mut Vec<Message>) -> Option<Vec<u8>> {
+    /// Tries to parse a head at the start of `input` (the caller keeps partial heads).
+    fn parse_head(&mut self, input: &[u8], ts_exit: u64, out: &mut Vec<Message>) -> HeadOutcome {
         let parsed = match self.side {
-            Side::Request => match parse_request_head(&self.buf) {
-                HeadParse::Complete(h, len, f) => Some((Head::Request(h), len, f)),
-                HeadParse::Partial(_) => None,
+            Side::Request => match parse_request_head(input) {
+                HeadParse::Complete(h, len, f) => (Head::Request(h), len, f),
+                HeadParse::Partial(_) => return HeadOutcome::Partial,
                 HeadParse::Invalid => {
                     self.desync();
-                    return None;
+                    return HeadOutcome::Invalid;
                 }
             },
             Side::Response => {
                 let method = self.awaiting.front().map(String::as_str);
-                match parse_response_head(&self.buf, method) {
-                    HeadParse::Complete(h, len, f) => Some((Head::Response(h), len, f)),
-                    HeadParse::Partial(_) => None,
+                match parse_response_head(input, method) {
+                    HeadParse::Complete(h, len, f) => (Head::Response(h), len, f),
+                    HeadParse::Partial(_) => return HeadOutcome::Partial,
                     HeadParse::Invalid => {
                         self.desync();
-                        return None;
+                        return HeadOutcome::Invalid;
                     }
                 }
             }
         };
-        let (head, len, framing) = parsed?;
-        let leftover = self.buf[len..].to_vec();
-        self.buf.clear();
+        let (head, len, framing) = parsed;
         if let Head::Response(r) = &head {
             if (100..200).contains(&r.status) && r.status != 101 {
                 // Interim response (100 Continue): not the answer; keep waiting.
-                return Some(leftover);
+                return HeadOutcome::Consumed(len);
             }
             self.awaiting.pop_front();
         }
@@ -256,7 +274,7 @@ impl HalfStream {
                 self.state = State::UntilClose;
             }
         }
-        Some(leftover)
+        HeadOutcome::Consumed(len)
     }
 
     fn desync(&mut self) {
