@@ -10,9 +10,6 @@ use zerotrace::pipeline::{Host, Pipeline};
 use zerotrace::process::{FdKind, ProcessResource};
 use zerotrace::spans::Clock;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 struct FakeHost;
 
 impl Host for FakeHost {

@@ -25,7 +25,7 @@ use crate::traceparent::{self, SpanId, TraceId, TraceParent};
 /// How long a finished SERVER span waits for the traced caller's CLIENT span to show up.
 const PEER_WAIT: Duration = Duration::from_millis(300);
 /// How long a finished span's context is remembered for children that finish after it.
-const REMEMBER: Duration = Duration::from_secs(5);
+const REMEMBER: Duration = Duration::from_secs(3);
 /// How long a client connection's tuple is remembered after its last request.
 const REMEMBER_CLIENT: Duration = Duration::from_secs(60);
 

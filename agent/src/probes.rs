@@ -71,6 +71,9 @@ impl Probes {
     pub fn load(settings: &Settings) -> Result<(Self, RingBuf<MapData>)> {
         let cgroup_filter = u8::from(settings.cgroup_filter);
         let mut ebpf = EbpfLoader::new()
+            // The probes use no CO-RE relocations: skipping the kernel's BTF saves parsing
+            // /sys/kernel/btf/vmlinux (tens of MiB resident) and works on kernels without it.
+            .btf(None)
             .override_global("PAYLOAD_CAP", &settings.payload_cap, true)
             .override_global("CGROUP_FILTER", &cgroup_filter, true)
             .override_global("WAKEUP_BYTES", &settings.wakeup_bytes, true)

@@ -156,9 +156,23 @@ fn traced_run(url: &str, nginx_pid: u32, seconds: u32) -> Result<Traced> {
     Ok(Traced { wrk: result, agent_cpu_pct: ticks as f64 / 100.0 / elapsed * 100.0, agent_rss_mb: rss, summary, probe_cost })
 }
 
+/// Runs the userspace pipeline replay three times; returns each run's summary line.
+fn pipeline_replay() -> Result<Vec<(f64, String)>> {
+    crate::util::run(crate::util::cargo().args(["build", "--release", "-p", "zerotrace", "--example", "replay"]))?;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let line = output(&mut Command::new(root().join("target/release/examples/replay")))?;
+        let rate = line.split(": ").nth(1).and_then(|r| r.split(' ').next()).and_then(|r| r.parse::<f64>().ok()).unwrap_or(0.0);
+        println!("{}", line.trim());
+        runs.push((rate, line.trim().to_string()));
+    }
+    Ok(runs)
+}
+
 pub fn run(seconds: u32) -> Result<()> {
     build::ebpf()?;
     build::agent(true)?;
+    let replay = pipeline_replay()?;
     let dir = std::env::temp_dir().join(format!("zerotrace-bench-{}", std::process::id()));
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let (nginx, nginx_pid) = start_nginx(&dir, port)?;
@@ -182,7 +196,7 @@ pub fn run(seconds: u32) -> Result<()> {
     let cpu = rounds.iter().map(|(_, t)| t.agent_cpu_pct).sum::<f64>() / n;
     let rss = rounds.iter().map(|(_, t)| t.agent_rss_mb).fold(0.0, f64::max);
     println!("throughput ratio {ratio_rps:.3} (target ≥ 0.90), p99 ratio {ratio_p99:.3}, agent CPU {cpu:.1}%, agent peak RSS {rss:.1} MiB");
-    write_report(seconds, &rounds, ratio_rps, ratio_p99, cpu, rss)?;
+    write_report(seconds, &rounds, ratio_rps, ratio_p99, cpu, rss, &replay)?;
     Ok(())
 }
 
@@ -193,7 +207,7 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
 }
 
-fn write_report(seconds: u32, rounds: &[(WrkResult, Traced)], ratio_rps: f64, ratio_p99: f64, cpu: f64, rss: f64) -> Result<()> {
+fn write_report(seconds: u32, rounds: &[(WrkResult, Traced)], ratio_rps: f64, ratio_p99: f64, cpu: f64, rss: f64, replay: &[(f64, String)]) -> Result<()> {
     let mut md = String::new();
     let _ = writeln!(md, "# zerotrace benchmarks\n\nWritten by `cargo xtask bench`; numbers from the last run on the machine below. Ratios are taken within one run, alternating untraced and traced, because these machines are noisy: compare ratios, not absolute figures.\n");
     let _ = writeln!(md, "Machine: {}\n", machine());
@@ -210,7 +224,14 @@ fn write_report(seconds: u32, rounds: &[(WrkResult, Traced)], ratio_rps: f64, ra
             let _ = writeln!(md, "Kernel-side cost per program (kernel.bpf_stats_enabled during the last traced run; includes wrk's and nginx's filtered-out calls): {}\n", t.probe_cost);
         }
     }
-    let _ = writeln!(md, "Reading the numbers: on 2 cores, wrk, nginx and the agent compete for the same CPUs, so the agent's CPU time comes straight out of nginx's throughput; the kernel-side cost per syscall (filter, copy of up to `--capture-bytes`, ring-buffer record without wakeup) is the rest.");
+    let mut rates: Vec<f64> = replay.iter().map(|(r, _)| *r).collect();
+    rates.sort_by(f64::total_cmp);
+    let _ = writeln!(md, "## Userspace pipeline (no kernel)\n\nMethod: `target/release/examples/replay` feeds 500,000 synthetic nginx-like keep-alive exchanges (request read, ~500-byte response written, 32 connections) through parsing, span building and linking on one core; spans are dropped after linking. Three runs; median **{:.0} events/s per core** (target ≥ 500k).\n", rates.get(rates.len() / 2).copied().unwrap_or(0.0));
+    for (_, line) in replay {
+        let _ = writeln!(md, "- `{line}`");
+    }
+    let _ = writeln!(md);
+    let _ = writeln!(md, "Reading the numbers: on 2 cores, wrk, nginx and the agent compete for the same CPUs, so every microsecond the agent or the probes spend comes straight out of nginx's throughput at saturation. Per request the costs are: the probes in nginx's own syscalls (the per-program figures above: an entry handler stashes the call, the exit handler copies up to `--capture-bytes` into the ring buffer without a wakeup; map operations dominate on this VM), the filtered-out probe runs in wrk's syscalls (one map lookup each), the syscall slow path that any syscall tracepoint switches on for every task, and the agent's userspace pipeline (its CPU column; the replay figure is the same work without ring-buffer reading). The throughput target (≥ 0.90) is not met yet; see the issue notes for the plan (raw syscall tracepoints, fewer map operations per call, cheaper span building).");
     std::fs::create_dir_all(root().join("docs"))?;
     std::fs::write(root().join("docs/BENCHMARKS.md"), md)?;
     println!("wrote docs/BENCHMARKS.md");
