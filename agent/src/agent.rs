@@ -87,6 +87,7 @@ async fn trace(args: RunArgs, pids: Vec<u32>, cgroup_ids: Vec<u64>) -> Result<()
     for &id in &cgroup_ids {
         probes.trace_cgroup(id)?;
     }
+    probes.attach()?;
     eprintln!(
         "zerotrace: tracing {} process(es){} — Ctrl-C to stop",
         pids.len(),

@@ -1,10 +1,10 @@
 //! Loading the embedded kernel programs, attaching them, and the agent's handles on their maps.
 
 use anyhow::{Context, Result, anyhow};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
-use zerotrace_abi::{fd_key, fd_state, stat};
+use zerotrace_abi::{PID_WORDS, fd_key, fd_state, stat};
 
 /// The probe object built by `cargo xtask build-ebpf` (checked by build.rs).
 static PROBES: &[u8] = aya::include_bytes_aligned!(env!("ZEROTRACE_PROBES_OBJECT"));
@@ -50,7 +50,8 @@ pub struct Settings {
 /// Loaded and attached probes. Dropping it detaches everything.
 pub struct Probes {
     pub ebpf: Ebpf,
-    targets: BpfHashMap<MapData, u32, u8>,
+    targets: Array<MapData, u64>,
+    attached: bool,
     cgroups: BpfHashMap<MapData, u64, u8>,
     fd_states: BpfHashMap<MapData, u64, u8>,
     stats: PerCpuArray<MapData, u64>,
@@ -79,9 +80,22 @@ impl Probes {
             .override_global("WAKEUP_BYTES", &settings.wakeup_bytes, true)
             .load(PROBES)
             .map_err(|e| anyhow!(explain_load_error(&e)))?;
+        let take = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the probe object"));
+        let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?;
+        let targets = Array::try_from(take(&mut ebpf, "TARGET_PIDS")?)?;
+        let cgroups = BpfHashMap::try_from(take(&mut ebpf, "TARGET_CGROUPS")?)?;
+        let fd_states = BpfHashMap::try_from(take(&mut ebpf, "FD_STATE")?)?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?)?;
+        Ok((Self { ebpf, targets, attached: false, cgroups, fd_states, stats }, events))
+    }
+
+    /// Verifies and attaches every program. Call after the initial targets are set: from then
+    /// on only the probes' fork/exit hooks write the pid bitmap, so it never sees two writers.
+    pub fn attach(&mut self) -> Result<()> {
         let mut loaded = std::collections::HashSet::new();
         for (program, category, name) in ATTACH {
-            let prog: &mut TracePoint = ebpf
+            let prog: &mut TracePoint = self
+                .ebpf
                 .program_mut(program)
                 .with_context(|| format!("program {program} missing from the probe object; rebuild with cargo xtask build-ebpf"))?
                 .try_into()?;
@@ -90,17 +104,21 @@ impl Probes {
             }
             prog.attach(category, name).with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
         }
-        let take = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the probe object"));
-        let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?;
-        let targets = BpfHashMap::try_from(take(&mut ebpf, "TARGET_TGIDS")?)?;
-        let cgroups = BpfHashMap::try_from(take(&mut ebpf, "TARGET_CGROUPS")?)?;
-        let fd_states = BpfHashMap::try_from(take(&mut ebpf, "FD_STATE")?)?;
-        let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?)?;
-        Ok((Self { ebpf, targets, cgroups, fd_states, stats }, events))
+        self.attached = true;
+        Ok(())
     }
 
+    /// Marks a pid as traced. Only before `attach` (see there).
     pub fn trace_pid(&mut self, pid: u32) -> Result<()> {
-        self.targets.insert(pid, 1, 0).with_context(|| format!("adding pid {pid} to the target map"))
+        if self.attached {
+            anyhow::bail!("internal: pids are added before the probes are attached");
+        }
+        let index = pid >> 6;
+        if index >= PID_WORDS {
+            anyhow::bail!("pid {pid} is above the kernel's PID_MAX_LIMIT");
+        }
+        let word = self.targets.get(&index, 0).with_context(|| format!("reading the target bitmap for pid {pid}"))?;
+        self.targets.set(index, word | (1u64 << (pid & 63)), 0).with_context(|| format!("adding pid {pid} to the target bitmap"))
     }
 
     pub fn trace_cgroup(&mut self, id: u64) -> Result<()> {

@@ -11,6 +11,11 @@ pub const MAX_PAYLOAD: usize = 4096;
 /// Default payload capture cap when the user does not set one.
 pub const DEFAULT_PAYLOAD_CAP: u32 = 1024;
 
+/// Words of the traced-pid bitmap (`TARGET_PIDS`): one bit per pid up to the kernel's
+/// PID_MAX_LIMIT (2^22). An array lookup is inlined by the verifier, unlike a hash lookup, and
+/// every syscall of every process on the host asks it first.
+pub const PID_WORDS: u32 = 1 << 16;
+
 /// Record kinds (the first `u32` of every record).
 pub mod kind {
     pub const CONN_OPEN: u32 = 1;

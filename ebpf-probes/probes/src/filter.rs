@@ -2,15 +2,43 @@
 
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_get_current_cgroup_id};
 
-use crate::maps::{CGROUP_FILTER, TARGET_CGROUPS, TARGET_TGIDS, setting_u8};
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use crate::maps::{CGROUP_FILTER, TARGET_CGROUPS, TARGET_PIDS, setting_u8};
+
+/// Is this pid's bit set in the target bitmap?
+#[inline(always)]
+pub fn pid_traced(pid: u32) -> bool {
+    TARGET_PIDS.get(pid >> 6).is_some_and(|word| *word & (1u64 << (pid & 63)) != 0)
+}
+
+/// Sets or clears a pid's bit. Atomic add/sub (XADD, available on every BPF ISA version)
+/// instead of or/and: the bit's state is checked first, and a pid cannot be created and
+/// reaped at the same time, so only other bits of the word can change concurrently.
+#[inline(always)]
+pub fn mark_pid(pid: u32, traced: bool) {
+    let Some(word) = TARGET_PIDS.get_ptr_mut(pid >> 6) else { return };
+    let bit = 1u64 << (pid & 63);
+    // SAFETY: `word` points into the array map's value memory, valid for the program's run.
+    // An aligned 64-bit load is single-copy atomic on BPF; volatile keeps it a real load
+    // (the generic BPF CPU has no atomic-load instruction to select).
+    let set = unsafe { core::ptr::read_volatile(word) } & bit != 0;
+    // The BPF target has no fetch_add in core::sync::atomic; the intrinsic with its result
+    // unused lowers to the XADD instruction.
+    let delta = match (traced, set) {
+        (true, false) => bit,
+        (false, true) => bit.wrapping_neg(),
+        _ => return,
+    };
+    // SAFETY: as above; XADD is atomic with respect to the other CPUs' updates of this word.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(word, delta) };
+}
 
 /// Returns the current pid_tgid when the task belongs to a traced process or cgroup.
 #[inline(always)]
 pub fn traced_task() -> Option<u64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: plain lookup; the value is not dereferenced beyond the presence check.
-    if unsafe { TARGET_TGIDS.get(&tgid) }.is_some() {
+    if pid_traced((pid_tgid >> 32) as u32) {
         return Some(pid_tgid);
     }
     if setting_u8(&CGROUP_FILTER) != 0 {

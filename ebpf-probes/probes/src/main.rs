@@ -8,6 +8,9 @@
 //! Entry points follow aya-template: a thin `fn x(ctx) -> u32` around `try_x(ctx) -> Result`.
 #![no_std]
 #![no_main]
+// atomic_xadd for the pid bitmap (see filter::mark_pid); the probes build with nightly anyway.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod capture;
 mod filter;
@@ -15,13 +18,14 @@ mod maps;
 mod sockaddr;
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use zerotrace_abi::{SockAddr, fd_key, fd_state, role, stat};
 
-use crate::maps::{FD_STATE, INFLIGHT, Inflight, TARGET_TGIDS, count, op};
+use crate::maps::{FD_STATE, INFLIGHT, Inflight, count, op};
 
 /// Offsets in the syscall tracepoint records (see events/syscalls/*/format).
 const ARG0: usize = 16;
@@ -34,9 +38,10 @@ type Res = Result<(), i64>;
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, offset: usize) -> Result<u64, i64> {
-    // SAFETY: offsets are those of the syscall tracepoint format; read_at bounds-checks via the
-    // probe-read helper.
-    unsafe { ctx.read_at::<u64>(offset) }.map_err(|e| e as i64)
+    // SAFETY: a tracepoint program may load its own record directly (the verifier checks the
+    // constant offset against the record); this saves a probe-read helper call per argument
+    // on every syscall we see. Offsets are those of the syscall tracepoint formats.
+    Ok(unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(offset).cast::<u64>()) })
 }
 
 #[inline(always)]
@@ -129,7 +134,8 @@ fn enter_msg(ctx: &TracePointContext, call_op: u32) -> Res {
 
 #[inline(always)]
 fn exit_data(ctx: &TracePointContext) -> Res {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    // The cheap bitmap check first: untraced threads never have an in-flight slot.
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let Some(call) = take(pid_tgid) else { return Ok(()) };
     let ret = arg(ctx, RET)? as i64;
     if ret > 0 {
@@ -167,7 +173,8 @@ fn try_enter_accept(ctx: &TracePointContext) -> Res {
 }
 
 fn try_exit_accept(ctx: &TracePointContext) -> Res {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    // The cheap bitmap check first: untraced threads never have an in-flight slot.
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let Some(call) = take(pid_tgid) else { return Ok(()) };
     let ret = arg(ctx, RET)? as i64;
     if call.op != op::ACCEPT || ret < 0 {
@@ -193,7 +200,8 @@ fn try_enter_connect(ctx: &TracePointContext) -> Res {
 }
 
 fn try_exit_connect(ctx: &TracePointContext) -> Res {
-    let pid_tgid = bpf_get_current_pid_tgid();
+    // The cheap bitmap check first: untraced threads never have an in-flight slot.
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let Some(call) = take(pid_tgid) else { return Ok(()) };
     let ret = arg(ctx, RET)? as i64;
     if call.op != op::CONNECT || (ret != 0 && ret != EINPROGRESS) {
@@ -274,16 +282,16 @@ entry_point!(sys_enter_close, try_enter_close);
 
 /// Children forked by a traced process are traced too.
 fn try_fork(ctx: &TracePointContext) -> Res {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: lookup only.
-    if unsafe { TARGET_TGIDS.get(&tgid) }.is_none() {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !filter::pid_traced(tgid) {
         return Ok(());
     }
     // SAFETY: child_pid@20 in events/sched/sched_process_fork/format.
     let child = unsafe { ctx.read_at::<i32>(20) }.map_err(|e| e as i64)? as u32;
     if child != tgid {
-        let _ = TARGET_TGIDS.insert(&child, &1, 0);
+        // New threads get a bit too (harmless: a pid names one task at a time) and lose it
+        // when they exit.
+        filter::mark_pid(child, true);
     }
     Ok(())
 }
@@ -296,11 +304,10 @@ fn try_exit(ctx: &TracePointContext) -> Res {
     let group_dead = unsafe { ctx.read_at::<u8>(32) }.unwrap_or(0);
     let _ = INFLIGHT.remove(&pid_tgid);
     if tid != tgid {
-        // A thread that was inserted by the fork hook (clone of a thread).
-        let _ = TARGET_TGIDS.remove(&tid);
+        filter::mark_pid(tid, false);
     }
     if group_dead != 0 {
-        let _ = TARGET_TGIDS.remove(&tgid);
+        filter::mark_pid(tgid, false);
     }
     Ok(())
 }

@@ -2,9 +2,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use zerotrace_abi::{DataEvent, SockAddr, stat};
+use zerotrace_abi::{DataEvent, PID_WORDS, SockAddr, stat};
 
 /// Payload capture cap, set by the agent at load time (≤ MAX_PAYLOAD).
 #[unsafe(no_mangle)]
@@ -18,9 +18,10 @@ pub static WAKEUP_BYTES: u64 = 256 * 1024;
 #[unsafe(no_mangle)]
 pub static CGROUP_FILTER: u8 = 0;
 
-/// Processes (tgid) to trace. Forks of a traced process are added by `sched_process_fork`.
+/// Processes (tgid) to trace, one bit per pid. Filled by the agent before the programs are
+/// attached; afterwards only `sched_process_fork`/`exit` change it, with atomic adds.
 #[map]
-pub static TARGET_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(16384, 0);
+pub static TARGET_PIDS: Array<u64> = Array::with_max_entries(PID_WORDS, 0);
 /// cgroup v2 ids to trace (a container and its sub-cgroups, listed by the agent).
 #[map]
 pub static TARGET_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(4096, 0);
