@@ -1,2 +1,26 @@
-//! Symbol resolution for uprobes: ELF symbol → file offset, Go buildinfo/pclntab, DWARF
-//! field offsets. Pure library (no aya). Filled in by the TLS work; empty until then.
+//! Symbol resolution for uprobes. Pure library: no aya, no kernel.
+//!
+//! - [`elf`]: an ELF function symbol → the file offset a uprobe attaches at, for PIE and
+//!   non-PIE executables and shared libraries, from .dynsym and .symtab, including versioned
+//!   names (`SSL_write@@OPENSSL_3.0.0`).
+//! - [`maps`]: which objects a process has mapped (from /proc/PID/maps text), so the caller can
+//!   find the one that provides a symbol: `libssl.so.3`, or OpenSSL linked into the executable.
+//!
+//! Go buildinfo/pclntab and DWARF field offsets come next (TLS issue).
+
+pub mod elf;
+pub mod maps;
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SymbolError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a readable ELF object: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("{path} does not define {symbol}")]
+    NotFound { path: PathBuf, symbol: String },
+    #[error("{symbol} in {path} lies outside every loadable segment (address {address:#x})")]
+    NotInSegment { path: PathBuf, symbol: String, address: u64 },
+}
