@@ -88,6 +88,11 @@ async fn trace(args: RunArgs, pids: Vec<u32>, cgroup_ids: Vec<u64>) -> Result<()
         probes.trace_cgroup(id)?;
     }
     probes.attach()?;
+    let mut tls_pids = pids.clone();
+    for dir in &args.cgroups {
+        tls_pids.extend(targets::cgroup_pids(dir));
+    }
+    crate::tls::attach(&mut probes, &tls_pids);
     eprintln!(
         "zerotrace: tracing {} process(es){} — Ctrl-C to stop",
         pids.len(),

@@ -33,6 +33,8 @@ pub struct ConnInfo {
     pub remote: Option<SocketAddr>,
     /// The peer's IP as text, formatted once per connection rather than once per span.
     pub remote_ip: Option<String>,
+    /// Plaintext comes from the TLS probes (https).
+    pub tls: bool,
 }
 
 pub struct Conn {
@@ -133,6 +135,17 @@ impl Conn {
         }
     }
 
+    /// The first TLS plaintext on this connection: whatever was parsed from its ciphertext
+    /// (the handshake) is discarded and parsing starts over on the plaintext.
+    pub fn start_tls(&mut self) {
+        self.info.tls = true;
+        self.requests = HalfStream::new(Side::Request);
+        self.responses = HalfStream::new(Side::Response);
+        self.unrecognised = 0;
+        self.foreign = false;
+        self.pending.clear();
+    }
+
     /// The connection closed: a response delimited by close is complete now.
     pub fn close(&mut self, tid: u32) -> Option<Parsed> {
         self.responses.close().map(|message| Parsed::Response { tid, message })
@@ -150,7 +163,7 @@ impl ConnTable {
     pub fn open(&mut self, tgid: u32, fd: u32, role: Role, local: Option<SocketAddr>, remote: Option<SocketAddr>) -> Option<Conn> {
         self.next_id += 1;
         let remote_ip = remote.map(|r| r.ip().to_canonical().to_string());
-        let info = ConnInfo { id: self.next_id, tgid, role, local, remote, remote_ip };
+        let info = ConnInfo { id: self.next_id, tgid, role, local, remote, remote_ip, tls: false };
         self.conns.insert((tgid, fd), Conn::new(info))
     }
 

@@ -9,7 +9,7 @@ use crate::conn::Role;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event<'a> {
     ConnOpen { tgid: u32, tid: u32, fd: u32, role: Role, local: Option<SocketAddr>, remote: Option<SocketAddr>, ts_ns: u64, comm: String },
-    Data { tgid: u32, tid: u32, fd: u32, ingress: bool, ts_enter_ns: u64, ts_exit_ns: u64, total: u64, payload: &'a [u8] },
+    Data { tgid: u32, tid: u32, fd: u32, ingress: bool, ts_enter_ns: u64, ts_exit_ns: u64, total: u64, payload: &'a [u8], tls: bool },
     Close { tgid: u32, tid: u32, fd: u32, ts_ns: u64 },
 }
 
@@ -47,6 +47,7 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
             ts_exit_ns: h.ts_exit_ns,
             total: h.total_len,
             payload,
+            tls: h.flags & zerotrace_abi::data_flags::TLS != 0,
         },
         decode::Record::Close(c) => Event::Close { tgid: c.tgid, tid: c.tid, fd: c.fd, ts_ns: c.ts_ns },
     })

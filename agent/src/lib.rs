@@ -18,4 +18,5 @@ pub mod process;
 pub mod protocols;
 pub mod spans;
 pub mod targets;
+pub mod tls;
 pub mod traceparent;

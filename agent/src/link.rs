@@ -29,21 +29,23 @@ const REMEMBER: Duration = Duration::from_secs(3);
 /// How long a client connection's tuple is remembered after its last request.
 const REMEMBER_CLIENT: Duration = Duration::from_secs(60);
 
-/// The socket tuple that identifies one TCP connection from both ends on this host.
+/// The client end of a TCP connection, which names the connection from both ends on this
+/// host: the caller knows it as its local address, the callee as accept()'s peer address. (An
+/// ephemeral port is not in use twice on one address at the same time; the server port is
+/// not part of the key because the callee's local address is not known without /proc.)
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct PeerKey {
     pub client_ip: IpAddr,
     pub client_port: u16,
-    pub server_port: u16,
 }
 
 impl PeerKey {
-    pub fn new(client: SocketAddr, server_port: u16) -> Self {
+    pub fn new(client: SocketAddr) -> Self {
         let ip = match client.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
-        Self { client_ip: ip, client_port: client.port(), server_port }
+        Self { client_ip: ip, client_port: client.port() }
     }
 }
 
@@ -115,9 +117,9 @@ pub fn new_span_id() -> SpanId {
 
 impl Linker {
     /// A traced process connected: remember the tuple so the callee can find its caller.
-    pub fn client_connected(&mut self, local: SocketAddr, remote: SocketAddr) {
-        let key = PeerKey::new(local, remote.port());
-        self.clients.insert(key, (Instant::now(), Vec::new()));
+    pub fn client_connected(&mut self, local: SocketAddr) {
+        // A new connection on this tuple: spans of an older one with the same port are stale.
+        self.clients.insert(PeerKey::new(local), (Instant::now(), Vec::new()));
     }
 
     pub fn is_traced_client(&self, key: &PeerKey) -> bool {
@@ -347,9 +349,8 @@ mod tests {
     fn stitches_local_peer() {
         let mut l = Linker::default();
         let client_local: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
-        let server: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
-        l.client_connected(client_local, server);
-        let key = PeerKey::new(client_local, 8080);
+        l.client_connected(client_local);
+        let key = PeerKey::new(client_local);
         // The callee's request is seen before the caller's write record.
         let back = l.start_server(&facts(2, "/b", None, 10), Some(key));
         assert!(l.resolve(back, Instant::now()).is_none());
@@ -364,8 +365,8 @@ mod tests {
     fn unmatched_peer_times_out_to_header_or_root() {
         let mut l = Linker::default();
         let client_local: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
-        l.client_connected(client_local, "127.0.0.1:80".parse().expect("addr"));
-        let s = l.start_server(&facts(2, "/", None, 10), Some(PeerKey::new(client_local, 80)));
+        l.client_connected(client_local);
+        let s = l.start_server(&facts(2, "/", None, 10), Some(PeerKey::new(client_local)));
         l.finish(s);
         assert!(l.resolve(s, Instant::now()).is_none());
         let later = Instant::now() + PEER_WAIT;

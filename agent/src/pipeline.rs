@@ -59,6 +59,7 @@ pub struct PipelineStats {
     pub spans: u64,
     pub malformed_records: u64,
     pub dropped_unlinked: u64,
+    pub tls_without_socket: u64,
 }
 
 pub struct Pipeline<H: Host> {
@@ -126,22 +127,34 @@ impl<H: Host> Pipeline<H> {
                         local = self.host.tcp_addresses(tgid, inode).map(|(l, _)| l);
                     }
                 }
-                if let (Role::Client, Some(l), Some(r)) = (role, local, remote) {
-                    self.linker.client_connected(l, r);
+                if let (Role::Client, Some(l)) = (role, local) {
+                    self.linker.client_connected(l);
                 }
                 if let Some(old) = self.conns.open(tgid, fd, role, local, remote) {
                     self.drop_conn(old, tid);
                 }
             }
-            Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload } => {
+            Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload, tls } => {
+                if tls && fd == zerotrace_abi::FD_UNKNOWN {
+                    // TLS over a memory BIO (no syscall inside the SSL call): not tied to a
+                    // socket yet.
+                    self.stats.tls_without_socket += 1;
+                    return;
+                }
                 if self.conns.get_mut(tgid, fd).is_none() && !self.adopt_fd(tgid, fd) {
                     return;
                 }
                 let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
+                match (tls, conn.info.tls) {
+                    (true, false) => conn.start_tls(),
+                    // Ciphertext that raced the switch to TLS: not for the HTTP parser.
+                    (false, true) => return,
+                    _ => {}
+                }
                 let dir = if ingress { Direction::Ingress } else { Direction::Egress };
                 let seg = Segment { data: payload, total, ts_enter_ns, ts_exit_ns };
                 let parsed = conn.feed(dir, tid, seg);
-                if conn.foreign {
+                if conn.foreign && !conn.info.tls {
                     self.ignore_fds.push((tgid, fd));
                 }
                 for p in parsed {
@@ -190,11 +203,17 @@ impl<H: Host> Pipeline<H> {
                 };
                 let span = match conn.info.role {
                     Role::Server => {
-                        let peer = conn.info.remote.map(|r| PeerKey::new(r, 0));
+                        let peer = conn.info.remote.map(PeerKey::new);
+                        if self.debug {
+                            eprintln!("zerotrace: debug: server request {} peer {peer:?} known={} exit={}", facts.path, peer.is_some_and(|p| self.linker.is_traced_client(&p)), facts.start_exit_ns);
+                        }
                         self.linker.start_server(&facts, peer)
                     }
                     _ => {
-                        let tuple = conn.info.local.map(|l| PeerKey::new(l, 0));
+                        let tuple = conn.info.local.map(PeerKey::new);
+                        if self.debug {
+                            eprintln!("zerotrace: debug: client request {} tuple {tuple:?} enter={}", facts.path, facts.start_enter_ns);
+                        }
                         self.linker.start_client(&facts, tuple)
                     }
                 };

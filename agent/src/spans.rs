@@ -103,7 +103,7 @@ pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> Span {
     let (host, host_port) = req.host.as_deref().map(split_host).unwrap_or_default();
     if server {
         attrs.push(kv_str("url.path", path.clone()));
-        attrs.push(kv_str("url.scheme", "http"));
+        attrs.push(kv_str("url.scheme", if ex.conn.tls { "https" } else { "http" }));
         let port = host_port.or(ex.conn.local.map(|a| a.port()));
         if !host.is_empty() {
             attrs.push(kv_str("server.address", host));
@@ -117,9 +117,10 @@ pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> Span {
     } else {
         let remote = ex.conn.remote;
         let address = if host.is_empty() { ex.conn.remote_ip.clone().unwrap_or_default() } else { host };
-        let port = host_port.or(remote.map(|a| a.port())).unwrap_or(80);
-        let authority = if port == 80 { address.clone() } else if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") };
-        attrs.push(kv_str("url.full", format!("http://{authority}{path}")));
+        let (scheme, default_port) = if ex.conn.tls { ("https", 443) } else { ("http", 80) };
+        let port = host_port.or(remote.map(|a| a.port())).unwrap_or(default_port);
+        let authority = if port == default_port { address.clone() } else if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") };
+        attrs.push(kv_str("url.full", format!("{scheme}://{authority}{path}")));
         if !address.is_empty() {
             attrs.push(kv_str("server.address", address));
         }
@@ -129,8 +130,12 @@ pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> Span {
     if let Some(ua) = &req.user_agent {
         attrs.push(kv_str("user_agent.original", ua.clone()));
     }
+    // SERVER: from the read that delivered the request to the start of the write that sent the
+    // last response byte (the peer can have the bytes before that write returns; ending at its
+    // return would put a preempted server's end after its caller's). CLIENT: from the start of
+    // the request write to the return of the read that completed the response.
     let (start, end) = if server {
-        (ex.request_msg.start_exit_ns, ex.response.map_or(ex.request_msg.end_exit_ns, |(_, m)| m.end_exit_ns))
+        (ex.request_msg.start_exit_ns, ex.response.map_or(ex.request_msg.end_exit_ns, |(_, m)| m.end_enter_ns))
     } else {
         (ex.request_msg.start_enter_ns, ex.response.map_or(ex.request_msg.end_exit_ns, |(_, m)| m.end_exit_ns))
     };

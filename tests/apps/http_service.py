@@ -10,12 +10,18 @@ import argparse
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import ssl
+
 import requests
+import urllib3
+
+urllib3.disable_warnings()
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--downstream")
 parser.add_argument("--own-traceparent", help="send this traceparent downstream, as an instrumented app would")
+parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM; the key in the same file)")
 args = parser.parse_args()
 session = requests.Session()
 
@@ -39,7 +45,8 @@ class Handler(BaseHTTPRequestHandler):
             if args.downstream:
                 item = self.path.rsplit("/", 1)[-1]
                 headers = {"traceparent": args.own_traceparent} if args.own_traceparent else {}
-                r = requests.get(f"{args.downstream}/item/{item}", headers=headers, timeout=5)
+                # Self-signed test certificates: no verification.
+                r = requests.get(f"{args.downstream}/item/{item}", headers=headers, timeout=5, verify=False)
                 self.reply(200, f"work done, downstream said {r.status_code}\n")
             else:
                 self.reply(200, "work done\n")
@@ -58,5 +65,9 @@ class Handler(BaseHTTPRequestHandler):
 
 server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
 server.daemon_threads = True
+if args.tls_cert:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.tls_cert)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 print(f"ready {args.port}", flush=True)
 server.serve_forever()

@@ -57,3 +57,23 @@ pub fn free_port() -> u16 {
 pub fn python_app(name: &str) -> PathBuf {
     repo_root().join("tests/apps").join(name)
 }
+
+/// A self-signed certificate and key in one PEM file, made with the openssl CLI.
+pub fn self_signed_cert(dir: &std::path::Path) -> PathBuf {
+    let key = dir.join("key.pem");
+    let cert = dir.join("cert.pem");
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "2", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("the openssl CLI is needed to make a test certificate (cargo xtask setup installs it)");
+    assert!(status.success(), "openssl req failed");
+    let both = dir.join("tls.pem");
+    let mut pem = std::fs::read(&key).unwrap();
+    pem.extend(std::fs::read(&cert).unwrap());
+    std::fs::write(&both, pem).unwrap();
+    both
+}

@@ -13,6 +13,17 @@ pub struct Nginx {
 
 /// nginx on `port`, proxying everything to 127.0.0.1:`upstream`.
 pub fn proxy(port: u16, upstream: u16) -> Nginx {
+    start(port, &format!("listen 127.0.0.1:{port}; location / {{ proxy_pass http://127.0.0.1:{upstream}; }}"))
+}
+
+/// nginx serving HTTPS on `port` with the PEM certificate+key `cert`, answering every path
+/// with a small static body.
+pub fn https_static(port: u16, cert: &std::path::Path) -> Nginx {
+    let c = cert.display();
+    start(port, &format!("listen 127.0.0.1:{port} ssl; ssl_certificate {c}; ssl_certificate_key {c}; location / {{ return 200 \"hello over tls\\n\"; }}"))
+}
+
+fn start(port: u16, server_block: &str) -> Nginx {
     use std::os::unix::process::CommandExt;
     crate::require_program("nginx", "apt-get install nginx");
     let dir = TempDir::new("nginx");
@@ -20,7 +31,7 @@ pub fn proxy(port: u16, upstream: u16) -> Nginx {
     let conf = format!(
         "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\ndaemon off;\nevents {{ worker_connections 256; }}\n\
          http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-         server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://127.0.0.1:{upstream}; }} }} }}\n"
+         server {{ {server_block} }} }}\n"
     );
     std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
     let mut cmd = Command::new("nginx");

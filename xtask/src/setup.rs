@@ -10,7 +10,7 @@ use crate::util::{output, run, succeeds};
 
 const BPF_LINKER_VERSION: &str = "0.10.3";
 /// Debian packages the tests and benchmarks drive (real peers).
-const DEBIAN: &[(&str, &str)] = &[("nginx", "/usr/sbin/nginx"), ("curl", "/usr/bin/curl"), ("wrk", "/usr/bin/wrk")];
+const DEBIAN: &[(&str, &str)] = &[("nginx", "/usr/sbin/nginx"), ("curl", "/usr/bin/curl"), ("wrk", "/usr/bin/wrk"), ("openssl", "/usr/bin/openssl"), ("libssl3", "/usr/lib/x86_64-linux-gnu/libssl.so.3")];
 /// Python modules the test services import, with their PyPI names.
 const PYTHON: &[(&str, &str)] = &[("requests", "requests")];
 

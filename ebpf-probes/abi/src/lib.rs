@@ -97,12 +97,24 @@ pub struct DataHeader {
     pub fd: u32,
     /// How many payload bytes follow this header (≤ the capture cap).
     pub captured: u32,
+    /// `data_flags::*`.
+    pub flags: u32,
+    pub _pad: u32,
     /// Syscall entry and exit, CLOCK_MONOTONIC (bpf_ktime_get_ns).
     pub ts_enter_ns: u64,
     pub ts_exit_ns: u64,
     /// Bytes the syscall actually transferred (≥ `captured`).
     pub total_len: u64,
 }
+
+/// Flags of a data record.
+pub mod data_flags {
+    /// Plaintext read at the TLS library boundary (SSL_read/SSL_write), not from a syscall.
+    pub const TLS: u32 = 1;
+}
+
+/// `fd` of a TLS record whose socket is not known yet (no syscall seen inside the SSL call).
+pub const FD_UNKNOWN: u32 = u32::MAX;
 
 /// A full data record as the probes fill it in per-CPU scratch space before output.
 #[repr(C)]
@@ -129,6 +141,9 @@ pub mod fd_state {
     pub const NOT_SOCKET: u8 = 1;
     /// A socket the process accepted or connected, or one the agent found in /proc.
     pub const SOCKET: u8 = 2;
+    /// A socket carrying TLS that the TLS probes decrypt: its syscall bytes (ciphertext) are
+    /// not captured.
+    pub const TLS: u8 = 3;
 }
 
 /// Key of the per-fd state map: `(tgid << 32) | fd`.

@@ -77,8 +77,9 @@ struct Iovec {
     len: u64,
 }
 
-/// Emits a data record for a completed read/write-family call that moved `transferred` bytes.
-pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64) {
+/// Emits a data record for a completed read/write-family call (or TLS call, with
+/// `data_flags::TLS`) that moved `transferred` bytes.
+pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
     let Some(event) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -134,6 +135,8 @@ pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64) {
         tid: pid_tgid as u32,
         fd: call.fd,
         captured: n as u32,
+        flags,
+        _pad: 0,
         ts_enter_ns: call.ts_enter_ns,
         // SAFETY: helper without arguments.
         ts_exit_ns: unsafe { bpf_ktime_get_ns() },

@@ -16,6 +16,7 @@ mod capture;
 mod filter;
 mod maps;
 mod sockaddr;
+mod tls;
 
 use aya_ebpf::{
     EbpfContext,
@@ -93,11 +94,16 @@ macro_rules! entry_point {
 
 // ---- data: read/write family -------------------------------------------------------------
 
-/// True when the agent said this fd is not a socket (or not a protocol it parses).
+/// True when this fd's bytes are not captured here: not a socket (or not a protocol the agent
+/// parses), or TLS whose plaintext the TLS probes capture. A syscall made inside an SSL call
+/// is the ciphertext of that SSL's socket: it ties the two together and is skipped.
 #[inline(always)]
 fn fd_ignored(pid_tgid: u64, fd: u32) -> bool {
+    if tls::note_syscall_fd(pid_tgid, fd) {
+        return true;
+    }
     // SAFETY: lookup; the value is copied.
-    unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) }.is_some_and(|s| *s == fd_state::NOT_SOCKET)
+    unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) }.is_some_and(|s| *s != fd_state::SOCKET)
 }
 
 /// Stash a data call unless the fd is known not to be a socket.
@@ -139,7 +145,7 @@ fn exit_data(ctx: &TracePointContext) -> Res {
     let Some(call) = take(pid_tgid) else { return Ok(()) };
     let ret = arg(ctx, RET)? as i64;
     if ret > 0 {
-        capture::data(pid_tgid, &call, ret as u64);
+        capture::data(pid_tgid, &call, ret as u64, 0);
     }
     Ok(())
 }
@@ -264,7 +270,7 @@ fn try_enter_close(ctx: &TracePointContext) -> Res {
     let state = unsafe { FD_STATE.get(&key) }.copied();
     if let Some(state) = state {
         let _ = FD_STATE.remove(&key);
-        if state == fd_state::SOCKET {
+        if state == fd_state::SOCKET || state == fd_state::TLS {
             capture::close(pid_tgid, fd);
         }
     }

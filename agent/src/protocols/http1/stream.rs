@@ -42,7 +42,8 @@ pub struct Message {
     /// Entry and exit of the syscall that carried the first byte of the head.
     pub start_enter_ns: u64,
     pub start_exit_ns: u64,
-    /// Exit of the syscall that carried the last byte of the message.
+    /// Entry and exit of the syscall that carried the last byte of the message.
+    pub end_enter_ns: u64,
     pub end_exit_ns: u64,
     pub body_len: u64,
 }
@@ -87,6 +88,7 @@ pub struct HalfStream {
     /// Response side: methods of requests still waiting for an answer (HEAD has no body).
     awaiting: VecDeque<String>,
     head_start: (u64, u64),
+    last_enter_ns: u64,
     last_exit_ns: u64,
 }
 
@@ -99,6 +101,7 @@ impl HalfStream {
             current: None,
             awaiting: VecDeque::new(),
             head_start: (0, 0),
+            last_enter_ns: 0,
             last_exit_ns: 0,
         }
     }
@@ -125,6 +128,7 @@ impl HalfStream {
 
     pub fn feed(&mut self, seg: Segment<'_>) -> Vec<Message> {
         let mut out = Vec::new();
+        self.last_enter_ns = seg.ts_enter_ns;
         self.last_exit_ns = seg.ts_exit_ns;
         match self.state {
             State::Upgraded => return out,
@@ -209,6 +213,7 @@ impl HalfStream {
         };
         self.state = State::Desync;
         message.map(|mut m| {
+            m.end_enter_ns = self.last_enter_ns;
             m.end_exit_ns = self.last_exit_ns;
             m
         })
@@ -249,6 +254,7 @@ impl HalfStream {
             head,
             start_enter_ns: self.head_start.0,
             start_exit_ns: self.head_start.1,
+            end_enter_ns: self.last_enter_ns,
             end_exit_ns: ts_exit,
             body_len: 0,
         };
@@ -305,7 +311,8 @@ impl HalfStream {
                 head,
                 start_enter_ns: self.head_start.0,
                 start_exit_ns: self.head_start.1,
-                end_exit_ns: ts_exit,
+                end_enter_ns: self.last_enter_ns,
+            end_exit_ns: ts_exit,
                 body_len: 0,
             });
         }
@@ -325,6 +332,7 @@ impl HalfStream {
 
     fn finish(&mut self, ts_exit: u64, out: &mut Vec<Message>) {
         if let Some(mut m) = self.current.take() {
+            m.end_enter_ns = self.last_enter_ns;
             m.end_exit_ns = ts_exit;
             out.push(m);
         }

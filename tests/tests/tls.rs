@@ -1,0 +1,107 @@
+//! HTTPS without keys: plaintext read at the OpenSSL boundary (libssl.so.3) gives the same
+//! spans as plain HTTP, with url.scheme=https, and the same linking. libssl used for
+//! something else than HTTP gives no spans.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use zerotrace_integration_tests::procs::{JsonlAgent, TempDir, python_service_args, spawn_until};
+use zerotrace_integration_tests::spans::{assert_child_of, find};
+use zerotrace_integration_tests::{free_port, nginx, python_app, require_program, require_root, self_signed_cert};
+
+#[test]
+fn python_requests_over_https_forms_one_trace() {
+    require_root();
+    let dir = TempDir::new("tls-py");
+    let cert = self_signed_cert(dir.path());
+    let (front_port, back_port) = (free_port(), free_port());
+    let cert_arg = cert.display().to_string();
+    let back = python_service_args(back_port, None, "secure-back", &["--tls-cert", &cert_arg]);
+    let downstream = format!("https://127.0.0.1:{back_port}");
+    let front = python_service_args(front_port, None, "front", &["--downstream", &downstream]);
+    let agent = JsonlAgent::start(&[front.pid(), back.pid()]);
+    for i in 0..5 {
+        assert_eq!(zerotrace_integration_tests::procs::curl(&format!("http://127.0.0.1:{front_port}/work/{i}"), &[]), 200);
+    }
+    let (exit, spans) = agent.finish();
+    assert_eq!(exit.code, Some(0));
+    assert!(exit.stderr.iter().any(|l| l.contains("TLS probes on")), "{:?}", exit.stderr);
+    let fronts = find(&spans, "SERVER", |s| s.service() == "front");
+    assert_eq!(fronts.len(), 5, "{spans:#?}");
+    for f in fronts {
+        assert_eq!(f.attr("url.scheme"), Some("http"));
+        let clients = find(&spans, "CLIENT", |c| c.parent_id == f.span_id);
+        assert_eq!(clients.len(), 1, "{spans:#?}");
+        let client = clients[0];
+        assert_child_of(client, f);
+        assert!(client.attr("url.full").unwrap().starts_with(&format!("https://127.0.0.1:{back_port}/item/")), "{client:?}");
+        let backs = find(&spans, "SERVER", |b| b.parent_id == client.span_id);
+        assert_eq!(backs.len(), 1, "the HTTPS SERVER span is stitched under the CLIENT span");
+        assert_eq!(backs[0].service(), "secure-back");
+        assert_eq!(backs[0].attr("url.scheme"), Some("https"));
+        assert_eq!(backs[0].attr("http.response.status_code"), Some("200"));
+        assert_eq!(backs[0].attr("server.port"), Some(back_port.to_string().as_str()));
+    }
+    assert_eq!(spans.len(), 15, "no span from ciphertext: {spans:#?}");
+}
+
+#[test]
+fn nginx_https_with_curl_client() {
+    require_root();
+    require_program("curl", "apt-get install curl");
+    let dir = TempDir::new("tls-nginx");
+    let cert = self_signed_cert(dir.path());
+    let server = nginx::https_static(free_port(), &cert);
+    let mut shell = Command::new("sh")
+        .args(["-c", "while read url; do curl -sk -o /dev/null \"$url\"; echo done; done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let agent = JsonlAgent::start(&[shell.id(), server.proc.pid()]);
+    let mut stdin = shell.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(shell.stdout.take().unwrap());
+    for i in 0..3 {
+        writeln!(stdin, "https://127.0.0.1:{}/secret/{i}", server.port).unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+    }
+    drop(stdin);
+    let _ = shell.wait();
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, spans) = agent.finish();
+    let servers = find(&spans, "SERVER", |_| true);
+    assert_eq!(servers.len(), 3, "{spans:#?}");
+    let clients = find(&spans, "CLIENT", |_| true);
+    assert_eq!(clients.len(), 3, "{spans:#?}");
+    for c in clients {
+        assert_eq!(c.resource.get("process.executable.name").map(String::as_str), Some("curl"));
+        assert!(c.attr("url.full").unwrap().starts_with(&format!("https://127.0.0.1:{}/secret/", server.port)));
+        let s = find(&spans, "SERVER", |s| s.parent_id == c.span_id);
+        let summary: Vec<_> = spans.iter().map(|s| (s.kind.clone(), s.span_id.clone(), s.parent_id.clone(), s.trace_id.clone(), s.attr("url.path").or(s.attr("url.full")).unwrap_or("").to_string(), s.start, s.end)).collect();
+        assert_eq!(s.len(), 1, "nginx's HTTPS SERVER span is the curl CLIENT span's child: {summary:#?}");
+        assert_eq!(s[0].attr("url.scheme"), Some("https"));
+        assert_eq!(s[0].attr("http.response.status_code"), Some("200"));
+        assert_child_of(s[0], c);
+    }
+}
+
+#[test]
+fn libssl_for_something_else_gives_no_spans() {
+    require_root();
+    let dir = TempDir::new("tls-echo");
+    let cert = self_signed_cert(dir.path());
+    let port = free_port();
+    let mut serve = Command::new("python3");
+    serve.arg(python_app("tls_echo.py")).args(["serve", "--port", &port.to_string(), "--cert"]).arg(&cert);
+    let server = spawn_until(serve, "tls-echo", "ready", Duration::from_secs(20));
+    let agent = JsonlAgent::start(&[server.pid()]);
+    let out = Command::new("python3").arg(python_app("tls_echo.py")).args(["send", "--port", &port.to_string(), "--count", "20"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sent"), "{out:?}");
+    let (exit, spans) = agent.finish();
+    assert_eq!(exit.code, Some(0));
+    assert!(spans.is_empty(), "{spans:#?}");
+}
