@@ -2,3 +2,4 @@
 //! so they can be unit-tested and fuzzed without a kernel.
 
 pub mod http1;
+pub mod resp;

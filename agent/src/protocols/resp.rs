@@ -1,0 +1,344 @@
+//! Redis RESP2/RESP3: a streaming framer for one direction of a connection. Commands are
+//! arrays of bulk strings (or inline lines); replies are any RESP value. Values are framed by
+//! counting, so large bulk strings cut by the capture cap cost nothing; only the command name
+//! and an error reply's prefix are read — keys and values are never kept.
+
+use super::http1::Segment;
+
+/// Lines (type byte to CRLF) longer than this are not RESP we can follow.
+const MAX_LINE: usize = 64 * 1024;
+/// Nesting deeper than this is treated as garbage.
+const MAX_DEPTH: usize = 32;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RespValue {
+    /// A command: its name, upper-cased (`GET`, `CLIENT`), and how many arguments followed.
+    Command { name: String, args: usize },
+    /// A reply; `error` holds the error prefix (`ERR`, `WRONGTYPE`) of an error reply.
+    Reply { error: Option<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RespMessage {
+    pub value: RespValue,
+    pub start_enter_ns: u64,
+    pub start_exit_ns: u64,
+    pub end_enter_ns: u64,
+    pub end_exit_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Commands,
+    Replies,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Expecting a type byte and its line.
+    Line,
+    /// Skipping a bulk payload plus its CRLF.
+    Bulk(u64),
+    Desync,
+}
+
+pub struct RespStream {
+    dir: Direction,
+    state: State,
+    line: Vec<u8>,
+    /// Elements still expected at each open aggregate level.
+    stack: Vec<u64>,
+    /// The message being framed.
+    current: Option<RespMessage>,
+    /// Commands: the next bulk string is the command name.
+    want_name: bool,
+    /// The bulk string being skipped is the command name: keep its bytes.
+    name_pending: bool,
+    name_buf: Vec<u8>,
+    last: (u64, u64),
+}
+
+/// Does `data` start like a RESP command (an array of bulk strings)? Used to recognise Redis
+/// connections from their first bytes, whatever the port.
+pub fn looks_like_command(data: &[u8]) -> bool {
+    let Some(rest) = data.strip_prefix(b"*") else { return false };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && digits < 8 && rest[digits..].starts_with(b"\r\n") && rest.get(digits + 2).is_none_or(|b| *b == b'$')
+}
+
+fn parse_int(line: &[u8]) -> Option<i64> {
+    std::str::from_utf8(line).ok()?.parse().ok()
+}
+
+impl RespStream {
+    pub fn new(dir: Direction) -> Self {
+        Self { dir, state: State::Line, line: Vec::new(), stack: Vec::new(), current: None, want_name: false, name_pending: false, name_buf: Vec::new(), last: (0, 0) }
+    }
+
+    pub fn is_desynced(&self) -> bool {
+        self.state == State::Desync
+    }
+
+    pub fn feed(&mut self, seg: Segment<'_>) -> Vec<RespMessage> {
+        let mut out = Vec::new();
+        self.last = (seg.ts_enter_ns, seg.ts_exit_ns);
+        if self.state == State::Desync {
+            let resync = match self.dir {
+                Direction::Commands => looks_like_command(seg.data),
+                Direction::Replies => false,
+            };
+            if !resync {
+                return out;
+            }
+            self.reset();
+        }
+        let mut rest = seg.data;
+        while !rest.is_empty() && self.state != State::Desync {
+            match self.state {
+                State::Bulk(remaining) => {
+                    let n = (rest.len() as u64).min(remaining);
+                    if self.name_pending {
+                        // The payload without its trailing CRLF, at most 32 bytes of it.
+                        let payload = n.min(remaining.saturating_sub(2)) as usize;
+                        let room = 32usize.saturating_sub(self.name_buf.len());
+                        self.name_buf.extend_from_slice(&rest[..payload.min(room)]);
+                    }
+                    rest = &rest[n as usize..];
+                    if remaining == n {
+                        self.state = State::Line;
+                        self.take_name();
+                        self.element_done(&mut out);
+                    } else {
+                        self.state = State::Bulk(remaining - n);
+                    }
+                }
+                State::Line => {
+                    let Some(end) = rest.iter().position(|b| *b == b'\n') else {
+                        if self.line.len() + rest.len() > MAX_LINE {
+                            self.desync();
+                        } else {
+                            self.start_if_new(seg);
+                            self.line.extend_from_slice(rest);
+                        }
+                        break;
+                    };
+                    self.start_if_new(seg);
+                    self.line.extend_from_slice(&rest[..=end]);
+                    rest = &rest[end + 1..];
+                    let line = std::mem::take(&mut self.line);
+                    self.on_line(&line, rest, &mut out);
+                }
+                State::Desync => break,
+            }
+        }
+        let gap = seg.total.saturating_sub(seg.data.len() as u64);
+        if gap > 0 {
+            match self.state {
+                State::Bulk(remaining) if gap <= remaining => {
+                    let left = remaining - gap;
+                    if left == 0 {
+                        self.state = State::Line;
+                        self.take_name();
+                        self.element_done(&mut out);
+                    } else {
+                        self.state = State::Bulk(left);
+                    }
+                }
+                _ => self.desync(),
+            }
+        }
+        out
+    }
+
+    fn take_name(&mut self) {
+        if !self.name_pending {
+            return;
+        }
+        self.name_pending = false;
+        let name = String::from_utf8_lossy(&self.name_buf).to_ascii_uppercase();
+        self.name_buf.clear();
+        if let Some(RespMessage { value: RespValue::Command { name: n, .. }, .. }) = self.current.as_mut() {
+            *n = name;
+        }
+    }
+
+    fn reset(&mut self) {
+        self.name_pending = false;
+        self.name_buf.clear();
+        self.want_name = false;
+        self.state = State::Line;
+        self.line.clear();
+        self.stack.clear();
+        self.current = None;
+    }
+
+    fn desync(&mut self) {
+        self.reset();
+        self.state = State::Desync;
+    }
+
+    fn start_if_new(&mut self, seg: Segment<'_>) {
+        if self.current.is_none() && self.line.is_empty() {
+            let value = match self.dir {
+                Direction::Commands => RespValue::Command { name: String::new(), args: 0 },
+                Direction::Replies => RespValue::Reply { error: None },
+            };
+            self.current = Some(RespMessage { value, start_enter_ns: seg.ts_enter_ns, start_exit_ns: seg.ts_exit_ns, end_enter_ns: 0, end_exit_ns: 0 });
+        }
+    }
+
+    /// One complete line (with its CRLF) of type byte + content.
+    fn on_line(&mut self, line: &[u8], _rest: &[u8], out: &mut Vec<RespMessage>) {
+        let Some(content) = line.strip_suffix(b"\r\n") else { return self.desync() };
+        let Some((&kind, body)) = content.split_first() else { return self.desync() };
+        let top = self.stack.is_empty();
+        match kind {
+            b'*' | b'%' | b'~' | b'>' | b'|' => {
+                let Some(n) = parse_int(body) else { return self.desync() };
+                if top && self.dir == Direction::Commands {
+                    if kind != b'*' || n < 1 {
+                        return self.desync();
+                    }
+                    self.want_name = true;
+                    if let Some(RespMessage { value: RespValue::Command { args, .. }, .. }) = self.current.as_mut() {
+                        *args = (n - 1) as usize;
+                    }
+                }
+                // Maps and attributes hold key/value pairs.
+                let count = if matches!(kind, b'%' | b'|') { n.max(0) * 2 } else { n.max(0) };
+                if n <= 0 {
+                    self.element_done(out);
+                } else if self.stack.len() >= MAX_DEPTH {
+                    self.desync();
+                } else {
+                    self.stack.push(count as u64);
+                }
+            }
+            b'$' | b'=' | b'!' => {
+                let Some(n) = parse_int(body) else { return self.desync() };
+                if kind == b'!' && top {
+                    self.set_error("ERR");
+                }
+                if n < 0 {
+                    self.element_done(out);
+                } else {
+                    self.state = State::Bulk(n as u64 + 2);
+                    if self.want_name {
+                        self.want_name = false;
+                        // The name is read from the payload that follows, if captured.
+                        self.name_pending = true;
+                    }
+                }
+            }
+            b'+' | b':' | b',' | b'(' | b'#' | b'_' => self.element_done(out),
+            b'-' => {
+                if top {
+                    let prefix = body.split(|b| *b == b' ').next().unwrap_or(b"ERR");
+                    self.set_error(&String::from_utf8_lossy(prefix));
+                }
+                self.element_done(out);
+            }
+            _ if top && self.dir == Direction::Commands && kind.is_ascii_alphabetic() => {
+                // Inline command: `PING`, `QUIT`.
+                let mut words = content.split(|b| *b == b' ').filter(|w| !w.is_empty());
+                let name = words.next().map(|w| String::from_utf8_lossy(w).to_ascii_uppercase()).unwrap_or_default();
+                if let Some(RespMessage { value: RespValue::Command { name: n, args }, .. }) = self.current.as_mut() {
+                    *n = name;
+                    *args = words.count();
+                }
+                self.element_done(out);
+            }
+            _ => self.desync(),
+        }
+    }
+
+    fn set_error(&mut self, prefix: &str) {
+        if let Some(RespMessage { value: RespValue::Reply { error }, .. }) = self.current.as_mut() {
+            *error = Some(prefix.chars().take(64).collect());
+        }
+    }
+
+    /// An element finished: close the aggregates it completes; a finished top level is a
+    /// finished message.
+    fn element_done(&mut self, out: &mut Vec<RespMessage>) {
+        while let Some(top) = self.stack.last_mut() {
+            *top -= 1;
+            if *top > 0 {
+                return;
+            }
+            self.stack.pop();
+        }
+        if let Some(mut m) = self.current.take() {
+            m.end_enter_ns = self.last.0;
+            m.end_exit_ns = self.last.1;
+            out.push(m);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(data: &[u8], ts: u64) -> Segment<'_> {
+        Segment { data, total: data.len() as u64, ts_enter_ns: ts, ts_exit_ns: ts + 1 }
+    }
+
+    fn names(msgs: &[RespMessage]) -> Vec<String> {
+        msgs.iter()
+            .map(|m| match &m.value {
+                RespValue::Command { name, args } => format!("{name}/{args}"),
+                RespValue::Reply { error: None } => "ok".into(),
+                RespValue::Reply { error: Some(e) } => format!("err:{e}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pipelined_commands_split_anywhere() {
+        let raw = b"*2\r\n$3\r\nget\r\n$3\r\nkey\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\nPING\r\n";
+        for split in 1..raw.len() {
+            let mut s = RespStream::new(Direction::Commands);
+            let mut out = s.feed(seg(&raw[..split], 1));
+            out.extend(s.feed(seg(&raw[split..], 2)));
+            assert_eq!(names(&out), ["GET/1", "SET/2", "PING/0"], "split at {split}");
+        }
+    }
+
+    #[test]
+    fn replies_resp2_and_resp3() {
+        let mut s = RespStream::new(Direction::Replies);
+        let out = s.feed(seg(b"+OK\r\n$5\r\nhello\r\n$-1\r\n:42\r\n-WRONGTYPE Operation against a key\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n%1\r\n+k\r\n+v\r\n_\r\n#t\r\n,1.5\r\n!3\r\nERR\r\n*0\r\n", 1));
+        assert_eq!(names(&out), ["ok", "ok", "ok", "ok", "err:WRONGTYPE", "ok", "ok", "ok", "ok", "ok", "err:ERR", "ok"]);
+    }
+
+    #[test]
+    fn large_bulk_reply_across_a_capture_gap() {
+        let mut s = RespStream::new(Direction::Replies);
+        let head = b"$100000\r\nxxxx";
+        let out = s.feed(Segment { data: head, total: 9 + 100_000 + 2, ts_enter_ns: 1, ts_exit_ns: 2 });
+        assert_eq!(names(&out), ["ok"]);
+        assert_eq!(names(&s.feed(seg(b"+OK\r\n", 3))), ["ok"]);
+    }
+
+    #[test]
+    fn multi_exec() {
+        let mut c = RespStream::new(Direction::Commands);
+        let out = c.feed(seg(b"*1\r\n$5\r\nMULTI\r\n*2\r\n$4\r\nINCR\r\n$1\r\nx\r\n*1\r\n$4\r\nEXEC\r\n", 1));
+        assert_eq!(names(&out), ["MULTI/0", "INCR/1", "EXEC/0"]);
+        let mut r = RespStream::new(Direction::Replies);
+        let out = r.feed(seg(b"+OK\r\n+QUEUED\r\n*1\r\n:1\r\n", 1));
+        assert_eq!(names(&out), ["ok", "ok", "ok"]);
+    }
+
+    #[test]
+    fn garbage_desyncs_and_never_yields() {
+        let mut c = RespStream::new(Direction::Commands);
+        assert!(c.feed(seg(b"\x16\x03\x01garbage\r\n", 1)).is_empty());
+        assert!(c.is_desynced());
+        assert_eq!(names(&c.feed(seg(b"*1\r\n$4\r\nPING\r\n", 2))), ["PING/0"]);
+        assert!(!looks_like_command(b"GET / HTTP/1.1\r\n"));
+        assert!(looks_like_command(b"*2\r\n$3\r\nGET"));
+        assert!(!looks_like_command(b"*x\r\n"));
+    }
+}
