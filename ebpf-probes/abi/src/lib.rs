@@ -48,9 +48,7 @@ pub mod stat {
     pub const READ_FAULT: u32 = 1;
     /// The in-flight syscall table was full, so a call could not be followed to its exit.
     pub const INFLIGHT_FULL: u32 = 2;
-    /// Records submitted (for rate and cost accounting).
-    pub const SUBMITTED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 3;
 }
 
 /// IPv4 or IPv6 socket address in network byte order, as the agent needs it.

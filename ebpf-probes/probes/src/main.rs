@@ -26,7 +26,7 @@ use aya_ebpf::{
 };
 use zerotrace_abi::{SockAddr, fd_key, fd_state, role, stat};
 
-use crate::maps::{FD_STATE, INFLIGHT, Inflight, count, op};
+use crate::maps::{FD_STATE, INFLIGHT, Inflight, TlsCall, count, op};
 
 /// Offsets in the syscall tracepoint records (see events/syscalls/*/format).
 const ARG0: usize = 16;
@@ -78,6 +78,7 @@ fn new_call(op: u32, fd: u32, ptr: u64) -> Inflight {
         ts_enter_ns: unsafe { bpf_ktime_get_ns() },
         local: SockAddr::default(),
         remote: SockAddr::default(),
+        tls: TlsCall::IDLE,
     }
 }
 
@@ -94,31 +95,53 @@ macro_rules! entry_point {
 
 // ---- data: read/write family -------------------------------------------------------------
 
-/// True when this fd's bytes are not captured here: not a socket (or not a protocol the agent
-/// parses), or TLS whose plaintext the TLS probes capture. A syscall made inside an SSL call
-/// is the ciphertext of that SSL's socket: it ties the two together and is skipped.
+/// Where a data call's arguments go: `Some(slot)` to capture it (the thread's in-flight slot,
+/// or `None` when it has none yet), or `None` when this fd's bytes are not captured here: not
+/// a socket (or not a protocol the agent parses), or TLS whose plaintext the TLS probes
+/// capture. A syscall made inside an SSL call is that SSL's ciphertext: it ties the SSL to its
+/// socket and is skipped.
 #[inline(always)]
-fn fd_ignored(pid_tgid: u64, fd: u32) -> bool {
-    if tls::note_syscall_fd(pid_tgid, fd) {
-        return true;
+fn data_slot(pid_tgid: u64, fd: u32) -> Option<Option<*mut Inflight>> {
+    let slot = INFLIGHT.get_ptr_mut(&pid_tgid);
+    if let Some(slot) = slot {
+        // SAFETY: this thread's own slot (see `stash`).
+        let tls = unsafe { (*slot).tls };
+        if tls.op != op::NONE {
+            tls::note_ciphertext_fd(pid_tgid, tls.ssl, fd);
+            return None;
+        }
     }
     // SAFETY: lookup; the value is copied.
-    unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) }.is_some_and(|s| *s != fd_state::SOCKET)
+    let ignored = unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) }.is_some_and(|s| *s != fd_state::SOCKET);
+    if ignored { None } else { Some(slot) }
 }
 
-/// Stash a data call unless the fd is known not to be a socket.
+/// Stores a data call in the slot `data_slot` found, or in a new one.
+#[inline(always)]
+fn put(pid_tgid: u64, slot: Option<*mut Inflight>, call: &Inflight) {
+    match slot {
+        // SAFETY: this thread's own slot; no SSL call is in progress (checked by `data_slot`),
+        // so overwriting its TLS part with IDLE loses nothing.
+        Some(slot) => unsafe { *slot = *call },
+        None => {
+            if INFLIGHT.insert(&pid_tgid, call, 0).is_err() {
+                count(stat::INFLIGHT_FULL);
+            }
+        }
+    }
+}
+
+/// Stash a data call unless the fd's bytes are not captured here.
 #[inline(always)]
 fn enter_data(ctx: &TracePointContext, call_op: u32) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let fd = arg(ctx, ARG0)? as u32;
-    if fd_ignored(pid_tgid, fd) {
-        return Ok(());
-    }
+    let Some(slot) = data_slot(pid_tgid, fd) else { return Ok(()) };
     let ptr = match call_op {
         op::SENDFILE => 0,
         _ => arg(ctx, ARG1)?,
     };
-    stash(pid_tgid, &new_call(call_op, fd, ptr));
+    put(pid_tgid, slot, &new_call(call_op, fd, ptr));
     Ok(())
 }
 
@@ -127,14 +150,12 @@ fn enter_data(ctx: &TracePointContext, call_op: u32) -> Res {
 fn enter_msg(ctx: &TracePointContext, call_op: u32) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let fd = arg(ctx, ARG0)? as u32;
-    if fd_ignored(pid_tgid, fd) {
-        return Ok(());
-    }
+    let Some(slot) = data_slot(pid_tgid, fd) else { return Ok(()) };
     let msghdr = arg(ctx, ARG1)?;
     // SAFETY: checked user read of msghdr.msg_iov.
     let iov = unsafe { aya_ebpf::helpers::bpf_probe_read_user((msghdr + 16) as *const u64) }
         .map_err(|e| e as i64)?;
-    stash(pid_tgid, &new_call(call_op, fd, iov));
+    put(pid_tgid, slot, &new_call(call_op, fd, iov));
     Ok(())
 }
 

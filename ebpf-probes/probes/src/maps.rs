@@ -28,10 +28,11 @@ pub static TARGET_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(4096, 0)
 /// Per-(tgid, fd) state: socket / not a socket. LRU so leaked entries can never fill it.
 #[map]
 pub static FD_STATE: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
-/// Arguments stashed at syscall entry, keyed by pid_tgid, consumed at exit. A thread's entry
-/// stays and is overwritten in place (no bucket lock, no irqsave: map updates were the most
-/// expensive part of a probe); consumed entries are marked `op::NONE`. Entries of exited
-/// threads are removed by `sched_process_exit`; LRU keeps any leak from filling the map.
+/// Arguments stashed at syscall entry, keyed by pid_tgid, consumed at exit; also the SSL
+/// call the thread is inside, if any. A thread's entry stays and is overwritten in place (no
+/// bucket lock, no irqsave: map updates were the most expensive part of a probe); consumed
+/// calls are marked `op::NONE`. Entries of exited threads are removed by
+/// `sched_process_exit`; LRU keeps any leak from filling the map.
 #[map]
 pub static INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(65536, 0);
 /// Every record goes here.
@@ -57,6 +58,27 @@ pub struct Inflight {
     pub local: SockAddr,
     /// connect: the target address, read at entry.
     pub remote: SockAddr,
+    /// The SSL_read/SSL_write call this thread is inside (`op::NONE` when none). Kept in the
+    /// same slot so a data syscall learns "inside an SSL call" from the one lookup it makes.
+    pub tls: TlsCall,
+}
+
+/// An SSL call in progress on a thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsCall {
+    /// op::READ or op::WRITE; op::NONE when no SSL call is in progress.
+    pub op: u32,
+    /// 1 for the _ex variants: the byte count is written through `len_ptr`.
+    pub ex: u32,
+    pub ssl: u64,
+    pub buf: u64,
+    pub len_ptr: u64,
+    pub ts_enter_ns: u64,
+}
+
+impl TlsCall {
+    pub const IDLE: TlsCall = TlsCall { op: op::NONE, ex: 0, ssl: 0, buf: 0, len_ptr: 0, ts_enter_ns: 0 };
 }
 
 pub mod op {

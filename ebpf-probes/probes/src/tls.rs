@@ -1,6 +1,6 @@
 //! TLS plaintext at the OpenSSL API boundary: uprobes on SSL_read/SSL_write(_ex) entry and
 //! a shared uretprobe. The plaintext joins the same connection state as plain sockets: the
-//! socket is learned from the syscall OpenSSL makes inside the call (`note_syscall_fd`), and
+//! socket is learned from the syscall OpenSSL makes inside the call (`note_ciphertext_fd`), and
 //! from then on that socket's ciphertext is not captured.
 
 use aya_ebpf::{
@@ -11,22 +11,8 @@ use aya_ebpf::{
 };
 use zerotrace_abi::{FD_UNKNOWN, SockAddr, data_flags, fd_key, fd_state};
 
-use crate::maps::{FD_STATE, Inflight, op};
+use crate::maps::{FD_STATE, INFLIGHT, Inflight, TlsCall, op};
 use crate::{capture, filter};
-
-/// An SSL call in progress on a thread.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct TlsCall {
-    /// op::READ or op::WRITE; op::NONE once the return probe took it.
-    pub op: u32,
-    /// 1 for the _ex variants: the byte count is written through `len_ptr`.
-    pub ex: u32,
-    pub ssl: u64,
-    pub buf: u64,
-    pub len_ptr: u64,
-    pub ts_enter_ns: u64,
-}
 
 /// A `SSL*` of a process. Pointers are per address space, hence the tgid.
 #[repr(C)]
@@ -36,13 +22,12 @@ pub struct SslKey {
     pub tgid: u64,
 }
 
-/// SSL calls in progress, by pid_tgid, overwritten in place like `INFLIGHT`.
-#[map]
-static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(65536, 0);
 /// The socket fd under each `SSL*`.
 #[map]
 static SSL_FDS: LruHashMap<SslKey, u32> = LruHashMap::with_max_entries(65536, 0);
 
+/// Records the SSL call in the thread's in-flight slot, where the data syscalls made inside it
+/// see it without another lookup.
 #[inline(always)]
 fn enter(ctx: &ProbeContext, call_op: u32, ex: u32) -> Result<(), i64> {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
@@ -55,42 +40,31 @@ fn enter(ctx: &ProbeContext, call_op: u32, ex: u32) -> Result<(), i64> {
         // SAFETY: helper without arguments.
         ts_enter_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if let Some(slot) = TLS_CALLS.get_ptr_mut(&pid_tgid) {
+    if let Some(slot) = INFLIGHT.get_ptr_mut(&pid_tgid) {
         // SAFETY: this thread's own slot; only this thread writes it.
-        unsafe { *slot = call };
+        unsafe { (*slot).tls = call };
     } else {
-        let _ = TLS_CALLS.insert(&pid_tgid, &call, 0);
+        let slot = Inflight { op: op::NONE, fd: 0, ptr: 0, ts_enter_ns: 0, local: SockAddr::default(), remote: SockAddr::default(), tls: call };
+        let _ = INFLIGHT.insert(&pid_tgid, &slot, 0);
     }
     Ok(())
 }
 
-#[uprobe]
-pub fn ssl_write(ctx: ProbeContext) -> u32 {
-    match enter(&ctx, op::WRITE, 0) {
-        Ok(()) | Err(_) => 0,
-    }
+macro_rules! ssl_entry {
+    ($name:ident, $op:expr, $ex:expr) => {
+        #[uprobe]
+        pub fn $name(ctx: ProbeContext) -> u32 {
+            match enter(&ctx, $op, $ex) {
+                Ok(()) | Err(_) => 0,
+            }
+        }
+    };
 }
 
-#[uprobe]
-pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
-    match enter(&ctx, op::WRITE, 1) {
-        Ok(()) | Err(_) => 0,
-    }
-}
-
-#[uprobe]
-pub fn ssl_read(ctx: ProbeContext) -> u32 {
-    match enter(&ctx, op::READ, 0) {
-        Ok(()) | Err(_) => 0,
-    }
-}
-
-#[uprobe]
-pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
-    match enter(&ctx, op::READ, 1) {
-        Ok(()) | Err(_) => 0,
-    }
-}
+ssl_entry!(ssl_write, op::WRITE, 0);
+ssl_entry!(ssl_write_ex, op::WRITE, 1);
+ssl_entry!(ssl_read, op::READ, 0);
+ssl_entry!(ssl_read_ex, op::READ, 1);
 
 #[uretprobe]
 pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
@@ -101,14 +75,14 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
 
 fn try_ssl_ret(ctx: &RetProbeContext) -> Result<(), i64> {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
-    let Some(slot) = TLS_CALLS.get_ptr_mut(&pid_tgid) else { return Ok(()) };
+    let Some(slot) = INFLIGHT.get_ptr_mut(&pid_tgid) else { return Ok(()) };
     // SAFETY: this thread's own slot.
-    let call = unsafe { *slot };
+    let call = unsafe { (*slot).tls };
     if call.op == op::NONE {
         return Ok(());
     }
     // SAFETY: as above.
-    unsafe { (*slot).op = op::NONE };
+    unsafe { (*slot).tls.op = op::NONE };
     let ret: i64 = ctx.ret::<i64>();
     let bytes = if call.ex == 1 {
         if ret != 1 {
@@ -124,23 +98,17 @@ fn try_ssl_ret(ctx: &RetProbeContext) -> Result<(), i64> {
     let tgid = pid_tgid >> 32;
     // SAFETY: lookup; the value is copied.
     let fd = unsafe { SSL_FDS.get(&SslKey { ssl: call.ssl, tgid }) }.copied().unwrap_or(FD_UNKNOWN);
-    let data = Inflight { op: call.op, fd, ptr: call.buf, ts_enter_ns: call.ts_enter_ns, local: SockAddr::default(), remote: SockAddr::default() };
+    let data = Inflight { op: call.op, fd, ptr: call.buf, ts_enter_ns: call.ts_enter_ns, local: SockAddr::default(), remote: SockAddr::default(), tls: TlsCall::IDLE };
     capture::data(pid_tgid, &data, bytes, data_flags::TLS);
     Ok(())
 }
 
-/// Called for every read/write-family syscall of a traced thread. Inside an SSL call the
-/// syscall moves that SSL's ciphertext: remember its socket, mark the socket as TLS, and
-/// return true so the caller skips it.
+/// A data syscall made inside an SSL call moves that SSL's ciphertext: remember its socket
+/// and mark the socket as TLS, so its syscall bytes are never captured.
 #[inline(always)]
-pub fn note_syscall_fd(pid_tgid: u64, fd: u32) -> bool {
-    // SAFETY: lookup; the value is copied.
-    let Some(call) = (unsafe { TLS_CALLS.get(&pid_tgid) }).copied() else { return false };
-    if call.op == op::NONE {
-        return false;
-    }
+pub fn note_ciphertext_fd(pid_tgid: u64, ssl: u64, fd: u32) {
     let tgid = pid_tgid >> 32;
-    let key = SslKey { ssl: call.ssl, tgid };
+    let key = SslKey { ssl, tgid };
     // SAFETY: lookup; the value is copied.
     if unsafe { SSL_FDS.get(&key) }.copied() != Some(fd) {
         let _ = SSL_FDS.insert(&key, &fd, 0);
@@ -150,5 +118,4 @@ pub fn note_syscall_fd(pid_tgid: u64, fd: u32) -> bool {
     if unsafe { FD_STATE.get(&state_key) }.copied() != Some(fd_state::TLS) {
         let _ = FD_STATE.insert(&state_key, &fd_state::TLS, 0);
     }
-    true
 }
