@@ -195,7 +195,7 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
     let lost: Vec<String> = probes.loss_counters().iter().filter(|(_, n)| *n > 0).map(|(why, n)| format!("{n} ({why})")).collect();
     let s = pipeline.stats;
     eprintln!(
-        "zerotrace: {} events, {} spans, {} exported; lost events: {}; spans dropped: {} (queue full), {} (export failed), {} (unlinked backlog)",
+        "zerotrace: {} events, {} spans, {} exported; lost events: {}; spans dropped: {} (queue full), {} (export failed), {} (unlinked backlog); TLS records without a known socket: {}",
         s.events,
         s.spans,
         stats.exported.load(Ordering::Relaxed),
@@ -203,5 +203,6 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
         stats.dropped_queue_full.load(Ordering::Relaxed),
         stats.dropped_export_failed.load(Ordering::Relaxed),
         s.dropped_unlinked,
+        s.tls_without_socket,
     );
 }

@@ -175,17 +175,6 @@ impl ConnTable {
         self.conns.remove(&(tgid, fd))
     }
 
-    /// Drops every connection of a process that exited.
-    pub fn remove_process(&mut self, tgid: u32) -> Vec<Conn> {
-        let keys: Vec<_> = self.conns.keys().filter(|(t, _)| *t == tgid).copied().collect();
-        keys.into_iter().filter_map(|k| self.conns.remove(&k)).collect()
-    }
 
-    pub fn len(&self) -> usize {
-        self.conns.len()
-    }
 
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
-    }
 }

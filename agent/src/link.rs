@@ -148,13 +148,22 @@ impl Linker {
 
     /// The SERVER span's response is complete: its thread no longer serves it.
     pub fn end_server(&mut self, tid: u32, conn_id: u64, span: SpanId) {
+        let mut found = false;
         if let Some(list) = self.active.get_mut(&tid) {
+            let before = list.len();
             list.retain(|a| !(a.span == span && a.conn_id == conn_id));
+            found = list.len() < before;
             if list.is_empty() {
                 self.active.remove(&tid);
             }
         }
-        // The response may be written by another thread than the one that read the request.
+        if !found {
+            // The response was written by another thread than the one that read the request.
+            self.forget_active(span);
+        }
+    }
+
+    fn forget_active(&mut self, span: SpanId) {
         for list in self.active.values_mut() {
             list.retain(|a| a.span != span);
         }
@@ -221,14 +230,6 @@ impl Linker {
             }
     }
 
-    /// Forgets a span that will never be completed (connection closed mid-request).
-    pub fn abandon(&mut self, span: SpanId) {
-        self.finish(span);
-        for list in self.active.values_mut() {
-            list.retain(|a| a.span != span);
-        }
-        self.active.retain(|_, l| !l.is_empty());
-    }
 
     /// The span's trace and parent, or None while it still waits for evidence.
     pub fn resolve(&mut self, span: SpanId, now: Instant) -> Option<Context> {
@@ -295,9 +296,6 @@ impl Linker {
         }
     }
 
-    pub fn node_count(&self) -> usize {
-        self.nodes.len()
-    }
 }
 
 #[cfg(test)]

@@ -103,22 +103,21 @@ impl<H: Host> Pipeline<H> {
 
     pub fn handle(&mut self, event: Event<'_>) {
         self.stats.events += 1;
-        let tgid = match &event {
-            Event::ConnOpen { tgid, .. } | Event::Data { tgid, .. } | Event::Close { tgid, .. } => *tgid,
-        };
         if self.debug && !matches!(event, Event::Data { .. }) {
             eprintln!("zerotrace: debug: {event:?}");
         }
-        if let Event::ConnOpen { comm, .. } = &event {
+        if let Event::ConnOpen { tgid, comm, .. } = &event {
+            let tgid = *tgid;
             // A new program behind a known pid (exec after fork, pid reuse): read it again.
             let stale = self.resources.get(&tgid).is_some_and(|r| !r.executable_name.starts_with(comm.as_str()) && !comm.is_empty());
             if stale {
                 self.resources.remove(&tgid);
             }
             self.comms.insert(tgid, comm.clone());
+            // Read the resource while the process is alive: short-lived clients are gone by
+            // export time. Connections adopted from /proc do the same in `adopt_fd`.
+            let _ = self.resource(tgid);
         }
-        // Read the resource while the process is alive: short-lived clients are gone by export.
-        let _ = self.resource(tgid);
         match event {
             Event::ConnOpen { tgid, tid, fd, role, mut local, remote, .. } => {
                 if role == Role::Client && local.is_none() {
@@ -173,6 +172,7 @@ impl<H: Host> Pipeline<H> {
     fn adopt_fd(&mut self, tgid: u32, fd: u32) -> bool {
         match self.host.fd_kind(tgid, fd) {
             FdKind::Socket(inode) => {
+                let _ = self.resource(tgid);
                 let (local, remote) = match self.host.tcp_addresses(tgid, inode) {
                     Some((l, r)) => (Some(l), Some(r)),
                     None => (None, None),
@@ -305,24 +305,11 @@ impl<H: Host> Pipeline<H> {
         r
     }
 
-    /// A traced process exited: finish its connections and forget its resource.
-    pub fn process_exited(&mut self, tgid: u32) {
-        for conn in self.conns.remove_process(tgid) {
-            self.drop_conn(conn, tgid);
-        }
-    }
 
-    pub fn forget_resource(&mut self, tgid: u32) {
-        self.resources.remove(&tgid);
-        self.comms.remove(&tgid);
-    }
 
     /// Reads a process's resource now, while it is certainly alive (targets at attach time).
     pub fn preload_resource(&mut self, tgid: u32) {
         let _ = self.resource(tgid);
     }
 
-    pub fn open_connections(&self) -> usize {
-        self.conns.len()
-    }
 }

@@ -189,7 +189,4 @@ impl Probes {
         out
     }
 
-    pub fn submitted(&self) -> u64 {
-        self.stats.get(&stat::SUBMITTED, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0)
-    }
 }
