@@ -159,8 +159,25 @@ impl Probes {
 
     /// Tells the probes to stop copying data for an fd that is not a socket (or not a protocol
     /// we parse). The entry disappears when the fd is closed.
-    pub fn ignore_fd(&mut self, tgid: u32, fd: u32) {
-        let _ = self.fd_states.insert(fd_key(tgid, fd), fd_state::NOT_SOCKET, 0);
+    /// Marks the sockets a process already has open, so their traffic is captured: the probes
+    /// only capture fds known as sockets, and these were opened before we attached. Called
+    /// after attaching; an fd the probes have seen since keeps their verdict (BPF_NOEXIST).
+    pub fn adopt_open_sockets(&mut self, tgid: u32) {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{tgid}/fd")) else { return };
+        for entry in dir.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if matches!(crate::process::fd_kind(tgid, fd), crate::process::FdKind::Socket(_)) {
+                let _ = self.fd_states.insert(fd_key(tgid, fd), fd_state::SOCKET, 1);
+            }
+        }
+    }
+
+    pub fn ignore_fd(&mut self, ignore: crate::pipeline::IgnoreFd) {
+        // A file's verdict arrives late: meanwhile the process may have closed it and got a
+        // socket with the same number, whose state connect/accept has set. Only a socket's
+        // verdict may overwrite (BPF_ANY); a file's only fills an empty slot (BPF_NOEXIST).
+        let flags = if ignore.socket { 0 } else { 1 };
+        let _ = self.fd_states.insert(fd_key(ignore.tgid, ignore.fd), fd_state::NOT_SOCKET, flags);
     }
 
     /// Records the probes could not deliver, by reason, summed over CPUs.

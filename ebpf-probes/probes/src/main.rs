@@ -97,7 +97,7 @@ macro_rules! entry_point {
 
 /// Where a data call's arguments go: `Some(slot)` to capture it (the thread's in-flight slot,
 /// or `None` when it has none yet), or `None` when this fd's bytes are not captured here: not
-/// a socket (or not a protocol the agent parses), or TLS whose plaintext the TLS probes
+/// a known socket (or not a protocol the agent parses), or TLS whose plaintext the TLS probes
 /// capture. A syscall made inside an SSL call is that SSL's ciphertext: it ties the SSL to its
 /// socket and is skipped.
 #[inline(always)]
@@ -111,9 +111,12 @@ fn data_slot(pid_tgid: u64, fd: u32) -> Option<Option<*mut Inflight>> {
             return None;
         }
     }
+    // Only fds known as sockets are captured: from accept/connect, or found open when the
+    // agent attached (it fills those in). Files, pipes and ttys cost nothing more here, and the
+    // agent never has to judge an fd late, after its number may have been reused.
     // SAFETY: lookup; the value is copied.
-    let ignored = unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) }.is_some_and(|s| *s != fd_state::SOCKET);
-    if ignored { None } else { Some(slot) }
+    let socket = unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) }.is_some_and(|s| *s == fd_state::SOCKET);
+    if socket { Some(slot) } else { None }
 }
 
 /// Stores a data call in the slot `data_slot` found, or in a new one.
