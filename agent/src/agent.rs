@@ -93,6 +93,9 @@ async fn trace(args: RunArgs, pids: Vec<u32>, cgroup_ids: Vec<u64>) -> Result<()
         tls_pids.extend(targets::cgroup_pids(dir));
     }
     crate::tls::attach(&mut probes, &tls_pids);
+    for &pid in &tls_pids {
+        probes.adopt_open_sockets(pid);
+    }
     eprintln!(
         "zerotrace: tracing {} process(es){} — Ctrl-C to stop",
         pids.len(),
@@ -107,6 +110,7 @@ async fn trace(args: RunArgs, pids: Vec<u32>, cgroup_ids: Vec<u64>) -> Result<()
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
     let mut pipeline = Pipeline::new(ProcHost, Clock::now());
+    pipeline.db_options.keep_literals = args.keep_sql_literals;
     for &pid in &pids {
         pipeline.preload_resource(pid);
     }
@@ -161,8 +165,8 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
     while let Some(item) = ring.next() {
         pipeline.record(&item);
     }
-    for (tgid, fd) in pipeline.ignore_fds.drain(..) {
-        probes.ignore_fd(tgid, fd);
+    for ignore in pipeline.ignore_fds.drain(..) {
+        probes.ignore_fd(ignore);
     }
 }
 

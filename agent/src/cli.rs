@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// start line only.
     #[arg(long, default_value_t = zerotrace_abi::DEFAULT_PAYLOAD_CAP, value_parser = clap::value_parser!(u32).range(1..=zerotrace_abi::MAX_PAYLOAD as i64))]
     pub capture_bytes: u32,
+    /// Put SQL on database spans as sent, literals included. By default every literal is
+    /// replaced by `?`, because literals can hold personal data and secrets.
+    #[arg(long)]
+    pub keep_sql_literals: bool,
     /// Stop after this many seconds (flushing first). Default: until SIGINT/SIGTERM.
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<u64>,

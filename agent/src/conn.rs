@@ -1,15 +1,20 @@
-//! Per-connection state: who is client and server, the addresses, and the two HTTP/1 half
-//! streams. Turns data segments into complete requests and responses, in order.
+//! Per-connection state: who is client and server, the addresses, which protocol the bytes
+//! speak, and that protocol's parser. Turns data segments into complete requests and
+//! responses, in order.
 //!
-//! A connection is keyed by (tgid, fd) and replaced on every accept/connect, so fd reuse never
-//! mixes two connections (the replacement is the "generation").
+//! The protocol is recognised from the first bytes, not the port, so connections opened
+//! before we attached are understood too. A connection is keyed by (tgid, fd) and replaced on
+//! every accept/connect, so fd reuse never mixes two connections (the replacement is the
+//! "generation").
 
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 
+use crate::protocols::db::{DbCodec, DbMessage, DbRequest, DbResponse, DbSystem};
 use crate::protocols::http1::{HalfStream, Head, Message, Segment, Side};
+use crate::protocols::{memcached, mysql, postgres, redis, resp};
 use crate::traceparent::SpanId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,8 +24,10 @@ pub enum Role {
     Unknown,
 }
 
-/// Segments seen without recognising HTTP/1 before a connection is given up as foreign.
-const MAX_UNRECOGNISED: u32 = 4;
+/// Segments seen without recognising a protocol before a connection is given up as foreign.
+const MAX_UNRECOGNISED: u32 = 6;
+/// First bytes per direction kept for recognising the protocol.
+const RECOGNISE_BYTES: usize = 256;
 
 /// What the span stage needs to know about a connection.
 #[derive(Clone, Debug)]
@@ -37,21 +44,38 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
+/// The protocol a connection speaks, with its parser state.
+enum Codec {
+    Undecided,
+    Http { requests: HalfStream, responses: HalfStream },
+    Db(Box<dyn DbCodec>),
+}
+
 pub struct Conn {
     pub info: ConnInfo,
-    requests: HalfStream,
-    responses: HalfStream,
+    codec: Codec,
+    /// While no protocol is recognised: the first bytes of each direction (ingress, egress),
+    /// since some clients read a 4-byte packet header and its body in two calls.
+    first_bytes: [Vec<u8>; 2],
     unrecognised: u32,
-    /// No longer parsed: not HTTP/1.
+    /// No longer parsed: no protocol we know.
     pub foreign: bool,
-    /// Requests waiting for their response, oldest first (HTTP/1 answers in order).
+    /// Requests waiting for their response, oldest first (every protocol here answers in
+    /// order).
     pub pending: VecDeque<PendingRequest>,
+}
+
+/// What a pending request is.
+#[derive(Debug)]
+pub enum RequestKind {
+    Http(Message),
+    Db(DbRequest),
 }
 
 /// A request whose span has been started and waits for its response.
 #[derive(Debug)]
 pub struct PendingRequest {
-    pub message: Message,
+    pub request: RequestKind,
     pub span: SpanId,
     pub tid: u32,
 }
@@ -61,69 +85,134 @@ pub struct PendingRequest {
 pub enum Parsed {
     Request { tid: u32, message: Message },
     Response { tid: u32, message: Message },
+    DbRequest { tid: u32, request: DbRequest },
+    DbResponse { tid: u32, response: DbResponse },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
     Ingress,
     Egress,
 }
 
+/// Who speaks first in what was recognised: the client (a request) or the server (a
+/// greeting or response).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Speaker {
+    Client,
+    Server,
+}
+
+/// Recognises a protocol from the first bytes seen in one direction.
+fn recognise(data: &[u8]) -> Option<(Codec, Speaker)> {
+    if HalfStream::looks_like_start(Side::Request, data) {
+        return Some((Codec::http(), Speaker::Client));
+    }
+    if HalfStream::looks_like_start(Side::Response, data) {
+        return Some((Codec::http(), Speaker::Server));
+    }
+    if postgres::looks_like_frontend(data) {
+        return Some((Codec::Db(Box::new(postgres::Postgres::new())), Speaker::Client));
+    }
+    if mysql::looks_like_greeting(data) {
+        return Some((Codec::Db(Box::new(mysql::Mysql::new(false))), Speaker::Server));
+    }
+    if mysql::looks_like_command(data) {
+        return Some((Codec::Db(Box::new(mysql::Mysql::new(true))), Speaker::Client));
+    }
+    if resp::looks_like_command(data) {
+        return Some((Codec::Db(Box::new(redis::Redis::new())), Speaker::Client));
+    }
+    if memcached::looks_like_command(data) {
+        return Some((Codec::Db(Box::new(memcached::Memcached::new())), Speaker::Client));
+    }
+    None
+}
+
+impl Codec {
+    fn http() -> Self {
+        Codec::Http { requests: HalfStream::new(Side::Request), responses: HalfStream::new(Side::Response) }
+    }
+}
+
 impl Conn {
     pub fn new(info: ConnInfo) -> Self {
-        Self {
-            info,
-            requests: HalfStream::new(Side::Request),
-            responses: HalfStream::new(Side::Response),
-            unrecognised: 0,
-            foreign: false,
-            pending: VecDeque::new(),
-        }
+        Self { info, codec: Codec::Undecided, first_bytes: [Vec::new(), Vec::new()], unrecognised: 0, foreign: false, pending: VecDeque::new() }
     }
 
-    /// Infers the role of a connection opened before we attached from its first bytes.
-    fn infer_role(&mut self, dir: &Direction, data: &[u8]) {
-        let request = HalfStream::looks_like_start(Side::Request, data);
-        let response = HalfStream::looks_like_start(Side::Response, data);
-        self.info.role = match (dir, request, response) {
-            (Direction::Ingress, true, _) | (Direction::Egress, _, true) => Role::Server,
-            (Direction::Egress, true, _) | (Direction::Ingress, _, true) => Role::Client,
-            _ => Role::Unknown,
+    /// Picks the protocol (and, for connections opened before we attached, the role) from
+    /// the first bytes. False when nothing we know was recognised.
+    fn decide(&mut self, dir: Direction, data: &[u8]) -> bool {
+        let Some((codec, speaker)) = recognise(data) else { return false };
+        let role = match (dir, speaker) {
+            (Direction::Ingress, Speaker::Client) | (Direction::Egress, Speaker::Server) => Role::Server,
+            _ => Role::Client,
         };
+        if self.info.role != Role::Unknown && self.info.role != role {
+            return false;
+        }
+        self.info.role = role;
+        self.codec = codec;
+        true
     }
 
     pub fn feed(&mut self, dir: Direction, tid: u32, seg: Segment<'_>) -> Vec<Parsed> {
-        if self.foreign {
-            return Vec::new();
-        }
-        if self.info.role == Role::Unknown {
-            self.infer_role(&dir, seg.data);
-            if self.info.role == Role::Unknown {
-                self.note_unrecognised();
-                return Vec::new();
-            }
-        }
-        let is_request = matches!(
-            (self.info.role, dir),
-            (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress)
-        );
         let mut out = Vec::new();
-        if is_request {
-            for message in self.requests.feed(seg) {
-                if let Head::Request(r) = &message.head {
-                    self.responses.expect_response(&r.method);
+        if self.foreign {
+            return out;
+        }
+        let mut seg = seg;
+        let first_bytes;
+        if matches!(self.codec, Codec::Undecided) {
+            // Judge this direction's first bytes so far, not only this segment's.
+            let buf = &mut self.first_bytes[dir as usize];
+            let whole = seg.total == seg.data.len() as u64;
+            if whole && buf.len() + seg.data.len() <= RECOGNISE_BYTES {
+                buf.extend_from_slice(seg.data);
+            } else {
+                buf.clear();
+            }
+            let joined = if buf.is_empty() { seg.data.to_vec() } else { std::mem::take(buf) };
+            if !self.decide(dir, &joined) {
+                if !joined.is_empty() && whole {
+                    self.first_bytes[dir as usize] = joined;
                 }
-                out.push(Parsed::Request { tid, message });
-            }
-            if self.requests.is_desynced() {
                 self.note_unrecognised();
+                return out;
             }
-        } else {
-            for message in self.responses.feed(seg) {
-                out.push(Parsed::Response { tid, message });
+            self.first_bytes = [Vec::new(), Vec::new()];
+            first_bytes = joined;
+            if whole {
+                seg = Segment { data: &first_bytes, total: first_bytes.len() as u64, ..seg };
             }
         }
+        let from_client = matches!((self.info.role, dir), (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress));
+        let desynced = match &mut self.codec {
+            Codec::Undecided => true,
+            Codec::Http { requests, responses } => {
+                if from_client {
+                    for message in requests.feed(seg) {
+                        if let Head::Request(r) = &message.head {
+                            responses.expect_response(&r.method);
+                        }
+                        out.push(Parsed::Request { tid, message });
+                    }
+                } else {
+                    out.extend(responses.feed(seg).into_iter().map(|message| Parsed::Response { tid, message }));
+                }
+                requests.is_desynced()
+            }
+            Codec::Db(c) => {
+                let mut messages = Vec::new();
+                c.feed(from_client, seg, &mut messages);
+                wrap_db(&mut out, tid, messages);
+                c.is_desynced()
+            }
+        };
         if !out.is_empty() {
             self.unrecognised = 0;
+        } else if desynced && from_client {
+            self.note_unrecognised();
         }
         out
     }
@@ -139,17 +228,40 @@ impl Conn {
     /// (the handshake) is discarded and parsing starts over on the plaintext.
     pub fn start_tls(&mut self) {
         self.info.tls = true;
-        self.requests = HalfStream::new(Side::Request);
-        self.responses = HalfStream::new(Side::Response);
+        // MySQL negotiates TLS inside its handshake: the plaintext goes on with the rest of
+        // it, which only a parser that knows it is in the handshake follows.
+        self.codec = match &self.codec {
+            Codec::Db(c) if c.system() == DbSystem::Mysql => Codec::Db(Box::new(mysql::Mysql::new(false))),
+            _ => Codec::Undecided,
+        };
+        self.first_bytes = [Vec::new(), Vec::new()];
         self.unrecognised = 0;
         self.foreign = false;
         self.pending.clear();
     }
 
-    /// The connection closed: a response delimited by close is complete now.
-    pub fn close(&mut self, tid: u32) -> Option<Parsed> {
-        self.responses.close().map(|message| Parsed::Response { tid, message })
+    /// The connection closed: a response delimited by close is complete now, and database
+    /// answers whose end was cut off end at the last bytes seen.
+    pub fn close(&mut self, tid: u32) -> Vec<Parsed> {
+        let mut out = Vec::new();
+        match &mut self.codec {
+            Codec::Http { responses, .. } => out.extend(responses.close().map(|message| Parsed::Response { tid, message })),
+            Codec::Db(c) => {
+                let mut messages = Vec::new();
+                c.close(&mut messages);
+                wrap_db(&mut out, tid, messages);
+            }
+            Codec::Undecided => {}
+        };
+        out
     }
+}
+
+fn wrap_db(out: &mut Vec<Parsed>, tid: u32, messages: Vec<DbMessage>) {
+    out.extend(messages.into_iter().map(|m| match m {
+        DbMessage::Request(request) => Parsed::DbRequest { tid, request },
+        DbMessage::Response(response) => Parsed::DbResponse { tid, response },
+    }));
 }
 
 /// All connections of all traced processes.

@@ -7,12 +7,13 @@ use std::time::Instant;
 
 use opentelemetry_proto::tonic::trace::v1::Span;
 
-use crate::conn::{ConnTable, Direction, Parsed, PendingRequest, Role};
+use crate::conn::{ConnInfo, ConnTable, Direction, Parsed, PendingRequest, RequestKind, Role};
 use crate::events::Event;
 use crate::link::{Linker, PeerKey, RequestFacts};
 use crate::process::{FdKind, ProcessResource};
+use crate::protocols::db::DbResponse;
 use crate::protocols::http1::{Head, Message, Segment};
-use crate::spans::{Clock, Exchange, http_span, path_of};
+use crate::spans::{Clock, DbSpanOptions, Exchange, db_span, http_span, path_of};
 use crate::traceparent::SpanId;
 
 /// Spans waiting for their trace context before the queue is considered runaway.
@@ -47,6 +48,15 @@ pub struct FinishedSpan {
     pub span: Span,
 }
 
+/// An fd the probes should stop capturing.
+#[derive(Clone, Copy, Debug)]
+pub struct IgnoreFd {
+    pub tgid: u32,
+    pub fd: u32,
+    /// A socket that speaks no protocol we know; else not a socket at all (a file, a pipe).
+    pub socket: bool,
+}
+
 struct Waiting {
     id: SpanId,
     tgid: u32,
@@ -62,17 +72,24 @@ pub struct PipelineStats {
     pub tls_without_socket: u64,
 }
 
+/// An answer, of whichever protocol the connection speaks.
+enum Answer {
+    Http(Message),
+    Db(DbResponse),
+}
+
 pub struct Pipeline<H: Host> {
     host: H,
     clock: Clock,
+    pub db_options: DbSpanOptions,
     conns: ConnTable,
     linker: Linker,
     waiting: Vec<Waiting>,
     resources: HashMap<u32, Arc<ProcessResource>>,
     /// Command names from the kernel, for processes gone before /proc could be read.
     comms: HashMap<u32, String>,
-    /// fds the probes should stop capturing (not sockets, or not HTTP).
-    pub ignore_fds: Vec<(u32, u32)>,
+    /// fds the probes should stop capturing (not sockets, or no protocol we know).
+    pub ignore_fds: Vec<IgnoreFd>,
     pub stats: PipelineStats,
     /// ZEROTRACE_DEBUG=1: print connection events (development aid).
     debug: bool,
@@ -83,6 +100,7 @@ impl<H: Host> Pipeline<H> {
         Self {
             host,
             clock,
+            db_options: DbSpanOptions::default(),
             conns: ConnTable::default(),
             linker: Linker::default(),
             waiting: Vec::new(),
@@ -103,8 +121,13 @@ impl<H: Host> Pipeline<H> {
 
     pub fn handle(&mut self, event: Event<'_>) {
         self.stats.events += 1;
-        if self.debug && !matches!(event, Event::Data { .. }) {
-            eprintln!("zerotrace: debug: {event:?}");
+        if self.debug {
+            match &event {
+                Event::Data { tgid, tid, fd, ingress, total, payload, .. } => {
+                    eprintln!("zerotrace: debug: data {tgid}/{tid} fd {fd} {} {total} bytes: {:?}", if *ingress { "in" } else { "out" }, String::from_utf8_lossy(&payload[..payload.len().min(48)]));
+                }
+                _ => eprintln!("zerotrace: debug: {event:?}"),
+            }
         }
         if let Event::ConnOpen { tgid, comm, .. } = &event {
             let tgid = *tgid;
@@ -154,7 +177,7 @@ impl<H: Host> Pipeline<H> {
                 let seg = Segment { data: payload, total, ts_enter_ns, ts_exit_ns };
                 let parsed = conn.feed(dir, tid, seg);
                 if conn.foreign && !conn.info.tls {
-                    self.ignore_fds.push((tgid, fd));
+                    self.ignore_fds.push(IgnoreFd { tgid, fd, socket: true });
                 }
                 for p in parsed {
                     self.on_parsed(tgid, fd, p);
@@ -181,7 +204,7 @@ impl<H: Host> Pipeline<H> {
                 true
             }
             FdKind::Other => {
-                self.ignore_fds.push((tgid, fd));
+                self.ignore_fds.push(IgnoreFd { tgid, fd, socket: false });
                 false
             }
             FdKind::Gone => false,
@@ -190,61 +213,86 @@ impl<H: Host> Pipeline<H> {
 
     fn on_parsed(&mut self, tgid: u32, fd: u32, parsed: Parsed) {
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
-        match parsed {
+        let (tid, request, path, traceparent) = match parsed {
             Parsed::Request { tid, message } => {
                 let Head::Request(req) = &message.head else { return };
-                let facts = RequestFacts {
-                    tid,
-                    conn_id: conn.info.id,
-                    path: path_of(&req.target),
-                    traceparent: req.traceparent.as_deref(),
-                    start_enter_ns: message.start_enter_ns,
-                    start_exit_ns: message.start_exit_ns,
-                };
-                let span = match conn.info.role {
-                    Role::Server => {
-                        let peer = conn.info.remote.map(PeerKey::new);
-                        if self.debug {
-                            eprintln!("zerotrace: debug: server request {} peer {peer:?} known={} exit={}", facts.path, peer.is_some_and(|p| self.linker.is_traced_client(&p)), facts.start_exit_ns);
-                        }
-                        self.linker.start_server(&facts, peer)
-                    }
-                    _ => {
-                        let tuple = conn.info.local.map(PeerKey::new);
-                        if self.debug {
-                            eprintln!("zerotrace: debug: client request {} tuple {tuple:?} enter={}", facts.path, facts.start_enter_ns);
-                        }
-                        self.linker.start_client(&facts, tuple)
-                    }
-                };
-                if conn.pending.len() < 256 {
-                    conn.pending.push_back(PendingRequest { message, span, tid });
+                let path = path_of(&req.target).to_string();
+                let traceparent = req.traceparent.clone();
+                (tid, RequestKind::Http(message), path, traceparent)
+            }
+            Parsed::DbRequest { tid, request } => (tid, RequestKind::Db(request), String::new(), None),
+            Parsed::Response { tid, message } => return self.answer(tgid, fd, tid, Answer::Http(message)),
+            Parsed::DbResponse { tid, response } => return self.answer(tgid, fd, tid, Answer::Db(response)),
+        };
+        let (start_enter_ns, start_exit_ns) = match &request {
+            RequestKind::Http(m) => (m.start_enter_ns, m.start_exit_ns),
+            RequestKind::Db(r) => (r.start_enter_ns, r.start_exit_ns),
+        };
+        let facts = RequestFacts { tid, conn_id: conn.info.id, path: &path, traceparent: traceparent.as_deref(), start_enter_ns, start_exit_ns };
+        let span = match conn.info.role {
+            Role::Server => {
+                let peer = conn.info.remote.map(PeerKey::new);
+                if self.debug {
+                    eprintln!("zerotrace: debug: server request {} peer {peer:?} known={} exit={}", facts.path, peer.is_some_and(|p| self.linker.is_traced_client(&p)), facts.start_exit_ns);
                 }
+                self.linker.start_server(&facts, peer)
             }
-            Parsed::Response { tid, message } => {
-                let Some(req) = conn.pending.pop_front() else { return };
-                let info = conn.info.clone();
-                self.complete(&info, req, Some((tid, message)));
+            _ => {
+                let tuple = conn.info.local.map(PeerKey::new);
+                if self.debug {
+                    eprintln!("zerotrace: debug: client request {} tuple {tuple:?} enter={}", facts.path, facts.start_enter_ns);
+                }
+                self.linker.start_client(&facts, tuple)
             }
+        };
+        if conn.pending.len() < 256 {
+            conn.pending.push_back(PendingRequest { request, span, tid });
+        } else {
+            self.linker.finish(span);
         }
     }
 
-    fn complete(&mut self, info: &crate::conn::ConnInfo, req: PendingRequest, response: Option<(u32, Message)>) {
-        let Head::Request(request) = &req.message.head else { return };
-        let response_head = response.as_ref().and_then(|(_, m)| match &m.head {
-            Head::Response(r) => Some((r, m)),
-            Head::Request(_) => None,
-        });
-        let mut span = http_span(&Exchange { conn: info, request, request_msg: &req.message, response: response_head }, &self.clock);
-        if let (Some(state), Some(_)) = (&request.tracestate, request.traceparent.as_deref().and_then(crate::traceparent::parse)) {
-            // Vendor trace state travels with the context it came with.
-            span.trace_state = state.chars().take(512).collect();
-        }
+    fn answer(&mut self, tgid: u32, fd: u32, tid: u32, answer: Answer) {
+        let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
+        let Some(req) = conn.pending.pop_front() else { return };
+        let info = conn.info.clone();
+        self.complete(&info, req, Some((tid, answer)));
+    }
+
+    fn complete(&mut self, info: &ConnInfo, req: PendingRequest, answer: Option<(u32, Answer)>) {
+        let span = match (&req.request, &answer) {
+            (RequestKind::Http(message), None | Some((_, Answer::Http(_)))) => {
+                let Head::Request(request) = &message.head else { return self.linker.finish(req.span) };
+                let response = match &answer {
+                    Some((_, Answer::Http(m))) => match &m.head {
+                        Head::Response(r) => Some((r, m)),
+                        Head::Request(_) => None,
+                    },
+                    _ => None,
+                };
+                let mut span = http_span(&Exchange { conn: info, request, request_msg: message, response }, &self.clock);
+                if let (Some(state), Some(_)) = (&request.tracestate, request.traceparent.as_deref().and_then(crate::traceparent::parse)) {
+                    // Vendor trace state travels with the context it came with.
+                    span.trace_state = state.chars().take(512).collect();
+                }
+                Some(span)
+            }
+            (RequestKind::Db(request), None | Some((_, Answer::Db(_)))) => {
+                let response = match &answer {
+                    Some((_, Answer::Db(r))) => Some(r),
+                    _ => None,
+                };
+                db_span(info, request, response, self.db_options, &self.clock)
+            }
+            // A protocol change mid-connection cannot pair across protocols.
+            _ => None,
+        };
         if info.role == Role::Server {
-            let tid = response.as_ref().map_or(req.tid, |(t, _)| *t);
+            let tid = answer.as_ref().map_or(req.tid, |(t, _)| *t);
             self.linker.end_server(tid, info.id, req.span);
         }
         self.linker.finish(req.span);
+        let Some(span) = span else { return };
         if self.waiting.len() >= MAX_WAITING {
             self.stats.dropped_unlinked += 1;
             return;
@@ -254,13 +302,20 @@ impl<H: Host> Pipeline<H> {
 
     /// A connection ended (closed, or replaced by a new one on the same fd).
     fn drop_conn(&mut self, mut conn: crate::conn::Conn, tid: u32) {
-        if let Some(Parsed::Response { tid, message }) = conn.close(tid)
-            && let Some(req) = conn.pending.pop_front() {
-                self.complete(&conn.info.clone(), req, Some((tid, message)));
+        let info = conn.info.clone();
+        for parsed in conn.close(tid) {
+            let (tid, answer) = match parsed {
+                Parsed::Response { tid, message } => (tid, Answer::Http(message)),
+                Parsed::DbResponse { tid, response } => (tid, Answer::Db(response)),
+                _ => continue,
+            };
+            if let Some(req) = conn.pending.pop_front() {
+                self.complete(&info, req, Some((tid, answer)));
             }
+        }
         // Requests that never got an answer still become spans, marked as errors.
         while let Some(req) = conn.pending.pop_front() {
-            self.complete(&conn.info.clone(), req, None);
+            self.complete(&info, req, None);
         }
     }
 

@@ -4,6 +4,7 @@
 //! Tests need root (eBPF). Without it they fail with the reason; they never pretend.
 #![allow(clippy::unwrap_used)]
 
+pub mod db;
 pub mod nginx;
 pub mod procs;
 pub mod receiver;

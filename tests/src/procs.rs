@@ -54,6 +54,54 @@ pub fn spawn_until(mut cmd: Command, name: &str, ready: &str, timeout: Duration)
     proc
 }
 
+/// Spawns `cmd` in its own process group; its output goes to the test's stderr.
+pub fn spawn(mut cmd: Command, name: &str) -> Proc {
+    use std::os::unix::process::CommandExt;
+    cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).stdin(Stdio::null()).process_group(0);
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    Proc { child, name: name.to_string() }
+}
+
+/// A shell that waits for a line on stdin, then runs `script`: the agent attaches to the
+/// shell first, so the short-lived clients it forks (psql, redis-cli) are traced from birth.
+pub struct Gated {
+    pub proc: Proc,
+}
+
+impl Gated {
+    pub fn new(script: &str) -> Gated {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("bash");
+        cmd.args(["-c", &format!("read go; {script}")]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).process_group(0);
+        let child = cmd.spawn().expect("starting bash");
+        Gated { proc: Proc { child, name: "gated script".into() } }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// Lets the script run and waits for it; returns its stdout. Panics if it fails.
+    pub fn run(mut self, timeout: Duration) -> String {
+        use std::io::{Read, Write};
+        let mut stdin = self.proc.child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        drop(stdin);
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.proc.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "the script did not finish within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut out = String::new();
+        self.proc.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        assert!(status.success(), "the script failed ({status}); stdout: {out}");
+        out
+    }
+}
+
 /// Waits until something accepts connections on the port.
 pub fn wait_port(port: u16, timeout: Duration) {
     let deadline = Instant::now() + timeout;

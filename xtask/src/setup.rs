@@ -10,9 +10,24 @@ use crate::util::{output, run, succeeds};
 
 const BPF_LINKER_VERSION: &str = "0.10.3";
 /// Debian packages the tests and benchmarks drive (real peers).
-const DEBIAN: &[(&str, &str)] = &[("nginx", "/usr/sbin/nginx"), ("curl", "/usr/bin/curl"), ("wrk", "/usr/bin/wrk"), ("openssl", "/usr/bin/openssl"), ("libssl3", "/usr/lib/x86_64-linux-gnu/libssl.so.3")];
+const DEBIAN: &[(&str, &str)] = &[
+    ("nginx", "/usr/sbin/nginx"),
+    ("curl", "/usr/bin/curl"),
+    ("wrk", "/usr/bin/wrk"),
+    ("openssl", "/usr/bin/openssl"),
+    ("libssl3", "/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+    ("postgresql-15", "/usr/lib/postgresql/15/bin/postgres"),
+    ("postgresql-client-15", "/usr/lib/postgresql/15/bin/psql"),
+    ("redis-server", "/usr/bin/redis-server"),
+    ("redis-tools", "/usr/bin/redis-benchmark"),
+    ("mariadb-server", "/usr/sbin/mariadbd"),
+    ("mariadb-client", "/usr/bin/mariadb"),
+    ("memcached", "/usr/bin/memcached"),
+];
 /// Python modules the test services import, with their PyPI names.
-const PYTHON: &[(&str, &str)] = &[("requests", "requests")];
+const PYTHON: &[(&str, &str)] = &[("requests", "requests"), ("psycopg2", "psycopg2-binary"), ("pymysql", "pymysql"), ("redis", "redis"), ("pymemcache", "pymemcache"), ("mysql.connector", "mysql-connector-python")];
+/// Services the packages start on install: the tests start their own instances.
+const STOP_SERVICES: &str = "for s in nginx postgresql redis-server mariadb memcached; do service $s stop >/dev/null 2>&1; done; pkill -x nginx; pkill -x memcached; pkill -x mariadbd; pkill -x redis-server; true";
 
 pub fn install() -> Result<()> {
     // nightly rust-src for -Z build-std=core.
@@ -37,8 +52,7 @@ pub fn install() -> Result<()> {
         println!("xtask setup: installing Debian packages: {}", missing.join(" "));
         run(Command::new("apt-get").arg("update").arg("-q"))?;
         run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
-        // The tests start their own nginx instances; the package's default one is not needed.
-        let _ = Command::new("sh").args(["-c", "service nginx stop >/dev/null 2>&1; pkill -x nginx || true"]).status();
+        let _ = Command::new("sh").args(["-c", STOP_SERVICES]).status();
     }
     let py_missing: Vec<&str> = PYTHON.iter().filter(|(module, _)| !succeeds(Command::new("python3").args(["-c", &format!("import {module}")]))).map(|(_, pkg)| *pkg).collect();
     if !py_missing.is_empty() {

@@ -1,5 +1,11 @@
 //! Protocol parsers: pure functions and state machines on bytes. No I/O, no aya, no clocks,
 //! so they can be unit-tested and fuzzed without a kernel.
 
+pub mod db;
 pub mod http1;
+pub mod memcached;
+pub mod mysql;
+pub mod postgres;
+pub mod redis;
 pub mod resp;
+pub mod sql;

@@ -15,7 +15,8 @@ pub enum RespValue {
     /// A command: its name, upper-cased (`GET`, `CLIENT`), and how many arguments followed.
     Command { name: String, args: usize },
     /// A reply; `error` holds the error prefix (`ERR`, `WRONGTYPE`) of an error reply.
-    Reply { error: Option<String> },
+    /// `push`: a RESP3 out-of-band push (`>`), which answers no command.
+    Reply { error: Option<String>, push: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,7 +182,7 @@ impl RespStream {
         if self.current.is_none() && self.line.is_empty() {
             let value = match self.dir {
                 Direction::Commands => RespValue::Command { name: String::new(), args: 0 },
-                Direction::Replies => RespValue::Reply { error: None },
+                Direction::Replies => RespValue::Reply { error: None, push: false },
             };
             self.current = Some(RespMessage { value, start_enter_ns: seg.ts_enter_ns, start_exit_ns: seg.ts_exit_ns, end_enter_ns: 0, end_exit_ns: 0 });
         }
@@ -204,6 +205,10 @@ impl RespStream {
                         *args = (n - 1) as usize;
                     }
                 }
+                if top && kind == b'>'
+                    && let Some(RespMessage { value: RespValue::Reply { push, .. }, .. }) = self.current.as_mut() {
+                        *push = true;
+                    }
                 // Maps and attributes hold key/value pairs.
                 let count = if matches!(kind, b'%' | b'|') { n.max(0) * 2 } else { n.max(0) };
                 if n <= 0 {
@@ -253,7 +258,7 @@ impl RespStream {
     }
 
     fn set_error(&mut self, prefix: &str) {
-        if let Some(RespMessage { value: RespValue::Reply { error }, .. }) = self.current.as_mut() {
+        if let Some(RespMessage { value: RespValue::Reply { error, .. }, .. }) = self.current.as_mut() {
             *error = Some(prefix.chars().take(64).collect());
         }
     }
@@ -288,8 +293,9 @@ mod tests {
         msgs.iter()
             .map(|m| match &m.value {
                 RespValue::Command { name, args } => format!("{name}/{args}"),
-                RespValue::Reply { error: None } => "ok".into(),
-                RespValue::Reply { error: Some(e) } => format!("err:{e}"),
+                RespValue::Reply { push: true, .. } => "push".into(),
+                RespValue::Reply { error: None, .. } => "ok".into(),
+                RespValue::Reply { error: Some(e), .. } => format!("err:{e}"),
             })
             .collect()
     }
@@ -310,6 +316,8 @@ mod tests {
         let mut s = RespStream::new(Direction::Replies);
         let out = s.feed(seg(b"+OK\r\n$5\r\nhello\r\n$-1\r\n:42\r\n-WRONGTYPE Operation against a key\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n%1\r\n+k\r\n+v\r\n_\r\n#t\r\n,1.5\r\n!3\r\nERR\r\n*0\r\n", 1));
         assert_eq!(names(&out), ["ok", "ok", "ok", "ok", "err:WRONGTYPE", "ok", "ok", "ok", "ok", "ok", "err:ERR", "ok"]);
+        let out = s.feed(seg(b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n+OK\r\n", 2));
+        assert_eq!(names(&out), ["push", "ok"]);
     }
 
     #[test]

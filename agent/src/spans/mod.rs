@@ -1,4 +1,8 @@
-//! Request/response pairs to OpenTelemetry spans with the stable HTTP semantic conventions.
+//! Request/response pairs to OpenTelemetry spans with the stable HTTP and database semantic
+//! conventions.
+
+mod db;
+pub use db::{DbSpanOptions, db_span};
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status::StatusCode};
@@ -76,7 +80,7 @@ fn method_attrs(method: &str, attrs: &mut Vec<KeyValue>) -> String {
     }
 }
 
-fn peer_attrs(conn: &ConnInfo, attrs: &mut Vec<KeyValue>) {
+pub(crate) fn peer_attrs(conn: &ConnInfo, attrs: &mut Vec<KeyValue>) {
     if let (Some(a), Some(ip)) = (conn.remote, &conn.remote_ip) {
         attrs.push(kv_str("network.peer.address", ip.clone()));
         attrs.push(kv_int("network.peer.port", a.port() as i64));

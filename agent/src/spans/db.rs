@@ -1,0 +1,98 @@
+//! Database and cache spans with the stable database semantic conventions: operation and
+//! collection from the statement, query text with literals masked unless the user opts in,
+//! status from SQLSTATE / error numbers / error prefixes.
+
+use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status::StatusCode};
+
+use super::{Clock, kv_int, kv_str, peer_attrs};
+use crate::conn::{ConnInfo, Role};
+use crate::protocols::db::{DbCommand, DbOutcome, DbRequest, DbResponse, DbSystem};
+use crate::protocols::sql::{Dialect, mask_literals, summarize};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DbSpanOptions {
+    /// Put SQL on spans as sent, literals included (opt-in: they can hold personal data).
+    pub keep_literals: bool,
+}
+
+/// Builds the span for one statement or command (ids are filled in by the linker later).
+/// None for a statement the server never ran.
+pub fn db_span(conn: &ConnInfo, req: &DbRequest, resp: Option<&DbResponse>, options: DbSpanOptions, clock: &Clock) -> Option<Span> {
+    if resp.is_some_and(|r| r.outcome == DbOutcome::NotExecuted) {
+        return None;
+    }
+    let mut attrs = Vec::with_capacity(10);
+    attrs.push(kv_str("db.system.name", req.system.name()));
+    if let Some(ns) = &req.namespace {
+        attrs.push(kv_str("db.namespace", ns.clone()));
+    }
+    let (operation, collection) = match &req.command {
+        DbCommand::Sql(sql) => {
+            let dialect = if req.system == DbSystem::Mysql { Dialect::Mysql } else { Dialect::Postgres };
+            let text = if options.keep_literals { sql.chars().take(2048).collect() } else { mask_literals(sql, dialect) };
+            let summary = summarize(&text);
+            attrs.push(kv_str("db.query.text", text));
+            (summary.operation, summary.collection)
+        }
+        DbCommand::Named(name) => (Some(name.clone()), None),
+    };
+    if let Some(op) = &operation {
+        attrs.push(kv_str("db.operation.name", op.clone()));
+    }
+    if let Some(c) = &collection {
+        attrs.push(kv_str("db.collection.name", c.clone()));
+    }
+    let name = match (&operation, &collection) {
+        (Some(op), Some(c)) => format!("{op} {c}"),
+        (Some(op), None) => op.clone(),
+        _ => req.system.name().to_string(),
+    };
+    let server = conn.role == Role::Server;
+    if server {
+        if let Some(ip) = &conn.remote_ip {
+            attrs.push(kv_str("client.address", ip.clone()));
+        }
+        if let Some(local) = conn.local {
+            attrs.push(kv_int("server.port", local.port() as i64));
+        }
+    } else if let (Some(ip), Some(remote)) = (&conn.remote_ip, conn.remote) {
+        attrs.push(kv_str("server.address", ip.clone()));
+        attrs.push(kv_int("server.port", remote.port() as i64));
+    }
+    peer_attrs(conn, &mut attrs);
+    let mut status = Status::default();
+    match resp {
+        Some(r) => {
+            if let Some(rows) = r.rows {
+                attrs.push(kv_int("db.response.returned_rows", rows.min(i64::MAX as u64) as i64));
+            }
+            if let DbOutcome::Error { code } = &r.outcome {
+                attrs.push(kv_str("db.response.status_code", code.clone()));
+                attrs.push(kv_str("error.type", code.clone()));
+                status.code = StatusCode::Error as i32;
+            }
+        }
+        None => {
+            attrs.push(kv_str("error.type", "no_response"));
+            status.code = StatusCode::Error as i32;
+            status.message = "connection closed before a response".to_string();
+        }
+    }
+    // Same clock rules as HTTP: a CLIENT span runs from the start of the request write to the
+    // return of the read that completed the answer; a SERVER span from the read that delivered
+    // the request to the start of the write that answered it.
+    let (start, end) = if server {
+        (req.start_exit_ns, resp.map_or(req.end_exit_ns, |r| r.end_enter_ns))
+    } else {
+        (req.start_enter_ns, resp.map_or(req.end_exit_ns, |r| r.end_exit_ns))
+    };
+    Some(Span {
+        name,
+        kind: if server { SpanKind::Server } else { SpanKind::Client } as i32,
+        start_time_unix_nano: clock.unix_ns(start),
+        end_time_unix_nano: clock.unix_ns(end.max(start)),
+        attributes: attrs,
+        status: Some(status),
+        ..Default::default()
+    })
+}
