@@ -4,10 +4,13 @@
 
 GET /work/<id>: answers 200; with --downstream it first calls GET <downstream>/item/<id>
 with the `requests` library (same thread). GET /item/<id>: answers 200. GET /fail: 500.
+GET /merchant/<id>/status (with --pg-port and --redis-port): calls the downstream, runs a
+PostgreSQL query (psycopg2, database `shop`, table `items`) and a Redis GET, then answers 200.
 POST /echo: returns the body. Prints "ready <port>" once listening.
 """
 import argparse
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import ssl
@@ -22,8 +25,23 @@ parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--downstream")
 parser.add_argument("--own-traceparent", help="send this traceparent downstream, as an instrumented app would")
 parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM; the key in the same file)")
+parser.add_argument("--pg-port", type=int)
+parser.add_argument("--redis-port", type=int)
 args = parser.parse_args()
 session = requests.Session()
+local = threading.local()
+
+
+def databases():
+    """One PostgreSQL and one Redis connection per serving thread, opened on first use."""
+    if not hasattr(local, "pg"):
+        import psycopg2
+        import redis
+
+        local.pg = psycopg2.connect(host="127.0.0.1", port=args.pg_port, user="postgres", dbname="shop")
+        local.pg.autocommit = True
+        local.redis = redis.Redis(host="127.0.0.1", port=args.redis_port)
+    return local.pg, local.redis
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -50,6 +68,15 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(200, f"work done, downstream said {r.status_code}\n")
             else:
                 self.reply(200, "work done\n")
+        elif self.path.startswith("/merchant/"):
+            merchant = self.path.split("/")[2]
+            r = requests.get(f"{args.downstream}/item/{merchant}", timeout=5)
+            pg, cache = databases()
+            with pg.cursor() as cur:
+                cur.execute("SELECT name FROM items WHERE id = %s", (int(merchant),))
+                cur.fetchall()
+            cache.get(f"merchant:{merchant}")
+            self.reply(200, f"merchant {merchant}: downstream {r.status_code}\n")
         elif self.path.startswith("/item/"):
             self.reply(200, "item\n")
         elif self.path.startswith("/fail"):
