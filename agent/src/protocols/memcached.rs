@@ -160,11 +160,11 @@ impl Memcached {
         Self { commands: Lines::new(), answers: Lines::new(), waiting: 0, last_answer: (0, 0) }
     }
 
-    fn is_desynced_impl(&self) -> bool {
+    pub fn is_desynced(&self) -> bool {
         self.commands.state == State::Desync
     }
 
-    fn feed_impl(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
+    pub fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
         if from_client {
             if self.commands.state == State::Desync && looks_like_command(seg.data) {
                 self.commands = Lines::new();
@@ -252,7 +252,7 @@ impl Memcached {
         }
     }
 
-    fn close_impl(&mut self, out: &mut Vec<DbMessage>) {
+    pub fn close(&mut self, out: &mut Vec<DbMessage>) {
         if self.answers.state == State::Desync {
             self.end_blind(out);
         }
@@ -266,18 +266,20 @@ impl Memcached {
     }
 }
 
+/// The inherent methods do the work (they take precedence in `Memcached::feed`); the trait lets a
+/// connection hold any codec.
 impl DbCodec for Memcached {
     fn system(&self) -> DbSystem {
         DbSystem::Memcached
     }
     fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
-        self.feed_impl(from_client, seg, out);
+        Memcached::feed(self, from_client, seg, out);
     }
     fn close(&mut self, out: &mut Vec<DbMessage>) {
-        self.close_impl(out);
+        Memcached::close(self, out);
     }
     fn is_desynced(&self) -> bool {
-        self.is_desynced_impl()
+        Memcached::is_desynced(self)
     }
 }
 

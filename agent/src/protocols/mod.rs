@@ -2,6 +2,7 @@
 //! so they can be unit-tested and fuzzed without a kernel.
 
 pub mod db;
+pub mod fuzz;
 pub mod http1;
 pub mod memcached;
 pub mod mysql;

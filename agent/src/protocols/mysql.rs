@@ -220,11 +220,11 @@ impl Mysql {
         }
     }
 
-    fn is_desynced_impl(&self) -> bool {
+    pub fn is_desynced(&self) -> bool {
         self.client.state == FrameState::Desync
     }
 
-    fn feed_impl(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
+    pub fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
         let mut packets = Vec::new();
         if from_client {
             if self.client.state == FrameState::Desync && looks_like_command(seg.data) {
@@ -243,7 +243,7 @@ impl Mysql {
         }
     }
 
-    fn close_impl(&mut self, out: &mut Vec<DbMessage>) {
+    pub fn close(&mut self, out: &mut Vec<DbMessage>) {
         if self.server.state == FrameState::Desync {
             self.end_blind(out);
         }
@@ -402,7 +402,7 @@ impl Mysql {
                         return;
                     }
                 }
-                let Some((affected, rest)) = lenenc(&p.body[1..]) else { return self.complete(DbOutcome::Ok, None, p, out) };
+                let Some((affected, rest)) = lenenc(p.body.get(1..).unwrap_or_default()) else { return self.complete(DbOutcome::Ok, None, p, out) };
                 let status = lenenc(rest).and_then(|(_, r)| r.get(..2)).map_or(0, |s| u16::from_le_bytes([s[0], s[1]]));
                 self.rows += affected;
                 if status & SERVER_MORE_RESULTS_EXISTS == 0 {
@@ -446,7 +446,7 @@ fn is_eof(p: &Packet) -> bool {
 
 /// Status flags of a result's last packet: EOF (`FE warnings status`) or OK with an EOF header.
 fn status_of_end(p: &Packet) -> u16 {
-    let status = if p.len == 5 { p.body.get(3..5) } else { lenenc(&p.body[1..]).and_then(|(_, r)| lenenc(r)).and_then(|(_, r)| r.get(..2)) };
+    let status = if p.len == 5 { p.body.get(3..5) } else { lenenc(p.body.get(1..).unwrap_or_default()).and_then(|(_, r)| lenenc(r)).and_then(|(_, r)| r.get(..2)) };
     status.map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
 }
 
@@ -455,18 +455,20 @@ fn error_code(body: &[u8]) -> String {
     body.get(1..3).map_or_else(|| "ERROR".to_string(), |c| u16::from_le_bytes([c[0], c[1]]).to_string())
 }
 
+/// The inherent methods do the work (they take precedence in `Mysql::feed`); the trait lets a
+/// connection hold any codec.
 impl DbCodec for Mysql {
     fn system(&self) -> DbSystem {
         DbSystem::Mysql
     }
     fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
-        self.feed_impl(from_client, seg, out);
+        Mysql::feed(self, from_client, seg, out);
     }
     fn close(&mut self, out: &mut Vec<DbMessage>) {
-        self.close_impl(out);
+        Mysql::close(self, out);
     }
     fn is_desynced(&self) -> bool {
-        self.is_desynced_impl()
+        Mysql::is_desynced(self)
     }
 }
 

@@ -40,7 +40,7 @@ pub fn looks_like_frontend(data: &[u8]) -> bool {
     // plausible and the text printable.
     if data.len() >= 6 && matches!(data[0], b'Q' | b'P') {
         let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
-        let body = &data[5..data.len().min(len + 1)];
+        let Some(body) = data.get(5..data.len().min(len.saturating_add(1))) else { return false };
         return len >= 5 && len < MAX_MESSAGE as usize && body.iter().take(64).all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace() || *b == 0 || *b >= 0x80) && body.first().is_some_and(|b| *b != 0 || data[0] == b'P');
     }
     false
@@ -232,11 +232,11 @@ impl Postgres {
     }
 
     /// Both directions lost: nothing here is PostgreSQL any more.
-    fn is_desynced_impl(&self) -> bool {
+    pub fn is_desynced(&self) -> bool {
         self.frontend.state == FrameState::Desync
     }
 
-    fn feed_impl(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
+    pub fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
         let mut frames = Vec::new();
         if from_client {
             if self.frontend.state == FrameState::Desync && looks_like_frontend(seg.data) {
@@ -256,7 +256,7 @@ impl Postgres {
     }
 
     /// The connection closed: what waits ends at the last response seen, if framing was lost.
-    fn close_impl(&mut self, out: &mut Vec<DbMessage>) {
+    pub fn close(&mut self, out: &mut Vec<DbMessage>) {
         if self.backend.state == FrameState::Desync {
             self.end_blind(out);
         }
@@ -430,18 +430,20 @@ fn sqlstate(body: &[u8]) -> String {
     "ERROR".to_string()
 }
 
+/// The inherent methods do the work (they take precedence in `Postgres::feed`); the trait lets a
+/// connection hold any codec.
 impl DbCodec for Postgres {
     fn system(&self) -> DbSystem {
         DbSystem::Postgres
     }
     fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
-        self.feed_impl(from_client, seg, out);
+        Postgres::feed(self, from_client, seg, out);
     }
     fn close(&mut self, out: &mut Vec<DbMessage>) {
-        self.close_impl(out);
+        Postgres::close(self, out);
     }
     fn is_desynced(&self) -> bool {
-        self.is_desynced_impl()
+        Postgres::is_desynced(self)
     }
 }
 
@@ -612,6 +614,8 @@ mod tests {
         assert!(!looks_like_frontend(b"GET / HTTP/1.1\r\n"));
         assert!(!looks_like_frontend(b"*1\r\n$4\r\nPING\r\n"));
         assert!(!looks_like_frontend(b"Q\xff\xff\xff\xffabc"));
+        // Found by cargo fuzz: a length shorter than its own field.
+        assert!(!looks_like_frontend(b"Q\x00\x00\x00\x01abc"));
     }
 
     #[test]

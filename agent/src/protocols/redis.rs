@@ -26,11 +26,11 @@ impl Redis {
         Self { commands: RespStream::new(Direction::Commands), replies: RespStream::new(Direction::Replies), waiting: 0, subscribed: false, last_reply: (0, 0) }
     }
 
-    fn is_desynced_impl(&self) -> bool {
+    pub fn is_desynced(&self) -> bool {
         self.commands.is_desynced()
     }
 
-    fn feed_impl(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
+    pub fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
         if from_client {
             for m in self.commands.feed(seg) {
                 if self.replies.is_desynced() {
@@ -73,7 +73,7 @@ impl Redis {
         }
     }
 
-    fn close_impl(&mut self, out: &mut Vec<DbMessage>) {
+    pub fn close(&mut self, out: &mut Vec<DbMessage>) {
         if self.replies.is_desynced() {
             self.end_blind(out);
         }
@@ -86,18 +86,20 @@ impl Redis {
         self.replies = RespStream::new(Direction::Replies);
     }
 }
+/// The inherent methods do the work (they take precedence in `Redis::feed`); the trait lets a
+/// connection hold any codec.
 impl DbCodec for Redis {
     fn system(&self) -> DbSystem {
         DbSystem::Redis
     }
     fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
-        self.feed_impl(from_client, seg, out);
+        Redis::feed(self, from_client, seg, out);
     }
     fn close(&mut self, out: &mut Vec<DbMessage>) {
-        self.close_impl(out);
+        Redis::close(self, out);
     }
     fn is_desynced(&self) -> bool {
-        self.is_desynced_impl()
+        Redis::is_desynced(self)
     }
 }
 

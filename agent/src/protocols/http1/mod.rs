@@ -43,28 +43,6 @@ mod fuzz_smoke {
             b"POST /x HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nabc",
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\nbody",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for round in 0..20_000 {
-            let mut input: Vec<u8> = seeds[round % seeds.len()].to_vec();
-            for _ in 0..(next() % 8) {
-                let r = next();
-                let pos = (r as usize >> 8) % (input.len() + 1);
-                match r % 4 {
-                    0 => input.insert(pos, r as u8 >> 1),
-                    1 if pos < input.len() => input[pos] = (r >> 16) as u8,
-                    2 if pos < input.len() => {
-                        input.remove(pos);
-                    }
-                    _ => input.extend_from_slice(&input.clone()[..pos]),
-                }
-            }
-            super::fuzz_one(&input);
-        }
+        crate::protocols::fuzz::smoke::mutate_and_run(seeds, 20_000, super::fuzz_one);
     }
 }

@@ -1,6 +1,9 @@
-//! `cargo xtask bench`: nginx serving a static page on loopback under wrk, untraced and
-//! traced, alternating in one run (the ratio is what counts on a noisy machine). Writes
+//! `cargo xtask bench`: nginx serving a static page on loopback under wrk (HTTP and HTTPS),
+//! PostgreSQL under pgbench and Redis under redis-benchmark, each untraced and traced,
+//! alternating in one run (the ratio is what counts on a noisy machine). Writes
 //! docs/BENCHMARKS.md with the method and the machine.
+
+mod db;
 
 use std::fmt::Write as _;
 use std::process::{Child, Command, Stdio};
@@ -11,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use crate::build;
 use crate::util::{output, root};
 
-struct Kill(Child);
+pub struct Kill(pub Child);
 
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -29,7 +32,7 @@ unsafe extern "C" {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-struct WrkResult {
+pub struct LoadResult {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -47,9 +50,9 @@ fn parse_latency(text: &str) -> f64 {
     }
 }
 
-fn wrk(url: &str, seconds: u32) -> Result<WrkResult> {
+fn wrk(url: &str, seconds: u32) -> Result<LoadResult> {
     let out = output(Command::new("wrk").args(["-t1", "-c32", "--latency", &format!("-d{seconds}s"), url]))?;
-    let mut r = WrkResult::default();
+    let mut r = LoadResult::default();
     for line in out.lines() {
         let line = line.trim();
         if let Some(v) = line.strip_prefix("Requests/sec:") {
@@ -124,19 +127,19 @@ fn start_nginx(dir: &std::path::Path, port: u16, tls_port: u16) -> Result<(Kill,
 const ROUNDS: usize = 4;
 
 struct Traced {
-    wrk: WrkResult,
+    wrk: LoadResult,
     agent_cpu_pct: f64,
     agent_rss_mb: f64,
     summary: String,
     probe_cost: String,
 }
 
-fn traced_run(url: &str, nginx_pid: u32, seconds: u32) -> Result<Traced> {
+fn traced_run(load: &dyn Fn(u32) -> Result<LoadResult>, pid: u32, seconds: u32) -> Result<Traced> {
     // Per-program run time accounting costs two clock reads per run; it is on only while the
     // traced run lasts, and the untraced runs do not pay it at all.
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let mut agent = Command::new(root().join("target/release/zerotrace"))
-        .args(["run", "--pid", &nginx_pid.to_string(), "--exporter", "none"])
+        .args(["run", "--pid", &pid.to_string(), "--exporter", "none"])
         .stderr(Stdio::piped())
         .spawn()
         .context("starting zerotrace")?;
@@ -157,7 +160,7 @@ fn traced_run(url: &str, nginx_pid: u32, seconds: u32) -> Result<Traced> {
     }
     let ticks0 = cpu_ticks(agent_pid);
     let t0 = Instant::now();
-    let result = wrk(url, seconds)?;
+    let result = load(seconds)?;
     let elapsed = t0.elapsed().as_secs_f64();
     let ticks = cpu_ticks(agent_pid) - ticks0;
     let rss = rss_peak_mb(agent_pid);
@@ -188,7 +191,7 @@ fn pipeline_replay() -> Result<Vec<(f64, String)>> {
 struct Scenario {
     title: &'static str,
     target: f64,
-    rounds: Vec<(WrkResult, Traced)>,
+    rounds: Vec<(LoadResult, Traced)>,
 }
 
 impl Scenario {
@@ -206,12 +209,12 @@ impl Scenario {
     }
 }
 
-fn measure(title: &'static str, target: f64, url: &str, nginx_pid: u32, seconds: u32) -> Result<Scenario> {
-    wrk(url, 2)?; // warm-up
+fn measure(title: &'static str, target: f64, load: &dyn Fn(u32) -> Result<LoadResult>, pid: u32, seconds: u32) -> Result<Scenario> {
+    load(2)?; // warm-up
     let mut rounds = Vec::new();
     for round in 1..=ROUNDS {
-        let base = wrk(url, seconds)?;
-        let traced = traced_run(url, nginx_pid, seconds)?;
+        let base = load(seconds)?;
+        let traced = traced_run(load, pid, seconds)?;
         println!(
             "{title} round {round}: untraced {:.0} req/s p99 {:.2} ms | traced {:.0} req/s p99 {:.2} ms | agent {:.1}% CPU {:.1} MiB",
             base.rps, base.p99_ms, traced.wrk.rps, traced.wrk.p99_ms, traced.agent_cpu_pct, traced.agent_rss_mb
@@ -231,11 +234,22 @@ pub fn run(seconds: u32) -> Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let tls_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let (nginx, nginx_pid) = start_nginx(&dir, port, tls_port)?;
-    let scenarios = [
-        measure("nginx static page, HTTP/1.1 on loopback", 0.90, &format!("http://127.0.0.1:{port}/index.html"), nginx_pid, seconds)?,
-        measure("nginx static page, HTTPS (OpenSSL) on loopback", 0.85, &format!("https://127.0.0.1:{tls_port}/index.html"), nginx_pid, seconds)?,
+    let http = format!("http://127.0.0.1:{port}/index.html");
+    let https = format!("https://127.0.0.1:{tls_port}/index.html");
+    let mut scenarios = vec![
+        measure("nginx static page, HTTP/1.1 on loopback", 0.90, &|s| wrk(&http, s), nginx_pid, seconds)?,
+        measure("nginx static page, HTTPS (OpenSSL) on loopback", 0.85, &|s| wrk(&https, s), nginx_pid, seconds)?,
     ];
     drop(nginx);
+    let pg_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let (postgres, postmaster) = db::start_postgres(&dir.join("pg"), pg_port)?;
+    let logs = dir.join("pgbench-logs");
+    scenarios.push(measure("PostgreSQL 15, pgbench select-only (8 clients) on loopback", 0.90, &|s| db::pgbench(pg_port, s, &logs), postmaster, seconds)?);
+    drop(postgres);
+    let redis_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let (redis, redis_pid) = db::start_redis(&dir.join("redis"), redis_port)?;
+    scenarios.push(measure("Redis 7, redis-benchmark GET+SET (32 connections) on loopback", 0.90, &|s| db::redis_benchmark(redis_port, s), redis_pid, seconds)?);
+    drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
     write_report(seconds, &scenarios, &replay)?;
     Ok(())
@@ -252,6 +266,7 @@ fn write_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)]) 
     let mut md = String::new();
     let _ = writeln!(md, "# zerotrace benchmarks\n\nWritten by `cargo xtask bench`; numbers from the last run on the machine below. Ratios are taken within one run, alternating untraced and traced, because these machines are noisy: compare ratios, not absolute figures.\n");
     let _ = writeln!(md, "Machine: {}\n", machine());
+    let _ = writeln!(md, "Method, databases: the agent traces the server (PostgreSQL's postmaster and the backends it forks; redis-server), so every statement is a SERVER span built from the probes on the server's hot path. pgbench -S (select-only, 8 clients, 1 thread, scale 1, {seconds} s; p50/p99 from its per-transaction log) and redis-benchmark (GET and SET, 32 connections, no pipelining, 15,000 requests per second of run time; figures averaged over the two tests), alternated untraced/traced like wrk.\n");
     let _ = writeln!(md, "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from kernel.bpf_stats_enabled, switched on only during traced runs.\n");
     for sc in scenarios {
         let _ = writeln!(md, "## {}\n", sc.title);
