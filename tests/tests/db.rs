@@ -169,3 +169,28 @@ fn mariadb_statements_from_the_cli_pymysql_and_prepared_statements() {
     let prepared: Vec<&&TestSpan> = py.iter().filter(|s| s.attr("db.query.text") == Some("SELECT name FROM items WHERE id = ?")).collect();
     assert_eq!(prepared.len(), 2, "two executions of one prepared statement: {:?}", names(&py));
 }
+
+#[test]
+fn postgres_server_spans_are_children_of_the_client_spans() {
+    require_root();
+    let server = db::postgres();
+    let port = server.port;
+    // Trace the server (postmaster and the backends it forks per connection) and the client.
+    let gated = Gated::new(&format!("psql -h 127.0.0.1 -p {port} -U postgres -d shop -q -c \"SELECT 1 + 1\" -c \"SELECT * FROM nowhere\"; true"));
+    let agent = JsonlAgent::start(&[gated.pid(), server.proc.pid()]);
+    gated.run(Duration::from_secs(60));
+    let (exit, spans) = agent.finish();
+    assert_eq!(exit.code, Some(0), "agent exit: {:?}", exit.stderr);
+    let servers = find(&spans, "SERVER", |s| s.attr("db.system.name") == Some("postgresql"));
+    let clients = db_spans(&spans, "postgresql", "psql");
+    assert_eq!(servers.len(), 2, "one SERVER span per statement in the backend: {servers:?}");
+    assert_eq!(clients.len(), 2, "one CLIENT span per statement in psql");
+    for server_span in &servers {
+        assert_eq!(server_span.attr("db.namespace"), Some("shop"));
+        assert_eq!(server_span.attr("server.port"), Some(port.to_string().as_str()));
+        let parent = clients.iter().find(|c| c.span_id == server_span.parent_id).unwrap_or_else(|| panic!("SERVER {:?} is not under a psql CLIENT span", server_span.name));
+        assert_eq!(parent.attr("db.query.text"), server_span.attr("db.query.text"));
+        assert_eq!(parent.error, server_span.error);
+    }
+    assert!(servers.iter().any(|s| s.error && s.attr("db.response.status_code") == Some("42P01")), "undefined table SQLSTATE on the server side too");
+}

@@ -322,8 +322,26 @@ fn try_fork(ctx: &TracePointContext) -> Res {
         // New threads get a bit too (harmless: a pid names one task at a time) and lose it
         // when they exit.
         filter::mark_pid(child, true);
+        inherit_sockets(tgid, child);
     }
     Ok(())
+}
+
+/// Lowest fds a forked child inherits the socket state of. A pre-forking server (PostgreSQL's
+/// postmaster) accepts, forks, and closes its copy: the child's reads only count as socket
+/// reads if it inherits the state now. The tracepoint cannot tell a thread from a process,
+/// so new threads get a few spare entries, which their exit or the LRU drops.
+const INHERITED_FDS: u32 = 64;
+
+#[inline(always)]
+fn inherit_sockets(parent: u32, child: u32) {
+    for fd in 0..INHERITED_FDS {
+        // SAFETY: lookup; the value is copied.
+        if let Some(state) = unsafe { FD_STATE.get(&fd_key(parent, fd)) }.copied()
+            && (state == fd_state::SOCKET || state == fd_state::TLS) {
+                let _ = FD_STATE.insert(&fd_key(child, fd), &state, 0);
+            }
+    }
 }
 
 /// Forget a traced process when it exits, so a recycled pid is not traced by accident.
