@@ -231,7 +231,7 @@ impl Conn {
         // MySQL negotiates TLS inside its handshake: the plaintext goes on with the rest of
         // it, which only a parser that knows it is in the handshake follows.
         self.codec = match &self.codec {
-            Codec::Db(c) if c.system() == DbSystem::Mysql => Codec::Db(Box::new(mysql::Mysql::new(false))),
+            Codec::Db(c) if matches!(c.system(), DbSystem::Mysql | DbSystem::MariaDb) => Codec::Db(Box::new(mysql::Mysql::new(false))),
             _ => Codec::Undecided,
         };
         self.first_bytes = [Vec::new(), Vec::new()];

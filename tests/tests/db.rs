@@ -150,7 +150,7 @@ fn mariadb_statements_from_the_cli_pymysql_and_prepared_statements() {
         client_script("mysql", port)
     ));
     assert_no_secrets(&spans, &["topsecret", "apple"]);
-    let cli = db_spans(&spans, "mysql", "mariadb");
+    let cli = db_spans(&spans, "mariadb", "mariadb");
     let cli_names = names(&cli);
     for expected in ["CREATE items", "INSERT items", "SELECT items", "DELETE items"] {
         assert!(cli_names.contains(&expected.to_string()), "mariadb CLI {expected}: {cli_names:?}");
@@ -162,7 +162,7 @@ fn mariadb_statements_from_the_cli_pymysql_and_prepared_statements() {
     let delete = cli.iter().find(|s| s.name == "DELETE items").unwrap();
     assert_eq!(delete.attr("db.namespace"), Some("shop"), "COM_INIT_DB switched the database");
 
-    let py = db_spans(&spans, "mysql", "python3");
+    let py = db_spans(&spans, "mariadb", "python3");
     let error = py.iter().find(|s| s.error).unwrap_or_else(|| panic!("PyMySQL syntax error span: {:?}", names(&py)));
     assert_eq!(error.attr("db.response.status_code"), Some("1064"));
     assert!(py.iter().any(|s| s.name == "USE"), "select_db sends COM_INIT_DB: {:?}", names(&py));

@@ -18,6 +18,8 @@ pub trait DbCodec {
 pub enum DbSystem {
     Postgres,
     Mysql,
+    /// MySQL's protocol, spoken by a server whose greeting says MariaDB.
+    MariaDb,
     Redis,
     Memcached,
 }
@@ -28,6 +30,7 @@ impl DbSystem {
         match self {
             Self::Postgres => "postgresql",
             Self::Mysql => "mysql",
+            Self::MariaDb => "mariadb",
             Self::Redis => "redis",
             Self::Memcached => "memcached",
         }

@@ -38,7 +38,7 @@ const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
 pub fn looks_like_greeting(data: &[u8]) -> bool {
     data.len() >= 10 && data[3] == 0 && data[4] == 0x0a && {
         let len = u32::from_le_bytes([data[0], data[1], data[2], 0]) as usize;
-        let version = &data[5..data.len().min(4 + len)];
+        let Some(version) = data.get(5..data.len().min(4 + len)) else { return false };
         let end = version.iter().position(|b| *b == 0);
         (30..=512).contains(&len) && end.is_some_and(|e| e > 0 && version[..e].iter().all(u8::is_ascii_graphic))
     }
@@ -48,7 +48,7 @@ pub fn looks_like_greeting(data: &[u8]) -> bool {
 pub fn looks_like_command(data: &[u8]) -> bool {
     data.len() >= 6 && data[3] == 0 && matches!(data[4], COM_QUERY | COM_STMT_PREPARE) && {
         let len = u32::from_le_bytes([data[0], data[1], data[2], 0]) as usize;
-        let text = &data[5..data.len().min(4 + len)];
+        let Some(text) = data.get(5..data.len().min(4 + len)) else { return false };
         len >= 2 && text.iter().take(32).all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace() || *b >= 0x80) && text.first().is_some_and(|b| !b.is_ascii_whitespace() || text.len() > 1)
     }
 }
@@ -193,6 +193,8 @@ pub struct Mysql {
     client: Framer,
     server: Framer,
     handshake_done: bool,
+    /// `mysql`, or `mariadb` once the greeting said so.
+    system: DbSystem,
     capabilities: u32,
     database: Option<String>,
     statements: HashMap<u32, String>,
@@ -210,6 +212,7 @@ impl Mysql {
             client: Framer::new(KEEP_CLIENT),
             server: Framer::new(KEEP_SERVER),
             handshake_done,
+            system: DbSystem::Mysql,
             capabilities: 0,
             database: None,
             statements: HashMap::default(),
@@ -308,7 +311,7 @@ impl Mysql {
         };
         if let Some((command, prepared)) = request {
             out.push(DbMessage::Request(DbRequest {
-                system: DbSystem::Mysql,
+                system: self.system,
                 command,
                 namespace: self.database.clone(),
                 prepared,
@@ -346,6 +349,9 @@ impl Mysql {
     fn on_server(&mut self, p: &Packet, out: &mut Vec<DbMessage>) {
         let first = p.body.first().copied().unwrap_or(0);
         if !self.handshake_done {
+            if p.seq == 0 && first == 0x0a && p.body.windows(7).any(|w| w == b"MariaDB") {
+                self.system = DbSystem::MariaDb;
+            }
             // Greeting, auth switch, more data... until OK (or ERR) ends the handshake.
             if p.seq > 0 && (first == 0x00 || first == 0xff) {
                 self.handshake_done = true;
@@ -459,7 +465,7 @@ fn error_code(body: &[u8]) -> String {
 /// connection hold any codec.
 impl DbCodec for Mysql {
     fn system(&self) -> DbSystem {
-        DbSystem::Mysql
+        self.system
     }
     fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
         Mysql::feed(self, from_client, seg, out);
@@ -618,6 +624,9 @@ mod tests {
         assert!(looks_like_command(&packet(0, b"\x03select 1")));
         assert!(!looks_like_command(b"GET / HTTP/1.1\r\n"));
         assert!(!looks_like_greeting(b"HTTP/1.1 200 OK\r\n"));
+        // Found by cargo fuzz: a length shorter than the command byte.
+        assert!(!looks_like_command(b"\x00\x00\x00\x00\x03SELECT"));
+        assert!(!looks_like_greeting(b"\x00\x00\x00\x00\x0a5.5.5\x00abc"));
     }
 
     #[test]

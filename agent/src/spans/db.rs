@@ -28,7 +28,7 @@ pub fn db_span(conn: &ConnInfo, req: &DbRequest, resp: Option<&DbResponse>, opti
     }
     let (operation, collection) = match &req.command {
         DbCommand::Sql(sql) => {
-            let dialect = if req.system == DbSystem::Mysql { Dialect::Mysql } else { Dialect::Postgres };
+            let dialect = if matches!(req.system, DbSystem::Mysql | DbSystem::MariaDb) { Dialect::Mysql } else { Dialect::Postgres };
             let text = if options.keep_literals { sql.chars().take(2048).collect() } else { mask_literals(sql, dialect) };
             let summary = summarize(&text);
             attrs.push(kv_str("db.query.text", text));
