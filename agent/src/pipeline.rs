@@ -212,23 +212,22 @@ impl<H: Host> Pipeline<H> {
     }
 
     fn on_parsed(&mut self, tgid: u32, fd: u32, parsed: Parsed) {
-        let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
-        let (tid, request, path, traceparent) = match parsed {
-            Parsed::Request { tid, message } => {
-                let Head::Request(req) = &message.head else { return };
-                let path = path_of(&req.target).to_string();
-                let traceparent = req.traceparent.clone();
-                (tid, RequestKind::Http(message), path, traceparent)
-            }
-            Parsed::DbRequest { tid, request } => (tid, RequestKind::Db(request), String::new(), None),
+        let (tid, request) = match parsed {
+            Parsed::Request { tid, message } => (tid, RequestKind::Http(message)),
+            Parsed::DbRequest { tid, request } => (tid, RequestKind::Db(request)),
             Parsed::Response { tid, message } => return self.answer(tgid, fd, tid, Answer::Http(message)),
             Parsed::DbResponse { tid, response } => return self.answer(tgid, fd, tid, Answer::Db(response)),
         };
-        let (start_enter_ns, start_exit_ns) = match &request {
-            RequestKind::Http(m) => (m.start_enter_ns, m.start_exit_ns),
-            RequestKind::Db(r) => (r.start_enter_ns, r.start_exit_ns),
+        let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
+        // Borrowed from the request, which moves into the pending queue once the span exists.
+        let (path, traceparent, start_enter_ns, start_exit_ns) = match &request {
+            RequestKind::Http(m) => {
+                let Head::Request(req) = &m.head else { return };
+                (path_of(&req.target), req.traceparent.as_deref(), m.start_enter_ns, m.start_exit_ns)
+            }
+            RequestKind::Db(r) => ("", None, r.start_enter_ns, r.start_exit_ns),
         };
-        let facts = RequestFacts { tid, conn_id: conn.info.id, path: &path, traceparent: traceparent.as_deref(), start_enter_ns, start_exit_ns };
+        let facts = RequestFacts { tid, conn_id: conn.info.id, path, traceparent, start_enter_ns, start_exit_ns };
         let span = match conn.info.role {
             Role::Server => {
                 let peer = conn.info.remote.map(PeerKey::new);
