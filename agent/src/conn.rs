@@ -166,24 +166,24 @@ impl Conn {
         let mut seg = seg;
         let first_bytes;
         if matches!(self.codec, Codec::Undecided) {
-            // Judge this direction's first bytes so far, not only this segment's.
-            let buf = &mut self.first_bytes[dir as usize];
+            // Judge this direction's first bytes so far, not only this segment's (a segment
+            // with a gap starts over: what follows it is unknown).
+            let mut buf = std::mem::take(&mut self.first_bytes[dir as usize]);
             let whole = seg.total == seg.data.len() as u64;
-            if whole && buf.len() + seg.data.len() <= RECOGNISE_BYTES {
-                buf.extend_from_slice(seg.data);
-            } else {
+            if !whole || buf.len() + seg.data.len() > RECOGNISE_BYTES {
                 buf.clear();
             }
-            let joined = if buf.is_empty() { seg.data.to_vec() } else { std::mem::take(buf) };
-            if !self.decide(dir, &joined) {
-                if !joined.is_empty() && whole {
-                    self.first_bytes[dir as usize] = joined;
-                }
+            if whole {
+                buf.extend_from_slice(seg.data);
+            }
+            let judged = if whole { &buf[..] } else { seg.data };
+            if !self.decide(dir, judged) {
+                self.first_bytes[dir as usize] = buf;
                 self.note_unrecognised();
                 return out;
             }
             self.first_bytes = [Vec::new(), Vec::new()];
-            first_bytes = joined;
+            first_bytes = buf;
             if whole {
                 seg = Segment { data: &first_bytes, total: first_bytes.len() as u64, ..seg };
             }

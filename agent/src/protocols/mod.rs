@@ -2,6 +2,7 @@
 //! so they can be unit-tested and fuzzed without a kernel.
 
 pub mod db;
+mod framing;
 pub mod fuzz;
 pub mod http1;
 pub mod memcached;

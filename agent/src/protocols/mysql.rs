@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap as HashMap;
 
 use super::db::{DbCodec, DbCommand, DbMessage, DbOutcome, DbRequest, DbResponse, DbSystem};
+use super::framing::{CountedBody, Progress};
 use super::http1::Segment;
 
 /// Client packet bytes kept (query text); server packets keep only their first bytes.
@@ -56,7 +57,7 @@ pub fn looks_like_command(data: &[u8]) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FrameState {
     Header,
-    Body(u64),
+    Body,
     Desync,
 }
 
@@ -74,12 +75,12 @@ struct Framer {
     header: Vec<u8>,
     seq: u8,
     len: u32,
-    body: Vec<u8>,
+    body: CountedBody,
 }
 
 impl Framer {
     fn new(keep: usize) -> Self {
-        Self { keep, state: FrameState::Header, header: Vec::with_capacity(4), seq: 0, len: 0, body: Vec::new() }
+        Self { keep, state: FrameState::Header, header: Vec::with_capacity(4), seq: 0, len: 0, body: CountedBody::default() }
     }
 
     fn feed(&mut self, seg: Segment<'_>, out: &mut Vec<Packet>) {
@@ -98,41 +99,32 @@ impl Framer {
                     self.len = u32::from_le_bytes([self.header[0], self.header[1], self.header[2], 0]);
                     self.seq = self.header[3];
                     self.header.clear();
-                    self.body.clear();
-                    self.state = FrameState::Body(u64::from(self.len));
-                    if self.len == 0 {
-                        self.finish(end, out);
-                    }
+                    let progress = self.body.start(u64::from(self.len), self.keep);
+                    self.advance(progress, end, out);
                 }
-                FrameState::Body(remaining) => {
-                    let n = (rest.len() as u64).min(remaining) as usize;
-                    let room = self.keep.saturating_sub(self.body.len());
-                    self.body.extend_from_slice(&rest[..n.min(room)]);
-                    rest = &rest[n..];
-                    self.state = FrameState::Body(remaining - n as u64);
-                    if remaining == n as u64 {
-                        self.finish(end, out);
-                    }
+                FrameState::Body => {
+                    let (after, progress) = self.body.take(rest);
+                    rest = after;
+                    self.advance(progress, end, out);
                 }
             }
         }
         let gap = seg.total.saturating_sub(seg.data.len() as u64);
         if gap > 0 {
-            match self.state {
-                FrameState::Body(remaining) if gap <= remaining => {
-                    self.state = FrameState::Body(remaining - gap);
-                    if gap == remaining {
-                        self.finish(end, out);
-                    }
-                }
-                _ => self.state = FrameState::Desync,
-            }
+            let progress = if self.state == FrameState::Body { self.body.skip_gap(gap) } else { Progress::Lost };
+            self.advance(progress, end, out);
         }
     }
 
-    fn finish(&mut self, end: (u64, u64), out: &mut Vec<Packet>) {
-        self.state = FrameState::Header;
-        out.push(Packet { seq: self.seq, len: self.len, body: std::mem::take(&mut self.body), end });
+    fn advance(&mut self, progress: Progress, end: (u64, u64), out: &mut Vec<Packet>) {
+        self.state = match progress {
+            Progress::Inside => FrameState::Body,
+            Progress::Lost => FrameState::Desync,
+            Progress::Complete => {
+                out.push(Packet { seq: self.seq, len: self.len, body: self.body.take_kept(), end });
+                FrameState::Header
+            }
+        };
     }
 }
 

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap as HashMap;
 
 use super::db::{DbCodec, DbCommand, DbMessage, DbOutcome, DbRequest, DbResponse, DbSystem};
+use super::framing::{CountedBody, Progress};
 use super::http1::Segment;
 
 /// Body bytes kept per message (query text, error fields); the rest is counted, not kept.
@@ -50,8 +51,8 @@ pub fn looks_like_frontend(data: &[u8]) -> bool {
 enum FrameState {
     /// Collecting a header: type byte (absent for startup messages) and length.
     Header,
-    /// Inside a message body: bytes still to come.
-    Body(u64),
+    /// Inside a message body.
+    Body,
     /// Lost the framing.
     Desync,
 }
@@ -70,21 +71,19 @@ struct Framer {
     state: FrameState,
     header: Vec<u8>,
     kind: u8,
-    body: Vec<u8>,
-    keep_body: bool,
+    body: CountedBody,
     /// A one-byte answer (to SSLRequest/GSSENCRequest) is due before the next message.
     single_byte_due: bool,
 }
 
 impl Framer {
     fn new(frontend: bool) -> Self {
-        Self { frontend, state: FrameState::Header, header: Vec::with_capacity(8), kind: 0, body: Vec::new(), keep_body: false, single_byte_due: false }
+        Self { frontend, state: FrameState::Header, header: Vec::with_capacity(8), kind: 0, body: CountedBody::default(), single_byte_due: false }
     }
 
     fn reset(&mut self) {
         self.state = FrameState::Header;
         self.header.clear();
-        self.body.clear();
         self.single_byte_due = false;
     }
 
@@ -120,44 +119,33 @@ impl Framer {
                         return;
                     }
                     self.kind = kind;
-                    self.keep_body = keeps_body(self.frontend, kind);
-                    self.body.clear();
-                    self.state = FrameState::Body(u64::from(len) - 4);
-                    if len == 4 {
-                        self.finish(end, out);
-                    }
+                    let keep = if keeps_body(self.frontend, kind) { KEEP } else { 0 };
+                    let progress = self.body.start(u64::from(len) - 4, keep);
+                    self.advance(progress, end, out);
                 }
-                FrameState::Body(remaining) => {
-                    let n = (rest.len() as u64).min(remaining) as usize;
-                    if self.keep_body {
-                        let room = KEEP.saturating_sub(self.body.len());
-                        self.body.extend_from_slice(&rest[..n.min(room)]);
-                    }
-                    rest = &rest[n..];
-                    self.state = FrameState::Body(remaining - n as u64);
-                    if remaining == n as u64 {
-                        self.finish(end, out);
-                    }
+                FrameState::Body => {
+                    let (after, progress) = self.body.take(rest);
+                    rest = after;
+                    self.advance(progress, end, out);
                 }
             }
         }
         let gap = seg.total.saturating_sub(seg.data.len() as u64);
         if gap > 0 {
-            match self.state {
-                FrameState::Body(remaining) if gap <= remaining => {
-                    self.state = FrameState::Body(remaining - gap);
-                    if gap == remaining {
-                        self.finish(end, out);
-                    }
-                }
-                _ => self.state = FrameState::Desync,
-            }
+            let progress = if self.state == FrameState::Body { self.body.skip_gap(gap) } else { Progress::Lost };
+            self.advance(progress, end, out);
         }
     }
 
-    fn finish(&mut self, end: (u64, u64), out: &mut Vec<Frame>) {
-        self.state = FrameState::Header;
-        out.push(Frame { kind: self.kind, body: std::mem::take(&mut self.body), end });
+    fn advance(&mut self, progress: Progress, end: (u64, u64), out: &mut Vec<Frame>) {
+        self.state = match progress {
+            Progress::Inside => FrameState::Body,
+            Progress::Lost => FrameState::Desync,
+            Progress::Complete => {
+                out.push(Frame { kind: self.kind, body: self.body.take_kept(), end });
+                FrameState::Header
+            }
+        };
     }
 }
 

@@ -2,9 +2,9 @@
 //! collection from the statement, query text with literals masked unless the user opts in,
 //! status from SQLSTATE / error numbers / error prefixes.
 
-use opentelemetry_proto::tonic::trace::v1::{Span, Status, span::SpanKind, status::StatusCode};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status, status::StatusCode};
 
-use super::{Clock, kv_int, kv_str, peer_attrs};
+use super::{Clock, assemble, kv_int, kv_str, no_answer, peer_attrs};
 use crate::conn::{ConnInfo, Role};
 use crate::protocols::db::{DbCommand, DbOutcome, DbRequest, DbResponse, DbSystem};
 use crate::protocols::sql::{Dialect, mask_literals, summarize};
@@ -72,27 +72,8 @@ pub fn db_span(conn: &ConnInfo, req: &DbRequest, resp: Option<&DbResponse>, opti
                 status.code = StatusCode::Error as i32;
             }
         }
-        None => {
-            attrs.push(kv_str("error.type", "no_response"));
-            status.code = StatusCode::Error as i32;
-            status.message = "connection closed before a response".to_string();
-        }
+        None => status = no_answer(&mut attrs),
     }
-    // Same clock rules as HTTP: a CLIENT span runs from the start of the request write to the
-    // return of the read that completed the answer; a SERVER span from the read that delivered
-    // the request to the start of the write that answered it.
-    let (start, end) = if server {
-        (req.start_exit_ns, resp.map_or(req.end_exit_ns, |r| r.end_enter_ns))
-    } else {
-        (req.start_enter_ns, resp.map_or(req.end_exit_ns, |r| r.end_exit_ns))
-    };
-    Some(Span {
-        name,
-        kind: if server { SpanKind::Server } else { SpanKind::Client } as i32,
-        start_time_unix_nano: clock.unix_ns(start),
-        end_time_unix_nano: clock.unix_ns(end.max(start)),
-        attributes: attrs,
-        status: Some(status),
-        ..Default::default()
-    })
+    let answer = resp.map(|r| (r.end_enter_ns, r.end_exit_ns));
+    Some(assemble(name, server, (req.start_enter_ns, req.start_exit_ns, req.end_exit_ns), answer, attrs, status, clock))
 }

@@ -134,15 +134,6 @@ pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> Span {
     if let Some(ua) = &req.user_agent {
         attrs.push(kv_str("user_agent.original", ua.clone()));
     }
-    // SERVER: from the read that delivered the request to the start of the write that sent the
-    // last response byte (the peer can have the bytes before that write returns; ending at its
-    // return would put a preempted server's end after its caller's). CLIENT: from the start of
-    // the request write to the return of the read that completed the response.
-    let (start, end) = if server {
-        (ex.request_msg.start_exit_ns, ex.response.map_or(ex.request_msg.end_exit_ns, |(_, m)| m.end_enter_ns))
-    } else {
-        (ex.request_msg.start_enter_ns, ex.response.map_or(ex.request_msg.end_exit_ns, |(_, m)| m.end_exit_ns))
-    };
     let mut status = Status::default();
     if let Some((resp, _)) = ex.response {
         attrs.push(kv_int("http.response.status_code", resp.status as i64));
@@ -152,16 +143,40 @@ pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> Span {
             status.code = StatusCode::Error as i32;
         }
     } else {
-        attrs.push(kv_str("error.type", "no_response"));
-        status.code = StatusCode::Error as i32;
-        status.message = "connection closed before a response".to_string();
+        status = no_answer(&mut attrs);
     }
+    let m = ex.request_msg;
+    let answer = ex.response.map(|(_, r)| (r.end_enter_ns, r.end_exit_ns));
+    assemble(name, server, (m.start_enter_ns, m.start_exit_ns, m.end_exit_ns), answer, attrs, status, clock)
+}
+
+/// The error of an exchange whose connection closed before it was answered.
+pub(crate) fn no_answer(attrs: &mut Vec<KeyValue>) -> Status {
+    attrs.push(kv_str("error.type", "no_response"));
+    Status { code: StatusCode::Error as i32, message: "connection closed before a response".to_string() }
+}
+
+/// The span of one exchange, timed by one rule for every protocol. `request`: entry and exit
+/// of the syscall that carried its first byte, and exit of the one that carried its last;
+/// `answer`: entry and exit of the syscall that carried the answer's last byte.
+///
+/// SERVER: from the read that delivered the request to the start of the write that sent the
+/// last answer byte (the peer can have the bytes before that write returns; ending at its
+/// return would put a preempted server's end after its caller's). CLIENT: from the start of
+/// the request write to the return of the read that completed the answer.
+pub(crate) fn assemble(name: String, server: bool, request: (u64, u64, u64), answer: Option<(u64, u64)>, attributes: Vec<KeyValue>, status: Status, clock: &Clock) -> Span {
+    let (start_enter, start_exit, request_end) = request;
+    let (start, end) = if server {
+        (start_exit, answer.map_or(request_end, |(enter, _)| enter))
+    } else {
+        (start_enter, answer.map_or(request_end, |(_, exit)| exit))
+    };
     Span {
         name,
         kind: if server { SpanKind::Server } else { SpanKind::Client } as i32,
         start_time_unix_nano: clock.unix_ns(start),
         end_time_unix_nano: clock.unix_ns(end.max(start)),
-        attributes: attrs,
+        attributes,
         status: Some(status),
         ..Default::default()
     }
