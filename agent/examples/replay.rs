@@ -22,6 +22,12 @@ impl Host for FakeHost {
     fn resource(&mut self, tgid: u32) -> Option<ProcessResource> {
         Some(ProcessResource { pid: tgid, service_name: "nginx".into(), executable_name: "nginx".into(), ..Default::default() })
     }
+    fn is_process(&mut self, _: u32) -> bool {
+        true
+    }
+    fn is_alive(&mut self, _: u32) -> bool {
+        true
+    }
 }
 
 fn main() {
@@ -37,6 +43,7 @@ fn main() {
             tid: 100,
             fd: 10 + fd,
             role: Role::Server,
+            listen_fd: None,
             local: None,
             remote: Some(format!("127.0.0.1:{}", 40000 + fd).parse().expect("addr")),
             ts_ns: 1,

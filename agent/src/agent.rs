@@ -125,6 +125,7 @@ async fn trace(args: RunArgs, pids: Vec<u32>, cgroup_ids: Vec<u64>) -> Result<()
     let mut live: Vec<u32> = pids.clone();
 
     loop {
+        let mut exits_due = false;
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -138,6 +139,7 @@ async fn trace(args: RunArgs, pids: Vec<u32>, cgroup_ids: Vec<u64>) -> Result<()
                     break;
                 }
                 rescan_cgroups(&args.cgroups, &mut known_cgroups, &mut probes);
+                exits_due = true;
                 let before = live.len();
                 live.retain(|&p| targets::is_alive(p));
                 if before > live.len() {
@@ -150,6 +152,10 @@ async fn trace(args: RunArgs, pids: Vec<u32>, cgroup_ids: Vec<u64>) -> Result<()
             }
         }
         drain_ring(ring.get_mut(), &mut pipeline, &mut probes);
+        if exits_due {
+            // After draining: an exited process's last records are already in the ring.
+            pipeline.remove_exited();
+        }
         send(&tx, pipeline.tick(Instant::now()), &stats);
     }
 

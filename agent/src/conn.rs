@@ -281,6 +281,25 @@ impl ConnTable {
         self.conns.insert((tgid, fd), Conn::new(info))
     }
 
+    /// A forked child's copy of a connection: same ends and role, parsed on its own.
+    pub fn inherit(&mut self, parent_tgid: u32, child: u32, fd: u32) -> Option<Conn> {
+        let parent = self.conns.get(&(parent_tgid, fd))?.info.clone();
+        self.next_id += 1;
+        let info = ConnInfo { id: self.next_id, tgid: child, ..parent };
+        self.conns.insert((child, fd), Conn::new(info))
+    }
+
+    /// Removes the connections of processes `alive` says are gone (their fds closed at exit,
+    /// without close calls).
+    pub fn remove_exited(&mut self, mut alive: impl FnMut(u32) -> bool) -> Vec<Conn> {
+        let mut tgids: Vec<u32> = self.conns.keys().map(|(t, _)| *t).collect();
+        tgids.sort_unstable();
+        tgids.dedup();
+        let gone: Vec<u32> = tgids.into_iter().filter(|t| !alive(*t)).collect();
+        let keys: Vec<(u32, u32)> = self.conns.keys().filter(|(t, _)| gone.contains(t)).copied().collect();
+        keys.into_iter().filter_map(|k| self.conns.remove(&k)).collect()
+    }
+
     pub fn get_mut(&mut self, tgid: u32, fd: u32) -> Option<&mut Conn> {
         self.conns.get_mut(&(tgid, fd))
     }

@@ -8,9 +8,12 @@ use crate::conn::Role;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event<'a> {
-    ConnOpen { tgid: u32, tid: u32, fd: u32, role: Role, local: Option<SocketAddr>, remote: Option<SocketAddr>, ts_ns: u64, comm: String },
+    /// `listen_fd`: for accepted connections, the listening socket (whose address is our end).
+    ConnOpen { tgid: u32, tid: u32, fd: u32, role: Role, listen_fd: Option<u32>, local: Option<SocketAddr>, remote: Option<SocketAddr>, ts_ns: u64, comm: String },
     Data { tgid: u32, tid: u32, fd: u32, ingress: bool, ts_enter_ns: u64, ts_exit_ns: u64, total: u64, payload: &'a [u8], tls: bool },
     Close { tgid: u32, tid: u32, fd: u32, ts_ns: u64 },
+    /// `child` (a process, or a new thread of `parent_tgid`) holds a copy of socket `fd`.
+    Inherit { parent_tgid: u32, child: u32, fd: u32 },
 }
 
 pub fn socket_addr(a: &SockAddr) -> Option<SocketAddr> {
@@ -33,6 +36,7 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
                 role::CLIENT => Role::Client,
                 _ => Role::Unknown,
             },
+            listen_fd: (e.listen_fd != zerotrace_abi::FD_UNKNOWN).then_some(e.listen_fd),
             local: socket_addr(&e.local).filter(|a| a.port() != 0),
             remote: socket_addr(&e.remote),
             ts_ns: e.ts_ns,
@@ -50,5 +54,6 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
             tls: h.flags & zerotrace_abi::data_flags::TLS != 0,
         },
         decode::Record::Close(c) => Event::Close { tgid: c.tgid, tid: c.tid, fd: c.fd, ts_ns: c.ts_ns },
+        decode::Record::Inherit(i) => Event::Inherit { parent_tgid: i.parent_tgid, child: i.child, fd: i.fd },
     })
 }

@@ -16,6 +16,8 @@ use crate::protocols::http1::{Head, Message, Segment};
 use crate::spans::{Clock, DbSpanOptions, Exchange, db_span, http_span, path_of};
 use crate::traceparent::SpanId;
 
+/// Listening sockets whose address is remembered (a bound on a map of long-lived sockets).
+const MAX_LISTENERS: usize = 4096;
 /// Spans waiting for their trace context before the queue is considered runaway.
 const MAX_WAITING: usize = 100_000;
 
@@ -24,6 +26,10 @@ pub trait Host {
     fn fd_kind(&mut self, tgid: u32, fd: u32) -> FdKind;
     fn tcp_addresses(&mut self, tgid: u32, inode: u64) -> Option<(std::net::SocketAddr, std::net::SocketAddr)>;
     fn resource(&mut self, tgid: u32) -> Option<ProcessResource>;
+    /// Is `pid` a process, rather than a thread of another one? Unknown (gone) counts as a
+    /// process.
+    fn is_process(&mut self, pid: u32) -> bool;
+    fn is_alive(&mut self, tgid: u32) -> bool;
 }
 
 /// The real host: /proc.
@@ -38,6 +44,12 @@ impl Host for ProcHost {
     }
     fn resource(&mut self, tgid: u32) -> Option<ProcessResource> {
         crate::process::resource(tgid)
+    }
+    fn is_process(&mut self, pid: u32) -> bool {
+        crate::process::tgid_of(pid).is_none_or(|tgid| tgid == pid)
+    }
+    fn is_alive(&mut self, tgid: u32) -> bool {
+        crate::targets::is_alive(tgid)
     }
 }
 
@@ -86,6 +98,8 @@ pub struct Pipeline<H: Host> {
     linker: Linker,
     waiting: Vec<Waiting>,
     resources: HashMap<u32, Arc<ProcessResource>>,
+    /// Addresses of listening sockets by (tgid, fd): our end of the connections they accept.
+    listeners: HashMap<(u32, u32), Option<std::net::SocketAddr>>,
     /// Command names from the kernel, for processes gone before /proc could be read.
     comms: HashMap<u32, String>,
     /// fds the probes should stop capturing (not sockets, or no protocol we know).
@@ -105,6 +119,7 @@ impl<H: Host> Pipeline<H> {
             linker: Linker::default(),
             waiting: Vec::new(),
             resources: HashMap::default(),
+            listeners: HashMap::default(),
             comms: HashMap::default(),
             ignore_fds: Vec::new(),
             stats: PipelineStats::default(),
@@ -142,12 +157,25 @@ impl<H: Host> Pipeline<H> {
             let _ = self.resource(tgid);
         }
         match event {
-            Event::ConnOpen { tgid, tid, fd, role, mut local, remote, .. } => {
+            Event::ConnOpen { tgid, tid, fd, role, listen_fd, mut local, remote, .. } => {
                 if role == Role::Client && local.is_none() {
                     // The handshake finished outside connect(): ask /proc while the socket lives.
-                    if let FdKind::Socket(inode) = self.host.fd_kind(tgid, fd) {
-                        local = self.host.tcp_addresses(tgid, inode).map(|(l, _)| l);
-                    }
+                    local = self.local_address(tgid, fd);
+                }
+                if let Some(listener) = listen_fd {
+                    // Our end of an accepted connection is the listener's address: read from
+                    // /proc once per listening socket, not once per connection.
+                    local = match self.listeners.get(&(tgid, listener)) {
+                        Some(addr) => *addr,
+                        None => {
+                            let addr = self.local_address(tgid, listener);
+                            if self.listeners.len() >= MAX_LISTENERS {
+                                self.listeners.clear();
+                            }
+                            self.listeners.insert((tgid, listener), addr);
+                            addr
+                        }
+                    };
                 }
                 if let (Role::Client, Some(l)) = (role, local) {
                     self.linker.client_connected(l);
@@ -188,27 +216,44 @@ impl<H: Host> Pipeline<H> {
                     self.drop_conn(conn, tid);
                 }
             }
+            Event::Inherit { parent_tgid, child, fd } => {
+                // New threads share their process's fds: nothing to copy for them.
+                if !self.host.is_process(child) {
+                    return;
+                }
+                if let Some(comm) = self.comms.get(&parent_tgid).cloned() {
+                    self.comms.entry(child).or_insert(comm);
+                }
+                let _ = self.resource(child);
+                if let Some(old) = self.conns.inherit(parent_tgid, child, fd) {
+                    self.drop_conn(old, child);
+                }
+            }
         }
     }
 
-    /// A read/write on an fd we never saw opened (it predates the agent): classify it.
-    fn adopt_fd(&mut self, tgid: u32, fd: u32) -> bool {
+    fn local_address(&mut self, tgid: u32, fd: u32) -> Option<std::net::SocketAddr> {
         match self.host.fd_kind(tgid, fd) {
-            FdKind::Socket(inode) => {
-                let _ = self.resource(tgid);
-                let (local, remote) = match self.host.tcp_addresses(tgid, inode) {
-                    Some((l, r)) => (Some(l), Some(r)),
-                    None => (None, None),
-                };
-                self.conns.open(tgid, fd, Role::Unknown, local, remote);
-                true
-            }
+            FdKind::Socket(inode) => self.host.tcp_addresses(tgid, inode).map(|(l, _)| l),
+            _ => None,
+        }
+    }
+
+    /// A read/write on a socket we never saw opened (open when the agent attached): its ends
+    /// come from /proc. The probes only send known sockets, so a process already gone still
+    /// gets a connection, without addresses; an fd that is no socket now is a stale entry.
+    fn adopt_fd(&mut self, tgid: u32, fd: u32) -> bool {
+        let _ = self.resource(tgid);
+        let (local, remote) = match self.host.fd_kind(tgid, fd) {
+            FdKind::Socket(inode) => self.host.tcp_addresses(tgid, inode).map_or((None, None), |(l, r)| (Some(l), Some(r))),
+            FdKind::Gone => (None, None),
             FdKind::Other => {
                 self.ignore_fds.push(IgnoreFd { tgid, fd, socket: false });
-                false
+                return false;
             }
-            FdKind::Gone => false,
-        }
+        };
+        self.conns.open(tgid, fd, Role::Unknown, local, remote);
+        true
     }
 
     fn on_parsed(&mut self, tgid: u32, fd: u32, parsed: Parsed) {
@@ -315,6 +360,16 @@ impl<H: Host> Pipeline<H> {
         // Requests that never got an answer still become spans, marked as errors.
         while let Some(req) = conn.pending.pop_front() {
             self.complete(&info, req, None);
+        }
+    }
+
+    /// Ends the connections of processes that exited (housekeeping): their fds closed without
+    /// close calls, so unanswered requests become error spans now instead of never.
+    pub fn remove_exited(&mut self) {
+        let host = &mut self.host;
+        for conn in self.conns.remove_exited(|tgid| host.is_alive(tgid)) {
+            let tid = conn.info.tgid;
+            self.drop_conn(conn, tid);
         }
     }
 

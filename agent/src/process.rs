@@ -108,6 +108,12 @@ pub enum FdKind {
     Gone,
 }
 
+/// The process a task id belongs to (Tgid in /proc/PID/status), if it still exists.
+pub fn tgid_of(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
 pub fn fd_kind(pid: u32, fd: u32) -> FdKind {
     match fs::read_link(format!("/proc/{pid}/fd/{fd}")) {
         Ok(target) => {

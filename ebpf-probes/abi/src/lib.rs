@@ -21,6 +21,7 @@ pub mod kind {
     pub const CONN_OPEN: u32 = 1;
     pub const DATA: u32 = 2;
     pub const CLOSE: u32 = 3;
+    pub const INHERIT: u32 = 4;
 }
 
 /// Which side of the connection the traced process is on.
@@ -73,7 +74,9 @@ pub struct ConnOpenEvent {
     pub tgid: u32,
     pub tid: u32,
     pub fd: u32,
-    pub _pad: u32,
+    /// accept: the listening socket the connection came from (its address is our end);
+    /// `FD_UNKNOWN` otherwise.
+    pub listen_fd: u32,
     pub ts_ns: u64,
     /// Our end. For connect, from the TCP state change that picked the ephemeral port.
     pub local: SockAddr,
@@ -132,6 +135,18 @@ pub struct CloseEvent {
     pub ts_ns: u64,
 }
 
+/// A traced process forked: the child holds a copy of the parent's socket `fd` (a pre-forking
+/// server's backend serves the connection its parent accepted). Also sent for new threads,
+/// which the tracepoint cannot tell apart; the agent checks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InheritEvent {
+    pub kind: u32,
+    pub parent_tgid: u32,
+    pub child: u32,
+    pub fd: u32,
+}
+
 /// What the probes know about a (tgid, fd): set at accept/connect, by the agent for fds it
 /// classified from /proc, removed at close.
 pub mod fd_state {
@@ -159,6 +174,7 @@ pub mod decode {
         ConnOpen(ConnOpenEvent),
         Data(DataHeader, &'a [u8]),
         Close(CloseEvent),
+        Inherit(InheritEvent),
     }
 
     /// Why a record could not be decoded (a probe/agent version mismatch, never traffic).
@@ -183,6 +199,7 @@ pub mod decode {
         match kind {
             kind::CONN_OPEN => read(bytes).map(Record::ConnOpen).ok_or(short),
             kind::CLOSE => read(bytes).map(Record::Close).ok_or(short),
+            kind::INHERIT => read(bytes).map(Record::Inherit).ok_or(short),
             kind::DATA => {
                 let header: DataHeader = read(bytes).ok_or(short)?;
                 let start = size_of::<DataHeader>();

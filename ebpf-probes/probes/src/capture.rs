@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
 };
 use zerotrace_abi::{
-    CloseEvent, ConnOpenEvent, DataHeader, MAX_PAYLOAD, SockAddr, direction, kind, stat,
+    CloseEvent, ConnOpenEvent, DataHeader, InheritEvent, MAX_PAYLOAD, SockAddr, direction, kind, stat,
 };
 
 use crate::maps::{
@@ -39,14 +39,14 @@ fn submit<T>(record: &T) {
     submit_bytes(bytes);
 }
 
-pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, local: SockAddr, remote: SockAddr) {
+pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, listen_fd: u32, local: SockAddr, remote: SockAddr) {
     let event = ConnOpenEvent {
         kind: kind::CONN_OPEN,
         role,
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         fd,
-        _pad: 0,
+        listen_fd,
         // SAFETY: helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         local,
@@ -66,6 +66,10 @@ pub fn close(pid_tgid: u64, fd: u32) {
         ts_ns: unsafe { bpf_ktime_get_ns() },
     };
     submit(&event);
+}
+
+pub fn inherit(parent_tgid: u32, child: u32, fd: u32) {
+    submit(&InheritEvent { kind: kind::INHERIT, parent_tgid, child, fd });
 }
 
 /// One `struct iovec`.

@@ -197,8 +197,9 @@ entry_point!(sys_exit_data, exit_data);
 
 fn try_enter_accept(ctx: &TracePointContext) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let listen_fd = arg(ctx, ARG0)? as u32;
     let addr_ptr = arg(ctx, ARG1)?;
-    stash(pid_tgid, &new_call(op::ACCEPT, 0, addr_ptr));
+    stash(pid_tgid, &new_call(op::ACCEPT, listen_fd, addr_ptr));
     Ok(())
 }
 
@@ -213,7 +214,7 @@ fn try_exit_accept(ctx: &TracePointContext) -> Res {
     let fd = ret as u32;
     let remote = sockaddr::read_user_sockaddr(call.ptr);
     let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, fd), &fd_state::SOCKET, 0);
-    capture::conn_open(pid_tgid, role::SERVER, fd, SockAddr::default(), remote);
+    capture::conn_open(pid_tgid, role::SERVER, fd, call.fd, SockAddr::default(), remote);
     Ok(())
 }
 
@@ -238,7 +239,7 @@ fn try_exit_connect(ctx: &TracePointContext) -> Res {
         return Ok(());
     }
     let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, call.fd), &fd_state::SOCKET, 0);
-    capture::conn_open(pid_tgid, role::CLIENT, call.fd, call.local, call.remote);
+    capture::conn_open(pid_tgid, role::CLIENT, call.fd, zerotrace_abi::FD_UNKNOWN, call.local, call.remote);
     Ok(())
 }
 
@@ -329,8 +330,9 @@ fn try_fork(ctx: &TracePointContext) -> Res {
 
 /// Lowest fds a forked child inherits the socket state of. A pre-forking server (PostgreSQL's
 /// postmaster) accepts, forks, and closes its copy: the child's reads only count as socket
-/// reads if it inherits the state now. The tracepoint cannot tell a thread from a process,
-/// so new threads get a few spare entries, which their exit or the LRU drops.
+/// reads if it inherits the state now, and the agent learns which connection the child holds
+/// from an inherit record. The tracepoint cannot tell a thread from a process, so new threads
+/// get a few spare entries, which their exit or the LRU drops.
 const INHERITED_FDS: u32 = 64;
 
 #[inline(always)]
@@ -340,6 +342,7 @@ fn inherit_sockets(parent: u32, child: u32) {
         if let Some(state) = unsafe { FD_STATE.get(&fd_key(parent, fd)) }.copied()
             && (state == fd_state::SOCKET || state == fd_state::TLS) {
                 let _ = FD_STATE.insert(&fd_key(child, fd), &state, 0);
+                capture::inherit(parent, child, fd);
             }
     }
 }
