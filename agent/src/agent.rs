@@ -11,7 +11,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::cli::{Cli, Command, Exporter, RunArgs};
+use crate::cli::{Cli, Command, Exporter, RunArgs, TraceArgs};
 use crate::export::{self, ExportStats, Sink};
 use crate::pipeline::{Pipeline, ProcHost};
 use crate::probes::{Probes, Settings};
@@ -27,6 +27,7 @@ const EXPORT_QUEUE: usize = 256;
 pub fn main(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Compare(args) => crate::compare::run(&args),
     }
 }
 
@@ -59,25 +60,46 @@ fn build_sink(args: &RunArgs, host_name: &str) -> Result<Sink> {
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    if args.pids.is_empty() && args.cgroups.is_empty() {
-        return Err(targets::TargetError::Nothing.into());
-    }
-    let pids = targets::pids_with_descendants(&args.pids)?;
-    let mut cgroup_ids = Vec::new();
-    for dir in &args.cgroups {
-        cgroup_ids.extend(targets::cgroup_ids(dir)?);
-    }
-    for warning in preflight::check()? {
-        eprintln!("zerotrace: warning: {warning}");
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(trace(args, pids, cgroup_ids))
+    let targets = Targets::resolve(&args.trace)?;
+    runtime()?.block_on(async {
+        // Inside the runtime: tonic's lazy channel needs it.
+        let sink = build_sink(&args, &process::host_name())?;
+        trace(&args.trace, targets, sink).await
+    })
 }
 
-async fn trace(args: RunArgs, pids: Vec<u32>, cgroup_ids: Vec<u64>) -> Result<()> {
-    let host_name = process::host_name();
-    // Inside the runtime: tonic's lazy channel needs it.
-    let sink = build_sink(&args, &host_name)?;
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// The processes and cgroups asked for, checked to exist, with the host checked to be able to
+/// trace them.
+pub struct Targets {
+    pids: Vec<u32>,
+    cgroup_ids: Vec<u64>,
+}
+
+impl Targets {
+    pub fn resolve(args: &TraceArgs) -> Result<Targets> {
+        if args.pids.is_empty() && args.cgroups.is_empty() {
+            return Err(targets::TargetError::Nothing.into());
+        }
+        let pids = targets::pids_with_descendants(&args.pids)?;
+        let mut cgroup_ids = Vec::new();
+        for dir in &args.cgroups {
+            cgroup_ids.extend(targets::cgroup_ids(dir)?);
+        }
+        for warning in preflight::check()? {
+            eprintln!("zerotrace: warning: {warning}");
+        }
+        Ok(Targets { pids, cgroup_ids })
+    }
+}
+
+/// Traces until a signal, the deadline, or every traced process has exited, sending spans
+/// to `sink`.
+pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()> {
+    let Targets { pids, cgroup_ids } = targets;
     let settings = Settings { payload_cap: args.capture_bytes, cgroup_filter: !args.cgroups.is_empty(), wakeup_bytes: 256 * 1024 };
     let (mut probes, ring) = Probes::load(&settings)?;
     for &pid in &pids {

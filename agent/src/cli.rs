@@ -15,6 +15,9 @@ pub struct Cli {
 pub enum Command {
     /// Trace processes (and the children they fork) or containers, and emit spans.
     Run(RunArgs),
+    /// Compare zerotrace's spans with a language agent's: live (trace the targets while a
+    /// built-in OTLP receiver takes the agent's spans) or offline (two recorded span files).
+    Compare(CompareArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -37,8 +40,9 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct RunArgs {
+/// What to trace and how: shared by `run` and `compare`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TraceArgs {
     /// Process to trace, with its threads, its existing descendants and the children it forks
     /// later. Repeatable.
     #[arg(long = "pid", value_name = "PID")]
@@ -47,6 +51,23 @@ pub struct RunArgs {
     /// /sys/fs/cgroup/unified/system.slice/docker-<id>.scope. Repeatable.
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<PathBuf>,
+    /// Bytes of each read/write to capture (1..=4096). Larger heads are parsed from their
+    /// start line only.
+    #[arg(long, default_value_t = zerotrace_abi::DEFAULT_PAYLOAD_CAP, value_parser = clap::value_parser!(u32).range(1..=zerotrace_abi::MAX_PAYLOAD as i64))]
+    pub capture_bytes: u32,
+    /// Put SQL on database spans as sent, literals included. By default every literal is
+    /// replaced by `?`, because literals can hold personal data and secrets.
+    #[arg(long)]
+    pub keep_sql_literals: bool,
+    /// Stop after this many seconds (flushing first). Default: until SIGINT/SIGTERM.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
     /// Where spans go. Default: $OTEL_TRACES_EXPORTER (otlp, console, none), else terminal.
     #[arg(long, value_enum)]
     pub exporter: Option<Exporter>,
@@ -61,15 +82,40 @@ pub struct RunArgs {
     /// Output file for --exporter jsonl.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Bytes of each read/write to capture (1..=4096). Larger heads are parsed from their
-    /// start line only.
-    #[arg(long, default_value_t = zerotrace_abi::DEFAULT_PAYLOAD_CAP, value_parser = clap::value_parser!(u32).range(1..=zerotrace_abi::MAX_PAYLOAD as i64))]
-    pub capture_bytes: u32,
-    /// Put SQL on database spans as sent, literals included. By default every literal is
-    /// replaced by `?`, because literals can hold personal data and secrets.
-    #[arg(long)]
-    pub keep_sql_literals: bool,
-    /// Stop after this many seconds (flushing first). Default: until SIGINT/SIGTERM.
-    #[arg(long, value_name = "SECONDS")]
-    pub duration: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Offline: zerotrace's recorded spans (OTLP JSON or jsonl, e.g. from --exporter jsonl).
+    #[arg(long, value_name = "FILE", requires = "agent_spans", conflicts_with_all = ["pids", "cgroups"])]
+    pub zerotrace_spans: Option<PathBuf>,
+    /// Offline: the language agent's recorded spans (OTLP JSON or jsonl, e.g. from the
+    /// Collector's file exporter).
+    #[arg(long, value_name = "FILE", requires = "zerotrace_spans")]
+    pub agent_spans: Option<PathBuf>,
+    /// Live: address the built-in OTLP receiver listens on. Use 0.0.0.0 for agents in
+    /// containers.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub otlp_listen: std::net::IpAddr,
+    /// Live: OTLP/gRPC port of the built-in receiver.
+    #[arg(long, value_name = "PORT", default_value_t = 4317)]
+    pub otlp_grpc_port: u16,
+    /// Live: OTLP/HTTP port of the built-in receiver (protobuf or JSON bodies).
+    #[arg(long, value_name = "PORT", default_value_t = 4318)]
+    pub otlp_http_port: u16,
+    /// Live: seconds to keep receiving after tracing stops, for the agent's last batches.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3)]
+    pub settle: u64,
+    /// Live: also save both sides' spans as jsonl (zerotrace.jsonl, agent.jsonl) into DIR, for
+    /// offline comparisons later.
+    #[arg(long, value_name = "DIR")]
+    pub save_spans: Option<PathBuf>,
+    /// Write the self-contained HTML report (waterfalls side by side) here.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write the figures as JSON here (for CI gates and scripts).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }

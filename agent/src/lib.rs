@@ -3,10 +3,12 @@
 //! `probes` (load, attach) → `events` (ring buffer → records) → `conn` (per-connection state)
 //! → `protocols` (pure parsers) → `spans` (semantic conventions) → `link` (trace context)
 //! → `export` (sinks). `pipeline` wires the middle stages together without any I/O so it can
-//! be driven by recorded events; `agent` runs it all.
+//! be driven by recorded events; `agent` runs it all. `compare` measures the spans against a
+//! language agent's.
 
 pub mod agent;
 pub mod cli;
+pub mod compare;
 pub mod conn;
 pub mod events;
 pub mod export;

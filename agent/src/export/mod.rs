@@ -1,4 +1,5 @@
-//! Span sinks: a terminal tree, a jsonl file (OTLP JSON), and OTLP over gRPC or HTTP.
+//! Span sinks: a terminal tree, a jsonl file (OTLP JSON), OTLP over gRPC or HTTP, and memory
+//! (for `compare`).
 //! The pipeline hands batches to `run` over a bounded channel; a full channel drops spans and
 //! counts them instead of slowing the pipeline down.
 
@@ -26,7 +27,31 @@ pub enum Sink {
     Terminal(terminal::TerminalSink),
     Jsonl(jsonl::JsonlSink),
     Otlp(otlp::OtlpSink),
+    /// Kept in memory as OTLP, for `compare`.
+    Memory(MemorySink),
     None,
+}
+
+/// Spans kept in memory as OTLP resource spans; clones share the same store.
+#[derive(Clone)]
+pub struct MemorySink {
+    store: Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans>>>,
+    host_name: String,
+}
+
+impl MemorySink {
+    pub fn new(host_name: String) -> Self {
+        Self { store: Default::default(), host_name }
+    }
+
+    fn add(&self, batch: Vec<FinishedSpan>) {
+        let spans = proto::resource_spans(batch, &self.host_name);
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).extend(spans);
+    }
+
+    pub fn take(&self) -> Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans> {
+        std::mem::take(&mut *self.store.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl Sink {
@@ -39,6 +64,10 @@ impl Sink {
             }
             Sink::Jsonl(j) => j.write(&batch),
             Sink::Otlp(o) => o.export(batch).await,
+            Sink::Memory(m) => {
+                m.add(batch);
+                true
+            }
             Sink::None => true,
         };
         let counter = if ok { &stats.exported } else { &stats.dropped_export_failed };
