@@ -180,15 +180,18 @@ impl Linker {
     /// A CLIENT request was written; returns the span id (adopted from an existing
     /// `traceparent` when the app propagates its own context).
     pub fn start_client(&mut self, facts: &RequestFacts<'_>, tuple: Option<PeerKey>) -> SpanId {
-        let serving = self.serving(facts.tid, facts.path);
+        let serving = self.serving(facts.tid, facts.path).map(|s| (s.span, s.incoming));
         let outgoing = facts.traceparent.and_then(traceparent::parse);
-        let pass_through = matches!((outgoing, serving.and_then(|s| s.incoming)), (Some(o), Some(i)) if o == i);
+        let pass_through = matches!((outgoing, serving.and_then(|s| s.1)), (Some(o), Some(i)) if o == i);
         let (span, origin) = match (outgoing, serving) {
             (Some(tp), serving) if !pass_through => {
-                let parent = serving.map(|s| s.span).filter(|s| self.trace_of(s) == Some(tp.trace_id));
+                if let Some((server, None)) = serving {
+                    self.join_app_trace(server, tp.trace_id);
+                }
+                let parent = serving.map(|s| s.0).filter(|s| self.trace_of(s) == Some(tp.trace_id));
                 (tp.parent_id, Origin::Known(Context { trace_id: tp.trace_id, parent }))
             }
-            (_, Some(s)) => (new_span_id(), Origin::ChildOf(s.span)),
+            (_, Some((server, _))) => (new_span_id(), Origin::ChildOf(server)),
             (_, None) => (new_span_id(), Origin::Known(Context { trace_id: new_trace_id(), parent: None })),
         };
         self.nodes.insert(span, Node { origin, resolved: None, finished: None });
@@ -201,6 +204,21 @@ impl Linker {
             entry.1.push((facts.start_enter_ns, span));
         }
         span
+    }
+
+    /// The app (instrumented by a language agent) sends its own context while our SERVER span,
+    /// which had none from its caller, serves the request: the SERVER span joins the app's
+    /// trace, so the request stays one tree (SERVER → the adopted CLIENT → the callee). Only
+    /// while nothing has resolved against the SERVER span's own trace yet, else its earlier
+    /// children would be left in the old one.
+    fn join_app_trace(&mut self, server: SpanId, trace_id: TraceId) {
+        if let Some(node) = self.nodes.get_mut(&server)
+            && node.resolved.is_none()
+            && let Origin::Known(ctx) = &mut node.origin
+            && ctx.parent.is_none()
+        {
+            ctx.trace_id = trace_id;
+        }
     }
 
     /// The trace id of a span if it is already known without waiting.
@@ -341,6 +359,27 @@ mod tests {
         let own = "00-0af7651916cd43dd8448eb211c80319c-1111111111111111-01";
         let c2 = l.start_client(&facts(1, "/p", Some(own), 3), None);
         assert_eq!(traceparent::hex(&c2), "1111111111111111");
+    }
+
+    #[test]
+    fn server_without_context_joins_the_apps_trace() {
+        let mut l = Linker::default();
+        let s = l.start_server(&facts(1, "/m", None, 1), None);
+        let own = "00-0af7651916cd43dd8448eb211c80319c-1111111111111111-01";
+        let c = l.start_client(&facts(1, "/item", Some(own), 2), None);
+        let db = l.start_client(&facts(1, "", None, 3), None);
+        let now = Instant::now();
+        let (sc, cc, dc) = (l.resolve(s, now).expect("server"), l.resolve(c, now).expect("client"), l.resolve(db, now).expect("db"));
+        assert_eq!(traceparent::hex(&sc.trace_id), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!((cc.trace_id, cc.parent), (sc.trace_id, Some(s)));
+        assert_eq!((dc.trace_id, dc.parent), (sc.trace_id, Some(s)));
+        // Once a child resolved against the SERVER span's own trace, it keeps it.
+        let s2 = l.start_server(&facts(2, "/m", None, 10), None);
+        let early = l.start_client(&facts(2, "", None, 11), None);
+        let first = l.resolve(early, now).expect("early child").trace_id;
+        let late = l.start_client(&facts(2, "/item", Some(own), 12), None);
+        assert_eq!(l.resolve(s2, now).map(|c| c.trace_id), Some(first));
+        assert_eq!(l.resolve(late, now).map(|c| c.parent), Some(None), "the adopted span keeps the app's trace, outside ours");
     }
 
     #[test]

@@ -92,6 +92,33 @@ pub fn cgroup_pids(dir: &Path) -> Vec<u32> {
     pids
 }
 
+/// Whether the process still runs. A zombie (exited, not yet reaped by its parent) does not:
+/// it will never make another syscall.
 pub fn is_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself hold ')'.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zombies_are_not_alive() {
+        assert!(is_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        // Exited but not reaped: a zombie until wait().
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while is_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!is_alive(pid), "an exited, unreaped child counts as gone");
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "still a zombie");
+        child.wait().expect("reap");
+        assert!(!is_alive(pid));
+    }
 }

@@ -8,6 +8,7 @@ pub mod db;
 pub mod nginx;
 pub mod procs;
 pub mod receiver;
+pub mod reference;
 pub mod spans;
 
 use std::path::PathBuf;

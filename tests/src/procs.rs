@@ -148,9 +148,16 @@ impl Agent {
     }
 
     pub fn start_env(args: &[String], env: &[(&str, &str)]) -> Agent {
+        Self::start_command("run", args, env)
+    }
+
+    /// Starts `zerotrace SUBCOMMAND ARGS…` (its stdout goes to the test's) and waits until it
+    /// says it is tracing.
+    pub fn start_command(subcommand: &str, args: &[String], env: &[(&str, &str)]) -> Agent {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(agent_binary());
-        cmd.arg("run").args(args).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0);
+        let stdout = if subcommand == "run" { Stdio::null() } else { Stdio::inherit() };
+        cmd.arg(subcommand).args(args).stdout(stdout).stderr(Stdio::piped()).process_group(0);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -178,15 +185,20 @@ impl Agent {
     }
 
     /// SIGINT (flush) and wait for the exit.
-    pub fn stop(mut self) -> AgentExit {
+    pub fn stop(self) -> AgentExit {
+        self.proc.as_ref().unwrap().signal(libc::SIGINT);
+        self.wait(Duration::from_secs(30))
+    }
+
+    /// Waits for the agent to exit on its own (all traced processes gone, or --duration).
+    pub fn wait(mut self, timeout: Duration) -> AgentExit {
         let mut proc = self.proc.take().unwrap();
-        proc.signal(libc::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + timeout;
         let code = loop {
             if let Some(status) = proc.child.try_wait().unwrap() {
                 break status.code();
             }
-            assert!(Instant::now() < deadline, "zerotrace did not exit within 30s of SIGINT");
+            assert!(Instant::now() < deadline, "zerotrace did not exit within {timeout:?}");
             std::thread::sleep(Duration::from_millis(50));
         };
         std::thread::sleep(Duration::from_millis(100));

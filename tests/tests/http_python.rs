@@ -125,4 +125,10 @@ fn instrumented_app_traceparent_is_adopted_without_duplicates() {
     assert_eq!(back_server.len(), 1);
     assert_eq!(back_server[0].trace_id, own_trace);
     assert_eq!(back_server[0].parent_id, own_span);
+    // The front SERVER span had no context from curl: it joins the app's trace, so the
+    // request stays one tree.
+    let front_server = find(&spans, "SERVER", |s| s.service() == "front");
+    assert_eq!(front_server.len(), 1);
+    assert_eq!(front_server[0].trace_id, own_trace);
+    assert_eq!(clients[0].parent_id, front_server[0].span_id);
 }

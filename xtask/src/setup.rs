@@ -26,6 +26,19 @@ const DEBIAN: &[(&str, &str)] = &[
 ];
 /// Python modules the test services import, with their PyPI names.
 const PYTHON: &[(&str, &str)] = &[("requests", "requests"), ("psycopg2", "psycopg2-binary"), ("pymysql", "pymysql"), ("redis", "redis"), ("pymemcache", "pymemcache"), ("mysql.connector", "mysql-connector-python")];
+/// The OpenTelemetry Python agent and Flask, for the `compare` reference app: (module, pinned
+/// package). Pinned so the comparison figures the tests assert do not move under us.
+const PYTHON_AGENT: &[(&str, &str)] = &[
+    ("flask", "flask==3.1.3"),
+    ("opentelemetry.distro", "opentelemetry-distro==0.66b1"),
+    ("opentelemetry.exporter.otlp.proto.grpc", "opentelemetry-exporter-otlp==1.45.1"),
+    ("opentelemetry.instrumentation.flask", "opentelemetry-instrumentation-flask==0.66b1"),
+    ("opentelemetry.instrumentation.requests", "opentelemetry-instrumentation-requests==0.66b1"),
+    ("opentelemetry.instrumentation.psycopg2", "opentelemetry-instrumentation-psycopg2==0.66b1"),
+    ("opentelemetry.instrumentation.redis", "opentelemetry-instrumentation-redis==0.66b1"),
+];
+/// The Express reference app (and the OpenTelemetry Node agent), installed from its lock file.
+const EXPRESS_APP: &str = "tests/apps/express";
 /// Services the packages start on install: the tests start their own instances.
 const STOP_SERVICES: &str = "for s in nginx postgresql redis-server mariadb memcached; do service $s stop >/dev/null 2>&1; done; pkill -x nginx; pkill -x memcached; pkill -x mariadbd; pkill -x redis-server; true";
 
@@ -54,11 +67,26 @@ pub fn install() -> Result<()> {
         run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
         let _ = Command::new("sh").args(["-c", STOP_SERVICES]).status();
     }
-    let py_missing: Vec<&str> = PYTHON.iter().filter(|(module, _)| !succeeds(Command::new("python3").args(["-c", &format!("import {module}")]))).map(|(_, pkg)| *pkg).collect();
+    let py_missing: Vec<&str> = PYTHON.iter().chain(PYTHON_AGENT).filter(|(module, _)| !succeeds(Command::new("python3").args(["-c", &format!("import {module}")]))).map(|(_, pkg)| *pkg).collect();
     if !py_missing.is_empty() {
         println!("xtask setup: installing Python packages: {}", py_missing.join(" "));
         run(Command::new("python3").args(["-m", "pip", "install", "-q"]).args(&py_missing)).context("pip install")?;
     }
+    install_express_app()?;
     println!("xtask setup: everything is in place");
     Ok(())
+}
+
+/// `npm ci` in the Express app when its packages are missing or older than its lock file.
+fn install_express_app() -> Result<()> {
+    let dir = crate::util::root().join(EXPRESS_APP);
+    let installed = dir.join("node_modules/.package-lock.json");
+    let lock = dir.join("package-lock.json");
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&installed).is_some_and(|i| modified(&lock).is_some_and(|l| i >= l)) {
+        return Ok(());
+    }
+    let npm = which("npm").context("npm is missing: install Node.js 20 with npm (Debian: apt-get install nodejs npm)")?;
+    println!("xtask setup: installing the Express reference app's packages (npm ci)");
+    run(Command::new(npm).args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&dir)).context("npm ci in tests/apps/express")
 }

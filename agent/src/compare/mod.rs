@@ -26,13 +26,19 @@ use crate::export::{MemorySink, Sink};
 
 pub fn run(args: &CompareArgs) -> Result<()> {
     let (ours, theirs) = match (&args.zerotrace_spans, &args.agent_spans) {
-        (Some(z), Some(a)) => (spanfile::load(z)?, spanfile::load(a)?),
-        _ => live(args)?,
+        (Some(z), Some(a)) => (model::flatten(&spanfile::load(z)?), model::flatten(&spanfile::load(a)?)),
+        _ => {
+            let (ours, theirs) = live(args)?;
+            let mut ours = model::flatten(&ours);
+            // The language agent's own exports to our receiver are our doing, not the app's.
+            ours.retain(|s| !(s.category == model::Category::HttpClient && s.port == Some(args.otlp_http_port) && s.target == "/v1/traces"));
+            (ours, model::flatten(&theirs))
+        }
     };
     if theirs.is_empty() {
         eprintln!("zerotrace compare: warning: no spans from the language agent; check that it exports OTLP to this receiver");
     }
-    let report = report::compare(model::flatten(&ours), model::flatten(&theirs));
+    let report = report::compare(ours, theirs);
     print!("{}", text::render(&report));
     if let Some(path) = &args.html {
         write_file(path, &html::render(&report), "--html")?;

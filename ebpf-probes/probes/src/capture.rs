@@ -80,56 +80,87 @@ struct Iovec {
     len: u64,
 }
 
+/// iovecs gathered per readv/writev/recvmsg/sendmsg: drivers build a request from several
+/// buffers (node's pg sends Parse, Bind, Describe, Execute and Sync as five iovecs).
+const MAX_IOVECS: u64 = 8;
+
+/// Copies `n` user bytes from `src` to `payload + off`; None when the read faulted.
+#[inline(always)]
+fn copy_user(payload: *mut u8, off: u64, src: u64, n: u64) -> Option<u64> {
+    // Bounds the verifier can see: off < MAX_PAYLOAD and n ≤ MAX_PAYLOAD, so the copy stays
+    // inside the payload and the slack after it.
+    let off = off & (MAX_PAYLOAD as u64 - 1);
+    let n = if n > MAX_PAYLOAD as u64 { MAX_PAYLOAD as u64 } else { n };
+    if n == 0 {
+        return Some(0);
+    }
+    // SAFETY: payload points at the scratch record's payload, which is followed by
+    // MAX_PAYLOAD bytes of slack, so off + n < 2 * MAX_PAYLOAD stays inside the map value; the
+    // helper checks the user source and returns an error instead of faulting.
+    let ret = unsafe { read_user_raw(payload.add(off as usize).cast(), n as u32, src as *const core::ffi::c_void) };
+    if ret != 0 {
+        count(stat::READ_FAULT);
+        return None;
+    }
+    Some(n)
+}
+
+/// Copies the first `want` bytes moved by a vectored call, iovec after iovec, into `payload`.
+/// Returns how many were copied (fewer when the call used more than MAX_IOVECS buffers or a
+/// read faulted; the rest counts as a gap).
+#[inline(always)]
+fn gather(payload: *mut u8, iovecs: u64, want: u64) -> u64 {
+    let mut off: u64 = 0;
+    for i in 0..MAX_IOVECS {
+        if off >= want {
+            break;
+        }
+        // SAFETY: reading the user's iovec array through the checked helper.
+        let Ok(iov) = (unsafe { bpf_probe_read_user((iovecs + i * size_of::<Iovec>() as u64) as *const Iovec) }) else {
+            break;
+        };
+        let n = if iov.len < want - off { iov.len } else { want - off };
+        match copy_user(payload, off, iov.base, n) {
+            Some(copied) => off += copied,
+            None => break,
+        }
+    }
+    off
+}
+
 /// Emits a data record for a completed read/write-family call (or TLS call, with
 /// `data_flags::TLS`) that moved `transferred` bytes.
 pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
-    let Some(event) = SCRATCH.get_ptr_mut(0) else {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: SCRATCH slot 0 is this CPU's private buffer; programs on one CPU do not nest
     // for tracepoints, so nothing else uses it while we fill it.
-    let event = unsafe { &mut *event };
+    let scratch = unsafe { &mut *scratch };
 
-    let (dir, src, avail) = match call.op {
-        op::READ => (direction::INGRESS, call.ptr, transferred),
-        op::WRITE => (direction::EGRESS, call.ptr, transferred),
-        op::READV | op::WRITEV => {
-            let dir = if call.op == op::READV { direction::INGRESS } else { direction::EGRESS };
-            // Only the first iovec is copied: protocol heads live there in practice (nginx,
-            // Python, Go all build the head in one buffer); the rest counts as a gap.
-            // SAFETY: reading the user's iovec array through the checked helper.
-            match unsafe { bpf_probe_read_user(call.ptr as *const Iovec) } {
-                Ok(iov) => (dir, iov.base, if iov.len < transferred { iov.len } else { transferred }),
-                Err(_) => (dir, 0, 0),
-            }
-        }
+    let (dir, vectored) = match call.op {
+        op::READ => (direction::INGRESS, false),
+        op::WRITE => (direction::EGRESS, false),
+        op::READV => (direction::INGRESS, true),
+        op::WRITEV => (direction::EGRESS, true),
         // sendfile: the bytes come from a file; only the count matters.
-        op::SENDFILE => (direction::EGRESS, 0, 0),
+        op::SENDFILE => (direction::EGRESS, false),
         _ => return,
     };
-
     let cap = setting_u32(&PAYLOAD_CAP) as u64;
-    let mut n = if avail < cap { avail } else { cap };
-    if n > MAX_PAYLOAD as u64 {
-        n = MAX_PAYLOAD as u64;
+    let mut want = if transferred < cap { transferred } else { cap };
+    if want > MAX_PAYLOAD as u64 {
+        want = MAX_PAYLOAD as u64;
     }
-    if src != 0 && n > 0 {
-        // SAFETY: the destination is the scratch payload and n ≤ MAX_PAYLOAD, its length; the
-        // helper checks the user source and returns an error instead of faulting.
-        let ret = unsafe {
-            read_user_raw(
-                event.payload.as_mut_ptr().cast(),
-                n as u32,
-                src as *const core::ffi::c_void,
-            )
-        };
-        if ret != 0 {
-            count(stat::READ_FAULT);
-            n = 0;
-        }
+    let payload: *mut u8 = scratch.event.payload.as_mut_ptr();
+    let n = if call.op == op::SENDFILE || call.ptr == 0 {
+        0
+    } else if vectored {
+        gather(payload, call.ptr, want)
     } else {
-        n = 0;
-    }
+        copy_user(payload, 0, call.ptr, want).unwrap_or(0)
+    };
+    let event = &mut scratch.event;
 
     event.header = DataHeader {
         kind: kind::DATA,

@@ -38,9 +38,17 @@ pub static INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(65
 /// Every record goes here.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
-/// Scratch space for building a data record: too big for the 512-byte BPF stack.
+/// Scratch space for building a data record: too big for the 512-byte BPF stack. The slack
+/// after the record lets gathered iovecs be copied at a variable offset with bounds the
+/// verifier can check (offset < MAX_PAYLOAD, length ≤ MAX_PAYLOAD).
+#[repr(C)]
+pub struct Scratch {
+    pub event: DataEvent,
+    pub slack: [u8; zerotrace_abi::MAX_PAYLOAD],
+}
+
 #[map]
-pub static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Loss and activity counters, indexed by `zerotrace_abi::stat`.
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
