@@ -31,9 +31,15 @@ enum Cmd {
     },
     /// Measure traced vs untraced throughput/latency and write docs/BENCHMARKS.md.
     Bench {
-        /// Seconds per wrk run.
+        /// Seconds per load run.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// Which benchmarks to run; each rewrites its own section of docs/BENCHMARKS.md.
+        #[arg(long, value_enum, default_value_t = bench::Suite::All)]
+        suite: bench::Suite,
+        /// Fixed request rate (req/s) for the reference apps in the `agents` suite.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
     },
     /// Build, start a small demo workload, trace it and print its traces.
     Demo,
@@ -48,7 +54,7 @@ fn main() -> Result<()> {
             build::agent(false)?;
             util::run_tests(util::cargo().args(["test", "--workspace", "--no-fail-fast"]).args(&args).env("ZEROTRACE_BIN", util::root().join("target/debug/zerotrace")))
         }
-        Cmd::Bench { seconds } => bench::run(seconds),
+        Cmd::Bench { seconds, suite, rate } => bench::run(seconds, suite, rate),
         Cmd::Demo => demo::run(),
     }
 }

@@ -3,7 +3,9 @@
 //! alternating in one run (the ratio is what counts on a noisy machine). Writes
 //! docs/BENCHMARKS.md with the method and the machine.
 
+mod agents;
 mod db;
+mod rate;
 
 use std::fmt::Write as _;
 use std::process::{Child, Command, Stdio};
@@ -51,7 +53,12 @@ fn parse_latency(text: &str) -> f64 {
 }
 
 fn wrk(url: &str, seconds: u32) -> Result<LoadResult> {
-    let out = output(Command::new("wrk").args(["-t1", "-c32", "--latency", &format!("-d{seconds}s"), url]))?;
+    wrk_with(url, seconds, 32)
+}
+
+/// wrk, one thread, `connections` keep-alive connections.
+fn wrk_with(url: &str, seconds: u32, connections: u32) -> Result<LoadResult> {
+    let out = output(Command::new("wrk").args(["-t1", &format!("-c{connections}"), "--latency", &format!("-d{seconds}s"), url]))?;
     let mut r = LoadResult::default();
     for line in out.lines() {
         let line = line.trim();
@@ -69,14 +76,14 @@ fn wrk(url: &str, seconds: u32) -> Result<LoadResult> {
     Ok(r)
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = stat.rfind(')').map(|i| &stat[i + 2..]).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
-fn rss_peak_mb(pid: u32) -> f64 {
+pub(crate) fn rss_peak_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -180,7 +187,8 @@ fn pipeline_replay() -> Result<Vec<(f64, String)>> {
     let mut runs = Vec::new();
     for _ in 0..3 {
         let line = output(&mut Command::new(root().join("target/release/examples/replay")))?;
-        let rate = line.split(": ").nth(1).and_then(|r| r.split(' ').next()).and_then(|r| r.parse::<f64>().ok()).unwrap_or(0.0);
+        // "pipeline: N events, M spans in T s: R events/s, …"
+        let rate = line.split(": ").nth(2).and_then(|r| r.split(' ').next()).and_then(|r| r.parse::<f64>().ok()).unwrap_or(0.0);
         println!("{}", line.trim());
         runs.push((rate, line.trim().to_string()));
     }
@@ -226,14 +234,39 @@ fn measure(title: &'static str, target: f64, load: &dyn Fn(u32) -> Result<LoadRe
     Ok(s)
 }
 
-pub fn run(seconds: u32) -> Result<()> {
+/// Which benchmarks `cargo xtask bench` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// Everything.
+    All,
+    /// Throughput under zerotrace: nginx HTTP/HTTPS, pgbench, redis-benchmark, and the
+    /// userspace pipeline replay.
+    Overhead,
+    /// The reference apps untraced, under zerotrace, under their language agents, and both.
+    Agents,
+}
+
+pub fn run(seconds: u32, suite: Suite, fixed_rate: u32) -> Result<()> {
     build::ebpf()?;
     build::agent(true)?;
-    let replay = pipeline_replay()?;
     let dir = std::env::temp_dir().join(format!("zerotrace-bench-{}", std::process::id()));
+    if matches!(suite, Suite::All | Suite::Overhead) {
+        let replay = pipeline_replay()?;
+        let scenarios = overhead(&dir, seconds)?;
+        update_doc("overhead", &overhead_report(seconds, &scenarios, &replay))?;
+    }
+    if matches!(suite, Suite::All | Suite::Agents) {
+        let cells = matrix(&dir, seconds, fixed_rate)?;
+        update_doc("agents", &agents::report(seconds, fixed_rate, &cells))?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn overhead(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let tls_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let (nginx, nginx_pid) = start_nginx(&dir, port, tls_port)?;
+    let (nginx, nginx_pid) = start_nginx(dir, port, tls_port)?;
     let http = format!("http://127.0.0.1:{port}/index.html");
     let https = format!("https://127.0.0.1:{tls_port}/index.html");
     let mut scenarios = vec![
@@ -250,8 +283,41 @@ pub fn run(seconds: u32) -> Result<()> {
     let (redis, redis_pid) = db::start_redis(&dir.join("redis"), redis_port)?;
     scenarios.push(measure("Redis 7, redis-benchmark GET+SET (32 connections) on loopback", 0.90, &|s| db::redis_benchmark(redis_port, s), redis_pid, seconds)?);
     drop(redis);
-    let _ = std::fs::remove_dir_all(&dir);
-    write_report(seconds, &scenarios, &replay)?;
+    Ok(scenarios)
+}
+
+fn matrix(dir: &std::path::Path, seconds: u32, fixed_rate: u32) -> Result<Vec<agents::Cell>> {
+    let backends = agents::backends(dir)?;
+    let mut cells = Vec::new();
+    for app in [agents::App::Flask, agents::App::Express] {
+        for config in agents::Config::ALL {
+            cells.push(agents::measure(app, config, &backends, fixed_rate, seconds)?);
+        }
+    }
+    Ok(cells)
+}
+
+/// Replaces the section between `<!-- bench:NAME -->` markers in docs/BENCHMARKS.md (or
+/// appends it), so one suite can be rerun without losing the other's figures.
+fn update_doc(name: &str, body: &str) -> Result<()> {
+    let path = root().join("docs/BENCHMARKS.md");
+    let header = format!(
+        "# zerotrace benchmarks\n\nWritten by `cargo xtask bench`; each section holds the figures of the last run of its suite. Ratios are taken within one run, alternating configurations, because these machines are noisy: compare ratios, not absolute figures.\n\nMachine: {}\n",
+        machine()
+    );
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let (open, close) = (format!("<!-- bench:{name} -->"), format!("<!-- /bench:{name} -->"));
+    let section = format!("{open}\n{body}\n{close}");
+    let rest = match (old.find(&open), old.find(&close)) {
+        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], &old[b + close.len()..]),
+        _ if old.contains("<!-- bench:") => format!("{}\n{section}\n", old.trim_end()),
+        _ => format!("{header}\n{section}\n"),
+    };
+    // The machine line always tells where the newest figures come from.
+    let text: String = rest.lines().map(|l| if l.starts_with("Machine: ") { format!("Machine: {}", machine()) } else { l.to_string() }).collect::<Vec<_>>().join("\n");
+    std::fs::create_dir_all(root().join("docs"))?;
+    std::fs::write(&path, text + "\n")?;
+    println!("wrote docs/BENCHMARKS.md ({name})");
     Ok(())
 }
 
@@ -262,14 +328,13 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
 }
 
-fn write_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)]) -> Result<()> {
+fn overhead_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)]) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "# zerotrace benchmarks\n\nWritten by `cargo xtask bench`; numbers from the last run on the machine below. Ratios are taken within one run, alternating untraced and traced, because these machines are noisy: compare ratios, not absolute figures.\n");
-    let _ = writeln!(md, "Machine: {}\n", machine());
+    let _ = writeln!(md, "## Overhead on servers under load (suite `overhead`)\n");
     let _ = writeln!(md, "Method, databases: the agent traces the server (PostgreSQL's postmaster and the backends it forks; redis-server), so every statement is a SERVER span built from the probes on the server's hot path. pgbench -S (select-only, 8 clients, 1 thread, scale 1, {seconds} s; p50/p99 from its per-transaction log) and redis-benchmark (GET and SET, 32 connections, no pipelining, 15,000 requests per second of run time; figures averaged over the two tests), alternated untraced/traced like wrk.\n");
     let _ = writeln!(md, "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from kernel.bpf_stats_enabled, switched on only during traced runs.\n");
     for sc in scenarios {
-        let _ = writeln!(md, "## {}\n", sc.title);
+        let _ = writeln!(md, "### {}\n", sc.title);
         let _ = writeln!(md, "| round | untraced req/s | traced req/s | ratio | untraced p99 | traced p99 | agent CPU | agent peak RSS |\n|---|---|---|---|---|---|---|---|");
         for (i, (b, t)) in sc.rounds.iter().enumerate() {
             let _ = writeln!(md, "| {} | {:.0} | {:.0} | {:.3} | {:.2} ms | {:.2} ms | {:.1}% | {:.1} MiB |", i + 1, b.rps, t.wrk.rps, t.wrk.rps / b.rps, b.p99_ms, t.wrk.p99_ms, t.agent_cpu_pct, t.agent_rss_mb);
@@ -284,14 +349,11 @@ fn write_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)]) 
     }
     let mut rates: Vec<f64> = replay.iter().map(|(r, _)| *r).collect();
     rates.sort_by(f64::total_cmp);
-    let _ = writeln!(md, "## Userspace pipeline (no kernel)\n\nMethod: `target/release/examples/replay` feeds 500,000 synthetic nginx-like keep-alive exchanges (request read, ~500-byte response written, 32 connections) through parsing, span building and linking on one core; spans are dropped after linking. Three runs; median **{:.0} events/s per core** (target ≥ 500k).\n", rates.get(rates.len() / 2).copied().unwrap_or(0.0));
+    let _ = writeln!(md, "### Userspace pipeline (no kernel)\n\nMethod: `target/release/examples/replay` feeds 500,000 synthetic nginx-like keep-alive exchanges (request read, ~500-byte response written, 32 connections) through parsing, span building and linking on one core; spans are dropped after linking. Three runs; median **{:.0} events/s per core** (target ≥ 500k).\n", rates.get(rates.len() / 2).copied().unwrap_or(0.0));
     for (_, line) in replay {
         let _ = writeln!(md, "- `{line}`");
     }
     let _ = writeln!(md);
     let _ = writeln!(md, "Reading the numbers: on 2 cores, wrk, nginx and the agent compete for the same CPUs, so every microsecond the agent or the probes spend comes straight out of nginx's throughput at saturation. Per request the costs are: the probes in nginx's own syscalls and TLS calls (the per-program figures: an entry handler stashes the call, the exit/return handler copies up to `--capture-bytes` into the ring buffer without a wakeup), the filtered-out probe runs in wrk's syscalls (one inlined bitmap lookup each), the syscall slow path that any syscall tracepoint switches on for every task, and the agent's userspace pipeline (its CPU column; the replay figure is the same work without ring-buffer reading).");
-    std::fs::create_dir_all(root().join("docs"))?;
-    std::fs::write(root().join("docs/BENCHMARKS.md"), md)?;
-    println!("wrote docs/BENCHMARKS.md");
-    Ok(())
+    md
 }
