@@ -48,9 +48,16 @@ impl ElfSymbols {
         Ok(Self { path: path.to_path_buf(), functions, segments })
     }
 
+    /// Maps the file rather than reading it: `node` is ~100 MB, and only its symbol tables
+    /// are touched, so the agent's memory does not grow by the executable's size.
     pub fn read(path: &Path) -> Result<Self, SymbolError> {
-        let data = std::fs::read(path).map_err(|source| SymbolError::Io { path: path.to_path_buf(), source })?;
-        Self::parse(path, &data)
+        let io = |source| SymbolError::Io { path: path.to_path_buf(), source };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: a read-only private mapping that lives only while we parse. Package upgrades
+        // replace binaries by rename, which leaves this mapping on the old file; a file
+        // truncated in place while we parse it is the one case this does not survive.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Self::parse(path, &map)
     }
 
     pub fn defines(&self, symbol: &str) -> bool {
