@@ -29,7 +29,7 @@ args = parser.parse_args()
 app = Flask(__name__)
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 # Pools shared by the serving threads (werkzeug starts one per request), as a real app has.
-pg_pool = psycopg2.pool.ThreadedConnectionPool(1, 8, host="127.0.0.1", port=args.pg_port, user="postgres", dbname="shop")
+pg_pool = psycopg2.pool.ThreadedConnectionPool(1, 32, host="127.0.0.1", port=args.pg_port, user="postgres", dbname="shop")
 cache = redis.Redis(host="127.0.0.1", port=args.redis_port)
 
 

@@ -46,6 +46,9 @@ def databases():
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # The head and the body go out in two writes: without TCP_NODELAY, Nagle holds the body
+    # until the client's delayed ACK (40 ms) on keep-alive connections.
+    disable_nagle_algorithm = True
 
     def log_message(self, *a):
         pass

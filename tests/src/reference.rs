@@ -44,7 +44,9 @@ fn otel_env(cmd: &mut Command, service: &str, grpc_port: u16) {
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{grpc_port}"))
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .env("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database");
+        .env("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
+        // No cloud metadata probes (GCP, AWS…): there is no network here to ask.
+        .env("OTEL_NODE_RESOURCE_DETECTORS", "env,host,os,process");
 }
 
 fn app_args(cmd: &mut Command, port: u16, b: &Backends) {
