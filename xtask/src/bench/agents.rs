@@ -145,7 +145,8 @@ fn start_app(app: App, with_agent: bool, port: u16, b: &Backends, sink_port: u16
         .env("OTEL_LOGS_EXPORTER", "none")
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{sink_port}"))
-        .env("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database");
+        .env("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
+        .env("OTEL_NODE_RESOURCE_DETECTORS", "env,host,os,process");
     let mut child = cmd.stdout(Stdio::null()).spawn().with_context(|| format!("starting the {app:?} app"))?;
     wait_ready(&mut child, port, "the app")?;
     Ok(Kill(child))
@@ -197,9 +198,10 @@ pub fn measure(app: App, config: Config, b: &Backends, fixed_rate: u32, seconds:
     let port = free_port()?;
     let app_proc = start_app(app, config.agent(), port, b, sink)?;
     let app_pid = app_proc.0.id();
-    // Warm-up: imports, JIT, pools, the agents' first exports.
-    rate::constant_rate(port, fixed_rate.min(200), 2, merchant_path)?;
     let zt = if config.zerotrace() { Some(start_zerotrace(app_pid, sink)?) } else { None };
+    // Warm-up, after attaching: imports, JIT, pools, the agents' first exports, the probes'
+    // first look at the process's sockets.
+    rate::constant_rate(port, fixed_rate, 2, merchant_path)?;
     let zt_pid = zt.as_ref().map(|k| k.0.id());
     let fixed = sample(app_pid, zt_pid, || rate::constant_rate(port, fixed_rate, seconds, merchant_path))?;
     let url = format!("http://127.0.0.1:{port}/merchant/7/status");
