@@ -67,6 +67,11 @@ struct Node {
     origin: Origin,
     resolved: Option<Context>,
     finished: Option<Instant>,
+    /// Other spans may still ask for this one after it resolved: a CLIENT span (a traced
+    /// callee stitches to it) or a SERVER span that had children. A SERVER span without
+    /// children leaves the table as soon as it resolves: on a busy server that is most spans,
+    /// and the table's size (cache misses per insert) was the pipeline's largest cost.
+    referable: bool,
 }
 
 struct ActiveServer {
@@ -97,9 +102,23 @@ pub struct Linker {
     last_client_sweep: Option<Instant>,
 }
 
+thread_local! {
+    /// Trace and span ids need uniqueness, not secrecy: a small PRNG seeded from the OS (as
+    /// the OpenTelemetry SDKs do) instead of the ChaCha generator behind `rand::random`,
+    /// which cost several percent of the pipeline.
+    static IDS: std::cell::RefCell<rand::rngs::SmallRng> = std::cell::RefCell::new(rand::SeedableRng::from_os_rng());
+}
+
+fn random<T>() -> T
+where
+    rand::distr::StandardUniform: rand::distr::Distribution<T>,
+{
+    IDS.with(|rng| rand::Rng::random(&mut *rng.borrow_mut()))
+}
+
 pub fn new_trace_id() -> TraceId {
     loop {
-        let id: TraceId = rand::random();
+        let id: TraceId = random();
         if id != [0; 16] {
             return id;
         }
@@ -108,7 +127,7 @@ pub fn new_trace_id() -> TraceId {
 
 pub fn new_span_id() -> SpanId {
     loop {
-        let id: SpanId = rand::random();
+        let id: SpanId = random();
         if id != [0; 8] {
             return id;
         }
@@ -138,7 +157,7 @@ impl Linker {
             Some(peer) => Origin::AwaitPeer { peer, request_exit_ns: facts.start_exit_ns, fallback },
             None => Origin::Known(fallback),
         };
-        self.nodes.insert(span, Node { origin, resolved: None, finished: None });
+        self.nodes.insert(span, Node { origin, resolved: None, finished: None, referable: false });
         let active = self.active.entry(facts.tid).or_default();
         if active.len() < 1024 {
             active.push(ActiveServer { span, conn_id: facts.conn_id, path: facts.path.to_string(), incoming });
@@ -191,10 +210,15 @@ impl Linker {
                 let parent = serving.map(|s| s.0).filter(|s| self.trace_of(s) == Some(tp.trace_id));
                 (tp.parent_id, Origin::Known(Context { trace_id: tp.trace_id, parent }))
             }
-            (_, Some((server, _))) => (new_span_id(), Origin::ChildOf(server)),
+            (_, Some((server, _))) => {
+                if let Some(node) = self.nodes.get_mut(&server) {
+                    node.referable = true;
+                }
+                (new_span_id(), Origin::ChildOf(server))
+            }
             (_, None) => (new_span_id(), Origin::Known(Context { trace_id: new_trace_id(), parent: None })),
         };
-        self.nodes.insert(span, Node { origin, resolved: None, finished: None });
+        self.nodes.insert(span, Node { origin, resolved: None, finished: None, referable: true });
         if let Some(key) = tuple {
             let entry = self.clients.entry(key).or_insert_with(|| (Instant::now(), Vec::new()));
             entry.0 = Instant::now();
@@ -293,7 +317,11 @@ impl Linker {
             }
         };
         if let Some(node) = self.nodes.get_mut(&span) {
-            node.resolved = Some(ctx);
+            if depth == 0 && node.finished.is_some() && !node.referable {
+                self.nodes.remove(&span);
+            } else {
+                node.resolved = Some(ctx);
+            }
         }
         Some(ctx)
     }
