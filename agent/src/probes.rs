@@ -186,7 +186,7 @@ impl Probes {
         [
             ("ring buffer full", sum(stat::RINGBUF_FULL)),
             ("user memory not readable", sum(stat::READ_FAULT)),
-            ("in-flight table full", sum(stat::INFLIGHT_FULL)),
+            ("in-flight slot taken by another thread", sum(stat::INFLIGHT_FULL)),
         ]
     }
 

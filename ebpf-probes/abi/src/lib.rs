@@ -47,7 +47,8 @@ pub mod stat {
     pub const RINGBUF_FULL: u32 = 0;
     /// Reading the user buffer faulted (page not present); the record went out without payload.
     pub const READ_FAULT: u32 = 1;
-    /// The in-flight syscall table was full, so a call could not be followed to its exit.
+    /// A thread's in-flight slot was held by another traced thread with the same slot index
+    /// (possible only above pid_max 65536), so a call could not be followed to its exit.
     pub const INFLIGHT_FULL: u32 = 2;
     pub const COUNT: u32 = 3;
 }

@@ -24,9 +24,9 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use zerotrace_abi::{SockAddr, fd_key, fd_state, role, stat};
+use zerotrace_abi::{SockAddr, fd_key, fd_state, role};
 
-use crate::maps::{FD_STATE, INFLIGHT, Inflight, TlsCall, count, op};
+use crate::maps::{FD_STATE, Inflight, TlsCall, op};
 
 /// Offsets in the syscall tracepoint records (see events/syscalls/*/format).
 const ARG0: usize = 16;
@@ -47,25 +47,19 @@ fn arg(ctx: &TracePointContext, offset: usize) -> Result<u64, i64> {
 
 #[inline(always)]
 fn stash(pid_tgid: u64, call: &Inflight) {
-    if let Some(slot) = INFLIGHT.get_ptr_mut(&pid_tgid) {
-        // SAFETY: the slot belongs to this thread's key; only this thread writes it, between
-        // its own syscall entry and exit.
-        unsafe { *slot = *call };
-    } else if INFLIGHT.insert(&pid_tgid, call, 0).is_err() {
-        count(stat::INFLIGHT_FULL);
+    if let Some(slot) = maps::slot(pid_tgid as u32) {
+        *slot = Inflight { owner: pid_tgid as u32, ..*call };
     }
 }
 
 #[inline(always)]
 fn take(pid_tgid: u64) -> Option<Inflight> {
-    let slot = INFLIGHT.get_ptr_mut(&pid_tgid)?;
-    // SAFETY: as in `stash`: this thread's own slot.
-    let call = unsafe { *slot };
+    let slot = maps::own_slot(pid_tgid as u32)?;
+    let call = *slot;
     if call.op == op::NONE {
         return None;
     }
-    // SAFETY: as above.
-    unsafe { (*slot).op = op::NONE };
+    slot.op = op::NONE;
     Some(call)
 }
 
@@ -73,6 +67,8 @@ fn new_call(op: u32, fd: u32, ptr: u64) -> Inflight {
     Inflight {
         op,
         fd,
+        owner: 0,
+        _pad: 0,
         ptr,
         // SAFETY: helper without arguments.
         ts_enter_ns: unsafe { bpf_ktime_get_ns() },
@@ -95,21 +91,16 @@ macro_rules! entry_point {
 
 // ---- data: read/write family -------------------------------------------------------------
 
-/// Where a data call's arguments go: `Some(slot)` to capture it (the thread's in-flight slot,
-/// or `None` when it has none yet), or `None` when this fd's bytes are not captured here: not
-/// a known socket (or not a protocol the agent parses), or TLS whose plaintext the TLS probes
-/// capture. A syscall made inside an SSL call is that SSL's ciphertext: it ties the SSL to its
-/// socket and is skipped.
+/// The slot a data call's arguments go to, or `None` when this fd's bytes are not captured
+/// here: not a known socket (or not a protocol the agent parses), TLS whose plaintext the TLS
+/// probes capture, or the thread's slot is taken. A syscall made inside an SSL call is that
+/// SSL's ciphertext: it ties the SSL to its socket and is skipped.
 #[inline(always)]
-fn data_slot(pid_tgid: u64, fd: u32) -> Option<Option<*mut Inflight>> {
-    let slot = INFLIGHT.get_ptr_mut(&pid_tgid);
-    if let Some(slot) = slot {
-        // SAFETY: this thread's own slot (see `stash`).
-        let tls = unsafe { (*slot).tls };
-        if tls.op != op::NONE {
-            tls::note_ciphertext_fd(pid_tgid, tls.ssl, fd);
-            return None;
-        }
+fn data_slot(pid_tgid: u64, fd: u32) -> Option<&'static mut Inflight> {
+    let slot = maps::slot(pid_tgid as u32)?;
+    if slot.tls.op != op::NONE {
+        tls::note_ciphertext_fd(pid_tgid, slot.tls.ssl, fd);
+        return None;
     }
     // Only fds known as sockets are captured: from accept/connect, or found open when the
     // agent attached (it fills those in). Files, pipes and ttys cost nothing more here, and the
@@ -117,21 +108,6 @@ fn data_slot(pid_tgid: u64, fd: u32) -> Option<Option<*mut Inflight>> {
     // SAFETY: lookup; the value is copied.
     let socket = unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) }.is_some_and(|s| *s == fd_state::SOCKET);
     if socket { Some(slot) } else { None }
-}
-
-/// Stores a data call in the slot `data_slot` found, or in a new one.
-#[inline(always)]
-fn put(pid_tgid: u64, slot: Option<*mut Inflight>, call: &Inflight) {
-    match slot {
-        // SAFETY: this thread's own slot; no SSL call is in progress (checked by `data_slot`),
-        // so overwriting its TLS part with IDLE loses nothing.
-        Some(slot) => unsafe { *slot = *call },
-        None => {
-            if INFLIGHT.insert(&pid_tgid, call, 0).is_err() {
-                count(stat::INFLIGHT_FULL);
-            }
-        }
-    }
 }
 
 /// Stash a data call unless the fd's bytes are not captured here.
@@ -144,7 +120,9 @@ fn enter_data(ctx: &TracePointContext, call_op: u32) -> Res {
         op::SENDFILE => 0,
         _ => arg(ctx, ARG1)?,
     };
-    put(pid_tgid, slot, &new_call(call_op, fd, ptr));
+    // No SSL call is in progress (checked by `data_slot`), so resetting the TLS part loses
+    // nothing.
+    *slot = Inflight { owner: pid_tgid as u32, ..new_call(call_op, fd, ptr) };
     Ok(())
 }
 
@@ -158,7 +136,7 @@ fn enter_msg(ctx: &TracePointContext, call_op: u32) -> Res {
     // SAFETY: checked user read of msghdr.msg_iov.
     let iov = unsafe { aya_ebpf::helpers::bpf_probe_read_user((msghdr + 16) as *const u64) }
         .map_err(|e| e as i64)?;
-    put(pid_tgid, slot, &new_call(call_op, fd, iov));
+    *slot = Inflight { owner: pid_tgid as u32, ..new_call(call_op, fd, iov) };
     Ok(())
 }
 
@@ -265,10 +243,7 @@ fn try_sock_state(ctx: &TracePointContext) -> Res {
     if sport == 0 {
         return Ok(());
     }
-    let Some(call) = INFLIGHT.get_ptr_mut(&pid_tgid) else { return Ok(()) };
-    // SAFETY: the pointer is to this thread's own INFLIGHT entry; only this thread touches it
-    // between its connect entry and exit.
-    let call = unsafe { &mut *call };
+    let Some(call) = maps::own_slot(pid_tgid as u32) else { return Ok(()) };
     if call.op != op::CONNECT {
         return Ok(());
     }
@@ -353,7 +328,9 @@ fn try_exit(ctx: &TracePointContext) -> Res {
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // SAFETY: group_dead@32 in events/sched/sched_process_exit/format.
     let group_dead = unsafe { ctx.read_at::<u8>(32) }.unwrap_or(0);
-    let _ = INFLIGHT.remove(&pid_tgid);
+    if let Some(slot) = maps::own_slot(tid) {
+        *slot = Inflight::IDLE;
+    }
     if tid != tgid {
         filter::mark_pid(tid, false);
     }

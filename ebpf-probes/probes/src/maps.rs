@@ -28,13 +28,17 @@ pub static TARGET_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(4096, 0)
 /// Per-(tgid, fd) state: socket / not a socket. LRU so leaked entries can never fill it.
 #[map]
 pub static FD_STATE: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
-/// Arguments stashed at syscall entry, keyed by pid_tgid, consumed at exit; also the SSL
-/// call the thread is inside, if any. A thread's entry stays and is overwritten in place (no
-/// bucket lock, no irqsave: map updates were the most expensive part of a probe); consumed
-/// calls are marked `op::NONE`. Entries of exited threads are removed by
-/// `sched_process_exit`; LRU keeps any leak from filling the map.
+/// In-flight slots: `INFLIGHT_SLOTS` of them, a power of two. The kernel's default pid_max
+/// (32768) fits, so threads never share a slot there; above it, two traced threads whose ids
+/// are equal modulo the count can, and the later one's call is counted as lost while the
+/// other's is in flight.
+pub const INFLIGHT_SLOTS: u32 = 1 << 16;
+/// Arguments stashed at syscall entry, consumed at exit, and the SSL call a thread is inside,
+/// one slot per thread id (see `slot`). An array, not a hash keyed by pid_tgid: its lookup is
+/// inlined to an address computation, where the LRU hash cost a hash, a bucket walk and a
+/// reference-bit write, two to three times per traced syscall.
 #[map]
-pub static INFLIGHT: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(65536, 0);
+pub static INFLIGHT: Array<Inflight> = Array::with_max_entries(INFLIGHT_SLOTS, 0);
 /// Every record goes here.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
@@ -59,6 +63,10 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 
 pub struct Inflight {
     pub op: u32,
     pub fd: u32,
+    /// The thread the slot's calls belong to. A slot with neither a syscall (`op`) nor an SSL
+    /// call (`tls.op`) in flight is free for any thread to take.
+    pub owner: u32,
+    pub _pad: u32,
     /// User pointer: the data buffer, the iovec array, or the sockaddr.
     pub ptr: u64,
     pub ts_enter_ns: u64,
@@ -83,6 +91,56 @@ pub struct TlsCall {
     pub buf: u64,
     pub len_ptr: u64,
     pub ts_enter_ns: u64,
+}
+
+impl Inflight {
+    pub const IDLE: Inflight = Inflight {
+        op: op::NONE,
+        fd: 0,
+        owner: 0,
+        _pad: 0,
+        ptr: 0,
+        ts_enter_ns: 0,
+        local: SockAddr { family: 0, port: 0, _pad: 0, addr: [0; 16] },
+        remote: SockAddr { family: 0, port: 0, _pad: 0, addr: [0; 16] },
+        tls: TlsCall::IDLE,
+    };
+
+    #[inline(always)]
+    pub fn is_free(&self) -> bool {
+        self.op == op::NONE && self.tls.op == op::NONE
+    }
+}
+
+/// The in-flight slot of thread `tid`, if it is this thread's or free; `None` (counted as a
+/// loss) when another thread with the same slot has a call in flight.
+#[inline(always)]
+pub fn slot(tid: u32) -> Option<&'static mut Inflight> {
+    let ptr = INFLIGHT.get_ptr_mut(tid & (INFLIGHT_SLOTS - 1))?;
+    // SAFETY: the pointer is into the array map's value memory, valid while the program runs.
+    // Only the owning thread writes a slot between its entry and exit; two threads sharing a
+    // slot index can race only for a free slot, and the loser's exit sees another owner and
+    // drops its call (never reads a torn call as its own: `owner` is checked first).
+    let slot = unsafe { &mut *ptr };
+    if slot.owner == tid {
+        return Some(slot);
+    }
+    if slot.is_free() {
+        slot.owner = tid;
+        return Some(slot);
+    }
+    count(stat::INFLIGHT_FULL);
+    None
+}
+
+/// The slot of thread `tid` only if it already holds this thread's calls (exit handlers:
+/// they never take a free slot).
+#[inline(always)]
+pub fn own_slot(tid: u32) -> Option<&'static mut Inflight> {
+    let ptr = INFLIGHT.get_ptr_mut(tid & (INFLIGHT_SLOTS - 1))?;
+    // SAFETY: as in `slot`.
+    let slot = unsafe { &mut *ptr };
+    if slot.owner == tid { Some(slot) } else { None }
 }
 
 impl TlsCall {

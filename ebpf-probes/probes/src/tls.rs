@@ -9,9 +9,9 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-use zerotrace_abi::{FD_UNKNOWN, SockAddr, data_flags, fd_key, fd_state};
+use zerotrace_abi::{FD_UNKNOWN, data_flags, fd_key, fd_state};
 
-use crate::maps::{FD_STATE, INFLIGHT, Inflight, TlsCall, op};
+use crate::maps::{self, FD_STATE, Inflight, TlsCall, op};
 use crate::{capture, filter};
 
 /// A `SSL*` of a process. Pointers are per address space, hence the tgid.
@@ -40,12 +40,8 @@ fn enter(ctx: &ProbeContext, call_op: u32, ex: u32) -> Result<(), i64> {
         // SAFETY: helper without arguments.
         ts_enter_ns: unsafe { bpf_ktime_get_ns() },
     };
-    if let Some(slot) = INFLIGHT.get_ptr_mut(&pid_tgid) {
-        // SAFETY: this thread's own slot; only this thread writes it.
-        unsafe { (*slot).tls = call };
-    } else {
-        let slot = Inflight { op: op::NONE, fd: 0, ptr: 0, ts_enter_ns: 0, local: SockAddr::default(), remote: SockAddr::default(), tls: call };
-        let _ = INFLIGHT.insert(&pid_tgid, &slot, 0);
+    if let Some(slot) = maps::slot(pid_tgid as u32) {
+        slot.tls = call;
     }
     Ok(())
 }
@@ -75,14 +71,12 @@ pub fn ssl_ret(ctx: RetProbeContext) -> u32 {
 
 fn try_ssl_ret(ctx: &RetProbeContext) -> Result<(), i64> {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
-    let Some(slot) = INFLIGHT.get_ptr_mut(&pid_tgid) else { return Ok(()) };
-    // SAFETY: this thread's own slot.
-    let call = unsafe { (*slot).tls };
+    let Some(slot) = maps::own_slot(pid_tgid as u32) else { return Ok(()) };
+    let call = slot.tls;
     if call.op == op::NONE {
         return Ok(());
     }
-    // SAFETY: as above.
-    unsafe { (*slot).tls.op = op::NONE };
+    slot.tls.op = op::NONE;
     let ret: i64 = ctx.ret::<i64>();
     let bytes = if call.ex == 1 {
         if ret != 1 {
@@ -98,7 +92,7 @@ fn try_ssl_ret(ctx: &RetProbeContext) -> Result<(), i64> {
     let tgid = pid_tgid >> 32;
     // SAFETY: lookup; the value is copied.
     let fd = unsafe { SSL_FDS.get(&SslKey { ssl: call.ssl, tgid }) }.copied().unwrap_or(FD_UNKNOWN);
-    let data = Inflight { op: call.op, fd, ptr: call.buf, ts_enter_ns: call.ts_enter_ns, local: SockAddr::default(), remote: SockAddr::default(), tls: TlsCall::IDLE };
+    let data = Inflight { op: call.op, fd, ptr: call.buf, ts_enter_ns: call.ts_enter_ns, ..Inflight::IDLE };
     capture::data(pid_tgid, &data, bytes, data_flags::TLS);
     Ok(())
 }
