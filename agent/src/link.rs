@@ -366,6 +366,27 @@ mod tests {
     }
 
     #[test]
+    fn childless_server_spans_leave_the_table_and_parents_stay() {
+        let mut l = Linker::default();
+        let now = Instant::now();
+        let lone = l.start_server(&facts(1, "/a", None, 1), None);
+        l.end_server(1, 1, lone);
+        l.finish(lone);
+        assert!(l.resolve(lone, now).is_some());
+        assert!(!l.nodes.contains_key(&lone), "nothing can refer to it any more");
+        // A SERVER span with a child resolves first (it ends after its child starts) and must
+        // still be there when the child resolves.
+        let parent = l.start_server(&facts(2, "/b", None, 2), None);
+        let child = l.start_client(&facts(2, "/c", None, 3), None);
+        l.end_server(2, 1, parent);
+        l.finish(parent);
+        let pc = l.resolve(parent, now).expect("parent");
+        l.finish(child);
+        let cc = l.resolve(child, now).expect("child");
+        assert_eq!((cc.trace_id, cc.parent), (pc.trace_id, Some(parent)));
+    }
+
+    #[test]
     fn incoming_traceparent_joins() {
         let mut l = Linker::default();
         let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
