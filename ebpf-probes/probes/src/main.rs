@@ -48,7 +48,7 @@ fn arg(ctx: &TracePointContext, offset: usize) -> Result<u64, i64> {
 #[inline(always)]
 fn stash(pid_tgid: u64, call: &Inflight) {
     if let Some(slot) = maps::slot(pid_tgid as u32) {
-        *slot = Inflight { owner: pid_tgid as u32, ..*call };
+        *slot = *call;
     }
 }
 
@@ -63,11 +63,12 @@ fn take(pid_tgid: u64) -> Option<Inflight> {
     Some(call)
 }
 
-fn new_call(op: u32, fd: u32, ptr: u64) -> Inflight {
+/// A call of thread `pid_tgid` (the slot's owner) to stash.
+fn new_call(pid_tgid: u64, op: u32, fd: u32, ptr: u64) -> Inflight {
     Inflight {
         op,
         fd,
-        owner: 0,
+        owner: pid_tgid as u32,
         _pad: 0,
         ptr,
         // SAFETY: helper without arguments.
@@ -122,7 +123,7 @@ fn enter_data(ctx: &TracePointContext, call_op: u32) -> Res {
     };
     // No SSL call is in progress (checked by `data_slot`), so resetting the TLS part loses
     // nothing.
-    *slot = Inflight { owner: pid_tgid as u32, ..new_call(call_op, fd, ptr) };
+    *slot = new_call(pid_tgid, call_op, fd, ptr);
     Ok(())
 }
 
@@ -136,7 +137,7 @@ fn enter_msg(ctx: &TracePointContext, call_op: u32) -> Res {
     // SAFETY: checked user read of msghdr.msg_iov.
     let iov = unsafe { aya_ebpf::helpers::bpf_probe_read_user((msghdr + 16) as *const u64) }
         .map_err(|e| e as i64)?;
-    *slot = Inflight { owner: pid_tgid as u32, ..new_call(call_op, fd, iov) };
+    *slot = new_call(pid_tgid, call_op, fd, iov);
     Ok(())
 }
 
@@ -177,7 +178,7 @@ fn try_enter_accept(ctx: &TracePointContext) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let listen_fd = arg(ctx, ARG0)? as u32;
     let addr_ptr = arg(ctx, ARG1)?;
-    stash(pid_tgid, &new_call(op::ACCEPT, listen_fd, addr_ptr));
+    stash(pid_tgid, &new_call(pid_tgid, op::ACCEPT, listen_fd, addr_ptr));
     Ok(())
 }
 
@@ -199,7 +200,7 @@ fn try_exit_accept(ctx: &TracePointContext) -> Res {
 fn try_enter_connect(ctx: &TracePointContext) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let fd = arg(ctx, ARG0)? as u32;
-    let mut call = new_call(op::CONNECT, fd, 0);
+    let mut call = new_call(pid_tgid, op::CONNECT, fd, 0);
     call.remote = sockaddr::read_user_sockaddr(arg(ctx, ARG1)?);
     if call.remote.family == 0 {
         return Ok(()); // AF_UNIX and others: not traced yet.
