@@ -16,6 +16,7 @@ use crate::export::{self, ExportStats, Sink};
 use crate::pipeline::{Pipeline, ProcHost};
 use crate::probes::{Probes, Settings};
 use crate::spans::Clock;
+use crate::tls::TlsProbes;
 use crate::{preflight, process, targets};
 
 /// The reader drains on this period when no wakeup came (the probes wake it only when the
@@ -118,8 +119,9 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
     for dir in &args.cgroups {
         tls_pids.extend(targets::cgroup_pids(dir));
     }
-    crate::tls::attach(&mut probes, &tls_pids);
+    let mut tls = TlsProbes::new(args.tls_scope);
     for &pid in &tls_pids {
+        tls.attach_process(&mut probes, pid);
         probes.adopt_open_sockets(pid);
     }
     eprintln!(
@@ -165,6 +167,12 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
                     break;
                 }
                 rescan_cgroups(&args.cgroups, &mut known_cgroups, &mut probes);
+                for pid in args.cgroups.iter().flat_map(|dir| targets::cgroup_pids(dir)) {
+                    if !tls.knows(pid) {
+                        tls.process_started(&mut probes, pid);
+                    }
+                }
+                tls.housekeeping(&mut probes);
                 exits_due = true;
                 let before = live.len();
                 live.retain(|&p| targets::is_alive(p));
@@ -177,7 +185,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
                 }
             }
         }
-        drain_ring(ring.get_mut(), &mut pipeline, &mut probes);
+        drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut tls);
         if exits_due {
             // After draining: an exited process's last records are already in the ring.
             pipeline.remove_exited();
@@ -185,7 +193,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
         send(&tx, pipeline.tick(Instant::now()), &stats);
     }
 
-    drain_ring(ring.get_mut(), &mut pipeline, &mut probes);
+    drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut tls);
     send(&tx, pipeline.flush(), &stats);
     drop(tx);
     let _ = exporter.await;
@@ -193,12 +201,15 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
     Ok(())
 }
 
-fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline<ProcHost>, probes: &mut Probes) {
+fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline<ProcHost>, probes: &mut Probes, tls: &mut TlsProbes) {
     while let Some(item) = ring.next() {
         pipeline.record(&item);
     }
     for ignore in pipeline.ignore_fds.drain(..) {
         probes.ignore_fd(ignore);
+    }
+    for pid in pipeline.started.drain(..) {
+        tls.process_started(probes, pid);
     }
 }
 

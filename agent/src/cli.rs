@@ -59,9 +59,23 @@ pub struct TraceArgs {
     /// replaced by `?`, because literals can hold personal data and secrets.
     #[arg(long)]
     pub keep_sql_literals: bool,
+    /// Which processes trap on the TLS probes. `file` (default): every process that maps the
+    /// probed library, so children forked or exec'd later are covered from their first call;
+    /// untraced processes using the same file pay a trap (~1 µs) per SSL call, then are
+    /// filtered out. `process`: only the traced processes; new ones get probes once the agent
+    /// sees them (a few ms), so a short-lived child (curl run from a traced shell) can be missed.
+    #[arg(long, value_enum, default_value_t = TlsScope::File)]
+    pub tls_scope: TlsScope,
     /// Stop after this many seconds (flushing first). Default: until SIGINT/SIGTERM.
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<u64>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsScope {
+    #[default]
+    File,
+    Process,
 }
 
 #[derive(clap::Args, Debug)]

@@ -14,6 +14,8 @@ pub enum Event<'a> {
     Close { tgid: u32, tid: u32, fd: u32, ts_ns: u64 },
     /// `child` (a process, or a new thread of `parent_tgid`) holds a copy of socket `fd`.
     Inherit { parent_tgid: u32, child: u32, fd: u32 },
+    /// A traced process forked `pid` (perhaps a thread), or `pid` ran exec (`parent_tgid` 0).
+    Process { pid: u32, parent_tgid: u32 },
 }
 
 pub fn socket_addr(a: &SockAddr) -> Option<SocketAddr> {
@@ -55,5 +57,6 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
         },
         decode::Record::Close(c) => Event::Close { tgid: c.tgid, tid: c.tid, fd: c.fd, ts_ns: c.ts_ns },
         decode::Record::Inherit(i) => Event::Inherit { parent_tgid: i.parent_tgid, child: i.child, fd: i.fd },
+        decode::Record::Process(p) => Event::Process { pid: p.pid, parent_tgid: p.parent_tgid },
     })
 }

@@ -104,6 +104,9 @@ pub struct Pipeline<H: Host> {
     comms: HashMap<u32, String>,
     /// fds the probes should stop capturing (not sockets, or no protocol we know).
     pub ignore_fds: Vec<IgnoreFd>,
+    /// Processes that appeared (fork) or changed program (exec) since the last drain, for the
+    /// agent to attach per-process probes to.
+    pub started: Vec<u32>,
     pub stats: PipelineStats,
     /// ZEROTRACE_DEBUG=1: print connection events (development aid).
     debug: bool,
@@ -122,6 +125,7 @@ impl<H: Host> Pipeline<H> {
             listeners: HashMap::default(),
             comms: HashMap::default(),
             ignore_fds: Vec::new(),
+            started: Vec::new(),
             stats: PipelineStats::default(),
             debug: std::env::var_os("ZEROTRACE_DEBUG").is_some(),
         }
@@ -214,6 +218,12 @@ impl<H: Host> Pipeline<H> {
             Event::Close { tgid, tid, fd, .. } => {
                 if let Some(conn) = self.conns.remove(tgid, fd) {
                     self.drop_conn(conn, tid);
+                }
+            }
+            Event::Process { pid, parent_tgid } => {
+                // A fork's child may be a thread, which shares its process's probes.
+                if parent_tgid == 0 || self.host.is_process(pid) {
+                    self.started.push(pid);
                 }
             }
             Event::Inherit { parent_tgid, child, fd } => {

@@ -1,8 +1,13 @@
 //! Loading the embedded kernel programs, attaching them, and the agent's handles on their maps.
 
+use std::num::NonZeroU32;
+
 use anyhow::{Context, Result, anyhow};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{TracePoint, UProbe, uprobe::UProbeScope};
+use aya::programs::{
+    TracePoint, UProbe,
+    uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+};
 use aya::{Ebpf, EbpfLoader};
 use zerotrace_abi::{PID_WORDS, fd_key, fd_state, stat};
 
@@ -38,11 +43,10 @@ const ATTACH: &[(&str, &str, &str)] = &[
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
     ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];
 
-/// OpenSSL API functions and their entry programs; all share the `ssl_ret` return program.
-const TLS_FUNCTIONS: &[(&str, &str)] = &[("SSL_read", "ssl_read"), ("SSL_write", "ssl_write"), ("SSL_read_ex", "ssl_read_ex"), ("SSL_write_ex", "ssl_write_ex")];
 
 pub struct Settings {
     pub payload_cap: u32,
@@ -55,7 +59,7 @@ pub struct Probes {
     pub ebpf: Ebpf,
     targets: Array<MapData, u64>,
     attached: bool,
-    tls_loaded: std::collections::HashSet<&'static str>,
+    uprobes_loaded: std::collections::HashSet<&'static str>,
     cgroups: BpfHashMap<MapData, u64, u8>,
     fd_states: BpfHashMap<MapData, u64, u8>,
     stats: PerCpuArray<MapData, u64>,
@@ -90,7 +94,7 @@ impl Probes {
         let cgroups = BpfHashMap::try_from(take(&mut ebpf, "TARGET_CGROUPS")?)?;
         let fd_states = BpfHashMap::try_from(take(&mut ebpf, "FD_STATE")?)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?)?;
-        Ok((Self { ebpf, targets, attached: false, tls_loaded: Default::default(), cgroups, fd_states, stats }, events))
+        Ok((Self { ebpf, targets, attached: false, uprobes_loaded: Default::default(), cgroups, fd_states, stats }, events))
     }
 
     /// Verifies and attaches every program. Call after the initial targets are set: from then
@@ -112,32 +116,31 @@ impl Probes {
         Ok(())
     }
 
-    /// Attaches the TLS probes to one object (libssl, or an executable with OpenSSL linked in).
-    /// Returns the functions probed. Each object file is probed once, for every process.
-    pub fn attach_tls(&mut self, path: &std::path::Path) -> Result<Vec<&'static str>> {
-        let symbols = zerotrace_symbols::elf::ElfSymbols::read(path)?;
-        if !(symbols.defines("SSL_read") && symbols.defines("SSL_write")) {
-            anyhow::bail!("{} does not provide the OpenSSL API (no SSL_read/SSL_write)", path.display());
+    /// Attaches uprobe program `program` at file offset `offset` of `path`, for every process
+    /// that maps the file, or for process `pid` only: the kernel then plants its breakpoint in
+    /// that process alone, so other processes using the same library never trap.
+    pub fn attach_uprobe(&mut self, program: &'static str, path: &std::path::Path, offset: u64, pid: Option<u32>) -> Result<UProbeLinkId> {
+        let prog: &mut UProbe = self
+            .ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing from the probe object; rebuild with cargo xtask build-ebpf"))?
+            .try_into()?;
+        if !self.uprobes_loaded.contains(program) {
+            prog.load().map_err(|e| anyhow!("the kernel verifier rejected {program}: {e:#}"))?;
+            self.uprobes_loaded.insert(program);
         }
-        let mut probed = Vec::new();
-        for (function, entry) in TLS_FUNCTIONS {
-            let Ok(offset) = symbols.uprobe_offset(function) else { continue };
-            for program in [*entry, "ssl_ret"] {
-                let prog: &mut UProbe = self
-                    .ebpf
-                    .program_mut(program)
-                    .with_context(|| format!("program {program} missing from the probe object; rebuild with cargo xtask build-ebpf"))?
-                    .try_into()?;
-                if !self.tls_loaded.contains(program) {
-                    prog.load().map_err(|e| anyhow!("the kernel verifier rejected {program}: {e:#}"))?;
-                    self.tls_loaded.insert(program);
-                }
-                prog.attach(aya::programs::uprobe::UProbeAttachLocation::AbsoluteOffset(offset), path, UProbeScope::AllProcesses)
-                    .with_context(|| format!("attaching a uprobe to {function} in {}", path.display()))?;
-            }
-            probed.push(*function);
+        let scope = match pid {
+            Some(pid) => UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?),
+            None => UProbeScope::AllProcesses,
+        };
+        Ok(prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)?)
+    }
+
+    /// Detaches what `attach_uprobe` attached (the process exited).
+    pub fn detach_uprobe(&mut self, program: &'static str, link: UProbeLinkId) {
+        if let Some(prog) = self.ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok()) {
+            let _ = prog.detach(link);
         }
-        Ok(probed)
     }
 
     /// Marks a pid as traced. Only before `attach` (see there).

@@ -6,10 +6,13 @@
 //! - [`maps`]: which objects a process has mapped (from /proc/PID/maps text), so the caller can
 //!   find the one that provides a symbol: `libssl.so.3`, or OpenSSL linked into the executable.
 //!
+//! - [`site`]: where in a function a uprobe avoids the kernel's single-step (x86-64 decoding).
+//!
 //! Go buildinfo/pclntab and DWARF field offsets come next (TLS issue).
 
 pub mod elf;
 pub mod maps;
+pub mod site;
 
 use std::path::PathBuf;
 

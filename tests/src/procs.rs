@@ -215,9 +215,15 @@ pub struct JsonlAgent {
 
 impl JsonlAgent {
     pub fn start(pids: &[u32]) -> JsonlAgent {
+        Self::start_with(pids, &[])
+    }
+
+    /// `start` with more `zerotrace run` flags.
+    pub fn start_with(pids: &[u32], extra: &[&str]) -> JsonlAgent {
         let dir = TempDir::new("jsonl");
         let out = dir.path().join("spans.jsonl");
         let mut args: Vec<String> = pids.iter().flat_map(|p| ["--pid".to_string(), p.to_string()]).collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
         args.extend(["--exporter".into(), "jsonl".into(), "--output".into(), out.display().to_string()]);
         JsonlAgent { agent: Agent::start(&args), out, _dir: dir }
     }

@@ -14,6 +14,16 @@ use zerotrace_integration_tests::{free_port, nginx, python_app, require_program,
 
 #[test]
 fn python_requests_over_https_forms_one_trace() {
+    python_requests_over_https(&[]);
+}
+
+/// Probes scoped to the traced processes give the same trace.
+#[test]
+fn python_requests_over_https_with_process_scoped_probes() {
+    python_requests_over_https(&["--tls-scope", "process"]);
+}
+
+fn python_requests_over_https(agent_flags: &[&str]) {
     require_root();
     let dir = TempDir::new("tls-py");
     let cert = self_signed_cert(dir.path());
@@ -22,7 +32,7 @@ fn python_requests_over_https_forms_one_trace() {
     let back = python_service_args(back_port, None, "secure-back", &["--tls-cert", &cert_arg]);
     let downstream = format!("https://127.0.0.1:{back_port}");
     let front = python_service_args(front_port, None, "front", &["--downstream", &downstream]);
-    let agent = JsonlAgent::start(&[front.pid(), back.pid()]);
+    let agent = JsonlAgent::start_with(&[front.pid(), back.pid()], agent_flags);
     for i in 0..5 {
         assert_eq!(zerotrace_integration_tests::procs::curl(&format!("http://127.0.0.1:{front_port}/work/{i}"), &[]), 200);
     }
@@ -104,4 +114,67 @@ fn libssl_for_something_else_gives_no_spans() {
     let (exit, spans) = agent.finish();
     assert_eq!(exit.code, Some(0));
     assert!(spans.is_empty(), "{spans:#?}");
+}
+
+/// Switches kernel.bpf_stats_enabled on for its lifetime (it counts program runs), restoring
+/// the previous value.
+struct BpfStats(String);
+
+impl BpfStats {
+    fn enable() -> BpfStats {
+        const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+        let before = std::fs::read_to_string(PATH).unwrap_or_else(|e| panic!("reading {PATH}: {e}"));
+        std::fs::write(PATH, "1").unwrap_or_else(|e| panic!("enabling {PATH}: {e}"));
+        BpfStats(before.trim().to_string())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
+    }
+}
+
+/// Runs of the TLS programs the agent reports at exit, while an untraced client and server
+/// talk TLS through the same libssl and the agent traces an idle process.
+fn tls_program_runs_in_untraced_processes(agent_flags: &[&str]) -> u64 {
+    let dir = TempDir::new("tls-scope");
+    let cert = self_signed_cert(dir.path());
+    let port = free_port();
+    let mut serve = Command::new("python3");
+    serve.arg(python_app("tls_echo.py")).args(["serve", "--port", &port.to_string(), "--cert"]).arg(&cert);
+    let _server = spawn_until(serve, "tls-echo", "ready", Duration::from_secs(20));
+    // The traced process maps libssl too: it gets probes, and must not see the others' calls.
+    let mut idle = Command::new("python3");
+    idle.args(["-c", "import ssl, time; print('ready', flush=True); time.sleep(600)"]);
+    let idle = spawn_until(idle, "idle-ssl", "ready", Duration::from_secs(20));
+    let agent = JsonlAgent::start_with(&[idle.pid()], agent_flags);
+    let out = Command::new("python3").arg(python_app("tls_echo.py")).args(["send", "--port", &port.to_string(), "--count", "20"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sent"), "{out:?}");
+    let (exit, spans) = agent.finish();
+    assert_eq!(exit.code, Some(0));
+    assert!(spans.is_empty(), "{spans:#?}");
+    let costs = exit.stderr.iter().find(|l| l.contains("probe cost")).cloned().unwrap_or_default();
+    // "ssl_ret 40 runs avg 300 ns; sys_enter_read ..."
+    costs
+        .split(';')
+        .filter_map(|part| {
+            let mut words = part.split_whitespace().skip_while(|w| !w.starts_with("ssl_"));
+            let (_, runs) = (words.next()?, words.next()?);
+            runs.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// `--tls-scope process` keeps the breakpoints out of untraced processes: their SSL calls do
+/// not even run the programs. The default file scope does run them (and filters), which is
+/// what makes the first half of this test able to fail.
+#[test]
+fn process_scope_leaves_untraced_processes_alone() {
+    require_root();
+    let _stats = BpfStats::enable();
+    let file_scope = tls_program_runs_in_untraced_processes(&[]);
+    assert!(file_scope > 0, "file scope: the untraced client and server trap on the probes");
+    let process_scope = tls_program_runs_in_untraced_processes(&["--tls-scope", "process"]);
+    assert_eq!(process_scope, 0, "process scope: no TLS program ran for untraced processes");
 }

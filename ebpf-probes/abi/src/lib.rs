@@ -22,6 +22,7 @@ pub mod kind {
     pub const DATA: u32 = 2;
     pub const CLOSE: u32 = 3;
     pub const INHERIT: u32 = 4;
+    pub const PROCESS: u32 = 5;
 }
 
 /// Which side of the connection the traced process is on.
@@ -148,6 +149,19 @@ pub struct InheritEvent {
     pub fd: u32,
 }
 
+/// A traced process forked (`child` may also be a new thread; the agent checks) or a traced
+/// task called exec. Sent with a wakeup: the agent attaches per-process uprobes (TLS) to the
+/// new process before it gets far.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessEvent {
+    pub kind: u32,
+    pub pid: u32,
+    /// The forking process; 0 for an exec.
+    pub parent_tgid: u32,
+    pub _pad: u32,
+}
+
 /// What the probes know about a (tgid, fd): set at accept/connect, by the agent for fds it
 /// classified from /proc, removed at close.
 pub mod fd_state {
@@ -176,6 +190,7 @@ pub mod decode {
         Data(DataHeader, &'a [u8]),
         Close(CloseEvent),
         Inherit(InheritEvent),
+        Process(ProcessEvent),
     }
 
     /// Why a record could not be decoded (a probe/agent version mismatch, never traffic).
@@ -201,6 +216,7 @@ pub mod decode {
             kind::CONN_OPEN => read(bytes).map(Record::ConnOpen).ok_or(short),
             kind::CLOSE => read(bytes).map(Record::Close).ok_or(short),
             kind::INHERIT => read(bytes).map(Record::Inherit).ok_or(short),
+            kind::PROCESS => read(bytes).map(Record::Process).ok_or(short),
             kind::DATA => {
                 let header: DataHeader = read(bytes).ok_or(short)?;
                 let start = size_of::<DataHeader>();

@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
 };
 use zerotrace_abi::{
-    CloseEvent, ConnOpenEvent, DataHeader, InheritEvent, MAX_PAYLOAD, SockAddr, direction, kind, stat,
+    CloseEvent, ConnOpenEvent, DataHeader, InheritEvent, MAX_PAYLOAD, ProcessEvent, SockAddr, direction, kind, stat,
 };
 
 use crate::maps::{
@@ -70,6 +70,17 @@ pub fn close(pid_tgid: u64, fd: u32) {
 
 pub fn inherit(parent_tgid: u32, child: u32, fd: u32) {
     submit(&InheritEvent { kind: kind::INHERIT, parent_tgid, child, fd });
+}
+
+/// A new traced process (or thread) or an exec. Wakes the agent at once: it has uprobes to
+/// attach for the process, and forks and execs are rare next to data.
+pub fn process(pid: u32, parent_tgid: u32) {
+    let event = ProcessEvent { kind: kind::PROCESS, pid, parent_tgid, _pad: 0 };
+    // SAFETY: as in `submit`: a #[repr(C)] record viewed as bytes for the copy.
+    let bytes = unsafe { core::slice::from_raw_parts((&event as *const ProcessEvent).cast::<u8>(), size_of::<ProcessEvent>()) };
+    if EVENTS.output::<[u8]>(bytes, BPF_RB_FORCE_WAKEUP as u64).is_err() {
+        count(stat::RINGBUF_FULL);
+    }
 }
 
 /// One `struct iovec`.

@@ -289,18 +289,27 @@ entry_point!(sys_enter_close, try_enter_close);
 
 /// Children forked by a traced process are traced too.
 fn try_fork(ctx: &TracePointContext) -> Res {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !filter::pid_traced(tgid) {
-        return Ok(());
-    }
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: child_pid@20 in events/sched/sched_process_fork/format.
     let child = unsafe { ctx.read_at::<i32>(20) }.map_err(|e| e as i64)? as u32;
-    if child != tgid {
+    if child == tgid {
+        return Ok(());
+    }
+    if filter::pid_traced(tgid) {
         // New threads get a bit too (harmless: a pid names one task at a time) and lose it
-        // when they exit.
+        // when they exit. (A traced cgroup's children are in that cgroup: no bit needed.)
         filter::mark_pid(child, true);
         inherit_sockets(tgid, child);
     }
+    capture::process(child, tgid);
+    Ok(())
+}
+
+/// A traced task ran exec: the new program may bring its own TLS library.
+fn try_exec(_ctx: &TracePointContext) -> Res {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    capture::process((pid_tgid >> 32) as u32, 0);
     Ok(())
 }
 
@@ -342,6 +351,7 @@ fn try_exit(ctx: &TracePointContext) -> Res {
 }
 
 entry_point!(sched_process_fork, try_fork);
+entry_point!(sched_process_exec, try_exec);
 entry_point!(sched_process_exit, try_exit);
 
 #[cfg(not(test))]

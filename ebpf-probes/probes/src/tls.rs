@@ -1,5 +1,7 @@
 //! TLS plaintext at the OpenSSL API boundary: uprobes on SSL_read/SSL_write(_ex) entry and
-//! a shared uretprobe. The plaintext joins the same connection state as plain sockets: the
+//! a shared uretprobe. The agent may attach them a few instructions in, or in the internal
+//! function an `_ex` form hands its arguments to (where the kernel need not single-step); the
+//! programs only rely on the arguments and `[rsp]` being as at entry. The plaintext joins the same connection state as plain sockets: the
 //! socket is learned from the syscall OpenSSL makes inside the call (`note_ciphertext_fd`), and
 //! from then on that socket's ciphertext is not captured.
 
@@ -79,7 +81,8 @@ fn try_ssl_ret(ctx: &RetProbeContext) -> Result<(), i64> {
     slot.tls.op = op::NONE;
     let ret: i64 = ctx.ret::<i64>();
     let bytes = if call.ex == 1 {
-        if ret != 1 {
+        // The `_ex` forms return 1; the internal function they may be probed in, any positive.
+        if ret <= 0 {
             return Ok(());
         }
         // SAFETY: checked user read of the size_t the _ex call wrote its count to.
