@@ -16,6 +16,8 @@ pub enum Event<'a> {
     Inherit { parent_tgid: u32, child: u32, fd: u32 },
     /// A traced process forked `pid` (perhaps a thread), or `pid` ran exec (`parent_tgid` 0).
     Process { pid: u32, parent_tgid: u32 },
+    /// Thread `tid` sent its last TLS write's ciphertext on `fd` (memory BIO).
+    TlsSocket { tgid: u32, tid: u32, fd: u32 },
 }
 
 pub fn socket_addr(a: &SockAddr) -> Option<SocketAddr> {
@@ -58,5 +60,6 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
         decode::Record::Close(c) => Event::Close { tgid: c.tgid, tid: c.tid, fd: c.fd, ts_ns: c.ts_ns },
         decode::Record::Inherit(i) => Event::Inherit { parent_tgid: i.parent_tgid, child: i.child, fd: i.fd },
         decode::Record::Process(p) => Event::Process { pid: p.pid, parent_tgid: p.parent_tgid },
+        decode::Record::TlsSocket(t) => Event::TlsSocket { tgid: t.tgid, tid: t.tid, fd: t.fd },
     })
 }

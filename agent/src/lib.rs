@@ -13,6 +13,7 @@ pub mod conn;
 pub mod events;
 pub mod export;
 pub mod link;
+pub mod memory_bio;
 pub mod pipeline;
 pub mod preflight;
 pub mod probes;

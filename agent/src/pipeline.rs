@@ -1,6 +1,7 @@
 //! The event pipeline: events → connections → HTTP messages → spans → linked spans.
 //! No I/O of its own: /proc look-ups go through `Host`, so recorded events can be replayed.
 
+use crate::memory_bio::{Held, MemoryBioHold};
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -107,6 +108,7 @@ pub struct Pipeline<H: Host> {
     /// Processes that appeared (fork) or changed program (exec) since the last drain, for the
     /// agent to attach per-process probes to.
     pub started: Vec<u32>,
+    memory_bio: MemoryBioHold,
     pub stats: PipelineStats,
     /// ZEROTRACE_DEBUG=1: print connection events (development aid).
     debug: bool,
@@ -126,6 +128,7 @@ impl<H: Host> Pipeline<H> {
             comms: HashMap::default(),
             ignore_fds: Vec::new(),
             started: Vec::new(),
+            memory_bio: MemoryBioHold::default(),
             stats: PipelineStats::default(),
             debug: std::env::var_os("ZEROTRACE_DEBUG").is_some(),
         }
@@ -161,10 +164,15 @@ impl<H: Host> Pipeline<H> {
             let _ = self.resource(tgid);
         }
         match event {
-            Event::ConnOpen { tgid, tid, fd, role, listen_fd, mut local, remote, .. } => {
+            Event::ConnOpen { tgid, tid, fd, role, listen_fd, mut local, mut remote, .. } => {
                 if role == Role::Client && local.is_none() {
                     // The handshake finished outside connect(): ask /proc while the socket lives.
                     local = self.local_address(tgid, fd);
+                }
+                if role == Role::Server && remote.is_none() {
+                    // accept(fd, NULL, NULL), as node does: the peer (what same-host stitching
+                    // matches on) comes from /proc.
+                    remote = self.peer_address(tgid, fd);
                 }
                 if let Some(listener) = listen_fd {
                     // Our end of an accepted connection is the listener's address: read from
@@ -190,9 +198,11 @@ impl<H: Host> Pipeline<H> {
             }
             Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload, tls } => {
                 if tls && fd == zerotrace_abi::FD_UNKNOWN {
-                    // TLS over a memory BIO (no syscall inside the SSL call): not tied to a
-                    // socket yet.
-                    self.stats.tls_without_socket += 1;
+                    // TLS over a memory BIO (no syscall inside the SSL call): held until the
+                    // thread's ciphertext write names the socket (`Event::TlsSocket`).
+                    if !self.memory_bio.hold(tgid, tid, Held::new(ingress, ts_enter_ns, ts_exit_ns, total, payload)) {
+                        self.stats.tls_without_socket += 1;
+                    }
                     return;
                 }
                 if self.conns.get_mut(tgid, fd).is_none() && !self.adopt_fd(tgid, fd) {
@@ -226,6 +236,12 @@ impl<H: Host> Pipeline<H> {
                     self.started.push(pid);
                 }
             }
+            Event::TlsSocket { tgid, tid, fd } => {
+                for held in self.memory_bio.release(tgid, tid) {
+                    let Held { ingress, ts_enter_ns, ts_exit_ns, total, payload, .. } = held;
+                    self.handle(Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload: &payload, tls: true });
+                }
+            }
             Event::Inherit { parent_tgid, child, fd } => {
                 // New threads share their process's fds: nothing to copy for them.
                 if !self.host.is_process(child) {
@@ -243,8 +259,16 @@ impl<H: Host> Pipeline<H> {
     }
 
     fn local_address(&mut self, tgid: u32, fd: u32) -> Option<std::net::SocketAddr> {
+        self.socket_addresses(tgid, fd).map(|(local, _)| local)
+    }
+
+    fn peer_address(&mut self, tgid: u32, fd: u32) -> Option<std::net::SocketAddr> {
+        self.socket_addresses(tgid, fd).map(|(_, peer)| peer)
+    }
+
+    fn socket_addresses(&mut self, tgid: u32, fd: u32) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
         match self.host.fd_kind(tgid, fd) {
-            FdKind::Socket(inode) => self.host.tcp_addresses(tgid, inode).map(|(l, _)| l),
+            FdKind::Socket(inode) => self.host.tcp_addresses(tgid, inode),
             _ => None,
         }
     }
@@ -385,6 +409,7 @@ impl<H: Host> Pipeline<H> {
 
     /// Resolves trace context and returns the spans that are ready.
     pub fn tick(&mut self, now: Instant) -> Vec<FinishedSpan> {
+        self.stats.tls_without_socket += self.memory_bio.expire(now);
         let mut ready = Vec::new();
         let waiting = std::mem::take(&mut self.waiting);
         for mut w in waiting {

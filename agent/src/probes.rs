@@ -179,8 +179,8 @@ impl Probes {
         // A file's verdict arrives late: meanwhile the process may have closed it and got a
         // socket with the same number, whose state connect/accept has set. Only a socket's
         // verdict may overwrite (BPF_ANY); a file's only fills an empty slot (BPF_NOEXIST).
-        let flags = if ignore.socket { 0 } else { 1 };
-        let _ = self.fd_states.insert(fd_key(ignore.tgid, ignore.fd), fd_state::NOT_SOCKET, flags);
+        let (state, flags) = if ignore.socket { (fd_state::FOREIGN, 0) } else { (fd_state::NOT_SOCKET, 1) };
+        let _ = self.fd_states.insert(fd_key(ignore.tgid, ignore.fd), state, flags);
     }
 
     /// Records the probes could not deliver, by reason, summed over CPUs.

@@ -178,3 +178,48 @@ fn process_scope_leaves_untraced_processes_alone() {
     let process_scope = tls_program_runs_in_untraced_processes(&["--tls-scope", "process"]);
     assert_eq!(process_scope, 0, "process scope: no TLS program ran for untraced processes");
 }
+
+/// A Node service started with `tests/apps/node_tls.js`.
+fn node_service(port: u16, extra: &[&str]) -> zerotrace_integration_tests::procs::Proc {
+    require_program("node", "cargo xtask setup installs nodejs");
+    let mut cmd = Command::new("node");
+    cmd.arg(python_app("node_tls.js")).args(["--port", &port.to_string()]).args(extra);
+    spawn_until(cmd, "node_tls.js", "ready", Duration::from_secs(20))
+}
+
+/// node links OpenSSL statically and encrypts into memory BIOs: no syscall happens inside its
+/// SSL calls. The probes tie each SSL to its socket from the read just before SSL_read and the
+/// write just after SSL_write, and the trace is the same as over libssl.
+#[test]
+fn node_https_server_and_client_form_one_trace() {
+    require_root();
+    let dir = TempDir::new("tls-node");
+    let cert = self_signed_cert(dir.path());
+    let cert_arg = cert.display().to_string();
+    let (front_port, back_port) = (free_port(), free_port());
+    let back = node_service(back_port, &["--cert", &cert_arg]);
+    let downstream = format!("https://127.0.0.1:{back_port}");
+    let front = node_service(front_port, &["--downstream", &downstream]);
+    let agent = JsonlAgent::start(&[front.pid(), back.pid()]);
+    for i in 0..5 {
+        assert_eq!(zerotrace_integration_tests::procs::curl(&format!("http://127.0.0.1:{front_port}/work/{i}"), &[]), 200);
+    }
+    let (exit, spans) = agent.finish();
+    assert_eq!(exit.code, Some(0));
+    assert!(exit.stderr.iter().any(|l| l.contains("TLS probes on") && l.contains("node")), "{:?}", exit.stderr);
+    let fronts = find(&spans, "SERVER", |s| s.attr("url.scheme") == Some("http"));
+    assert_eq!(fronts.len(), 5, "{spans:#?}");
+    for f in fronts {
+        let clients = find(&spans, "CLIENT", |c| c.parent_id == f.span_id);
+        assert_eq!(clients.len(), 1, "the HTTPS call is a child of the request it serves: {spans:#?}");
+        let client = clients[0];
+        assert_child_of(client, f);
+        assert!(client.attr("url.full").unwrap().starts_with(&format!("https://127.0.0.1:{back_port}/item/work/")), "{client:?}");
+        let backs = find(&spans, "SERVER", |b| b.parent_id == client.span_id);
+        assert_eq!(backs.len(), 1, "the Node HTTPS SERVER span is stitched under the CLIENT span: {spans:#?}");
+        assert_eq!(backs[0].attr("url.scheme"), Some("https"));
+        assert_eq!(backs[0].attr("http.response.status_code"), Some("200"));
+        assert_eq!(backs[0].attr("server.port"), Some(back_port.to_string().as_str()));
+    }
+    assert_eq!(spans.len(), 15, "no span from ciphertext: {spans:#?}");
+}

@@ -23,6 +23,7 @@ pub mod kind {
     pub const CLOSE: u32 = 3;
     pub const INHERIT: u32 = 4;
     pub const PROCESS: u32 = 5;
+    pub const TLS_SOCKET: u32 = 6;
 }
 
 /// Which side of the connection the traced process is on.
@@ -162,6 +163,17 @@ pub struct ProcessEvent {
     pub _pad: u32,
 }
 
+/// Thread `tid` just wrote the ciphertext of its last TLS write to socket `fd`: the TLS records
+/// it sent with an unknown fd (a memory BIO, as in node) belong to that socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsSocketEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: u32,
+}
+
 /// What the probes know about a (tgid, fd): set at accept/connect, by the agent for fds it
 /// classified from /proc, removed at close.
 pub mod fd_state {
@@ -172,6 +184,10 @@ pub mod fd_state {
     /// A socket carrying TLS that the TLS probes decrypt: its syscall bytes (ciphertext) are
     /// not captured.
     pub const TLS: u8 = 3;
+    /// A socket whose bytes the agent does not parse (no protocol it knows, or TLS ciphertext
+    /// it saw before the TLS probes tied it to an SSL): not captured, but still a socket, so
+    /// an SSL call's syscalls on it tie the SSL to it.
+    pub const FOREIGN: u8 = 4;
 }
 
 /// Key of the per-fd state map: `(tgid << 32) | fd`.
@@ -191,6 +207,7 @@ pub mod decode {
         Close(CloseEvent),
         Inherit(InheritEvent),
         Process(ProcessEvent),
+        TlsSocket(TlsSocketEvent),
     }
 
     /// Why a record could not be decoded (a probe/agent version mismatch, never traffic).
@@ -217,6 +234,7 @@ pub mod decode {
             kind::CLOSE => read(bytes).map(Record::Close).ok_or(short),
             kind::INHERIT => read(bytes).map(Record::Inherit).ok_or(short),
             kind::PROCESS => read(bytes).map(Record::Process).ok_or(short),
+            kind::TLS_SOCKET => read(bytes).map(Record::TlsSocket).ok_or(short),
             kind::DATA => {
                 let header: DataHeader = read(bytes).ok_or(short)?;
                 let start = size_of::<DataHeader>();

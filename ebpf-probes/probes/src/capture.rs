@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
 };
 use zerotrace_abi::{
-    CloseEvent, ConnOpenEvent, DataHeader, InheritEvent, MAX_PAYLOAD, ProcessEvent, SockAddr, direction, kind, stat,
+    CloseEvent, ConnOpenEvent, DataHeader, InheritEvent, MAX_PAYLOAD, ProcessEvent, SockAddr, TlsSocketEvent, direction, kind, stat,
 };
 
 use crate::maps::{
@@ -70,6 +70,10 @@ pub fn close(pid_tgid: u64, fd: u32) {
 
 pub fn inherit(parent_tgid: u32, child: u32, fd: u32) {
     submit(&InheritEvent { kind: kind::INHERIT, parent_tgid, child, fd });
+}
+
+pub fn tls_socket(pid_tgid: u64, fd: u32) {
+    submit(&TlsSocketEvent { kind: kind::TLS_SOCKET, tgid: (pid_tgid >> 32) as u32, tid: pid_tgid as u32, fd });
 }
 
 /// A new traced process (or thread) or an exec. Wakes the agent at once: it has uprobes to

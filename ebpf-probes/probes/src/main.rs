@@ -20,7 +20,7 @@ mod tls;
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -69,6 +69,8 @@ fn new_call(pid_tgid: u64, op: u32, fd: u32, ptr: u64) -> Inflight {
         op,
         fd,
         owner: pid_tgid as u32,
+        last_fd: fd,
+        last_op: op,
         _pad: 0,
         ptr,
         // SAFETY: helper without arguments.
@@ -76,6 +78,7 @@ fn new_call(pid_tgid: u64, op: u32, fd: u32, ptr: u64) -> Inflight {
         local: SockAddr::default(),
         remote: SockAddr::default(),
         tls: TlsCall::IDLE,
+        pending_ssl: 0,
     }
 }
 
@@ -94,21 +97,48 @@ macro_rules! entry_point {
 
 /// The slot a data call's arguments go to, or `None` when this fd's bytes are not captured
 /// here: not a known socket (or not a protocol the agent parses), TLS whose plaintext the TLS
-/// probes capture, or the thread's slot is taken. A syscall made inside an SSL call is that
-/// SSL's ciphertext: it ties the SSL to its socket and is skipped.
+/// probes capture, or the thread's slot is taken. A socket call made inside an SSL call is
+/// that SSL's ciphertext: it ties the SSL to its socket and is skipped; so is the write that
+/// follows an SSL write over a memory BIO (see `Inflight::pending_ssl`). Files read inside an
+/// SSL call (a certificate check reads /etc/localtime) tie nothing.
 #[inline(always)]
-fn data_slot(pid_tgid: u64, fd: u32) -> Option<&'static mut Inflight> {
+fn data_slot(pid_tgid: u64, fd: u32, call_op: u32) -> Option<&'static mut Inflight> {
     let slot = maps::slot(pid_tgid as u32)?;
-    if slot.tls.op != op::NONE {
-        tls::note_ciphertext_fd(pid_tgid, slot.tls.ssl, fd);
-        return None;
-    }
     // Only fds known as sockets are captured: from accept/connect, or found open when the
     // agent attached (it fills those in). Files, pipes and ttys cost nothing more here, and the
     // agent never has to judge an fd late, after its number may have been reused.
+    let key = fd_key((pid_tgid >> 32) as u32, fd);
     // SAFETY: lookup; the value is copied.
-    let socket = unsafe { FD_STATE.get(&fd_key((pid_tgid >> 32) as u32, fd)) }.is_some_and(|s| *s == fd_state::SOCKET);
-    if socket { Some(slot) } else { None }
+    let state = unsafe { FD_STATE.get(&key) }.copied();
+    let socket = matches!(state, Some(fd_state::SOCKET | fd_state::TLS | fd_state::FOREIGN));
+    if slot.tls.op != op::NONE {
+        if socket {
+            (slot.last_fd, slot.last_op) = (fd, call_op);
+            tls::note_ciphertext_fd(pid_tgid, slot.tls.ssl, fd, state);
+        }
+        return None;
+    }
+    if slot.pending_ssl != 0 && socket {
+        let ssl = slot.pending_ssl;
+        slot.pending_ssl = 0;
+        if op::is_write(call_op) {
+            (slot.last_fd, slot.last_op) = (fd, call_op);
+            tls::note_ciphertext_fd(pid_tgid, ssl, fd, state);
+            capture::tls_socket(pid_tgid, fd);
+            return None;
+        }
+    }
+    match state {
+        // `new_call` records it as the thread's last data call.
+        Some(fd_state::SOCKET) => Some(slot),
+        Some(fd_state::TLS | fd_state::FOREIGN) => {
+            // Ciphertext outside an SSL call: a memory BIO's socket (see `Inflight::last_fd`).
+            (slot.last_fd, slot.last_op) = (fd, call_op);
+            None
+        }
+        // Files, pipes, eventfds: never a TLS socket, so they do not count as the last call.
+        _ => None,
+    }
 }
 
 /// Stash a data call unless the fd's bytes are not captured here.
@@ -116,7 +146,7 @@ fn data_slot(pid_tgid: u64, fd: u32) -> Option<&'static mut Inflight> {
 fn enter_data(ctx: &TracePointContext, call_op: u32) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let fd = arg(ctx, ARG0)? as u32;
-    let Some(slot) = data_slot(pid_tgid, fd) else { return Ok(()) };
+    let Some(slot) = data_slot(pid_tgid, fd, call_op) else { return Ok(()) };
     let ptr = match call_op {
         op::SENDFILE => 0,
         _ => arg(ctx, ARG1)?,
@@ -132,7 +162,7 @@ fn enter_data(ctx: &TracePointContext, call_op: u32) -> Res {
 fn enter_msg(ctx: &TracePointContext, call_op: u32) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let fd = arg(ctx, ARG0)? as u32;
-    let Some(slot) = data_slot(pid_tgid, fd) else { return Ok(()) };
+    let Some(slot) = data_slot(pid_tgid, fd, call_op) else { return Ok(()) };
     let msghdr = arg(ctx, ARG1)?;
     // SAFETY: checked user read of msghdr.msg_iov.
     let iov = unsafe { aya_ebpf::helpers::bpf_probe_read_user((msghdr + 16) as *const u64) }
@@ -271,7 +301,7 @@ fn try_enter_close(ctx: &TracePointContext) -> Res {
     let state = unsafe { FD_STATE.get(&key) }.copied();
     if let Some(state) = state {
         let _ = FD_STATE.remove(&key);
-        if state == fd_state::SOCKET || state == fd_state::TLS {
+        if state != fd_state::NOT_SOCKET {
             capture::close(pid_tgid, fd);
         }
     }

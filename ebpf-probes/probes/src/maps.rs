@@ -66,6 +66,11 @@ pub struct Inflight {
     /// The thread the slot's calls belong to. A slot with neither a syscall (`op`) nor an SSL
     /// call (`tls.op`) in flight is free for any thread to take.
     pub owner: u32,
+    /// The fd and op of the thread's last data syscall, kept across calls. A TLS library
+    /// that reads ciphertext into a memory BIO (node) calls SSL_read right after reading the
+    /// socket: this is how its SSL learns its socket.
+    pub last_fd: u32,
+    pub last_op: u32,
     pub _pad: u32,
     /// User pointer: the data buffer, the iovec array, or the sockaddr.
     pub ptr: u64,
@@ -77,6 +82,9 @@ pub struct Inflight {
     /// The SSL_read/SSL_write call this thread is inside (`op::NONE` when none). Kept in the
     /// same slot so a data syscall learns "inside an SSL call" from the one lookup it makes.
     pub tls: TlsCall,
+    /// An SSL whose write returned without a syscall inside and without a known socket (a
+    /// memory BIO): the thread's next data syscall, if a write, sends its ciphertext.
+    pub pending_ssl: u64,
 }
 
 /// An SSL call in progress on a thread.
@@ -98,12 +106,15 @@ impl Inflight {
         op: op::NONE,
         fd: 0,
         owner: 0,
+        last_fd: 0,
+        last_op: op::NONE,
         _pad: 0,
         ptr: 0,
         ts_enter_ns: 0,
         local: SockAddr { family: 0, port: 0, _pad: 0, addr: [0; 16] },
         remote: SockAddr { family: 0, port: 0, _pad: 0, addr: [0; 16] },
         tls: TlsCall::IDLE,
+        pending_ssl: 0,
     };
 
     #[inline(always)]
@@ -157,6 +168,16 @@ pub mod op {
     pub const READV: u32 = 5;
     pub const WRITEV: u32 = 6;
     pub const SENDFILE: u32 = 7;
+
+    #[inline(always)]
+    pub fn is_read(op: u32) -> bool {
+        op == READ || op == READV
+    }
+
+    #[inline(always)]
+    pub fn is_write(op: u32) -> bool {
+        op == WRITE || op == WRITEV
+    }
 }
 
 #[inline(always)]

@@ -79,7 +79,20 @@ fn try_ssl_ret(ctx: &RetProbeContext) -> Result<(), i64> {
         return Ok(());
     }
     slot.tls.op = op::NONE;
-    let ret: i64 = ctx.ret::<i64>();
+    // Every probed function returns a C `int`: the upper half of rax is not part of it (-1
+    // comes back as 0x00000000ffffffff).
+    let ret = i64::from(ctx.ret::<u64>() as u32 as i32);
+    let tgid = pid_tgid >> 32;
+    // SAFETY: lookup; the value is copied.
+    let mut fd = unsafe { SSL_FDS.get(&SslKey { ssl: call.ssl, tgid }) }.copied().unwrap_or(FD_UNKNOWN);
+    if call.op == op::READ && op::is_read(slot.last_op) && slot.last_fd != fd {
+        // No syscall inside this call, and the thread's last one read a socket: over a memory
+        // BIO (node) that read was this SSL's ciphertext. (With a socket BIO the last read is
+        // the one inside the call or an earlier one of the same SSL, so nothing changes.)
+        // Done whatever the result: a client's first SSL_read drives the handshake.
+        fd = slot.last_fd;
+        note_ciphertext_fd(pid_tgid, call.ssl, fd, None);
+    }
     let bytes = if call.ex == 1 {
         // The `_ex` forms return 1; the internal function they may be probed in, any positive.
         if ret <= 0 {
@@ -92,27 +105,28 @@ fn try_ssl_ret(ctx: &RetProbeContext) -> Result<(), i64> {
     } else {
         return Ok(());
     };
-    let tgid = pid_tgid >> 32;
-    // SAFETY: lookup; the value is copied.
-    let fd = unsafe { SSL_FDS.get(&SslKey { ssl: call.ssl, tgid }) }.copied().unwrap_or(FD_UNKNOWN);
+    if fd == FD_UNKNOWN && call.op == op::WRITE {
+        // Over a memory BIO the ciphertext leaves right after: the thread's next write names
+        // the socket, and the agent holds this record until then.
+        slot.pending_ssl = call.ssl;
+    }
     let data = Inflight { op: call.op, fd, ptr: call.buf, ts_enter_ns: call.ts_enter_ns, ..Inflight::IDLE };
     capture::data(pid_tgid, &data, bytes, data_flags::TLS);
     Ok(())
 }
 
-/// A data syscall made inside an SSL call moves that SSL's ciphertext: remember its socket
-/// and mark the socket as TLS, so its syscall bytes are never captured.
+/// A socket syscall made inside an SSL call (or, over a memory BIO, next to it) moves that
+/// SSL's ciphertext: remember its socket and mark the socket as TLS, so its syscall bytes are
+/// never captured. `state` is the socket's FD_STATE entry, when the caller has it.
 #[inline(always)]
-pub fn note_ciphertext_fd(pid_tgid: u64, ssl: u64, fd: u32) {
+pub fn note_ciphertext_fd(pid_tgid: u64, ssl: u64, fd: u32, state: Option<u8>) {
     let tgid = pid_tgid >> 32;
     let key = SslKey { ssl, tgid };
     // SAFETY: lookup; the value is copied.
     if unsafe { SSL_FDS.get(&key) }.copied() != Some(fd) {
         let _ = SSL_FDS.insert(&key, &fd, 0);
     }
-    let state_key = fd_key(tgid as u32, fd);
-    // SAFETY: lookup; the value is copied.
-    if unsafe { FD_STATE.get(&state_key) }.copied() != Some(fd_state::TLS) {
-        let _ = FD_STATE.insert(&state_key, &fd_state::TLS, 0);
+    if state != Some(fd_state::TLS) {
+        let _ = FD_STATE.insert(&fd_key(tgid as u32, fd), &fd_state::TLS, 0);
     }
 }

@@ -141,12 +141,13 @@ struct Traced {
     probe_cost: String,
 }
 
-fn traced_run(load: &dyn Fn(u32) -> Result<LoadResult>, pid: u32, seconds: u32) -> Result<Traced> {
+fn traced_run(load: &dyn Fn(u32) -> Result<LoadResult>, pid: u32, agent_flags: &[&str], seconds: u32) -> Result<Traced> {
     // Per-program run time accounting costs two clock reads per run; it is on only while the
     // traced run lasts, and the untraced runs do not pay it at all.
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let mut agent = Command::new(root().join("target/release/zerotrace"))
         .args(["run", "--pid", &pid.to_string(), "--exporter", "none"])
+        .args(agent_flags)
         .stderr(Stdio::piped())
         .spawn()
         .context("starting zerotrace")?;
@@ -218,11 +219,16 @@ impl Scenario {
 }
 
 fn measure(title: &'static str, target: f64, load: &dyn Fn(u32) -> Result<LoadResult>, pid: u32, seconds: u32) -> Result<Scenario> {
+    measure_with(title, target, load, pid, &[], seconds)
+}
+
+/// `measure` with extra `zerotrace run` flags for the traced runs.
+fn measure_with(title: &'static str, target: f64, load: &dyn Fn(u32) -> Result<LoadResult>, pid: u32, agent_flags: &[&str], seconds: u32) -> Result<Scenario> {
     load(2)?; // warm-up
     let mut rounds = Vec::new();
     for round in 1..=ROUNDS {
         let base = load(seconds)?;
-        let traced = traced_run(load, pid, seconds)?;
+        let traced = traced_run(load, pid, agent_flags, seconds)?;
         println!(
             "{title} round {round}: untraced {:.0} req/s p99 {:.2} ms | traced {:.0} req/s p99 {:.2} ms | agent {:.1}% CPU {:.1} MiB",
             base.rps, base.p99_ms, traced.wrk.rps, traced.wrk.p99_ms, traced.agent_cpu_pct, traced.agent_rss_mb
@@ -272,6 +278,7 @@ fn overhead(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
     let mut scenarios = vec![
         measure("nginx static page, HTTP/1.1 on loopback", 0.90, &|s| wrk(&http, s), nginx_pid, seconds)?,
         measure("nginx static page, HTTPS (OpenSSL) on loopback", 0.85, &|s| wrk(&https, s), nginx_pid, seconds)?,
+        measure_with("nginx static page, HTTPS (OpenSSL) on loopback, `--tls-scope process`", 0.85, &|s| wrk(&https, s), nginx_pid, &["--tls-scope", "process"], seconds)?,
     ];
     drop(nginx);
     let pg_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -332,7 +339,7 @@ fn overhead_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)
     let mut md = String::new();
     let _ = writeln!(md, "## Overhead on servers under load (suite `overhead`)\n");
     let _ = writeln!(md, "Method, databases: the agent traces the server (PostgreSQL's postmaster and the backends it forks; redis-server), so every statement is a SERVER span built from the probes on the server's hot path. pgbench -S (select-only, 8 clients, 1 thread, scale 1, {seconds} s; p50/p99 from its per-transaction log) and redis-benchmark (GET and SET, 32 connections, no pipelining, 15,000 requests per second of run time; figures averaged over the two tests), alternated untraced/traced like wrk.\n");
-    let _ = writeln!(md, "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from kernel.bpf_stats_enabled, switched on only during traced runs.\n");
+    let _ = writeln!(md, "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from kernel.bpf_stats_enabled, switched on only during traced runs.\n");
     for sc in scenarios {
         let _ = writeln!(md, "### {}\n", sc.title);
         let _ = writeln!(md, "| round | untraced req/s | traced req/s | ratio | untraced p99 | traced p99 | agent CPU | agent peak RSS |\n|---|---|---|---|---|---|---|---|");
