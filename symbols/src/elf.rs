@@ -94,6 +94,15 @@ impl ElfSymbols {
         Self::parse_bytes(path, Bytes::Mapped(map))
     }
 
+    /// The parsed file, for sections (the bytes were checked to parse when read).
+    pub fn object(&self) -> Result<object::File<'_>, SymbolError> {
+        object::File::parse(&*self.bytes).map_err(|e| self.parse_error(e.to_string()))
+    }
+
+    pub(crate) fn parse_error(&self, reason: String) -> SymbolError {
+        SymbolError::Parse { path: self.path.clone(), reason }
+    }
+
     pub fn defines(&self, symbol: &str) -> bool {
         self.functions.contains_key(symbol)
     }

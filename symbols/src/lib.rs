@@ -8,9 +8,12 @@
 //!
 //! - [`site`]: where in a function a uprobe avoids the kernel's single-step (x86-64 decoding).
 //!
-//! Go buildinfo/pclntab and DWARF field offsets come next (TLS issue).
+//! - [`go`]: Go executables: version (buildinfo), functions from pclntab (stripped binaries
+//!   too), return instructions, and the struct offsets from `*tls.Conn` to the socket fd
+//!   (DWARF, else a built-in table).
 
 pub mod elf;
+pub mod go;
 pub mod maps;
 pub mod site;
 

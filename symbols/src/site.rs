@@ -23,6 +23,11 @@ use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, Instruct
 /// The System V AMD64 integer argument registers, in order.
 pub const SYSV_ARGS: [Register; 6] = [Register::RDI, Register::RSI, Register::RDX, Register::RCX, Register::R8, Register::R9];
 
+/// Go's internal register ABI (Go ≥ 1.17, amd64): integer arguments in order, then R14, which
+/// holds the current goroutine (`g`) that per-goroutine state is keyed on.
+pub const GO_ARGS: [Register; 10] =
+    [Register::RAX, Register::RBX, Register::RCX, Register::RDI, Register::RSI, Register::R8, Register::R9, Register::R10, Register::R11, Register::R14];
+
 /// How far into a function to look for a site, in instructions: prologues are short.
 const PROLOGUE_INSTRUCTIONS: usize = 12;
 
@@ -242,8 +247,7 @@ mod tests {
     fn go_stack_check_probes_the_conditional_jump() {
         // cmp rsp, [r14+0x10]; jbe +0x40  (every Go function's prologue)
         let code = Bytes(BASE, vec![0x49, 0x3b, 0x66, 0x10, 0x76, 0x40, 0x55]);
-        let go_args = [Register::RAX, Register::RBX, Register::RCX, Register::RDI, Register::R14];
-        assert_eq!(site(&code, BASE, &go_args, false), Site::Emulated { address: BASE + 4 });
+        assert_eq!(site(&code, BASE, &GO_ARGS, false), Site::Emulated { address: BASE + 4 });
     }
 
     #[test]

@@ -23,6 +23,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("mariadb-server", "/usr/sbin/mariadbd"),
     ("mariadb-client", "/usr/bin/mariadb"),
     ("memcached", "/usr/bin/memcached"),
+    // Go programs for the Go crypto/tls work (symbols tests build them).
+    ("golang-go", "/usr/bin/go"),
 ];
 /// Python modules the test services import, with their PyPI names.
 const PYTHON: &[(&str, &str)] = &[("requests", "requests"), ("psycopg2", "psycopg2-binary"), ("pymysql", "pymysql"), ("redis", "redis"), ("pymemcache", "pymemcache"), ("mysql.connector", "mysql-connector-python")];

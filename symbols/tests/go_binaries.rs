@@ -1,0 +1,94 @@
+//! The Go reader on real Go executables that the test builds with the machine's Go (Debian's
+//! golang-go): unstripped, linked with `-s -w`, and run through `strip`. Each answer is
+//! checked against an independent source: the symbol table, the bytes at the offsets, and
+//! DWARF against the built-in table.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use zerotrace_symbols::elf::ElfSymbols;
+use zerotrace_symbols::go::{self, BUILT_IN_OFFSETS};
+use zerotrace_symbols::site::{self, Site};
+
+const READ: &str = "crypto/tls.(*Conn).Read";
+const WRITE: &str = "crypto/tls.(*Conn).Write";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Builds tests/apps/go_tls three ways; returns (unstripped, -s -w, strip(1)).
+fn build() -> (PathBuf, PathBuf, PathBuf) {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("go-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let go = |args: &[&str]| {
+        let status = Command::new("go")
+            .args(args)
+            .current_dir(repo_root().join("tests/apps/go_tls"))
+            .env("GOCACHE", Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache"))
+            .env("GO111MODULE", "off")
+            .status()
+            .expect("Go is needed to build the test binaries: cargo xtask setup installs golang-go");
+        assert!(status.success(), "go {args:?} failed");
+    };
+    let plain = out.join("go_tls");
+    let small = out.join("go_tls_sw");
+    let stripped = out.join("go_tls_stripped");
+    go(&["build", "-o", plain.to_str().unwrap(), "main.go"]);
+    go(&["build", "-ldflags=-s -w", "-o", small.to_str().unwrap(), "main.go"]);
+    std::fs::copy(&plain, &stripped).unwrap();
+    assert!(Command::new("strip").arg(&stripped).status().unwrap().success());
+    (plain, small, stripped)
+}
+
+fn go_version() -> String {
+    let out = Command::new("go").arg("version").output().unwrap();
+    // "go version go1.19.8 linux/amd64"
+    String::from_utf8_lossy(&out.stdout).split_whitespace().nth(2).unwrap().to_string()
+}
+
+#[test]
+fn go_executables_stripped_or_not() {
+    let (plain, small, stripped) = build();
+    let toolchain = go_version();
+    let mut entries = Vec::new();
+    for path in [&plain, &small, &stripped] {
+        let elf = ElfSymbols::read(path).unwrap();
+        let binary = go::read(&elf, &[READ, WRITE, "main.main"]).unwrap().unwrap_or_else(|| panic!("{} is a Go executable", path.display()));
+        assert_eq!(binary.version, toolchain, "{}", path.display());
+        assert_eq!(binary.functions.len(), 3, "{}: {:?}", path.display(), binary.functions);
+        let (entry, end) = binary.functions[READ];
+        assert!(end > entry && end - entry < 64 * 1024, "{READ} spans {entry:#x}..{end:#x}");
+        // Return instructions: each really is `ret` in the file, inside the function.
+        let rets = go::return_sites(&elf, entry, end);
+        assert!(!rets.is_empty(), "{READ} has return instructions");
+        let bytes = std::fs::read(path).unwrap();
+        for ret in &rets {
+            assert!(*ret > entry && *ret < end);
+            let offset = elf.file_offset(*ret).unwrap() as usize;
+            assert_eq!(bytes[offset], 0xc3, "{ret:#x} in {} is a ret", path.display());
+        }
+        // The entry probe goes on the stack check's conditional jump: no single-step.
+        assert!(matches!(site::site(&elf, entry, &site::GO_ARGS, false), Site::Emulated { .. }), "{}", path.display());
+        entries.push(entry);
+    }
+    // The symbol table, where it survives, agrees with pclntab.
+    let symtab = ElfSymbols::read(&plain).unwrap();
+    assert_eq!(symtab.address(READ).unwrap(), entries[0]);
+    assert_eq!(entries[0], entries[2], "strip(1) does not move code");
+    assert!(!ElfSymbols::read(&stripped).unwrap().defines(READ), "strip removed the symbol table");
+
+    // Field offsets: DWARF where present, and the built-in table agrees with it.
+    let from_dwarf = go::tls_conn_offsets(&symtab);
+    assert!(from_dwarf.from_dwarf, "the unstripped build has DWARF");
+    assert_eq!(from_dwarf, zerotrace_symbols::go::TlsConnOffsets { from_dwarf: true, ..BUILT_IN_OFFSETS });
+    let table = go::tls_conn_offsets(&ElfSymbols::read(&small).unwrap());
+    assert_eq!(table, BUILT_IN_OFFSETS, "-s -w drops DWARF: the table answers");
+}
+
+#[test]
+fn other_executables_are_not_go() {
+    let elf = ElfSymbols::read(Path::new("/bin/sh")).unwrap();
+    assert!(go::read(&elf, &[READ]).unwrap().is_none());
+}
