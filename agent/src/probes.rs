@@ -47,7 +47,6 @@ const ATTACH: &[(&str, &str, &str)] = &[
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];
 
-
 pub struct Settings {
     pub payload_cap: u32,
     pub cgroup_filter: bool,

@@ -23,22 +23,30 @@ fn wakeup_flag() -> u64 {
 }
 
 #[inline(always)]
-fn submit_bytes(bytes: &[u8]) {
-    if EVENTS.output::<[u8]>(bytes, wakeup_flag()).is_err() {
+fn submit_bytes(bytes: &[u8], flags: u64) {
+    if EVENTS.output::<[u8]>(bytes, flags).is_err() {
         count(stat::RINGBUF_FULL);
     }
 }
 
+/// Submits a fixed-size record, waking the reader as `flags` say.
 #[inline(always)]
-fn submit<T>(record: &T) {
+fn submit_with<T>(record: &T, flags: u64) {
     // SAFETY: T is a #[repr(C)] record without padding holes that matter to the reader; viewing
     // it as bytes for the duration of the copy into the ring buffer is sound.
     let bytes = unsafe {
         core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>())
     };
-    submit_bytes(bytes);
+    submit_bytes(bytes, flags);
 }
 
+#[inline(always)]
+fn submit<T>(record: &T) {
+    submit_with(record, wakeup_flag());
+}
+
+// Six arguments: BPF passes at most five in registers, so this must be inlined.
+#[inline(always)]
 pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, listen_fd: u32, local: SockAddr, remote: SockAddr) {
     let event = ConnOpenEvent {
         kind: kind::CONN_OPEN,
@@ -79,12 +87,7 @@ pub fn tls_socket(pid_tgid: u64, fd: u32) {
 /// A new traced process (or thread) or an exec. Wakes the agent at once: it has uprobes to
 /// attach for the process, and forks and execs are rare next to data.
 pub fn process(pid: u32, parent_tgid: u32) {
-    let event = ProcessEvent { kind: kind::PROCESS, pid, parent_tgid, _pad: 0 };
-    // SAFETY: as in `submit`: a #[repr(C)] record viewed as bytes for the copy.
-    let bytes = unsafe { core::slice::from_raw_parts((&event as *const ProcessEvent).cast::<u8>(), size_of::<ProcessEvent>()) };
-    if EVENTS.output::<[u8]>(bytes, BPF_RB_FORCE_WAKEUP as u64).is_err() {
-        count(stat::RINGBUF_FULL);
-    }
+    submit_with(&ProcessEvent { kind: kind::PROCESS, pid, parent_tgid, _pad: 0 }, BPF_RB_FORCE_WAKEUP as u64);
 }
 
 /// One `struct iovec`.
@@ -198,5 +201,5 @@ pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
     // SAFETY: len ≤ size_of::<DataEvent>(), checked just above, so the slice stays inside the
     // scratch record.
     let bytes = unsafe { core::slice::from_raw_parts((event as *const zerotrace_abi::DataEvent).cast::<u8>(), len) };
-    submit_bytes(bytes);
+    submit_bytes(bytes, wakeup_flag());
 }

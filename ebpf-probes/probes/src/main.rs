@@ -111,34 +111,26 @@ fn data_slot(pid_tgid: u64, fd: u32, call_op: u32) -> Option<&'static mut Inflig
     // SAFETY: lookup; the value is copied.
     let state = unsafe { FD_STATE.get(&key) }.copied();
     let socket = matches!(state, Some(fd_state::SOCKET | fd_state::TLS | fd_state::FOREIGN));
-    if slot.tls.op != op::NONE {
-        if socket {
-            (slot.last_fd, slot.last_op) = (fd, call_op);
-            tls::note_ciphertext_fd(pid_tgid, slot.tls.ssl, fd, state);
-        }
+    if !socket {
+        // Files, pipes, eventfds: never a TLS socket, so not the thread's last data call.
         return None;
     }
-    if slot.pending_ssl != 0 && socket {
+    (slot.last_fd, slot.last_op) = (fd, call_op);
+    if slot.tls.op != op::NONE {
+        tls::note_ciphertext_fd(pid_tgid, slot.tls.ssl, fd, state);
+        return None;
+    }
+    if slot.pending_ssl != 0 {
         let ssl = slot.pending_ssl;
         slot.pending_ssl = 0;
         if op::is_write(call_op) {
-            (slot.last_fd, slot.last_op) = (fd, call_op);
             tls::note_ciphertext_fd(pid_tgid, ssl, fd, state);
             capture::tls_socket(pid_tgid, fd);
             return None;
         }
     }
-    match state {
-        // `new_call` records it as the thread's last data call.
-        Some(fd_state::SOCKET) => Some(slot),
-        Some(fd_state::TLS | fd_state::FOREIGN) => {
-            // Ciphertext outside an SSL call: a memory BIO's socket (see `Inflight::last_fd`).
-            (slot.last_fd, slot.last_op) = (fd, call_op);
-            None
-        }
-        // Files, pipes, eventfds: never a TLS socket, so they do not count as the last call.
-        _ => None,
-    }
+    // TLS and foreign sockets' bytes (ciphertext, unknown protocols) are not captured.
+    if state == Some(fd_state::SOCKET) { Some(slot) } else { None }
 }
 
 /// Stash a data call unless the fd's bytes are not captured here.

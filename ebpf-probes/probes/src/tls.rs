@@ -1,9 +1,12 @@
 //! TLS plaintext at the OpenSSL API boundary: uprobes on SSL_read/SSL_write(_ex) entry and
 //! a shared uretprobe. The agent may attach them a few instructions in, or in the internal
 //! function an `_ex` form hands its arguments to (where the kernel need not single-step); the
-//! programs only rely on the arguments and `[rsp]` being as at entry. The plaintext joins the same connection state as plain sockets: the
-//! socket is learned from the syscall OpenSSL makes inside the call (`note_ciphertext_fd`), and
-//! from then on that socket's ciphertext is not captured.
+//! programs only rely on the arguments and `[rsp]` being as at entry.
+//!
+//! The plaintext joins the same connection state as plain sockets: the socket is learned from
+//! the syscall OpenSSL makes inside the call (`note_ciphertext_fd`), or, over a memory BIO
+//! (node), from the socket read just before SSL_read and the write just after SSL_write; from
+//! then on that socket's ciphertext is not captured.
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
