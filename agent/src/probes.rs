@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{
     TracePoint, UProbe,
-    uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+    uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
 };
 use aya::{Ebpf, EbpfLoader};
 use zerotrace_abi::{PID_WORDS, fd_key, fd_state, stat};
@@ -118,7 +118,8 @@ impl Probes {
     /// Attaches uprobe program `program` at file offset `offset` of `path`, for every process
     /// that maps the file, or for process `pid` only: the kernel then plants its breakpoint in
     /// that process alone, so other processes using the same library never trap.
-    pub fn attach_uprobe(&mut self, program: &'static str, path: &std::path::Path, offset: u64, pid: Option<u32>) -> Result<UProbeLinkId> {
+    /// `cookie` is what the program reads with `bpf_get_attach_cookie`.
+    pub fn attach_uprobe(&mut self, program: &'static str, path: &std::path::Path, offset: u64, cookie: Option<u64>, pid: Option<u32>) -> Result<UProbeLinkId> {
         let prog: &mut UProbe = self
             .ebpf
             .program_mut(program)
@@ -132,7 +133,7 @@ impl Probes {
             Some(pid) => UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?),
             None => UProbeScope::AllProcesses,
         };
-        Ok(prog.attach(UProbeAttachLocation::AbsoluteOffset(offset), path, scope)?)
+        Ok(prog.attach(UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie }, path, scope)?)
     }
 
     /// Detaches what `attach_uprobe` attached (the process exited).

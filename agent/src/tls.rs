@@ -1,6 +1,6 @@
 //! TLS probes per traced process: which objects provide OpenSSL (libssl, or an executable with
-//! it linked in, as node), where in them to probe, and attaching/detaching as processes come
-//! and go.
+//! it linked in, as node) or are Go executables using crypto/tls (`go`), where in them to
+//! probe, and attaching/detaching as processes come and go.
 //!
 //! Two scopes (`--tls-scope`):
 //! - `file`: a uprobe on the library file traps in every process on the host that uses it,
@@ -24,6 +24,8 @@ use anyhow::{Context, Result};
 use aya::programs::uprobe::UProbeLinkId;
 use zerotrace_symbols::elf::ElfSymbols;
 use zerotrace_symbols::site::{self, SYSV_ARGS, Site};
+
+mod go;
 
 use crate::cli::TlsScope;
 use crate::probes::Probes;
@@ -56,9 +58,18 @@ const TLS_FUNCTIONS: [TlsFunction; 4] = [
     TlsFunction { function: "SSL_write", program: "ssl_write", direction: "write", ex: false },
 ];
 
-/// What to attach in one object: (program, file offset) pairs, and a description for the log.
+/// One uprobe to attach: a program at a file offset, with the cookie it reads, if any.
+#[derive(Debug, Clone, Copy)]
+struct Uprobe {
+    program: &'static str,
+    offset: u64,
+    cookie: Option<u64>,
+}
+
+/// What to attach in one object, and a description for the log.
+#[derive(Default)]
 struct Plan {
-    uprobes: Vec<(&'static str, u64)>,
+    uprobes: Vec<Uprobe>,
     described: Vec<String>,
 }
 
@@ -114,9 +125,9 @@ impl TlsProbes {
             let Some(plan) = self.plan(file, &path, pid) else { continue };
             let attached = self.owners.entry(owner).or_default();
             attached.objects.insert(file);
-            for &(program, offset) in &plan.uprobes {
-                match probes.attach_uprobe(program, &path, offset, only) {
-                    Ok(link) => attached.links.push((program, link)),
+            for probe in &plan.uprobes {
+                match probes.attach_uprobe(probe.program, &path, probe.offset, probe.cookie, only) {
+                    Ok(link) => attached.links.push((probe.program, link)),
                     // The process exited meanwhile: the cleanup detaches what was attached.
                     Err(_) if !crate::targets::is_alive(pid) => return,
                     Err(err) => {
@@ -169,15 +180,14 @@ impl TlsProbes {
             return plan.clone();
         }
         let plan = match plan_object(path) {
-            Ok(plan) => {
+            Ok(Some(plan)) => {
                 eprintln!("zerotrace: TLS probes on {} ({})", shown(path), plan.described.join(", "));
                 Some(Arc::new(plan))
             }
+            // An executable without a TLS library is the common case, not worth a line.
+            Ok(None) => None,
             Err(err) => {
-                // An executable without OpenSSL is the common case, not worth a line.
-                if !err.to_string().contains("does not provide the OpenSSL API") {
-                    eprintln!("zerotrace: warning: no TLS probes in {} (pid {pid}): {err:#}; plaintext tracing continues", shown(path));
-                }
+                eprintln!("zerotrace: warning: no TLS probes in {} (pid {pid}): {err:#}; plaintext tracing continues", shown(path));
                 None
             }
         };
@@ -214,36 +224,42 @@ fn shown(path: &Path) -> String {
     }
 }
 
+/// Where to probe TLS in one object: the OpenSSL API, or a Go executable's crypto/tls.
+/// `Ok(None)` when it has neither.
+fn plan_object(path: &Path) -> Result<Option<Plan>> {
+    let symbols = ElfSymbols::read(path)?;
+    if symbols.defines("SSL_read") && symbols.defines("SSL_write") {
+        return openssl_plan(&symbols).map(Some);
+    }
+    go::plan(&symbols)
+}
+
 /// Where to probe the OpenSSL API in one object. The probes go where the kernel need not
 /// single-step (see `zerotrace_symbols::site`): the `_ex` forms may be probed in the internal
 /// function they pass their arguments to, which keeps their contract (count through the 4th
 /// argument, positive return on success). `SSL_read`/`SSL_write` are then left alone if they
 /// call that same function, so each call is seen once.
-fn plan_object(path: &Path) -> Result<Plan> {
-    let symbols = ElfSymbols::read(path)?;
-    if !(symbols.defines("SSL_read") && symbols.defines("SSL_write")) {
-        anyhow::bail!("{} does not provide the OpenSSL API (no SSL_read/SSL_write)", path.display());
-    }
-    let mut plan = Plan { uprobes: Vec::new(), described: Vec::new() };
+fn openssl_plan(symbols: &ElfSymbols) -> Result<Plan> {
+    let mut plan = Plan::default();
     // Direction → the internal function its `_ex` form was probed in.
     let mut internal: Vec<(&str, u64)> = Vec::new();
     for tls in &TLS_FUNCTIONS {
         let Ok(address) = symbols.address(tls.function) else { continue };
         let site = if tls.ex {
-            site::site(&symbols, address, &SYSV_ARGS[..4], true)
+            site::site(symbols, address, &SYSV_ARGS[..4], true)
         } else {
             let covering = internal.iter().find(|(direction, _)| *direction == tls.direction).map(|(_, callee)| *callee);
-            if covering.is_some_and(|callee| site::calls(&symbols, address, symbols.size(tls.function), callee)) {
+            if covering.is_some_and(|callee| site::calls(symbols, address, symbols.size(tls.function), callee)) {
                 plan.described.push(format!("{} through that function", tls.function));
                 continue;
             }
-            site::site(&symbols, address, &SYSV_ARGS[..3], false)
+            site::site(symbols, address, &SYSV_ARGS[..3], false)
         };
         let offset = symbols
             .file_offset(site.address())
             .with_context(|| format!("{}: probe site {:#x} outside the file's segments", tls.function, site.address()))?;
-        plan.uprobes.push((tls.program, offset));
-        plan.uprobes.push(("ssl_ret", offset));
+        plan.uprobes.push(Uprobe { program: tls.program, offset, cookie: None });
+        plan.uprobes.push(Uprobe { program: "ssl_ret", offset, cookie: None });
         plan.described.push(match site {
             Site::Emulated { address: at } if at == address => tls.function.to_string(),
             Site::Emulated { address: at } => format!("{}+{:#x}", tls.function, at - address),
@@ -275,7 +291,7 @@ mod tests {
         let Some(path) = SYSTEM_LIBSSL.iter().map(|p| Path::new("/").join(p)).find(|p| p.exists()) else {
             panic!("libssl.so.3 not found: install libssl3 (cargo xtask setup)");
         };
-        let plan = plan_object(&path).unwrap_or_else(|e| panic!("{e:#}"));
+        let plan = plan_object(&path).unwrap_or_else(|e| panic!("{e:#}")).expect("libssl provides the OpenSSL API");
         assert_eq!(plan.described.len(), 4, "{:?}", plan.described);
         assert!(plan.described.iter().all(|d| !d.contains("single-stepped")), "{:?}", plan.described);
         assert!(plan.uprobes.len() >= 4 && plan.uprobes.len().is_multiple_of(2), "{:?}", plan.uprobes);

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use iced_x86::{Code, Decoder, DecoderOptions, Instruction};
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Register};
 use object::{Object, ObjectSection};
 
 use crate::SymbolError;
@@ -165,6 +165,38 @@ pub fn return_sites(elf: &ElfSymbols, entry: u64, end: u64) -> Vec<u64> {
         }
     }
     sites
+}
+
+/// The address of a function's stack check `jbe`: Go (register ABI) starts every function
+/// that may grow its stack with `cmp rsp, [r14+16]` (or `lea r12, [rsp-frame]` and
+/// `cmp r12, [r14+16]`: R14 is `g`, +16 its stack guard) and `jbe` to the code that grows the
+/// stack and runs the function again. The kernel emulates the `jbe`, so a probe there costs one
+/// trap, and the flags the compare left tell a probe whether this pass is the one that goes on
+/// (see the Go TLS probes). `None` when the function does not start that way.
+pub fn stack_check_jump(elf: &ElfSymbols, entry: u64) -> Option<u64> {
+    let code = elf.code_at(entry, 32)?;
+    let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    let mut compared = None;
+    for _ in 0..3 {
+        if !decoder.can_decode() {
+            return None;
+        }
+        decoder.decode_out(&mut instruction);
+        match instruction.code() {
+            Code::Lea_r64_m if instruction.op0_register() == Register::R12 && instruction.memory_base() == Register::RSP => {}
+            Code::Cmp_r64_rm64
+                if matches!(instruction.op0_register(), Register::RSP | Register::R12)
+                    && instruction.memory_base() == Register::R14
+                    && instruction.memory_displacement64() == 16 =>
+            {
+                compared = Some(instruction.op0_register());
+            }
+            Code::Jbe_rel8_64 | Code::Jbe_rel32_64 if compared.is_some() => return Some(instruction.ip()),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Field offsets from a `*crypto/tls.Conn` to the socket fd:

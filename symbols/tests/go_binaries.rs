@@ -13,6 +13,8 @@ use zerotrace_symbols::site::{self, Site};
 
 const READ: &str = "crypto/tls.(*Conn).Read";
 const WRITE: &str = "crypto/tls.(*Conn).Write";
+const ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
+const REQUEST_WRITE: &str = "net/http.(*Request).write";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -55,9 +57,9 @@ fn go_executables_stripped_or_not() {
     let mut entries = Vec::new();
     for path in [&plain, &small, &stripped] {
         let elf = ElfSymbols::read(path).unwrap();
-        let binary = go::read(&elf, &[READ, WRITE, "main.main"]).unwrap().unwrap_or_else(|| panic!("{} is a Go executable", path.display()));
+        let binary = go::read(&elf, &[READ, WRITE, ROUND_TRIP, REQUEST_WRITE, "main.main"]).unwrap().unwrap_or_else(|| panic!("{} is a Go executable", path.display()));
         assert_eq!(binary.version, toolchain, "{}", path.display());
-        assert_eq!(binary.functions.len(), 3, "{}: {:?}", path.display(), binary.functions);
+        assert_eq!(binary.functions.len(), 5, "{}: {:?}", path.display(), binary.functions);
         let (entry, end) = binary.functions[READ];
         assert!(end > entry && end - entry < 64 * 1024, "{READ} spans {entry:#x}..{end:#x}");
         // Return instructions: each really is `ret` in the file, inside the function.
@@ -70,7 +72,17 @@ fn go_executables_stripped_or_not() {
             assert_eq!(bytes[offset], 0xc3, "{ret:#x} in {} is a ret", path.display());
         }
         // The entry probe goes on the stack check's conditional jump: no single-step.
-        assert!(matches!(site::site(&elf, entry, &site::GO_ARGS, false), Site::Emulated { .. }), "{}", path.display());
+        let site = site::site(&elf, entry, &site::GO_ARGS, false);
+        assert!(matches!(site, Site::Emulated { .. }), "{}", path.display());
+        let jump = go::stack_check_jump(&elf, entry).unwrap_or_else(|| panic!("{READ} starts with the stack check"));
+        assert_eq!(jump, site.address(), "the first emulated instruction is the stack check's jbe");
+        // Functions with a large frame compare through R12; net/http's are such.
+        for function in [WRITE, ROUND_TRIP, REQUEST_WRITE] {
+            let (start, _) = binary.functions[function];
+            let jump = go::stack_check_jump(&elf, start).unwrap_or_else(|| panic!("{function} starts with the stack check"));
+            let offset = elf.file_offset(jump).unwrap() as usize;
+            assert!(bytes[offset] == 0x76 || bytes[offset..offset + 2] == [0x0f, 0x86], "{function}: jbe at {jump:#x}");
+        }
         entries.push(entry);
     }
     // The symbol table, where it survives, agrees with pclntab.

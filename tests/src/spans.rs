@@ -123,3 +123,22 @@ pub fn assert_child_of(child: &TestSpan, parent: &TestSpan) {
 pub fn find<'a>(spans: &'a [TestSpan], kind: &str, pred: impl Fn(&TestSpan) -> bool) -> Vec<&'a TestSpan> {
     spans.iter().filter(|s| s.kind == kind && pred(s)).collect()
 }
+
+/// Each of five front requests (`/work/N`) has one HTTPS CLIENT child to the back
+/// service on `back_port` (`/item/...`), and that call one HTTPS SERVER child: the back's,
+/// stitched across processes.
+pub fn assert_https_call_per_request(spans: &[TestSpan], fronts: &[&TestSpan], back_port: u16) {
+    assert_eq!(fronts.len(), 5, "{spans:#?}");
+    for f in fronts {
+        let clients = find(spans, "CLIENT", |c| c.parent_id == f.span_id);
+        assert_eq!(clients.len(), 1, "the HTTPS call is a child of the request it serves: {spans:#?}");
+        let client = clients[0];
+        assert_child_of(client, f);
+        assert!(client.attr("url.full").unwrap().starts_with(&format!("https://127.0.0.1:{back_port}/item/")), "{client:?}");
+        let backs = find(spans, "SERVER", |b| b.parent_id == client.span_id);
+        assert_eq!(backs.len(), 1, "the HTTPS SERVER span is stitched under the CLIENT span: {spans:#?}");
+        assert_eq!(backs[0].attr("url.scheme"), Some("https"));
+        assert_eq!(backs[0].attr("http.response.status_code"), Some("200"));
+        assert_eq!(backs[0].attr("server.port"), Some(back_port.to_string().as_str()));
+    }
+}

@@ -115,6 +115,28 @@ pub struct DataHeader {
 pub mod data_flags {
     /// Plaintext read at the TLS library boundary (SSL_read/SSL_write), not from a syscall.
     pub const TLS: u32 = 1;
+    /// The record's `tid` names a goroutine (`GOROUTINE_ACTOR` set), not a thread: Go moves
+    /// goroutines between threads, and a request's work is the goroutine's.
+    pub const GOROUTINE: u32 = 2;
+}
+
+/// Set in a data record's `tid` when it names a goroutine: above any thread id (the kernel's
+/// PID_MAX_LIMIT is 2^22), so the agent's per-"thread" linking works per goroutine unchanged.
+pub const GOROUTINE_ACTOR: u32 = 1 << 31;
+
+/// The field offsets from a Go `*crypto/tls.Conn` to its socket fd, packed into a uprobe's
+/// attach cookie, 16 bits each: `tls.Conn.conn` (an interface; its data word follows the type
+/// word), `net.conn.fd`, `net.netFD.pfd`, `poll.FD.Sysfd`. Per probe, because each Go
+/// executable may have its own layout.
+pub mod go_cookie {
+    pub const fn pack(conn: u16, fd: u16, pfd: u16, sysfd: u16) -> u64 {
+        (conn as u64) | ((fd as u64) << 16) | ((pfd as u64) << 32) | ((sysfd as u64) << 48)
+    }
+
+    /// (conn, fd, pfd, sysfd).
+    pub const fn unpack(cookie: u64) -> (u64, u64, u64, u64) {
+        (cookie & 0xffff, (cookie >> 16) & 0xffff, (cookie >> 32) & 0xffff, cookie >> 48)
+    }
 }
 
 /// `fd` of a TLS record whose socket is not known yet (no syscall seen inside the SSL call).

@@ -14,6 +14,7 @@
 
 mod capture;
 mod filter;
+mod go_tls;
 mod maps;
 mod sockaddr;
 mod tls;

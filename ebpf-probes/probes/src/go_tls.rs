@@ -1,0 +1,252 @@
+//! Go `crypto/tls` plaintext: uprobes on `(*Conn).Write` (entry) and `(*Conn).Read` (entry and
+//! each of its `ret` instructions), Go's register ABI (Go ≥ 1.17): receiver in RAX, the byte
+//! slice in RBX/RCX, results in RAX; R14 holds the running goroutine (`g`).
+//!
+//! - No return probes: a uretprobe rewrites the return address on the stack, and Go moves and
+//!   walks goroutine stacks. The agent lists Read's `ret` instructions instead.
+//! - Per goroutine, not per thread: a Read that blocks parks its goroutine, which may resume on
+//!   another thread. The records' `tid` is a goroutine id (`GOROUTINE_ACTOR`), so the agent's
+//!   "calls made while serving a request" rule applies per goroutine.
+//! - Every entry probe sits on the stack check's `jbe` (the agent checks the instruction). When
+//!   the goroutine's stack must grow, that jump is taken, the runtime copies the stack and runs
+//!   the function again from the start, so the probe fires twice for one call: the first time,
+//!   with CF or ZF set by the compare just before, is ignored.
+//! - net/http's client writes a request on its connection's `writeLoop` goroutine, not on the
+//!   goroutine that called `Client.Do`. Two more entry probes hand the caller over:
+//!   `(*persistConn).roundTrip` (on the caller) notes the `*Request`, and `(*Request).write`
+//!   (on writeLoop) finds it, so writeLoop's TLS writes count as the caller's for a while.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_get_attach_cookie},
+    macros::{map, uprobe},
+    maps::LruHashMap,
+    programs::ProbeContext,
+};
+use zerotrace_abi::{GOROUTINE_ACTOR, data_flags, fd_key, fd_state, go_cookie};
+
+use crate::maps::{FD_STATE, Inflight, op};
+use crate::{capture, filter};
+
+/// A pointer in a process (a goroutine's `g`, a `*Request`): pointers are per address space.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoKey {
+    pub ptr: u64,
+    pub tgid: u64,
+}
+
+/// A `(*Conn).Read` between its entry and its return.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoRead {
+    pub buf: u64,
+    pub ts_enter_ns: u64,
+    pub fd: u32,
+    pub _pad: u32,
+}
+
+/// A goroutine's pending Read, by `g`.
+#[map]
+static GO_READS: LruHashMap<GoKey, GoRead> = LruHashMap::with_max_entries(16384, 0);
+/// `*Request` → the goroutine that called roundTrip with it.
+#[map]
+static GO_REQUESTS: LruHashMap<GoKey, u64> = LruHashMap::with_max_entries(16384, 0);
+/// writeLoop goroutine → (caller goroutine, when it took the request over).
+#[map]
+static GO_WRITES_FOR: LruHashMap<GoKey, (u64, u64)> = LruHashMap::with_max_entries(16384, 0);
+
+/// How long after `(*Request).write` starts its goroutine's TLS writes count as the caller's.
+/// The request head goes out at once; the bound keeps a `g` that the runtime recycled for an
+/// unrelated goroutine from inheriting the mapping.
+const WRITES_FOR_NS: u64 = 1_000_000_000;
+
+/// x86 flags: the stack check's `jbe` jumps (to grow the stack) on CF or ZF.
+const CF: u64 = 1;
+const ZF: u64 = 1 << 6;
+
+struct Regs {
+    ax: u64,
+    bx: u64,
+    cx: u64,
+    g: u64,
+    flags: u64,
+}
+
+#[inline(always)]
+fn regs(ctx: &ProbeContext) -> Regs {
+    // SAFETY: `ctx.regs` is the probe context, the traced task's user registers; the verifier
+    // allows reading its fields directly.
+    let r = unsafe { &*ctx.regs };
+    Regs { ax: r.rax, bx: r.rbx, cx: r.rcx, g: r.r14, flags: r.eflags }
+}
+
+#[inline(always)]
+fn read_u64(addr: u64) -> Option<u64> {
+    // SAFETY: checked read of user memory; a bad pointer gives an error, not a fault.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+/// The goroutine's id in records: the `g` pointer folded into 31 bits with the process (g
+/// structs are ≥ 16-byte aligned and Go heaps start at the same address in every process).
+#[inline(always)]
+fn actor(tgid: u32, g: u64) -> u32 {
+    GOROUTINE_ACTOR | (((g >> 4) as u32 ^ tgid.rotate_left(13)) & !GOROUTINE_ACTOR)
+}
+
+/// The socket fd under a `*tls.Conn`, through the offsets in the attach cookie, if it is a
+/// socket the probes know; it is marked TLS so its ciphertext is not captured.
+#[inline(always)]
+fn conn_fd(ctx: &ProbeContext, tgid: u32, conn: u64) -> Option<u32> {
+    // SAFETY: helper reading this attachment's cookie from the context.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let (conn_off, fd_off, pfd_off, sysfd_off) = go_cookie::unpack(cookie);
+    // tls.Conn.conn is a net.Conn interface: (type, data); data points to a *net.TCPConn.
+    let inner = read_u64(conn + conn_off + 8)?;
+    let net_fd = read_u64(inner + fd_off)?;
+    let sysfd = read_u64(net_fd + pfd_off + sysfd_off)? as i64;
+    if !(0..=i64::from(i32::MAX)).contains(&sysfd) {
+        return None;
+    }
+    let fd = sysfd as u32;
+    let key = fd_key(tgid, fd);
+    // SAFETY: lookup; the value is copied.
+    match unsafe { FD_STATE.get(&key) }.copied() {
+        Some(fd_state::TLS) => {}
+        // Another kind of net.Conn under the TLS one, or an fd we never saw: not ours to read.
+        Some(fd_state::SOCKET | fd_state::FOREIGN) => {
+            let _ = FD_STATE.insert(&key, &fd_state::TLS, 0);
+        }
+        _ => return None,
+    }
+    Some(fd)
+}
+
+/// The entry probe fired on the way to growing the stack; the call starts again.
+#[inline(always)]
+fn stack_growth_pass(r: &Regs) -> bool {
+    r.flags & (CF | ZF) != 0
+}
+
+#[uprobe]
+pub fn go_tls_write(ctx: ProbeContext) -> u32 {
+    match try_go_tls_write(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+fn try_go_tls_write(ctx: &ProbeContext) -> Result<(), i64> {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let r = regs(ctx);
+    if stack_growth_pass(&r) {
+        return Ok(());
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let fd = conn_fd(ctx, tgid, r.ax).ok_or(1)?;
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let key = GoKey { ptr: r.g, tgid: u64::from(tgid) };
+    // SAFETY: lookup; the value is copied.
+    let g = match unsafe { GO_WRITES_FOR.get(&key) }.copied() {
+        Some((caller, since)) if now.wrapping_sub(since) < WRITES_FOR_NS => caller,
+        _ => r.g,
+    };
+    // The plaintext is complete at entry: no need to see the return.
+    let call = Inflight { op: op::WRITE, fd, ptr: r.bx, ts_enter_ns: now, ..Inflight::IDLE };
+    let who = (u64::from(tgid) << 32) | u64::from(actor(tgid, g));
+    capture::data(who, &call, r.cx, data_flags::TLS | data_flags::GOROUTINE);
+    Ok(())
+}
+
+#[uprobe]
+pub fn go_tls_read(ctx: ProbeContext) -> u32 {
+    match try_go_tls_read(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+fn try_go_tls_read(ctx: &ProbeContext) -> Result<(), i64> {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let r = regs(ctx);
+    if stack_growth_pass(&r) {
+        return Ok(());
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let fd = conn_fd(ctx, tgid, r.ax).ok_or(1)?;
+    // SAFETY: helper without arguments.
+    let ts_enter_ns = unsafe { bpf_ktime_get_ns() };
+    let read = GoRead { buf: r.bx, ts_enter_ns, fd, _pad: 0 };
+    GO_READS.insert(&GoKey { ptr: r.g, tgid: u64::from(tgid) }, &read, 0)?;
+    Ok(())
+}
+
+/// On each `ret` of `(*Conn).Read`: RAX holds the byte count.
+#[uprobe]
+pub fn go_tls_read_ret(ctx: ProbeContext) -> u32 {
+    match try_go_tls_read_ret(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+fn try_go_tls_read_ret(ctx: &ProbeContext) -> Result<(), i64> {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let r = regs(ctx);
+    let tgid = (pid_tgid >> 32) as u32;
+    let key = GoKey { ptr: r.g, tgid: u64::from(tgid) };
+    // SAFETY: lookup; the value is copied before the entry is removed.
+    let Some(read) = unsafe { GO_READS.get(&key) }.copied() else { return Ok(()) };
+    let _ = GO_READS.remove(&key);
+    let n = r.ax as i64;
+    if n <= 0 {
+        return Ok(());
+    }
+    let call = Inflight { op: op::READ, fd: read.fd, ptr: read.buf, ts_enter_ns: read.ts_enter_ns, ..Inflight::IDLE };
+    let who = (u64::from(tgid) << 32) | u64::from(actor(tgid, r.g));
+    capture::data(who, &call, n as u64, data_flags::TLS | data_flags::GOROUTINE);
+    Ok(())
+}
+
+/// `net/http.(*persistConn).roundTrip(pc, req *transportRequest)`, on the calling goroutine:
+/// `transportRequest` embeds the `*Request` as its first field.
+#[uprobe]
+pub fn go_http_round_trip(ctx: ProbeContext) -> u32 {
+    match try_go_http_round_trip(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+fn try_go_http_round_trip(ctx: &ProbeContext) -> Result<(), i64> {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let r = regs(ctx);
+    if stack_growth_pass(&r) {
+        return Ok(());
+    }
+    let request = read_u64(r.bx).ok_or(1)?;
+    GO_REQUESTS.insert(&GoKey { ptr: request, tgid: pid_tgid >> 32 }, &r.g, 0)?;
+    Ok(())
+}
+
+/// `net/http.(*Request).write(r, ...)`, on the connection's writeLoop goroutine.
+#[uprobe]
+pub fn go_http_request_write(ctx: ProbeContext) -> u32 {
+    match try_go_http_request_write(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+fn try_go_http_request_write(ctx: &ProbeContext) -> Result<(), i64> {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let r = regs(ctx);
+    if stack_growth_pass(&r) {
+        return Ok(());
+    }
+    let tgid = pid_tgid >> 32;
+    let request = GoKey { ptr: r.ax, tgid };
+    // SAFETY: lookup; the value is copied before the entry is removed.
+    let Some(caller) = unsafe { GO_REQUESTS.get(&request) }.copied() else { return Ok(()) };
+    let _ = GO_REQUESTS.remove(&request);
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    GO_WRITES_FOR.insert(&GoKey { ptr: r.g, tgid }, &(caller, now), 0)?;
+    Ok(())
+}
