@@ -153,6 +153,17 @@ fn pclntab_functions(tab: &[u8], text_section: u64, wanted: &[&str]) -> Result<H
 
 /// The virtual addresses of the return instructions in `[entry, end)`.
 pub fn return_sites(elf: &ElfSymbols, entry: u64, end: u64) -> Vec<u64> {
+    instructions_where(elf, entry, end, |i| matches!(i.code(), Code::Retnq | Code::Retnq_imm16))
+}
+
+/// The virtual addresses of the direct calls to `target` in `[entry, end)`. The kernel emulates
+/// a `call rel32`, so a probe on one costs a single trap, where one on a `ret` (single-stepped)
+/// costs two.
+pub fn call_sites(elf: &ElfSymbols, entry: u64, end: u64, target: u64) -> Vec<u64> {
+    instructions_where(elf, entry, end, |i| i.code() == Code::Call_rel32_64 && i.near_branch_target() == target)
+}
+
+fn instructions_where(elf: &ElfSymbols, entry: u64, end: u64, wanted: impl Fn(&Instruction) -> bool) -> Vec<u64> {
     let len = usize::try_from(end.saturating_sub(entry)).unwrap_or(0).min(1 << 20);
     let Some(code) = elf.code_at(entry, len) else { return Vec::new() };
     let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
@@ -160,7 +171,7 @@ pub fn return_sites(elf: &ElfSymbols, entry: u64, end: u64) -> Vec<u64> {
     let mut sites = Vec::new();
     while decoder.can_decode() {
         decoder.decode_out(&mut instruction);
-        if matches!(instruction.code(), Code::Retnq | Code::Retnq_imm16) {
+        if wanted(&instruction) {
             sites.push(instruction.ip());
         }
     }

@@ -15,6 +15,7 @@ const READ: &str = "crypto/tls.(*Conn).Read";
 const WRITE: &str = "crypto/tls.(*Conn).Write";
 const ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
 const REQUEST_WRITE: &str = "net/http.(*Request).write";
+const MEMMOVE: &str = "runtime.memmove";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -57,9 +58,9 @@ fn go_executables_stripped_or_not() {
     let mut entries = Vec::new();
     for path in [&plain, &small, &stripped] {
         let elf = ElfSymbols::read(path).unwrap();
-        let binary = go::read(&elf, &[READ, WRITE, ROUND_TRIP, REQUEST_WRITE, "main.main"]).unwrap().unwrap_or_else(|| panic!("{} is a Go executable", path.display()));
+        let binary = go::read(&elf, &[READ, WRITE, ROUND_TRIP, REQUEST_WRITE, MEMMOVE, "main.main"]).unwrap().unwrap_or_else(|| panic!("{} is a Go executable", path.display()));
         assert_eq!(binary.version, toolchain, "{}", path.display());
-        assert_eq!(binary.functions.len(), 5, "{}: {:?}", path.display(), binary.functions);
+        assert_eq!(binary.functions.len(), 6, "{}: {:?}", path.display(), binary.functions);
         let (entry, end) = binary.functions[READ];
         assert!(end > entry && end - entry < 64 * 1024, "{READ} spans {entry:#x}..{end:#x}");
         // Return instructions: each really is `ret` in the file, inside the function.
@@ -71,6 +72,12 @@ fn go_executables_stripped_or_not() {
             let offset = elf.file_offset(*ret).unwrap() as usize;
             assert_eq!(bytes[offset], 0xc3, "{ret:#x} in {} is a ret", path.display());
         }
+        // Read copies the plaintext out with one call to runtime.memmove (bytes.Reader.Read,
+        // inlined): a `call rel32` (e8) there.
+        let (memmove, _) = binary.functions[MEMMOVE];
+        let copies = go::call_sites(&elf, entry, end, memmove);
+        assert_eq!(copies.len(), 1, "{READ} calls {MEMMOVE} once: {copies:x?}");
+        assert_eq!(bytes[elf.file_offset(copies[0]).unwrap() as usize], 0xe8);
         // The entry probe goes on the stack check's conditional jump: no single-step.
         let site = site::site(&elf, entry, &site::GO_ARGS, false);
         assert!(matches!(site, Site::Emulated { .. }), "{}", path.display());

@@ -2,6 +2,8 @@
 //! probes' `go_tls.rs`): the entry probes on each function's stack-check `jbe`, the read's
 //! result on each of its `ret` instructions, and the fd offsets in the probes' cookie.
 
+use std::collections::HashMap;
+
 use anyhow::{Context, Result, bail};
 use zerotrace_abi::go_cookie;
 use zerotrace_symbols::elf::ElfSymbols;
@@ -13,11 +15,12 @@ const READ: &str = "crypto/tls.(*Conn).Read";
 const WRITE: &str = "crypto/tls.(*Conn).Write";
 const ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
 const REQUEST_WRITE: &str = "net/http.(*Request).write";
+const MEMMOVE: &str = "runtime.memmove";
 
 /// The probes of a Go executable that uses crypto/tls; `Ok(None)` for anything else (not Go,
 /// or Go without TLS). An error says why a Go TLS program cannot be probed.
 pub(super) fn plan(symbols: &ElfSymbols) -> Result<Option<Plan>> {
-    let Some(binary) = go::read(symbols, &[READ, WRITE, ROUND_TRIP, REQUEST_WRITE])? else { return Ok(None) };
+    let Some(binary) = go::read(symbols, &[READ, WRITE, ROUND_TRIP, REQUEST_WRITE, MEMMOVE])? else { return Ok(None) };
     let (Some(&(read, read_end)), Some(&(write, _))) = (binary.functions.get(READ), binary.functions.get(WRITE)) else {
         return Ok(None);
     };
@@ -29,15 +32,8 @@ pub(super) fn plan(symbols: &ElfSymbols) -> Result<Option<Plan>> {
     let mut plan = Plan::default();
     plan.uprobes.push(Uprobe { program: "go_tls_write", offset: entry(symbols, WRITE, write)?, cookie: Some(cookie) });
     plan.uprobes.push(Uprobe { program: "go_tls_read", offset: entry(symbols, READ, read)?, cookie: Some(cookie) });
-    let returns = go::return_sites(symbols, read, read_end);
-    if returns.is_empty() {
-        bail!("{READ} has no return instruction that could be found");
-    }
-    for ret in &returns {
-        let offset = symbols.file_offset(*ret).with_context(|| format!("{READ}: return at {ret:#x} outside the file's segments"))?;
-        plan.uprobes.push(Uprobe { program: "go_tls_read_ret", offset, cookie: None });
-    }
-    plan.described.push(format!("{}: crypto/tls Conn.Write, Conn.Read and its {} returns", binary.version, returns.len()));
+    let read_how = read_result(symbols, &binary.functions, read, read_end, &mut plan)?;
+    plan.described.push(format!("{}: crypto/tls Conn.Write, Conn.Read {read_how}", binary.version));
     plan.described.push(format!("fd offsets from {}", if offsets.from_dwarf { "DWARF" } else { "the built-in table" }));
     // The client hand-over is optional: without it Go HTTPS calls are still traced, only not
     // linked under the request their caller serves.
@@ -49,6 +45,29 @@ pub(super) fn plan(symbols: &ElfSymbols) -> Result<Option<Plan>> {
         plan.described.push("net/http client requests followed to their writeLoop".to_string());
     }
     Ok(Some(plan))
+}
+
+/// Where the Read's plaintext is seen: its one copy into the caller's buffer (Go 1.19's
+/// bytes.Reader.Read, inlined, calls runtime.memmove once), else each `ret`. Returns how, for
+/// the log.
+fn read_result(symbols: &ElfSymbols, functions: &HashMap<String, (u64, u64)>, read: u64, read_end: u64, plan: &mut Plan) -> Result<String> {
+    let copies = functions.get(MEMMOVE).map(|&(memmove, _)| go::call_sites(symbols, read, read_end, memmove)).unwrap_or_default();
+    let (program, sites, how) = match copies[..] {
+        [copy] => ("go_tls_read_copy", vec![copy], "at its copy".to_string()),
+        _ => {
+            let returns = go::return_sites(symbols, read, read_end);
+            let how = format!("at its {} returns (single-stepped)", returns.len());
+            ("go_tls_read_ret", returns, how)
+        }
+    };
+    if sites.is_empty() {
+        bail!("{READ} has no return instruction that could be found");
+    }
+    for site in sites {
+        let offset = symbols.file_offset(site).with_context(|| format!("{READ}: {site:#x} outside the file's segments"))?;
+        plan.uprobes.push(Uprobe { program, offset, cookie: None });
+    }
+    Ok(how)
 }
 
 /// Go 1.17 moved amd64 to the register ABI; "devel" builds are newer than any release.

@@ -1,9 +1,10 @@
-//! Go `crypto/tls` plaintext: uprobes on `(*Conn).Write` (entry) and `(*Conn).Read` (entry and
-//! each of its `ret` instructions), Go's register ABI (Go ≥ 1.17): receiver in RAX, the byte
-//! slice in RBX/RCX, results in RAX; R14 holds the running goroutine (`g`).
+//! Go `crypto/tls` plaintext: uprobes on `(*Conn).Write` (entry) and `(*Conn).Read` (entry, and
+//! where it copies the plaintext out, else each of its `ret` instructions), Go's register ABI
+//! (Go ≥ 1.17): receiver in RAX, the byte slice in RBX/RCX, results in RAX; R14 holds the
+//! running goroutine (`g`).
 //!
 //! - No return probes: a uretprobe rewrites the return address on the stack, and Go moves and
-//!   walks goroutine stacks. The agent lists Read's `ret` instructions instead.
+//!   walks goroutine stacks. The agent finds the copy (or the `ret` instructions) instead.
 //! - Per goroutine, not per thread: a Read that blocks parks its goroutine, which may resume on
 //!   another thread. The records' `tid` is a goroutine id (`GOROUTINE_ACTOR`), so the agent's
 //!   "calls made while serving a request" rule applies per goroutine.
@@ -180,29 +181,43 @@ fn try_go_tls_read(ctx: &ProbeContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// On each `ret` of `(*Conn).Read`: RAX holds the byte count.
+/// On the one `call runtime.memmove` in `(*Conn).Read` (bytes.Reader.Read, inlined), which
+/// copies the plaintext out: source in RBX, count in RCX. The kernel emulates a call, so this
+/// costs one trap where a probe on each `ret` costs two (the fallback, `go_tls_read_ret`).
 #[uprobe]
-pub fn go_tls_read_ret(ctx: ProbeContext) -> u32 {
-    match try_go_tls_read_ret(&ctx) {
+pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
+    let r = regs(&ctx);
+    match finish_read(&r, r.bx, r.cx) {
         Ok(()) | Err(_) => 0,
     }
 }
 
-fn try_go_tls_read_ret(ctx: &ProbeContext) -> Result<(), i64> {
+/// On each `ret` of `(*Conn).Read`: RAX holds the byte count, the buffer has the bytes.
+#[uprobe]
+pub fn go_tls_read_ret(ctx: ProbeContext) -> u32 {
+    let r = regs(&ctx);
+    match finish_read(&r, 0, r.ax) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+/// Emits the plaintext of the goroutine's Read: `n` bytes at `from`, or in the Read's buffer
+/// when `from` is 0.
+#[inline(always)]
+fn finish_read(r: &Regs, from: u64, n: u64) -> Result<(), i64> {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
-    let r = regs(ctx);
     let tgid = (pid_tgid >> 32) as u32;
     let key = GoKey { ptr: r.g, tgid: u64::from(tgid) };
     // SAFETY: lookup; the value is copied before the entry is removed.
     let Some(read) = unsafe { GO_READS.get(&key) }.copied() else { return Ok(()) };
     let _ = GO_READS.remove(&key);
-    let n = r.ax as i64;
-    if n <= 0 {
+    if n as i64 <= 0 {
         return Ok(());
     }
-    let call = Inflight { op: op::READ, fd: read.fd, ptr: read.buf, ts_enter_ns: read.ts_enter_ns, ..Inflight::IDLE };
+    let ptr = if from != 0 { from } else { read.buf };
+    let call = Inflight { op: op::READ, fd: read.fd, ptr, ts_enter_ns: read.ts_enter_ns, ..Inflight::IDLE };
     let who = (u64::from(tgid) << 32) | u64::from(actor(tgid, r.g));
-    capture::data(who, &call, n as u64, data_flags::TLS | data_flags::GOROUTINE);
+    capture::data(who, &call, n, data_flags::TLS | data_flags::GOROUTINE);
     Ok(())
 }
 

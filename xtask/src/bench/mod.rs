@@ -129,6 +129,32 @@ fn start_nginx(dir: &std::path::Path, port: u16, tls_port: u16) -> Result<(Kill,
     Ok((Kill(child), pid))
 }
 
+/// Builds tests/apps/go_tls with the machine's Go and serves HTTPS with it (Go's crypto/tls).
+fn start_go_https(dir: &std::path::Path, port: u16) -> Result<(Kill, u32)> {
+    let binary = dir.join("go_tls");
+    crate::util::run(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&binary)
+            .arg("main.go")
+            .current_dir(root().join("tests/apps/go_tls"))
+            .env("GOCACHE", dir.join("go-cache"))
+            .env("GO111MODULE", "off"),
+    )
+    .context("building tests/apps/go_tls (cargo xtask setup installs golang-go)")?;
+    let cert = make_cert(dir)?;
+    let child = Command::new(&binary).args(["-port", &port.to_string(), "-cert"]).arg(&cert).stdout(Stdio::null()).spawn().context("starting the Go HTTPS server")?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("the Go HTTPS server did not listen on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((Kill(child), pid))
+}
+
 /// Alternating untraced/traced rounds: the machine's noise is larger than the effect, so
 /// several short interleaved rounds beat one long pair.
 const ROUNDS: usize = 4;
@@ -281,6 +307,11 @@ fn overhead(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
         measure_with("nginx static page, HTTPS (OpenSSL) on loopback, `--tls-scope process`", 0.85, &|s| wrk(&https, s), nginx_pid, &["--tls-scope", "process"], seconds)?,
     ];
     drop(nginx);
+    let go_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let (go, go_pid) = start_go_https(dir, go_port)?;
+    let go_url = format!("https://127.0.0.1:{go_port}/bench");
+    scenarios.push(measure_with("Go net/http server, HTTPS (crypto/tls) on loopback, `--tls-scope process`", 0.85, &|s| wrk(&go_url, s), go_pid, &["--tls-scope", "process"], seconds)?);
+    drop(go);
     let pg_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let (postgres, postmaster) = db::start_postgres(&dir.join("pg"), pg_port)?;
     let logs = dir.join("pgbench-logs");
@@ -339,7 +370,7 @@ fn overhead_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)
     let mut md = String::new();
     let _ = writeln!(md, "## Overhead on servers under load (suite `overhead`)\n");
     let _ = writeln!(md, "Method, databases: the agent traces the server (PostgreSQL's postmaster and the backends it forks; redis-server), so every statement is a SERVER span built from the probes on the server's hot path. pgbench -S (select-only, 8 clients, 1 thread, scale 1, {seconds} s; p50/p99 from its per-transaction log) and redis-benchmark (GET and SET, 32 connections, no pipelining, 15,000 requests per second of run time; figures averaged over the two tests), alternated untraced/traced like wrk.\n");
-    let _ = writeln!(md, "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from kernel.bpf_stats_enabled, switched on only during traced runs.\n");
+    let _ = writeln!(md, "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from kernel.bpf_stats_enabled, switched on only during traced runs.\n");
     for sc in scenarios {
         let _ = writeln!(md, "### {}\n", sc.title);
         let _ = writeln!(md, "| round | untraced req/s | traced req/s | ratio | untraced p99 | traced p99 | agent CPU | agent peak RSS |\n|---|---|---|---|---|---|---|---|");
