@@ -123,10 +123,17 @@ fn conn_fd(ctx: &ProbeContext, tgid: u32, conn: u64) -> Option<u32> {
     Some(fd)
 }
 
-/// The entry probe fired on the way to growing the stack; the call starts again.
+/// The start of every entry probe: the task's process (tgid) and registers, when the process
+/// is traced and this is the pass that goes on. On the way to growing the stack (the stack
+/// check's `jbe` taken) the call starts again, and the probe fires again.
 #[inline(always)]
-fn stack_growth_pass(r: &Regs) -> bool {
-    r.flags & (CF | ZF) != 0
+fn entered(ctx: &ProbeContext) -> Option<(u32, Regs)> {
+    let pid_tgid = filter::traced_task()?;
+    let r = regs(ctx);
+    if r.flags & (CF | ZF) != 0 {
+        return None;
+    }
+    Some(((pid_tgid >> 32) as u32, r))
 }
 
 #[uprobe]
@@ -137,12 +144,7 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
 }
 
 fn try_go_tls_write(ctx: &ProbeContext) -> Result<(), i64> {
-    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
-    let r = regs(ctx);
-    if stack_growth_pass(&r) {
-        return Ok(());
-    }
-    let tgid = (pid_tgid >> 32) as u32;
+    let Some((tgid, r)) = entered(ctx) else { return Ok(()) };
     let fd = conn_fd(ctx, tgid, r.ax).ok_or(1)?;
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -167,12 +169,7 @@ pub fn go_tls_read(ctx: ProbeContext) -> u32 {
 }
 
 fn try_go_tls_read(ctx: &ProbeContext) -> Result<(), i64> {
-    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
-    let r = regs(ctx);
-    if stack_growth_pass(&r) {
-        return Ok(());
-    }
-    let tgid = (pid_tgid >> 32) as u32;
+    let Some((tgid, r)) = entered(ctx) else { return Ok(()) };
     let fd = conn_fd(ctx, tgid, r.ax).ok_or(1)?;
     // SAFETY: helper without arguments.
     let ts_enter_ns = unsafe { bpf_ktime_get_ns() };
@@ -231,13 +228,9 @@ pub fn go_http_round_trip(ctx: ProbeContext) -> u32 {
 }
 
 fn try_go_http_round_trip(ctx: &ProbeContext) -> Result<(), i64> {
-    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
-    let r = regs(ctx);
-    if stack_growth_pass(&r) {
-        return Ok(());
-    }
+    let Some((tgid, r)) = entered(ctx) else { return Ok(()) };
     let request = read_u64(r.bx).ok_or(1)?;
-    GO_REQUESTS.insert(&GoKey { ptr: request, tgid: pid_tgid >> 32 }, &r.g, 0)?;
+    GO_REQUESTS.insert(&GoKey { ptr: request, tgid: u64::from(tgid) }, &r.g, 0)?;
     Ok(())
 }
 
@@ -250,12 +243,8 @@ pub fn go_http_request_write(ctx: ProbeContext) -> u32 {
 }
 
 fn try_go_http_request_write(ctx: &ProbeContext) -> Result<(), i64> {
-    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
-    let r = regs(ctx);
-    if stack_growth_pass(&r) {
-        return Ok(());
-    }
-    let tgid = pid_tgid >> 32;
+    let Some((tgid, r)) = entered(ctx) else { return Ok(()) };
+    let tgid = u64::from(tgid);
     let request = GoKey { ptr: r.ax, tgid };
     // SAFETY: lookup; the value is copied before the entry is removed.
     let Some(caller) = unsafe { GO_REQUESTS.get(&request) }.copied() else { return Ok(()) };

@@ -118,15 +118,21 @@ fn start_nginx(dir: &std::path::Path, port: u16, tls_port: u16) -> Result<(Kill,
     );
     std::fs::write(dir.join("nginx.conf"), conf)?;
     let child = Command::new("nginx").args(["-c", &dir.join("nginx.conf").display().to_string(), "-e", &dir.join("error.log").display().to_string()]).stdout(Stdio::null()).spawn().context("starting nginx (cargo xtask setup installs it)")?;
+    listening(child, port, "nginx")
+}
+
+/// The server once it accepts connections on `port`, and its pid.
+fn listening(child: std::process::Child, port: u16, what: &str) -> Result<(Kill, u32)> {
     let pid = child.id();
+    let server = Kill(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
-            bail!("nginx did not listen on {port}");
+            bail!("{what} did not listen on {port}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok((Kill(child), pid))
+    Ok((server, pid))
 }
 
 /// Builds tests/apps/go_tls with the machine's Go and serves HTTPS with it (Go's crypto/tls).
@@ -144,15 +150,7 @@ fn start_go_https(dir: &std::path::Path, port: u16) -> Result<(Kill, u32)> {
     .context("building tests/apps/go_tls (cargo xtask setup installs golang-go)")?;
     let cert = make_cert(dir)?;
     let child = Command::new(&binary).args(["-port", &port.to_string(), "-cert"]).arg(&cert).stdout(Stdio::null()).spawn().context("starting the Go HTTPS server")?;
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("the Go HTTPS server did not listen on {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok((Kill(child), pid))
+    listening(child, port, "the Go HTTPS server")
 }
 
 /// Alternating untraced/traced rounds: the machine's noise is larger than the effect, so
