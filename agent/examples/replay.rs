@@ -10,10 +10,6 @@ use zerotrace::pipeline::{Host, Pipeline};
 use zerotrace::process::{FdKind, ProcessResource};
 use zerotrace::spans::Clock;
 
-/// The binary's allocator (agent/src/main.rs), so the figure is the binary's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 struct FakeHost;
 
 impl Host for FakeHost {

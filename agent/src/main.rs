@@ -3,11 +3,6 @@
 
 use clap::Parser;
 
-/// mimalloc instead of glibc's malloc: every span is a few dozen short-lived allocations, and
-/// glibc's free/consolidate paths were about a third of the pipeline's time (perf, replay).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = zerotrace::cli::Cli::parse();
     match zerotrace::agent::main(cli) {
