@@ -88,11 +88,34 @@ fn read_u64(addr: u64) -> Option<u64> {
     unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
 }
 
-/// The goroutine's id in records: the `g` pointer folded into 31 bits with the process (g
-/// structs are ≥ 16-byte aligned and Go heaps start at the same address in every process).
+/// A goroutine in the `pid_tgid` shape records take: the process, and as the "thread" the `g`
+/// pointer folded into 31 bits with the process (g structs are ≥ 16-byte aligned, and Go heaps
+/// start at the same address in every process), marked `GOROUTINE_ACTOR`.
 #[inline(always)]
-fn actor(tgid: u32, g: u64) -> u32 {
-    GOROUTINE_ACTOR | (((g >> 4) as u32 ^ tgid.rotate_left(13)) & !GOROUTINE_ACTOR)
+fn goroutine_task(tgid: u32, g: u64) -> u64 {
+    let actor = GOROUTINE_ACTOR | (((g >> 4) as u32 ^ tgid.rotate_left(13)) & !GOROUTINE_ACTOR);
+    (u64::from(tgid) << 32) | u64::from(actor)
+}
+
+/// Removes and returns a map entry (a call's state, consumed once).
+#[inline(always)]
+fn take<V: Copy>(map: &LruHashMap<GoKey, V>, key: &GoKey) -> Option<V> {
+    // SAFETY: lookup; the value is copied before the entry is removed.
+    let value = unsafe { map.get(key) }.copied()?;
+    let _ = map.remove(key);
+    Some(value)
+}
+
+/// aya-template's thin entry point around a `try_` function.
+macro_rules! go_probe {
+    ($name:ident, $body:ident) => {
+        #[uprobe]
+        pub fn $name(ctx: ProbeContext) -> u32 {
+            match $body(&ctx) {
+                Ok(()) | Err(_) => 0,
+            }
+        }
+    };
 }
 
 /// The socket fd under a `*tls.Conn`, through the offsets in the attach cookie, if it is a
@@ -136,12 +159,7 @@ fn entered(ctx: &ProbeContext) -> Option<(u32, Regs)> {
     Some(((pid_tgid >> 32) as u32, r))
 }
 
-#[uprobe]
-pub fn go_tls_write(ctx: ProbeContext) -> u32 {
-    match try_go_tls_write(&ctx) {
-        Ok(()) | Err(_) => 0,
-    }
-}
+go_probe!(go_tls_write, try_go_tls_write);
 
 fn try_go_tls_write(ctx: &ProbeContext) -> Result<(), i64> {
     let Some((tgid, r)) = entered(ctx) else { return Ok(()) };
@@ -156,17 +174,11 @@ fn try_go_tls_write(ctx: &ProbeContext) -> Result<(), i64> {
     };
     // The plaintext is complete at entry: no need to see the return.
     let call = Inflight { op: op::WRITE, fd, ptr: r.bx, ts_enter_ns: now, ..Inflight::IDLE };
-    let who = (u64::from(tgid) << 32) | u64::from(actor(tgid, g));
-    capture::data(who, &call, r.cx, data_flags::TLS | data_flags::GOROUTINE);
+    capture::data(goroutine_task(tgid, g), &call, r.cx, data_flags::TLS | data_flags::GOROUTINE);
     Ok(())
 }
 
-#[uprobe]
-pub fn go_tls_read(ctx: ProbeContext) -> u32 {
-    match try_go_tls_read(&ctx) {
-        Ok(()) | Err(_) => 0,
-    }
-}
+go_probe!(go_tls_read, try_go_tls_read);
 
 fn try_go_tls_read(ctx: &ProbeContext) -> Result<(), i64> {
     let Some((tgid, r)) = entered(ctx) else { return Ok(()) };
@@ -178,55 +190,44 @@ fn try_go_tls_read(ctx: &ProbeContext) -> Result<(), i64> {
     Ok(())
 }
 
+go_probe!(go_tls_read_copy, try_go_tls_read_copy);
+
 /// On the one `call runtime.memmove` in `(*Conn).Read` (bytes.Reader.Read, inlined), which
 /// copies the plaintext out: source in RBX, count in RCX. The kernel emulates a call, so this
 /// costs one trap where a probe on each `ret` costs two (the fallback, `go_tls_read_ret`).
-#[uprobe]
-pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
-    let r = regs(&ctx);
-    match finish_read(&r, r.bx, r.cx) {
-        Ok(()) | Err(_) => 0,
-    }
+fn try_go_tls_read_copy(ctx: &ProbeContext) -> Result<(), i64> {
+    finish_read(ctx, |r| (r.bx, r.cx))
 }
+
+go_probe!(go_tls_read_ret, try_go_tls_read_ret);
 
 /// On each `ret` of `(*Conn).Read`: RAX holds the byte count, the buffer has the bytes.
-#[uprobe]
-pub fn go_tls_read_ret(ctx: ProbeContext) -> u32 {
-    let r = regs(&ctx);
-    match finish_read(&r, 0, r.ax) {
-        Ok(()) | Err(_) => 0,
-    }
+fn try_go_tls_read_ret(ctx: &ProbeContext) -> Result<(), i64> {
+    finish_read(ctx, |r| (0, r.ax))
 }
 
-/// Emits the plaintext of the goroutine's Read: `n` bytes at `from`, or in the Read's buffer
-/// when `from` is 0.
+/// Emits the plaintext of the goroutine's Read: `result(regs)` gives (address, count); an
+/// address of 0 means the Read's own buffer.
 #[inline(always)]
-fn finish_read(r: &Regs, from: u64, n: u64) -> Result<(), i64> {
+fn finish_read(ctx: &ProbeContext, result: impl Fn(&Regs) -> (u64, u64)) -> Result<(), i64> {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let r = regs(ctx);
     let tgid = (pid_tgid >> 32) as u32;
-    let key = GoKey { ptr: r.g, tgid: u64::from(tgid) };
-    // SAFETY: lookup; the value is copied before the entry is removed.
-    let Some(read) = unsafe { GO_READS.get(&key) }.copied() else { return Ok(()) };
-    let _ = GO_READS.remove(&key);
+    let Some(read) = take(&GO_READS, &GoKey { ptr: r.g, tgid: u64::from(tgid) }) else { return Ok(()) };
+    let (from, n) = result(&r);
     if n as i64 <= 0 {
         return Ok(());
     }
     let ptr = if from != 0 { from } else { read.buf };
     let call = Inflight { op: op::READ, fd: read.fd, ptr, ts_enter_ns: read.ts_enter_ns, ..Inflight::IDLE };
-    let who = (u64::from(tgid) << 32) | u64::from(actor(tgid, r.g));
-    capture::data(who, &call, n, data_flags::TLS | data_flags::GOROUTINE);
+    capture::data(goroutine_task(tgid, r.g), &call, n, data_flags::TLS | data_flags::GOROUTINE);
     Ok(())
 }
 
+go_probe!(go_http_round_trip, try_go_http_round_trip);
+
 /// `net/http.(*persistConn).roundTrip(pc, req *transportRequest)`, on the calling goroutine:
 /// `transportRequest` embeds the `*Request` as its first field.
-#[uprobe]
-pub fn go_http_round_trip(ctx: ProbeContext) -> u32 {
-    match try_go_http_round_trip(&ctx) {
-        Ok(()) | Err(_) => 0,
-    }
-}
-
 fn try_go_http_round_trip(ctx: &ProbeContext) -> Result<(), i64> {
     let Some((tgid, r)) = entered(ctx) else { return Ok(()) };
     let request = read_u64(r.bx).ok_or(1)?;
@@ -234,21 +235,14 @@ fn try_go_http_round_trip(ctx: &ProbeContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// `net/http.(*Request).write(r, ...)`, on the connection's writeLoop goroutine.
-#[uprobe]
-pub fn go_http_request_write(ctx: ProbeContext) -> u32 {
-    match try_go_http_request_write(&ctx) {
-        Ok(()) | Err(_) => 0,
-    }
-}
+go_probe!(go_http_request_write, try_go_http_request_write);
 
+/// `net/http.(*Request).write(r, ...)`, on the connection's writeLoop goroutine.
 fn try_go_http_request_write(ctx: &ProbeContext) -> Result<(), i64> {
     let Some((tgid, r)) = entered(ctx) else { return Ok(()) };
     let tgid = u64::from(tgid);
     let request = GoKey { ptr: r.ax, tgid };
-    // SAFETY: lookup; the value is copied before the entry is removed.
-    let Some(caller) = unsafe { GO_REQUESTS.get(&request) }.copied() else { return Ok(()) };
-    let _ = GO_REQUESTS.remove(&request);
+    let Some(caller) = take(&GO_REQUESTS, &request) else { return Ok(()) };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     GO_WRITES_FOR.insert(&GoKey { ptr: r.g, tgid }, &(caller, now), 0)?;
