@@ -105,7 +105,7 @@ impl Targets {
 /// to `sink`.
 pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()> {
     let Targets { pids, cgroup_ids } = targets;
-    let settings = Settings { payload_cap: args.capture_bytes, cgroup_filter: !args.cgroups.is_empty(), wakeup_bytes: 256 * 1024 };
+    let settings = Settings { payload_cap: args.capture_bytes, cgroup_filter: !args.cgroups.is_empty(), wakeup_bytes: 256 * 1024, hooks_only: args.hooks_only };
     let (mut probes, ring) = Probes::load(&settings)?;
     for &pid in &pids {
         probes.trace_pid(pid)?;
@@ -125,9 +125,10 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
         probes.adopt_open_sockets(pid);
     }
     eprintln!(
-        "zerotrace: tracing {} process(es){} — Ctrl-C to stop",
+        "zerotrace: tracing {} process(es){}{} — Ctrl-C to stop",
         pids.len(),
-        if args.cgroups.is_empty() { String::new() } else { format!(" and {} cgroup(s)", args.cgroups.len()) }
+        if args.cgroups.is_empty() { String::new() } else { format!(" and {} cgroup(s)", args.cgroups.len()) },
+        if args.hooks_only { " (--hooks-only: hooks attached, nothing captured)" } else { "" }
     );
 
     let stats = Arc::new(ExportStats::default());

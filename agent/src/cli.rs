@@ -69,6 +69,11 @@ pub struct TraceArgs {
     /// Stop after this many seconds (flushing first). Default: until SIGINT/SIGTERM.
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<u64>,
+    /// Attach every hook (tracepoints, TLS uprobes) as usual, but have each program return as
+    /// soon as it runs: no data is captured and no span is made. For measuring what the hooks
+    /// alone cost the traced processes (`cargo xtask bench` reports it as the floor).
+    #[arg(long)]
+    pub hooks_only: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]

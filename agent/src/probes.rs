@@ -51,6 +51,7 @@ pub struct Settings {
     pub payload_cap: u32,
     pub cgroup_filter: bool,
     pub wakeup_bytes: u64,
+    pub hooks_only: bool,
 }
 
 /// Loaded and attached probes. Dropping it detaches everything.
@@ -78,12 +79,14 @@ fn explain_load_error(err: &aya::EbpfError) -> String {
 impl Probes {
     pub fn load(settings: &Settings) -> Result<(Self, RingBuf<MapData>)> {
         let cgroup_filter = u8::from(settings.cgroup_filter);
+        let hooks_only = u8::from(settings.hooks_only);
         let mut ebpf = EbpfLoader::new()
             // The probes use no CO-RE relocations: skipping the kernel's BTF saves parsing
             // /sys/kernel/btf/vmlinux (tens of MiB resident) and works on kernels without it.
             .btf(None)
             .override_global("PAYLOAD_CAP", &settings.payload_cap, true)
             .override_global("CGROUP_FILTER", &cgroup_filter, true)
+            .override_global("HOOKS_ONLY", &hooks_only, true)
             .override_global("WAKEUP_BYTES", &settings.wakeup_bytes, true)
             .load(PROBES)
             .map_err(|e| anyhow!(explain_load_error(&e)))?;

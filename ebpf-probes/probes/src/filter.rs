@@ -4,7 +4,7 @@ use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_get_current_cgr
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use crate::maps::{CGROUP_FILTER, TARGET_CGROUPS, TARGET_PIDS, setting_u8};
+use crate::maps::{CGROUP_FILTER, HOOKS_ONLY, TARGET_CGROUPS, TARGET_PIDS, setting_u8};
 
 /// Is this pid's bit set in the target bitmap?
 #[inline(always)]
@@ -37,6 +37,9 @@ pub fn mark_pid(pid: u32, traced: bool) {
 /// Returns the current pid_tgid when the task belongs to a traced process or cgroup.
 #[inline(always)]
 pub fn traced_task() -> Option<u64> {
+    if setting_u8(&HOOKS_ONLY) != 0 {
+        return None;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     if pid_traced((pid_tgid >> 32) as u32) {
         return Some(pid_tgid);

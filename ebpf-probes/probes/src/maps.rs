@@ -14,6 +14,10 @@ pub static PAYLOAD_CAP: u32 = zerotrace_abi::DEFAULT_PAYLOAD_CAP;
 /// the traced thread ~1.4 µs instead of ~25 ns.
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: u64 = 256 * 1024;
+/// 1 for `--hooks-only`: every program returns as soon as it runs, so a benchmark can measure
+/// what the hooks themselves cost the traced process (the floor under any real work).
+#[unsafe(no_mangle)]
+pub static HOOKS_ONLY: u8 = 0;
 /// 1 when at least one cgroup is targeted; saves the cgroup lookup otherwise.
 #[unsafe(no_mangle)]
 pub static CGROUP_FILTER: u8 = 0;

@@ -220,25 +220,39 @@ fn pipeline_replay() -> Result<Vec<(f64, String)>> {
     Ok(runs)
 }
 
-/// One load scenario measured in interleaved untraced/traced rounds.
+/// One round: untraced, traced, then with the hooks attached but doing nothing.
+struct Round {
+    base: LoadResult,
+    traced: Traced,
+    /// `--hooks-only`: the ceiling any program on these hooks could reach.
+    hooks: LoadResult,
+}
+
+/// One load scenario measured in interleaved rounds.
 struct Scenario {
     title: &'static str,
     target: f64,
-    rounds: Vec<(LoadResult, Traced)>,
+    rounds: Vec<Round>,
 }
 
 impl Scenario {
+    fn mean(&self, f: impl Fn(&Round) -> f64) -> f64 {
+        self.rounds.iter().map(f).sum::<f64>() / self.rounds.len() as f64
+    }
     fn ratio_rps(&self) -> f64 {
-        self.rounds.iter().map(|(b, t)| t.wrk.rps / b.rps).sum::<f64>() / self.rounds.len() as f64
+        self.mean(|r| r.traced.wrk.rps / r.base.rps)
+    }
+    fn ratio_hooks(&self) -> f64 {
+        self.mean(|r| r.hooks.rps / r.base.rps)
     }
     fn ratio_p99(&self) -> f64 {
-        self.rounds.iter().map(|(b, t)| t.wrk.p99_ms / b.p99_ms).sum::<f64>() / self.rounds.len() as f64
+        self.mean(|r| r.traced.wrk.p99_ms / r.base.p99_ms)
     }
     fn agent_cpu(&self) -> f64 {
-        self.rounds.iter().map(|(_, t)| t.agent_cpu_pct).sum::<f64>() / self.rounds.len() as f64
+        self.mean(|r| r.traced.agent_cpu_pct)
     }
     fn agent_rss(&self) -> f64 {
-        self.rounds.iter().map(|(_, t)| t.agent_rss_mb).fold(0.0, f64::max)
+        self.rounds.iter().map(|r| r.traced.agent_rss_mb).fold(0.0, f64::max)
     }
 }
 
@@ -253,14 +267,16 @@ fn measure_with(title: &'static str, target: f64, load: &dyn Fn(u32) -> Result<L
     for round in 1..=ROUNDS {
         let base = load(seconds)?;
         let traced = traced_run(load, pid, agent_flags, seconds)?;
+        let hooks_flags: Vec<&str> = agent_flags.iter().copied().chain(["--hooks-only"]).collect();
+        let hooks = traced_run(load, pid, &hooks_flags, seconds)?.wrk;
         println!(
-            "{title} round {round}: untraced {:.0} req/s p99 {:.2} ms | traced {:.0} req/s p99 {:.2} ms | agent {:.1}% CPU {:.1} MiB",
-            base.rps, base.p99_ms, traced.wrk.rps, traced.wrk.p99_ms, traced.agent_cpu_pct, traced.agent_rss_mb
+            "{title} round {round}: untraced {:.0} req/s p99 {:.2} ms | traced {:.0} req/s p99 {:.2} ms | agent {:.1}% CPU {:.1} MiB | hooks only {:.0} req/s",
+            base.rps, base.p99_ms, traced.wrk.rps, traced.wrk.p99_ms, traced.agent_cpu_pct, traced.agent_rss_mb, hooks.rps
         );
-        rounds.push((base, traced));
+        rounds.push(Round { base, traced, hooks });
     }
     let s = Scenario { title, target, rounds };
-    println!("{title}: throughput ratio {:.3} (target ≥ {:.2}), p99 ratio {:.3}, agent CPU {:.1}%, agent peak RSS {:.1} MiB", s.ratio_rps(), target, s.ratio_p99(), s.agent_cpu(), s.agent_rss());
+    println!("{title}: throughput ratio {:.3} (target ≥ {:.2}; hooks alone {:.3}), p99 ratio {:.3}, agent CPU {:.1}%, agent peak RSS {:.1} MiB", s.ratio_rps(), target, s.ratio_hooks(), s.ratio_p99(), s.agent_cpu(), s.agent_rss());
     Ok(s)
 }
 
@@ -368,15 +384,15 @@ fn overhead_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)
     let mut md = String::new();
     let _ = writeln!(md, "## Overhead on servers under load (suite `overhead`)\n");
     let _ = writeln!(md, "Method, databases: the agent traces the server (PostgreSQL's postmaster and the backends it forks; redis-server), so every statement is a SERVER span built from the probes on the server's hot path. pgbench -S (select-only, 8 clients, 1 thread, scale 1, {seconds} s; p50/p99 from its per-transaction log) and redis-benchmark (GET and SET, 32 connections, no pipelining, 15,000 requests per second of run time; figures averaged over the two tests), alternated untraced/traced like wrk.\n");
-    let _ = writeln!(md, "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from kernel.bpf_stats_enabled, switched on only during traced runs.\n");
+    let _ = writeln!(md, "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. A third run per round attaches the agent with `--hooks-only`: every tracepoint and uprobe is in place but each program returns as soon as it runs, so that run's throughput is the ceiling for any program on these hooks — what the kernel's tracepoint dispatch and the uprobe traps cost by themselves. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from kernel.bpf_stats_enabled, switched on only during traced and hooks-only runs.\n");
     for sc in scenarios {
         let _ = writeln!(md, "### {}\n", sc.title);
-        let _ = writeln!(md, "| round | untraced req/s | traced req/s | ratio | untraced p99 | traced p99 | agent CPU | agent peak RSS |\n|---|---|---|---|---|---|---|---|");
-        for (i, (b, t)) in sc.rounds.iter().enumerate() {
-            let _ = writeln!(md, "| {} | {:.0} | {:.0} | {:.3} | {:.2} ms | {:.2} ms | {:.1}% | {:.1} MiB |", i + 1, b.rps, t.wrk.rps, t.wrk.rps / b.rps, b.p99_ms, t.wrk.p99_ms, t.agent_cpu_pct, t.agent_rss_mb);
+        let _ = writeln!(md, "| round | untraced req/s | traced req/s | ratio | hooks only req/s | hooks-only ratio | untraced p99 | traced p99 | agent CPU | agent peak RSS |\n|---|---|---|---|---|---|---|---|---|---|");
+        for (i, Round { base: b, traced: t, hooks: h }) in sc.rounds.iter().enumerate() {
+            let _ = writeln!(md, "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.2} ms | {:.2} ms | {:.1}% | {:.1} MiB |", i + 1, b.rps, t.wrk.rps, t.wrk.rps / b.rps, h.rps, h.rps / b.rps, b.p99_ms, t.wrk.p99_ms, t.agent_cpu_pct, t.agent_rss_mb);
         }
-        let _ = writeln!(md, "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. p99 latency ratio: {:.3}. Agent CPU: {:.1}% of a core. Agent peak RSS: {:.1} MiB.\n", sc.ratio_rps(), sc.target, sc.ratio_p99(), sc.agent_cpu(), sc.agent_rss());
-        if let Some((_, t)) = sc.rounds.last() {
+        let _ = writeln!(md, "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. With the hooks alone (`--hooks-only`): {:.3}. p99 latency ratio: {:.3}. Agent CPU: {:.1}% of a core. Agent peak RSS: {:.1} MiB.\n", sc.ratio_rps(), sc.target, sc.ratio_hooks(), sc.ratio_p99(), sc.agent_cpu(), sc.agent_rss());
+        if let Some(Round { traced: t, .. }) = sc.rounds.last() {
             let _ = writeln!(md, "Agent's own report for the last traced run: `{}`\n", t.summary.trim());
             if !t.probe_cost.is_empty() {
                 let _ = writeln!(md, "Kernel-side cost per program in the last traced run (includes wrk's filtered-out calls): {}\n", t.probe_cost);
