@@ -132,3 +132,31 @@ fn instrumented_app_traceparent_is_adopted_without_duplicates() {
     assert_eq!(front_server[0].trace_id, own_trace);
     assert_eq!(clients[0].parent_id, front_server[0].span_id);
 }
+
+/// `--hooks-only` (the benchmark's floor) attaches everything but captures nothing; the same
+/// service traced normally right after gives its spans, so the empty result is the flag's.
+#[test]
+fn hooks_only_attaches_but_captures_nothing() {
+    require_root();
+    require_program("curl", "apt-get install curl");
+    let port = free_port();
+    let svc = python_service(port, None, "hooks");
+    let url = format!("http://127.0.0.1:{port}/item/1");
+
+    let agent = JsonlAgent::start_with(&[svc.pid()], &["--hooks-only"]);
+    for _ in 0..3 {
+        assert_eq!(curl(&url, &[]), 200);
+    }
+    let (exit, spans) = agent.finish();
+    assert!(spans.is_empty(), "--hooks-only makes no spans: {spans:#?}");
+    let stderr = exit.stderr.join("\n");
+    assert!(stderr.contains("--hooks-only: hooks attached, nothing captured"), "{stderr}");
+    assert!(stderr.contains("zerotrace: 0 events, 0 spans"), "{stderr}");
+
+    let agent = JsonlAgent::start(&[svc.pid()]);
+    for _ in 0..3 {
+        assert_eq!(curl(&url, &[]), 200);
+    }
+    let (_, spans) = agent.finish();
+    assert_eq!(find(&spans, "SERVER", |_| true).len(), 3, "{spans:#?}");
+}

@@ -156,6 +156,8 @@ fn start_go_https(dir: &std::path::Path, port: u16) -> Result<(Kill, u32)> {
 /// Alternating untraced/traced rounds: the machine's noise is larger than the effect, so
 /// several short interleaved rounds beat one long pair.
 const ROUNDS: usize = 4;
+/// Length of the extra traced run that reads per-program costs from kernel.bpf_stats_enabled.
+const STATS_SECONDS: u32 = 4;
 
 struct Traced {
     wrk: LoadResult,
@@ -165,10 +167,13 @@ struct Traced {
     probe_cost: String,
 }
 
-fn traced_run(load: &dyn Fn(u32) -> Result<LoadResult>, pid: u32, agent_flags: &[&str], seconds: u32) -> Result<Traced> {
-    // Per-program run time accounting costs two clock reads per run; it is on only while the
-    // traced run lasts, and the untraced runs do not pay it at all.
-    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+/// The agent attached to `pid` for one run of `load`. With `bpf_stats`, per-program run time
+/// accounting is on for the run: it costs two clock reads per program run, so the runs whose
+/// throughput counts go without it and one short extra run gives the per-program figures.
+fn traced_run(load: &dyn Fn(u32) -> Result<LoadResult>, pid: u32, agent_flags: &[&str], seconds: u32, bpf_stats: bool) -> Result<Traced> {
+    if bpf_stats {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+    }
     let mut agent = Command::new(root().join("target/release/zerotrace"))
         .args(["run", "--pid", &pid.to_string(), "--exporter", "none"])
         .args(agent_flags)
@@ -199,7 +204,9 @@ fn traced_run(load: &dyn Fn(u32) -> Result<LoadResult>, pid: u32, agent_flags: &
     // SAFETY: signalling our own child.
     unsafe { libc_kill(agent_pid as i32, 2) };
     let _ = agent.wait();
-    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    if bpf_stats {
+        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    }
     let lines: Vec<String> = rx.iter().collect();
     let summary = lines.iter().filter(|l| l.contains("events,")).cloned().collect::<Vec<_>>().join(" ");
     let probe_cost = lines.iter().find_map(|l| l.split_once("probe cost (kernel.bpf_stats_enabled): ").map(|(_, c)| c.to_string())).unwrap_or_default();
@@ -233,6 +240,8 @@ struct Scenario {
     title: &'static str,
     target: f64,
     rounds: Vec<Round>,
+    /// A short extra traced run with kernel.bpf_stats_enabled, for the per-program costs.
+    costs: Traced,
 }
 
 impl Scenario {
@@ -266,16 +275,17 @@ fn measure_with(title: &'static str, target: f64, load: &dyn Fn(u32) -> Result<L
     let mut rounds = Vec::new();
     for round in 1..=ROUNDS {
         let base = load(seconds)?;
-        let traced = traced_run(load, pid, agent_flags, seconds)?;
+        let traced = traced_run(load, pid, agent_flags, seconds, false)?;
         let hooks_flags: Vec<&str> = agent_flags.iter().copied().chain(["--hooks-only"]).collect();
-        let hooks = traced_run(load, pid, &hooks_flags, seconds)?.wrk;
+        let hooks = traced_run(load, pid, &hooks_flags, seconds, false)?.wrk;
         println!(
             "{title} round {round}: untraced {:.0} req/s p99 {:.2} ms | traced {:.0} req/s p99 {:.2} ms | agent {:.1}% CPU {:.1} MiB | hooks only {:.0} req/s",
             base.rps, base.p99_ms, traced.wrk.rps, traced.wrk.p99_ms, traced.agent_cpu_pct, traced.agent_rss_mb, hooks.rps
         );
         rounds.push(Round { base, traced, hooks });
     }
-    let s = Scenario { title, target, rounds };
+    let costs = traced_run(load, pid, agent_flags, STATS_SECONDS, true)?;
+    let s = Scenario { title, target, rounds, costs };
     println!("{title}: throughput ratio {:.3} (target ≥ {:.2}; hooks alone {:.3}), p99 ratio {:.3}, agent CPU {:.1}%, agent peak RSS {:.1} MiB", s.ratio_rps(), target, s.ratio_hooks(), s.ratio_p99(), s.agent_cpu(), s.agent_rss());
     Ok(s)
 }
@@ -384,7 +394,7 @@ fn overhead_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)
     let mut md = String::new();
     let _ = writeln!(md, "## Overhead on servers under load (suite `overhead`)\n");
     let _ = writeln!(md, "Method, databases: the agent traces the server (PostgreSQL's postmaster and the backends it forks; redis-server), so every statement is a SERVER span built from the probes on the server's hot path. pgbench -S (select-only, 8 clients, 1 thread, scale 1, {seconds} s; p50/p99 from its per-transaction log) and redis-benchmark (GET and SET, 32 connections, no pipelining, 15,000 requests per second of run time; figures averaged over the two tests), alternated untraced/traced like wrk.\n");
-    let _ = writeln!(md, "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. A third run per round attaches the agent with `--hooks-only`: every tracepoint and uprobe is in place but each program returns as soon as it runs, so that run's throughput is the ceiling for any program on these hooks — what the kernel's tracepoint dispatch and the uprobe traps cost by themselves. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from kernel.bpf_stats_enabled, switched on only during traced and hooks-only runs.\n");
+    let _ = writeln!(md, "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. A third run per round attaches the agent with `--hooks-only`: every tracepoint and uprobe is in place but each program returns as soon as it runs, so that run's throughput is the ceiling for any program on these hooks — what the kernel's tracepoint dispatch and the uprobe traps cost by themselves. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from one extra {STATS_SECONDS} s traced run per scenario with kernel.bpf_stats_enabled (its two clock reads per program run would bias the ratios, so no measured run has it on).\n");
     for sc in scenarios {
         let _ = writeln!(md, "### {}\n", sc.title);
         let _ = writeln!(md, "| round | untraced req/s | traced req/s | ratio | hooks only req/s | hooks-only ratio | untraced p99 | traced p99 | agent CPU | agent peak RSS |\n|---|---|---|---|---|---|---|---|---|---|");
@@ -394,9 +404,9 @@ fn overhead_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)
         let _ = writeln!(md, "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. With the hooks alone (`--hooks-only`): {:.3}. p99 latency ratio: {:.3}. Agent CPU: {:.1}% of a core. Agent peak RSS: {:.1} MiB.\n", sc.ratio_rps(), sc.target, sc.ratio_hooks(), sc.ratio_p99(), sc.agent_cpu(), sc.agent_rss());
         if let Some(Round { traced: t, .. }) = sc.rounds.last() {
             let _ = writeln!(md, "Agent's own report for the last traced run: `{}`\n", t.summary.trim());
-            if !t.probe_cost.is_empty() {
-                let _ = writeln!(md, "Kernel-side cost per program in the last traced run (includes wrk's filtered-out calls): {}\n", t.probe_cost);
-            }
+        }
+        if !sc.costs.probe_cost.is_empty() {
+            let _ = writeln!(md, "Kernel-side cost per program, from a separate {STATS_SECONDS} s traced run with kernel.bpf_stats_enabled (includes the load generator's filtered-out calls): {}\n", sc.costs.probe_cost);
         }
     }
     let mut rates: Vec<f64> = replay.iter().map(|(r, _)| *r).collect();
