@@ -9,11 +9,11 @@ use zerotrace_abi::{DataEvent, PID_WORDS, SockAddr, stat};
 /// Payload capture cap, set by the agent at load time (≤ MAX_PAYLOAD).
 #[unsafe(no_mangle)]
 pub static PAYLOAD_CAP: u32 = zerotrace_abi::DEFAULT_PAYLOAD_CAP;
-/// Unread bytes in the ring buffer above which a record wakes the reader. Below it records are
-/// submitted without a wakeup and the agent drains on its timer: a wakeup per record would cost
-/// the traced thread ~1.4 µs instead of ~25 ns.
+/// Unread bytes in the ring buffer above which a record wakes the reader (the agent sets it;
+/// see its WAKEUP_BYTES). Below it records are submitted without a wakeup and the agent drains
+/// on its timer: a wakeup per record would cost the traced thread ~1.4 µs instead of ~25 ns.
 #[unsafe(no_mangle)]
-pub static WAKEUP_BYTES: u64 = 256 * 1024;
+pub static WAKEUP_BYTES: u64 = 64 * 1024;
 /// 1 for `--hooks-only`: every program returns as soon as it runs, so a benchmark can measure
 /// what the hooks themselves cost the traced process (the floor under any real work).
 #[unsafe(no_mangle)]
