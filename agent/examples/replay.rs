@@ -16,14 +16,11 @@ impl Host for FakeHost {
     fn fd_kind(&mut self, _: u32, _: u32) -> FdKind {
         FdKind::Gone
     }
-    fn tcp_addresses(&mut self, _: u32, _: u64) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    fn socket_ends(&mut self, _: u32, _: u32, _: u64) -> Option<(Option<std::net::SocketAddr>, Option<std::net::SocketAddr>)> {
         None
     }
     fn resource(&mut self, tgid: u32) -> Option<ProcessResource> {
         Some(ProcessResource { pid: tgid, service_name: "nginx".into(), executable_name: "nginx".into(), ..Default::default() })
-    }
-    fn is_process(&mut self, _: u32) -> bool {
-        true
     }
     fn is_alive(&mut self, _: u32) -> bool {
         true

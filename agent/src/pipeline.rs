@@ -25,11 +25,10 @@ const MAX_WAITING: usize = 100_000;
 /// What the pipeline asks of the machine.
 pub trait Host {
     fn fd_kind(&mut self, tgid: u32, fd: u32) -> FdKind;
-    fn tcp_addresses(&mut self, tgid: u32, inode: u64) -> Option<(std::net::SocketAddr, std::net::SocketAddr)>;
+    /// (local, remote) of socket `fd` whose /proc link names `inode`; None when that fd is no
+    /// longer that socket.
+    fn socket_ends(&mut self, tgid: u32, fd: u32, inode: u64) -> Option<(Option<std::net::SocketAddr>, Option<std::net::SocketAddr>)>;
     fn resource(&mut self, tgid: u32) -> Option<ProcessResource>;
-    /// Is `pid` a process, rather than a thread of another one? Unknown (gone) counts as a
-    /// process.
-    fn is_process(&mut self, pid: u32) -> bool;
     fn is_alive(&mut self, tgid: u32) -> bool;
 }
 
@@ -40,14 +39,11 @@ impl Host for ProcHost {
     fn fd_kind(&mut self, tgid: u32, fd: u32) -> FdKind {
         crate::process::fd_kind(tgid, fd)
     }
-    fn tcp_addresses(&mut self, tgid: u32, inode: u64) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
-        crate::process::tcp_addresses(tgid, inode)
+    fn socket_ends(&mut self, tgid: u32, fd: u32, inode: u64) -> Option<(Option<std::net::SocketAddr>, Option<std::net::SocketAddr>)> {
+        crate::process::socket_ends(tgid, fd, inode)
     }
     fn resource(&mut self, tgid: u32) -> Option<ProcessResource> {
         crate::process::resource(tgid)
-    }
-    fn is_process(&mut self, pid: u32) -> bool {
-        crate::process::tgid_of(pid).is_none_or(|tgid| tgid == pid)
     }
     fn is_alive(&mut self, tgid: u32) -> bool {
         crate::targets::is_alive(tgid)
@@ -230,11 +226,9 @@ impl<H: Host> Pipeline<H> {
                     self.drop_conn(conn, tid);
                 }
             }
-            Event::Process { pid, parent_tgid } => {
-                // A fork's child may be a thread, which shares its process's probes.
-                if parent_tgid == 0 || self.host.is_process(pid) {
-                    self.started.push(pid);
-                }
+            Event::Process { pid, .. } => {
+                // A new process or an exec; the probes do not report new threads.
+                self.started.push(pid);
             }
             Event::TlsSocket { tgid, tid, fd } => {
                 for held in self.memory_bio.release(tgid, tid) {
@@ -243,10 +237,6 @@ impl<H: Host> Pipeline<H> {
                 }
             }
             Event::Inherit { parent_tgid, child, fd } => {
-                // New threads share their process's fds: nothing to copy for them.
-                if !self.host.is_process(child) {
-                    return;
-                }
                 if let Some(comm) = self.comms.get(&parent_tgid).cloned() {
                     self.comms.entry(child).or_insert(comm);
                 }
@@ -259,17 +249,17 @@ impl<H: Host> Pipeline<H> {
     }
 
     fn local_address(&mut self, tgid: u32, fd: u32) -> Option<std::net::SocketAddr> {
-        self.socket_addresses(tgid, fd).map(|(local, _)| local)
+        self.socket_addresses(tgid, fd).0
     }
 
     fn peer_address(&mut self, tgid: u32, fd: u32) -> Option<std::net::SocketAddr> {
-        self.socket_addresses(tgid, fd).map(|(_, peer)| peer)
+        self.socket_addresses(tgid, fd).1
     }
 
-    fn socket_addresses(&mut self, tgid: u32, fd: u32) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    fn socket_addresses(&mut self, tgid: u32, fd: u32) -> (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
         match self.host.fd_kind(tgid, fd) {
-            FdKind::Socket(inode) => self.host.tcp_addresses(tgid, inode),
-            _ => None,
+            FdKind::Socket(inode) => self.host.socket_ends(tgid, fd, inode).unwrap_or((None, None)),
+            _ => (None, None),
         }
     }
 
@@ -279,7 +269,7 @@ impl<H: Host> Pipeline<H> {
     fn adopt_fd(&mut self, tgid: u32, fd: u32) -> bool {
         let _ = self.resource(tgid);
         let (local, remote) = match self.host.fd_kind(tgid, fd) {
-            FdKind::Socket(inode) => self.host.tcp_addresses(tgid, inode).map_or((None, None), |(l, r)| (Some(l), Some(r))),
+            FdKind::Socket(inode) => self.host.socket_ends(tgid, fd, inode).unwrap_or((None, None)),
             FdKind::Gone => (None, None),
             FdKind::Other => {
                 self.ignore_fds.push(IgnoreFd { tgid, fd, socket: false });

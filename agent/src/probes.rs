@@ -42,7 +42,7 @@ const ATTACH: &[(&str, &str, &str)] = &[
     ("sys_exit_connect", "syscalls", "sys_exit_connect"),
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
-    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("task_newtask", "task", "task_newtask"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];

@@ -160,3 +160,29 @@ fn hooks_only_attaches_but_captures_nothing() {
     let (_, spans) = agent.finish();
     assert_eq!(find(&spans, "SERVER", |_| true).len(), 3, "{spans:#?}");
 }
+
+/// A thread-per-request server starts a thread per request; threads share their process's
+/// fds and probes, so they must cost no records (before, each sent a process record and an
+/// inherit record per socket, and the agent read /proc for each).
+#[test]
+fn new_threads_cost_no_records() {
+    require_root();
+    require_program("curl", "apt-get install curl");
+    const N: usize = 20;
+    let port = free_port();
+    let svc = python_service(port, None, "threads");
+    let agent = JsonlAgent::start(&[svc.pid()]);
+    for i in 0..N {
+        assert_eq!(curl(&format!("http://127.0.0.1:{port}/item/{i}"), &[]), 200);
+    }
+    let (exit, spans) = agent.finish();
+    assert_eq!(find(&spans, "SERVER", |_| true).len(), N, "{spans:#?}");
+    let stderr = exit.stderr.join("\n");
+    let events: usize = stderr
+        .split("zerotrace: ")
+        .find_map(|s| s.split_once(" events,").and_then(|(n, _)| n.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no event count in the agent's report: {stderr}"));
+    // Per request: the accepted connection, the request, the answer (head and body may be
+    // two writes) and the close.
+    assert!(events <= 5 * N, "{events} records for {N} requests: threads are being reported ({stderr})");
+}

@@ -310,18 +310,26 @@ entry_point!(sys_enter_close, try_enter_close);
 
 // ---- process lifecycle ------------------------------------------------------------------------
 
-/// Children forked by a traced process are traced too.
-fn try_fork(ctx: &TracePointContext) -> Res {
+/// CLONE_THREAD in clone flags (include/uapi/linux/sched.h).
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// Children forked by a traced process are traced too. `task:task_newtask` rather than
+/// `sched:sched_process_fork`: it carries the clone flags, so a new thread (one per request in
+/// a thread-per-request server) costs one check here. A thread is covered by its process's
+/// bit (the filter looks at the tgid) and shares its fds, so there is nothing to do for it;
+/// before, each new thread had 64 fd states looked up and copied, a record per socket and a
+/// forced wakeup sent, and the agent asked /proc whether it was a thread.
+fn try_new_task(ctx: &TracePointContext) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
-    let tgid = (pid_tgid >> 32) as u32;
-    // SAFETY: child_pid@20 in events/sched/sched_process_fork/format.
-    let child = unsafe { ctx.read_at::<i32>(20) }.map_err(|e| e as i64)? as u32;
-    if child == tgid {
+    // SAFETY: clone_flags@32 and pid@8 in events/task/task_newtask/format.
+    let (flags, child) = unsafe { (ctx.read_at::<u64>(32), ctx.read_at::<i32>(8)) };
+    let (flags, child) = (flags.map_err(|e| e as i64)?, child.map_err(|e| e as i64)? as u32);
+    if flags & CLONE_THREAD != 0 {
         return Ok(());
     }
+    let tgid = (pid_tgid >> 32) as u32;
     if filter::pid_traced(tgid) {
-        // New threads get a bit too (harmless: a pid names one task at a time) and lose it
-        // when they exit. (A traced cgroup's children are in that cgroup: no bit needed.)
+        // (A traced cgroup's children are in that cgroup: no bit needed.)
         filter::mark_pid(child, true);
         inherit_sockets(tgid, child);
     }
@@ -339,8 +347,7 @@ fn try_exec(_ctx: &TracePointContext) -> Res {
 /// Lowest fds a forked child inherits the socket state of. A pre-forking server (PostgreSQL's
 /// postmaster) accepts, forks, and closes its copy: the child's reads only count as socket
 /// reads if it inherits the state now, and the agent learns which connection the child holds
-/// from an inherit record. The tracepoint cannot tell a thread from a process, so new threads
-/// get a few spare entries, which their exit or the LRU drops.
+/// from an inherit record.
 const INHERITED_FDS: u32 = 64;
 
 #[inline(always)]
@@ -373,7 +380,7 @@ fn try_exit(ctx: &TracePointContext) -> Res {
     Ok(())
 }
 
-entry_point!(sched_process_fork, try_fork);
+entry_point!(task_newtask, try_new_task);
 entry_point!(sched_process_exec, try_exec);
 entry_point!(sched_process_exit, try_exit);
 

@@ -23,7 +23,7 @@ pub static HOOKS_ONLY: u8 = 0;
 pub static CGROUP_FILTER: u8 = 0;
 
 /// Processes (tgid) to trace, one bit per pid. Filled by the agent before the programs are
-/// attached; afterwards only `sched_process_fork`/`exit` change it, with atomic adds.
+/// attached; afterwards only `task_newtask`/`sched_process_exit` change it, with atomic adds.
 #[map]
 pub static TARGET_PIDS: Array<u64> = Array::with_max_entries(PID_WORDS, 0);
 /// cgroup v2 ids to trace (a container and its sub-cgroups, listed by the agent).
