@@ -108,7 +108,6 @@ pub enum FdKind {
     Gone,
 }
 
-
 pub fn fd_kind(pid: u32, fd: u32) -> FdKind {
     match fs::read_link(format!("/proc/{pid}/fd/{fd}")) {
         Ok(target) => {
