@@ -70,11 +70,35 @@ pub struct Measured {
     pub zerotrace_rss_mb: f64,
 }
 
+impl Measured {
+    /// Field-wise mean (errors summed, peak RSS the highest).
+    fn mean(all: &[Measured]) -> Measured {
+        let n = all.len().max(1) as f64;
+        let loads: Vec<LoadResult> = all.iter().map(|m| m.load).collect();
+        Measured {
+            load: LoadResult::mean(&loads),
+            errors: all.iter().map(|m| m.errors).sum(),
+            app_cpu_pct: all.iter().map(|m| m.app_cpu_pct).sum::<f64>() / n,
+            zerotrace_cpu_pct: all.iter().map(|m| m.zerotrace_cpu_pct).sum::<f64>() / n,
+            zerotrace_rss_mb: all.iter().map(|m| m.zerotrace_rss_mb).fold(0.0, f64::max),
+        }
+    }
+}
+
 pub struct Cell {
     pub app: App,
     pub config: Config,
     pub fixed: Measured,
     pub saturated: Measured,
+}
+
+impl Cell {
+    /// The mean of runs of one app and configuration (`runs` is not empty).
+    pub fn mean(runs: &[&Cell]) -> Cell {
+        let fixed: Vec<Measured> = runs.iter().map(|c| c.fixed).collect();
+        let saturated: Vec<Measured> = runs.iter().map(|c| c.saturated).collect();
+        Cell { app: runs[0].app, config: runs[0].config, fixed: Measured::mean(&fixed), saturated: Measured::mean(&saturated) }
+    }
 }
 
 /// What the apps call: PostgreSQL (database `shop`, table `items`), Redis, and the plain
@@ -238,7 +262,7 @@ pub fn report(seconds: u32, fixed_rate: u32, cells: &[Cell]) -> String {
     let _ = writeln!(md, "## zerotrace next to the language agents (suite `agents`)\n");
     let _ = writeln!(
         md,
-        "Method: the reference apps of `zerotrace compare` (tests/apps: GET /merchant/<id>/status makes one HTTP call to a plain Python service, one PostgreSQL query and one Redis GET) run on 127.0.0.1 with PostgreSQL 15, Redis 7 and the downstream service on the same 2 cores. Each configuration starts the app afresh: untraced; traced by `zerotrace run --pid <app>`; under its OpenTelemetry language agent (traces only, stable semantic conventions, default batching); both. Both tracers export OTLP/HTTP to a sink in the benchmark that accepts and discards, so export is paid as in production. After a 2 s warm-up, {seconds} s at a fixed {fixed_rate} req/s (an open-loop generator in xtask, 8 keep-alive connections; latency from each request's scheduled time, so a stall is charged for the requests it delays), then {seconds} s at saturation (wrk, 1 thread, 16 connections). App CPU is the app process's utime+stime over the run (100% = one core; the probes' kernel time in its syscalls is included); zerotrace CPU likewise for the agent process; RSS is the agent's peak.\n"
+        "Method: the reference apps of `zerotrace compare` (tests/apps: GET /merchant/<id>/status makes one HTTP call to a plain Python service, one PostgreSQL query and one Redis GET) run on 127.0.0.1 with PostgreSQL 15, Redis 7 and the downstream service on the same 2 cores. Each configuration starts the app afresh, twice per app, in forward then reverse order (the tables show the mean of the two runs): untraced; traced by `zerotrace run --pid <app>`; under its OpenTelemetry language agent (traces only, stable semantic conventions, default batching); both. Both tracers export OTLP/HTTP to a sink in the benchmark that accepts and discards, so export is paid as in production. After a 2 s warm-up, {seconds} s at a fixed {fixed_rate} req/s (an open-loop generator in xtask, 8 keep-alive connections; latency from each request's scheduled time, so a stall is charged for the requests it delays), then {seconds} s at saturation (wrk, 1 thread, 16 connections). App CPU is the app process's utime+stime over the run (100% = one core; the probes' kernel time in its syscalls is included); zerotrace CPU likewise for the agent process; RSS is the agent's peak.\n"
     );
     for app in [App::Flask, App::Express] {
         let _ = writeln!(md, "### {} — language agent: {}\n", app.label(), app.agent());

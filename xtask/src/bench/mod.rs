@@ -40,6 +40,18 @@ pub struct LoadResult {
     p99_ms: f64,
 }
 
+impl LoadResult {
+    /// Field-wise mean.
+    fn mean(all: &[LoadResult]) -> LoadResult {
+        let n = all.len().max(1) as f64;
+        LoadResult {
+            rps: all.iter().map(|l| l.rps).sum::<f64>() / n,
+            p50_ms: all.iter().map(|l| l.p50_ms).sum::<f64>() / n,
+            p99_ms: all.iter().map(|l| l.p99_ms).sum::<f64>() / n,
+        }
+    }
+}
+
 fn parse_latency(text: &str) -> f64 {
     let t = text.trim();
     let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
@@ -348,12 +360,20 @@ fn overhead(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
     Ok(scenarios)
 }
 
+/// Each app's configurations run twice, in forward then reverse order, so that neither the
+/// first nor the last run of a series (a cold cache, a drifting host) lands on one
+/// configuration only; each cell holds the mean of its two runs.
 fn matrix(dir: &std::path::Path, seconds: u32, fixed_rate: u32) -> Result<Vec<agents::Cell>> {
     let backends = agents::backends(dir)?;
     let mut cells = Vec::new();
     for app in [agents::App::Flask, agents::App::Express] {
+        let mut runs = Vec::new();
+        for config in agents::Config::ALL.into_iter().chain(agents::Config::ALL.into_iter().rev()) {
+            runs.push(agents::measure(app, config, &backends, fixed_rate, seconds)?);
+        }
         for config in agents::Config::ALL {
-            cells.push(agents::measure(app, config, &backends, fixed_rate, seconds)?);
+            let same: Vec<&agents::Cell> = runs.iter().filter(|c| c.config == config).collect();
+            cells.push(agents::Cell::mean(&same));
         }
     }
     Ok(cells)
