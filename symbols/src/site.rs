@@ -193,6 +193,18 @@ mod tests {
 
     const BASE: u64 = 0x1000;
 
+    /// Code at BASE: `before`, `call 0x1020`, `after`; int3 padding; at 0x1020 `push r13; ret`.
+    fn with_callee_at_0x1020(before: &[u8], after: &[u8]) -> Bytes {
+        let mut bytes = before.to_vec();
+        let next = BASE as i32 + bytes.len() as i32 + 5;
+        bytes.push(0xe8);
+        bytes.extend_from_slice(&(0x1020 - next).to_le_bytes());
+        bytes.extend_from_slice(after);
+        bytes.resize(0x20, 0xcc);
+        bytes.extend_from_slice(&[0x41, 0x55, 0xc3]);
+        Bytes(BASE, bytes)
+    }
+
     #[test]
     fn a_push_first_is_its_own_site() {
         // push r13; push r12; sub rsp, 0x38; ret
@@ -211,12 +223,7 @@ mod tests {
     fn a_thin_wrapper_leads_to_its_callee() {
         // 0x1000: sub rsp, 8; call 0x1020; add rsp, 8; ret
         // 0x1020: push r13; ...
-        let mut bytes = vec![0x48, 0x83, 0xec, 0x08, 0xe8];
-        bytes.extend_from_slice(&(0x1020i32 - 0x1009).to_le_bytes());
-        bytes.extend_from_slice(&[0x48, 0x83, 0xc4, 0x08, 0xc3]);
-        bytes.resize(0x20, 0xcc);
-        bytes.extend_from_slice(&[0x41, 0x55, 0xc3]);
-        let code = Bytes(BASE, bytes);
+        let code = with_callee_at_0x1020(&[0x48, 0x83, 0xec, 0x08], &[0x48, 0x83, 0xc4, 0x08, 0xc3]);
         assert_eq!(site(&code, BASE, &SYSV_ARGS, true), Site::Callee { callee: 0x1020, address: 0x1020 });
         assert_eq!(site(&code, BASE, &SYSV_ARGS, false), Site::Entry { address: BASE });
         assert!(calls(&code, BASE, 14, 0x1020));
@@ -226,11 +233,7 @@ mod tests {
     #[test]
     fn a_wrapper_that_changes_an_argument_is_not_followed() {
         // sub rsp, 8; mov rcx, rsp; call 0x1020  (a 4th argument of its own)
-        let mut bytes = vec![0x48, 0x83, 0xec, 0x08, 0x48, 0x89, 0xe1, 0xe8];
-        bytes.extend_from_slice(&(0x1020i32 - 0x100c).to_le_bytes());
-        bytes.resize(0x20, 0xcc);
-        bytes.extend_from_slice(&[0x41, 0x55, 0xc3]);
-        let code = Bytes(BASE, bytes);
+        let code = with_callee_at_0x1020(&[0x48, 0x83, 0xec, 0x08, 0x48, 0x89, 0xe1], &[]);
         assert_eq!(site(&code, BASE, &SYSV_ARGS, true), Site::Entry { address: BASE });
         // With three arguments, rcx is free and the wrapper passes them through.
         assert_eq!(site(&code, BASE, &SYSV_ARGS[..3], true), Site::Callee { callee: 0x1020, address: 0x1020 });
