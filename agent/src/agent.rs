@@ -16,6 +16,7 @@ use crate::export::{self, ExportStats, Sink};
 use crate::pipeline::{Pipeline, ProcHost};
 use crate::probes::{Probes, Settings};
 use crate::spans::Clock;
+use crate::runtime::{Runtime, RuntimeProbes};
 use crate::tls::TlsProbes;
 use crate::{preflight, process, targets};
 
@@ -127,8 +128,10 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
         tls_pids.extend(targets::cgroup_pids(dir));
     }
     let mut tls = TlsProbes::new(args.tls_scope);
+    let mut runtimes = RuntimeProbes::default();
     for &pid in &tls_pids {
         tls.attach_process(&mut probes, pid);
+        runtimes.attach_process(&mut probes, pid);
         probes.adopt_open_sockets(pid);
     }
     eprintln!(
@@ -153,6 +156,8 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
     for dir in &args.cgroups {
         targets::cgroup_pids(dir).into_iter().for_each(|p| pipeline.preload_resource(p));
     }
+    let mut user = UserProbes { tls, runtimes };
+    user.recognised(&mut pipeline);
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut drain = tokio::time::interval(DRAIN_PERIOD);
@@ -176,11 +181,13 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
                 }
                 rescan_cgroups(&args.cgroups, &mut known_cgroups, &mut probes);
                 for pid in args.cgroups.iter().flat_map(|dir| targets::cgroup_pids(dir)) {
-                    if !tls.knows(pid) {
-                        tls.process_started(&mut probes, pid);
+                    if !user.tls.knows(pid) {
+                        user.tls.process_started(&mut probes, pid);
+                        user.runtimes.attach_process(&mut probes, pid);
                     }
                 }
-                tls.housekeeping(&mut probes);
+                user.tls.housekeeping(&mut probes);
+                user.runtimes.housekeeping(&mut probes);
                 exits_due = true;
                 let before = live.len();
                 live.retain(|&p| targets::is_alive(p));
@@ -193,7 +200,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
                 }
             }
         }
-        drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut tls);
+        drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user);
         if exits_due {
             // After draining: an exited process's last records are already in the ring.
             pipeline.remove_exited();
@@ -201,7 +208,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
         send(&tx, pipeline.tick(Instant::now()), &stats);
     }
 
-    drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut tls);
+    drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user);
     send(&tx, pipeline.flush(), &stats);
     drop(tx);
     let _ = exporter.await;
@@ -209,7 +216,24 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
     Ok(())
 }
 
-fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline<ProcHost>, probes: &mut Probes, tls: &mut TlsProbes) {
+/// The per-process uprobes: TLS libraries and runtimes.
+struct UserProbes {
+    tls: TlsProbes,
+    runtimes: RuntimeProbes,
+}
+
+impl UserProbes {
+    /// Tells the pipeline what runtimes were recognised.
+    fn recognised(&mut self, pipeline: &mut Pipeline<ProcHost>) {
+        for (pid, runtime) in self.runtimes.take_recognised() {
+            if runtime == Runtime::Go {
+                pipeline.thread_rule_off(pid);
+            }
+        }
+    }
+}
+
+fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline<ProcHost>, probes: &mut Probes, user: &mut UserProbes) {
     while let Some(item) = ring.next() {
         pipeline.record(&item);
     }
@@ -217,8 +241,10 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
         probes.ignore_fd(ignore);
     }
     for pid in pipeline.started.drain(..) {
-        tls.process_started(probes, pid);
+        user.tls.process_started(probes, pid);
+        user.runtimes.process_started(probes, pid);
     }
+    user.recognised(pipeline);
 }
 
 fn send(tx: &mpsc::Sender<Vec<crate::pipeline::FinishedSpan>>, spans: Vec<crate::pipeline::FinishedSpan>, stats: &ExportStats) {
@@ -260,4 +286,5 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
         s.dropped_unlinked,
         s.tls_without_socket,
     );
+    eprintln!("zerotrace: client span parents — {}", pipeline.link_stats().summary());
 }

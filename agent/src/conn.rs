@@ -65,6 +65,12 @@ pub struct Conn {
     /// Requests waiting for their response, oldest first (every protocol here answers in
     /// order).
     pub pending: VecDeque<PendingRequest>,
+    /// Requests started on this connection so far.
+    pub requests: u64,
+    /// The SERVER span whose event-loop callback opened this connection (connect), if the
+    /// evidence named one: a fresh connection's first request is written in its connect
+    /// callback, where nothing else ties it to a request.
+    pub opened_by: Option<SpanId>,
 }
 
 /// What a pending request is.
@@ -139,7 +145,7 @@ impl Codec {
 
 impl Conn {
     pub fn new(info: ConnInfo) -> Self {
-        Self { info, codec: Codec::Undecided, first_bytes: [Vec::new(), Vec::new()], unrecognised: 0, foreign: false, pending: VecDeque::new() }
+        Self { info, codec: Codec::Undecided, first_bytes: [Vec::new(), Vec::new()], unrecognised: 0, foreign: false, pending: VecDeque::new(), requests: 0, opened_by: None }
     }
 
     /// Picks the protocol (and, for connections opened before we attached, the role) from
@@ -300,6 +306,10 @@ impl ConnTable {
         keys.into_iter().filter_map(|k| self.conns.remove(&k)).collect()
     }
 
+    pub fn get(&self, tgid: u32, fd: u32) -> Option<&Conn> {
+        self.conns.get(&(tgid, fd))
+    }
+
     pub fn get_mut(&mut self, tgid: u32, fd: u32) -> Option<&mut Conn> {
         self.conns.get_mut(&(tgid, fd))
     }
@@ -307,7 +317,4 @@ impl ConnTable {
     pub fn remove(&mut self, tgid: u32, fd: u32) -> Option<Conn> {
         self.conns.remove(&(tgid, fd))
     }
-
-
-
 }

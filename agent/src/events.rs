@@ -6,11 +6,34 @@ use zerotrace_abi::{SockAddr, decode, direction, role};
 
 use crate::conn::Role;
 
+/// What the thread was running when it made the call (`zerotrace_abi::cause`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Cause {
+    /// No runtime probe on this thread: it serves one request at a time, as far as we know.
+    #[default]
+    Thread,
+    /// An event-loop thread between socket callbacks (a timer, an immediate, a thread-pool
+    /// completion): nothing ties the call to a request.
+    Outside,
+    /// Inside the callback of socket `fd`; `seq` numbers the thread's callbacks.
+    Callback { fd: u32, seq: u32 },
+}
+
+impl Cause {
+    pub fn from_abi(fd: u32, seq: u32) -> Self {
+        match fd {
+            zerotrace_abi::cause::NONE => Cause::Thread,
+            zerotrace_abi::cause::OUTSIDE => Cause::Outside,
+            fd => Cause::Callback { fd, seq },
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event<'a> {
     /// `listen_fd`: for accepted connections, the listening socket (whose address is our end).
-    ConnOpen { tgid: u32, tid: u32, fd: u32, role: Role, listen_fd: Option<u32>, local: Option<SocketAddr>, remote: Option<SocketAddr>, ts_ns: u64, comm: String },
-    Data { tgid: u32, tid: u32, fd: u32, ingress: bool, ts_enter_ns: u64, ts_exit_ns: u64, total: u64, payload: &'a [u8], tls: bool },
+    ConnOpen { tgid: u32, tid: u32, fd: u32, role: Role, listen_fd: Option<u32>, local: Option<SocketAddr>, remote: Option<SocketAddr>, ts_ns: u64, comm: String, cause: Cause },
+    Data { tgid: u32, tid: u32, fd: u32, ingress: bool, ts_enter_ns: u64, ts_exit_ns: u64, total: u64, payload: &'a [u8], tls: bool, cause: Cause },
     Close { tgid: u32, tid: u32, fd: u32, ts_ns: u64 },
     /// `child` (a process, or a new thread of `parent_tgid`) holds a copy of socket `fd`.
     Inherit { parent_tgid: u32, child: u32, fd: u32 },
@@ -45,6 +68,7 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
             remote: socket_addr(&e.remote),
             ts_ns: e.ts_ns,
             comm: String::from_utf8_lossy(e.comm.split(|b| *b == 0).next().unwrap_or(&[])).into_owned(),
+            cause: Cause::from_abi(e.cause_fd, e.cause_seq),
         },
         decode::Record::Data(h, payload) => Event::Data {
             tgid: h.tgid,
@@ -56,6 +80,7 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
             total: h.total_len,
             payload,
             tls: h.flags & zerotrace_abi::data_flags::TLS != 0,
+            cause: Cause::from_abi(h.cause_fd, h.cause_seq),
         },
         decode::Record::Close(c) => Event::Close { tgid: c.tgid, tid: c.tid, fd: c.fd, ts_ns: c.ts_ns },
         decode::Record::Inherit(i) => Event::Inherit { parent_tgid: i.parent_tgid, child: i.child, fd: i.fd },

@@ -7,6 +7,7 @@
 //! language agent's.
 
 pub mod agent;
+pub mod callbacks;
 pub mod cli;
 pub mod compare;
 pub mod conn;
@@ -19,6 +20,7 @@ pub mod preflight;
 pub mod probes;
 pub mod process;
 pub mod protocols;
+pub mod runtime;
 pub mod spans;
 pub mod targets;
 pub mod tls;

@@ -22,12 +22,14 @@ pub struct Held {
     pub ts_exit_ns: u64,
     pub total: u64,
     pub payload: Vec<u8>,
+    /// The event-loop callback the SSL call was made in.
+    pub cause: crate::events::Cause,
     at: Instant,
 }
 
 impl Held {
-    pub fn new(ingress: bool, ts_enter_ns: u64, ts_exit_ns: u64, total: u64, payload: &[u8]) -> Self {
-        Held { ingress, ts_enter_ns, ts_exit_ns, total, payload: payload.to_vec(), at: Instant::now() }
+    pub fn new(ingress: bool, ts_enter_ns: u64, ts_exit_ns: u64, total: u64, payload: &[u8], cause: crate::events::Cause) -> Self {
+        Held { ingress, ts_enter_ns, ts_exit_ns, total, payload: payload.to_vec(), cause, at: Instant::now() }
     }
 }
 
@@ -76,7 +78,7 @@ mod tests {
     #[test]
     fn held_until_released_by_the_same_thread() {
         let mut hold = MemoryBioHold::default();
-        assert!(hold.hold(10, 11, Held::new(false, 1, 2, 5, b"GET /")));
+        assert!(hold.hold(10, 11, Held::new(false, 1, 2, 5, b"GET /", Default::default())));
         assert!(hold.release(10, 12).is_empty(), "another thread's socket says nothing");
         let released = hold.release(10, 11);
         assert_eq!(released.len(), 1);
@@ -88,9 +90,9 @@ mod tests {
     fn bounded_and_expiring() {
         let mut hold = MemoryBioHold::default();
         for _ in 0..PER_THREAD {
-            assert!(hold.hold(1, 1, Held::new(false, 0, 0, 1, b"x")));
+            assert!(hold.hold(1, 1, Held::new(false, 0, 0, 1, b"x", Default::default())));
         }
-        assert!(!hold.hold(1, 1, Held::new(false, 0, 0, 1, b"x")));
+        assert!(!hold.hold(1, 1, Held::new(false, 0, 0, 1, b"x", Default::default())));
         assert_eq!(hold.expire(Instant::now()), 0);
         assert_eq!(hold.expire(Instant::now() + HOLD_FOR), PER_THREAD as u64);
         assert!(hold.release(1, 1).is_empty());

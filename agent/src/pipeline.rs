@@ -6,11 +6,12 @@ use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::{Span, span::Link};
 
+use crate::callbacks::Callbacks;
 use crate::conn::{ConnInfo, ConnTable, Direction, Parsed, PendingRequest, RequestKind, Role};
-use crate::events::Event;
-use crate::link::{Linker, PeerKey, RequestFacts};
+use crate::events::{Cause, Event};
+use crate::link::{Decision, Evidence, LinkStats, Linker, PeerKey, RequestFacts, Why};
 use crate::process::{FdKind, ProcessResource};
 use crate::protocols::db::DbResponse;
 use crate::protocols::http1::{Head, Message, Segment};
@@ -105,6 +106,13 @@ pub struct Pipeline<H: Host> {
     /// agent to attach per-process probes to.
     pub started: Vec<u32>,
     memory_bio: MemoryBioHold,
+    /// Event-loop callbacks: what each thread's current callback has read.
+    callbacks: Callbacks,
+    /// The callback the record being handled was made in.
+    cause: Cause,
+    /// Processes whose threads are not a request's unit of work for plain sockets (Go: the
+    /// goroutine is, and it moves between threads), so the thread rule does not apply.
+    thread_rule_off: rustc_hash::FxHashSet<u32>,
     pub stats: PipelineStats,
     /// ZEROTRACE_DEBUG=1: print connection events (development aid).
     debug: bool,
@@ -125,6 +133,9 @@ impl<H: Host> Pipeline<H> {
             ignore_fds: Vec::new(),
             started: Vec::new(),
             memory_bio: MemoryBioHold::default(),
+            callbacks: Callbacks::default(),
+            cause: Cause::Thread,
+            thread_rule_off: Default::default(),
             stats: PipelineStats::default(),
             debug: std::env::var_os("ZEROTRACE_DEBUG").is_some(),
         }
@@ -160,7 +171,7 @@ impl<H: Host> Pipeline<H> {
             let _ = self.resource(tgid);
         }
         match event {
-            Event::ConnOpen { tgid, tid, fd, role, listen_fd, mut local, mut remote, .. } => {
+            Event::ConnOpen { tgid, tid, fd, role, listen_fd, mut local, mut remote, cause, .. } => {
                 if role == Role::Client && local.is_none() {
                     // The handshake finished outside connect(): ask /proc while the socket lives.
                     local = self.local_address(tgid, fd);
@@ -188,15 +199,20 @@ impl<H: Host> Pipeline<H> {
                 if let (Role::Client, Some(l)) = (role, local) {
                     self.linker.client_connected(l);
                 }
+                let opened_by = self.opened_by(tgid, tid, fd, cause);
                 if let Some(old) = self.conns.open(tgid, fd, role, local, remote) {
                     self.drop_conn(old, tid);
                 }
+                if let Some(conn) = self.conns.get_mut(tgid, fd) {
+                    conn.opened_by = opened_by;
+                }
             }
-            Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload, tls } => {
+            Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload, tls, cause } => {
+                self.cause = cause;
                 if tls && fd == zerotrace_abi::FD_UNKNOWN {
                     // TLS over a memory BIO (no syscall inside the SSL call): held until the
                     // thread's ciphertext write names the socket (`Event::TlsSocket`).
-                    if !self.memory_bio.hold(tgid, tid, Held::new(ingress, ts_enter_ns, ts_exit_ns, total, payload)) {
+                    if !self.memory_bio.hold(tgid, tid, Held::new(ingress, ts_enter_ns, ts_exit_ns, total, payload, cause)) {
                         self.stats.tls_without_socket += 1;
                     }
                     return;
@@ -232,8 +248,8 @@ impl<H: Host> Pipeline<H> {
             }
             Event::TlsSocket { tgid, tid, fd } => {
                 for held in self.memory_bio.release(tgid, tid) {
-                    let Held { ingress, ts_enter_ns, ts_exit_ns, total, payload, .. } = held;
-                    self.handle(Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload: &payload, tls: true });
+                    let Held { ingress, ts_enter_ns, ts_exit_ns, total, payload, cause, .. } = held;
+                    self.handle(Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload: &payload, tls: true, cause });
                 }
             }
             Event::Inherit { parent_tgid, child, fd } => {
@@ -246,6 +262,28 @@ impl<H: Host> Pipeline<H> {
                 }
             }
         }
+    }
+
+    /// The SERVER span whose event-loop callback is connecting `fd`, when the evidence names
+    /// exactly one.
+    fn opened_by(&self, tgid: u32, tid: u32, fd: u32, cause: Cause) -> Option<crate::traceparent::SpanId> {
+        if !matches!(cause, Cause::Callback { .. }) {
+            return None;
+        }
+        let evidence = self.callbacks.evidence(&self.conns, tgid, tid, fd, cause);
+        match self.linker.decide(tid, "", &evidence) {
+            Decision::Parent(server, _) => Some(server),
+            Decision::NoParent(..) => None,
+        }
+    }
+
+    /// The thread rule does not hold for this process's plain sockets (a Go program).
+    pub fn thread_rule_off(&mut self, tgid: u32) {
+        self.thread_rule_off.insert(tgid);
+    }
+
+    pub fn link_stats(&self) -> &LinkStats {
+        &self.linker.stats
     }
 
     fn local_address(&mut self, tgid: u32, fd: u32) -> Option<std::net::SocketAddr> {
@@ -307,12 +345,18 @@ impl<H: Host> Pipeline<H> {
             }
             _ => {
                 let tuple = conn.info.local.map(PeerKey::new);
+                let evidence = match self.callbacks.evidence(&self.conns, tgid, tid, fd, self.cause) {
+                    Evidence::Thread if tid & zerotrace_abi::GOROUTINE_ACTOR == 0 && self.thread_rule_off.contains(&tgid) => Evidence::Undecided(Why::UnfollowedRuntime, Vec::new()),
+                    evidence => evidence,
+                };
                 if self.debug {
-                    eprintln!("zerotrace: debug: client request {} tuple {tuple:?} enter={}", facts.path, facts.start_enter_ns);
+                    eprintln!("zerotrace: debug: client request {} tuple {tuple:?} enter={} cause {:?} evidence {evidence:?}", facts.path, facts.start_enter_ns, self.cause);
                 }
-                self.linker.start_client(&facts, tuple)
+                self.linker.start_client(&facts, tuple, &evidence)
             }
         };
+        let Some(conn) = self.conns.get_mut(tgid, fd) else { return self.linker.finish(span) };
+        conn.requests += 1;
         if conn.pending.len() < 256 {
             conn.pending.push_back(PendingRequest { request, span, tid });
         } else {
@@ -324,6 +368,9 @@ impl<H: Host> Pipeline<H> {
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
         let Some(req) = conn.pending.pop_front() else { return };
         let info = conn.info.clone();
+        if info.role != Role::Server {
+            self.callbacks.answered(tgid, tid, fd, self.cause, req.span);
+        }
         self.complete(&info, req, Some((tid, answer)));
     }
 
@@ -393,6 +440,8 @@ impl<H: Host> Pipeline<H> {
         let host = &mut self.host;
         for conn in self.conns.remove_exited(|tgid| host.is_alive(tgid)) {
             let tid = conn.info.tgid;
+            self.callbacks.forget_process(tid);
+            self.thread_rule_off.remove(&tid);
             self.drop_conn(conn, tid);
         }
     }
@@ -408,6 +457,7 @@ impl<H: Host> Pipeline<H> {
                     w.span.trace_id = ctx.trace_id.to_vec();
                     w.span.span_id = w.id.to_vec();
                     w.span.parent_span_id = ctx.parent.map(|p| p.to_vec()).unwrap_or_default();
+                    w.span.links = self.linker.links(&w.id).into_iter().map(|(trace, span)| Link { trace_id: trace.to_vec(), span_id: span.to_vec(), ..Default::default() }).collect();
                     let resource = self.resource(w.tgid);
                     self.stats.spans += 1;
                     ready.push(FinishedSpan { resource, span: w.span });

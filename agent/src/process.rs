@@ -205,6 +205,7 @@ pub fn find_inode(table: &str, inode: u64) -> Option<(SocketAddr, SocketAddr)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -93,6 +93,9 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(200, body.decode(errors="replace"))
 
 
+# http.server listens with a backlog of 5: a burst of new connections from a concurrent
+# caller would wait for SYN retransmits (1 s) instead of being accepted.
+ThreadingHTTPServer.request_queue_size = 128
 server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
 server.daemon_threads = True
 if args.tls_cert:

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod db;
+pub mod fidelity;
 pub mod nginx;
 pub mod procs;
 pub mod receiver;

@@ -20,6 +20,8 @@ pub struct TestSpan {
     pub error: bool,
     pub attrs: HashMap<String, String>,
     pub resource: HashMap<String, String>,
+    /// Span links (trace id, span id), hex.
+    pub links: Vec<(String, String)>,
 }
 
 impl TestSpan {
@@ -78,6 +80,7 @@ pub fn from_proto(rs: &[ResourceSpans]) -> Vec<TestSpan> {
                     error: s.status.as_ref().is_some_and(|st| st.code == 2),
                     attrs: kv_map(&s.attributes),
                     resource: resource.clone(),
+                    links: s.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect(),
                 });
             }
         }

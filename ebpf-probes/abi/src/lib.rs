@@ -80,6 +80,9 @@ pub struct ConnOpenEvent {
     /// accept: the listening socket the connection came from (its address is our end);
     /// `FD_UNKNOWN` otherwise.
     pub listen_fd: u32,
+    /// The event-loop callback the task was running (see [`cause`]).
+    pub cause_fd: u32,
+    pub cause_seq: u32,
     pub ts_ns: u64,
     /// Our end. For connect, from the TCP state change that picked the ephemeral port.
     pub local: SockAddr,
@@ -103,12 +106,42 @@ pub struct DataHeader {
     pub captured: u32,
     /// `data_flags::*`.
     pub flags: u32,
-    pub _pad: u32,
+    /// The event-loop callback the thread was running (see [`cause`]).
+    pub cause_fd: u32,
     /// Syscall entry and exit, CLOCK_MONOTONIC (bpf_ktime_get_ns).
     pub ts_enter_ns: u64,
     pub ts_exit_ns: u64,
     /// Bytes the syscall actually transferred (≥ `captured`).
     pub total_len: u64,
+    /// Which run of that callback (a per-thread count of callbacks): two reads of one socket
+    /// in two callbacks are told apart by it.
+    pub cause_seq: u32,
+    pub _pad: u32,
+}
+
+/// What an event loop's thread was doing at a syscall, from the runtime probes (libuv's
+/// stream callbacks in node). The syscall alone cannot say which of the requests an event loop
+/// interleaves caused a write; the callback can: libuv runs a socket's callback right after
+/// polling it, and node runs the JavaScript it triggers (promise continuations included) inside
+/// that callback. `cause_fd` names the socket whose callback is running.
+pub mod cause {
+    /// No runtime probe on this thread: a thread (or goroutine) serves one request at a time.
+    pub const NONE: u32 = u32::MAX;
+    /// An event-loop thread outside any socket callback (timers, immediates, thread-pool
+    /// completions): nothing says which request it works for.
+    pub const OUTSIDE: u32 = u32::MAX - 1;
+}
+
+/// Per-thread callback state the runtime probes keep and the capture code reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Callback {
+    /// The thread the entry belongs to (an entry is indexed by thread id modulo its size).
+    pub owner: u32,
+    /// `cause::OUTSIDE` between callbacks, the socket fd inside one.
+    pub fd: u32,
+    pub seq: u32,
+    pub _pad: u32,
 }
 
 /// Flags of a data record.
@@ -217,6 +250,12 @@ pub mod fd_state {
 pub const fn fd_key(tgid: u32, fd: u32) -> u64 {
     ((tgid as u64) << 32) | fd as u64
 }
+
+// The agent decodes by these sizes; a field added without its padding would shift every
+// record after it.
+const _: () = assert!(size_of::<DataHeader>() == 64);
+const _: () = assert!(size_of::<ConnOpenEvent>() == 104);
+const _: () = assert!(size_of::<Callback>() == 16);
 
 /// Safe decoding of ring-buffer records on the agent side.
 pub mod decode {

@@ -48,6 +48,7 @@ fn submit<T>(record: &T) {
 // Six arguments: BPF passes at most five in registers, so this must be inlined.
 #[inline(always)]
 pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, listen_fd: u32, local: SockAddr, remote: SockAddr) {
+    let (cause_fd, cause_seq) = crate::libuv::current(pid_tgid as u32);
     let event = ConnOpenEvent {
         kind: kind::CONN_OPEN,
         role,
@@ -55,6 +56,8 @@ pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, listen_fd: u32, local: SockA
         tid: pid_tgid as u32,
         fd,
         listen_fd,
+        cause_fd,
+        cause_seq,
         // SAFETY: helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         local,
@@ -179,7 +182,7 @@ pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
         copy_user(payload, 0, call.ptr, want).unwrap_or(0)
     };
     let event = &mut scratch.event;
-
+    let (cause_fd, cause_seq) = crate::libuv::current(pid_tgid as u32);
     event.header = DataHeader {
         kind: kind::DATA,
         direction: dir,
@@ -188,11 +191,13 @@ pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
         fd: call.fd,
         captured: n as u32,
         flags,
-        _pad: 0,
+        cause_fd,
         ts_enter_ns: call.ts_enter_ns,
         // SAFETY: helper without arguments.
         ts_exit_ns: unsafe { bpf_ktime_get_ns() },
         total_len: transferred,
+        cause_seq,
+        _pad: 0,
     };
     let len = size_of::<DataHeader>() + n as usize;
     if len > size_of::<zerotrace_abi::DataEvent>() {

@@ -15,6 +15,7 @@
 mod capture;
 mod filter;
 mod go_tls;
+mod libuv;
 mod maps;
 mod sockaddr;
 mod tls;
@@ -371,6 +372,7 @@ fn try_exit(ctx: &TracePointContext) -> Res {
     if let Some(slot) = maps::own_slot(tid) {
         *slot = Inflight::IDLE;
     }
+    libuv::forget(tid);
     if tid != tgid {
         filter::mark_pid(tid, false);
     }

@@ -5,8 +5,10 @@
 //!    request that already carries one (the app is instrumented) makes the CLIENT span adopt
 //!    its trace and span id, so the callee's SERVER span, which sees the same header, is its
 //!    child and nothing is duplicated;
-//! 2. in-process causality: a CLIENT request written by a thread while that thread serves a
-//!    request is a child of that SERVER span;
+//! 2. in-process causality (`evidence`): a CLIENT request is a child of the SERVER span that
+//!    the evidence names: the one request its thread serves, the request whose event-loop
+//!    callback wrote it, or the request whose earlier call's answer that callback read. When
+//!    the evidence names several, the span gets no parent and links to the candidates;
 //! 3. same-host stitching: when the caller's end of a connection is traced too, the callee's
 //!    SERVER span is a child of the caller's CLIENT span (matched by socket tuple and time).
 //!
@@ -21,6 +23,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::traceparent::{self, SpanId, TraceId, TraceParent};
+
+mod evidence;
+
+pub use evidence::{Decision, Evidence, LinkStats, Outcome, Why};
 
 /// How long a finished SERVER span waits for the traced caller's CLIENT span to show up.
 const PEER_WAIT: Duration = Duration::from_millis(300);
@@ -65,6 +71,11 @@ enum Origin {
 
 struct Node {
     origin: Origin,
+    /// A SERVER span's incoming `traceparent`: a proxy passing it on is not an instrumented
+    /// app sending its own.
+    incoming: Option<TraceParent>,
+    /// Candidate parents that the evidence could not decide between: exported as span links.
+    links: Vec<SpanId>,
     resolved: Option<Context>,
     finished: Option<Instant>,
     /// Other spans may still ask for this one after it resolved: a CLIENT span (a traced
@@ -78,7 +89,6 @@ struct ActiveServer {
     span: SpanId,
     conn_id: u64,
     path: String,
-    incoming: Option<TraceParent>,
 }
 
 /// What a request tells the linker.
@@ -100,6 +110,7 @@ pub struct Linker {
     /// Finished spans in finishing order, so expiry costs only what expires.
     finished: VecDeque<(Instant, SpanId)>,
     last_client_sweep: Option<Instant>,
+    pub stats: LinkStats,
 }
 
 thread_local! {
@@ -157,10 +168,10 @@ impl Linker {
             Some(peer) => Origin::AwaitPeer { peer, request_exit_ns: facts.start_exit_ns, fallback },
             None => Origin::Known(fallback),
         };
-        self.nodes.insert(span, Node { origin, resolved: None, finished: None, referable: false });
+        self.nodes.insert(span, Node { origin, incoming, links: Vec::new(), resolved: None, finished: None, referable: false });
         let active = self.active.entry(facts.tid).or_default();
         if active.len() < 1024 {
-            active.push(ActiveServer { span, conn_id: facts.conn_id, path: facts.path.to_string(), incoming });
+            active.push(ActiveServer { span, conn_id: facts.conn_id, path: facts.path.to_string() });
         }
         span
     }
@@ -189,17 +200,69 @@ impl Linker {
         self.active.retain(|_, l| !l.is_empty());
     }
 
-    /// The SERVER span this thread is serving, preferring one for the same path (a proxy
-    /// forwards the path) when an event loop serves several at once.
-    fn serving(&self, tid: u32, path: &str) -> Option<&ActiveServer> {
-        let list = self.active.get(&tid)?;
-        list.iter().rev().find(|a| a.path == path).or_else(|| list.last())
+    /// The thread rule: the request this thread serves, when it serves exactly one. An event
+    /// loop without runtime probes serves several at once: then only a forwarded path (a proxy
+    /// sends on the path it received) names one; anything else is ambiguous.
+    fn by_thread(&self, tid: u32, path: &str) -> Decision {
+        let Some(list) = self.active.get(&tid).filter(|l| !l.is_empty()) else {
+            return Decision::NoParent(Why::NotServing, Vec::new());
+        };
+        if let [only] = list.as_slice() {
+            return Decision::Parent(only.span, Why::Thread);
+        }
+        let mut same_path = list.iter().filter(|a| !path.is_empty() && a.path == path);
+        match (same_path.next(), same_path.next()) {
+            (Some(one), None) => Decision::Parent(one.span, Why::PathForwarded),
+            _ => Decision::NoParent(Why::ThreadServesSeveral, list.iter().map(|a| a.span).collect()),
+        }
+    }
+
+    /// The SERVER span a CLIENT span hangs under, if it is a plain child of one.
+    fn parent_server(&self, client: &SpanId) -> Option<SpanId> {
+        match self.nodes.get(client).map(|n| &n.origin) {
+            Some(Origin::ChildOf(server)) => Some(*server),
+            _ => None,
+        }
+    }
+
+    /// Weighs the evidence for a CLIENT request's parent.
+    pub fn decide(&self, tid: u32, path: &str, evidence: &Evidence) -> Decision {
+        match evidence {
+            Evidence::Thread => self.by_thread(tid, path),
+            Evidence::Serving(span, why) => match self.nodes.contains_key(span) {
+                true => Decision::Parent(*span, *why),
+                false => Decision::NoParent(Why::CallbackWithoutRequest, Vec::new()),
+            },
+            Evidence::Continues { clients, same_connection } => {
+                let mut servers: Vec<SpanId> = Vec::new();
+                for client in clients {
+                    match self.parent_server(client) {
+                        Some(server) if !servers.contains(&server) => servers.push(server),
+                        Some(_) => {}
+                        // An answer to a call we could not place: nothing to continue.
+                        None => return Decision::NoParent(Why::CallbackWithoutRequest, servers),
+                    }
+                }
+                match (servers.as_slice(), same_connection) {
+                    ([], _) => Decision::NoParent(Why::CallbackWithoutRequest, Vec::new()),
+                    ([one], false) => Decision::Parent(*one, Why::Continuation),
+                    ([_], true) => Decision::NoParent(Why::HandOff, servers),
+                    _ => Decision::NoParent(Why::ContinuesSeveral, servers),
+                }
+            }
+            Evidence::Undecided(why, candidates) => Decision::NoParent(*why, candidates.clone()),
+        }
     }
 
     /// A CLIENT request was written; returns the span id (adopted from an existing
     /// `traceparent` when the app propagates its own context).
-    pub fn start_client(&mut self, facts: &RequestFacts<'_>, tuple: Option<PeerKey>) -> SpanId {
-        let serving = self.serving(facts.tid, facts.path).map(|s| (s.span, s.incoming));
+    pub fn start_client(&mut self, facts: &RequestFacts<'_>, tuple: Option<PeerKey>, evidence: &Evidence) -> SpanId {
+        let decision = self.decide(facts.tid, facts.path, evidence);
+        self.stats.count(decision.why());
+        let (serving, candidates) = match decision {
+            Decision::Parent(server, _) => (Some((server, self.nodes.get(&server).and_then(|n| n.incoming))), Vec::new()),
+            Decision::NoParent(_, candidates) => (None, candidates),
+        };
         let outgoing = facts.traceparent.and_then(traceparent::parse);
         let pass_through = matches!((outgoing, serving.and_then(|s| s.1)), (Some(o), Some(i)) if o == i);
         let (span, origin) = match (outgoing, serving) {
@@ -218,7 +281,13 @@ impl Linker {
             }
             (_, None) => (new_span_id(), Origin::Known(Context { trace_id: new_trace_id(), parent: None })),
         };
-        self.nodes.insert(span, Node { origin, resolved: None, finished: None, referable: true });
+        for candidate in &candidates {
+            // Kept until the link can be written out.
+            if let Some(node) = self.nodes.get_mut(candidate) {
+                node.referable = true;
+            }
+        }
+        self.nodes.insert(span, Node { origin, incoming: None, links: candidates, resolved: None, finished: None, referable: true });
         if let Some(key) = tuple {
             let entry = self.clients.entry(key).or_insert_with(|| (Instant::now(), Vec::new()));
             entry.0 = Instant::now();
@@ -228,6 +297,13 @@ impl Linker {
             entry.1.push((facts.start_enter_ns, span));
         }
         span
+    }
+
+    /// The span links of a span the evidence could not place: (trace, span) of each candidate
+    /// whose trace is known.
+    pub fn links(&self, span: &SpanId) -> Vec<(TraceId, SpanId)> {
+        let Some(node) = self.nodes.get(span) else { return Vec::new() };
+        node.links.iter().filter_map(|c| Some((self.trace_of(c)?, *c))).collect()
     }
 
     /// The app (instrumented by a language agent) sends its own context while our SERVER span,
@@ -357,7 +433,7 @@ mod tests {
         let mut l = Linker::default();
         let now = Instant::now();
         let s = l.start_server(&facts(7, "/", None, 1), None);
-        let c = l.start_client(&facts(7, "/x", None, 2), None);
+        let c = l.start_client(&facts(7, "/x", None, 2), None, &Evidence::Thread);
         let sc = l.resolve(s, now).expect("server known");
         let cc = l.resolve(c, now).expect("client known");
         assert_eq!(cc.trace_id, sc.trace_id);
@@ -377,7 +453,7 @@ mod tests {
         // A SERVER span with a child resolves first (it ends after its child starts) and must
         // still be there when the child resolves.
         let parent = l.start_server(&facts(2, "/b", None, 2), None);
-        let child = l.start_client(&facts(2, "/c", None, 3), None);
+        let child = l.start_client(&facts(2, "/c", None, 3), None, &Evidence::Thread);
         l.end_server(2, 1, parent);
         l.finish(parent);
         let pc = l.resolve(parent, now).expect("parent");
@@ -402,11 +478,11 @@ mod tests {
         let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let s = l.start_server(&facts(1, "/p", Some(incoming), 1), None);
         // A proxy forwarding the same header: ordinary child of our SERVER span.
-        let c1 = l.start_client(&facts(1, "/p", Some(incoming), 2), None);
+        let c1 = l.start_client(&facts(1, "/p", Some(incoming), 2), None, &Evidence::Thread);
         assert_eq!(l.resolve(c1, Instant::now()).map(|c| c.parent), Some(Some(s)));
         // An instrumented app's own header: adopt its span id.
         let own = "00-0af7651916cd43dd8448eb211c80319c-1111111111111111-01";
-        let c2 = l.start_client(&facts(1, "/p", Some(own), 3), None);
+        let c2 = l.start_client(&facts(1, "/p", Some(own), 3), None, &Evidence::Thread);
         assert_eq!(traceparent::hex(&c2), "1111111111111111");
     }
 
@@ -415,8 +491,8 @@ mod tests {
         let mut l = Linker::default();
         let s = l.start_server(&facts(1, "/m", None, 1), None);
         let own = "00-0af7651916cd43dd8448eb211c80319c-1111111111111111-01";
-        let c = l.start_client(&facts(1, "/item", Some(own), 2), None);
-        let db = l.start_client(&facts(1, "", None, 3), None);
+        let c = l.start_client(&facts(1, "/item", Some(own), 2), None, &Evidence::Thread);
+        let db = l.start_client(&facts(1, "", None, 3), None, &Evidence::Thread);
         let now = Instant::now();
         let (sc, cc, dc) = (l.resolve(s, now).expect("server"), l.resolve(c, now).expect("client"), l.resolve(db, now).expect("db"));
         assert_eq!(traceparent::hex(&sc.trace_id), "0af7651916cd43dd8448eb211c80319c");
@@ -424,9 +500,9 @@ mod tests {
         assert_eq!((dc.trace_id, dc.parent), (sc.trace_id, Some(s)));
         // Once a child resolved against the SERVER span's own trace, it keeps it.
         let s2 = l.start_server(&facts(2, "/m", None, 10), None);
-        let early = l.start_client(&facts(2, "", None, 11), None);
+        let early = l.start_client(&facts(2, "", None, 11), None, &Evidence::Thread);
         let first = l.resolve(early, now).expect("early child").trace_id;
-        let late = l.start_client(&facts(2, "/item", Some(own), 12), None);
+        let late = l.start_client(&facts(2, "/item", Some(own), 12), None, &Evidence::Thread);
         assert_eq!(l.resolve(s2, now).map(|c| c.trace_id), Some(first));
         assert_eq!(l.resolve(late, now).map(|c| c.parent), Some(None), "the adopted span keeps the app's trace, outside ours");
     }
@@ -441,7 +517,7 @@ mod tests {
         let back = l.start_server(&facts(2, "/b", None, 10), Some(key));
         assert!(l.resolve(back, Instant::now()).is_none());
         let front = l.start_server(&facts(1, "/f", None, 1), None);
-        let call = l.start_client(&facts(1, "/b", None, 5), Some(key));
+        let call = l.start_client(&facts(1, "/b", None, 5), Some(key), &Evidence::Thread);
         let ctx = l.resolve(back, Instant::now()).expect("stitched");
         assert_eq!(ctx.parent, Some(call));
         assert_eq!(Some(ctx.trace_id), l.resolve(front, Instant::now()).map(|c| c.trace_id));

@@ -1,0 +1,92 @@
+//! Event-loop evidence: which request a write belongs to, from the socket callback that the
+//! thread was running when it wrote (`events::Cause`, from the runtime probes in libuv).
+//!
+//! - A callback of a SERVER connection runs for that connection's unanswered request (the
+//!   handler, and whatever it writes before it first waits).
+//! - A callback of a CLIENT connection that read answers continues the requests that made
+//!   those calls (the code after an `await`).
+//! - A connection's first request, written in its connect callback, belongs to the request
+//!   whose callback opened the connection.
+//!
+//! Everything else (no request on the socket, answers of several requests, a write outside
+//! any callback) is left undecided, with a reason: see `link::Why`.
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::conn::{ConnTable, Role};
+use crate::events::Cause;
+use crate::link::{Evidence, Why};
+use crate::traceparent::SpanId;
+
+/// Threads remembered at most (one entry per event-loop thread; a bound against pid churn).
+const MAX_THREADS: usize = 65_536;
+
+/// The answers the current callback of one thread has read.
+struct Answers {
+    fd: u32,
+    seq: u32,
+    clients: Vec<SpanId>,
+}
+
+#[derive(Default)]
+pub struct Callbacks {
+    by_thread: HashMap<(u32, u32), Answers>,
+}
+
+impl Callbacks {
+    /// An answer to CLIENT span `client` was read on `fd` by a thread inside callback `cause`.
+    /// Only the callback's own socket counts: that read is what triggered the callback.
+    pub fn answered(&mut self, tgid: u32, tid: u32, fd: u32, cause: Cause, client: SpanId) {
+        let Cause::Callback { fd: cb_fd, seq } = cause else { return };
+        if cb_fd != fd {
+            return;
+        }
+        if self.by_thread.len() >= MAX_THREADS {
+            self.by_thread.clear();
+        }
+        let entry = self.by_thread.entry((tgid, tid)).or_insert(Answers { fd, seq, clients: Vec::new() });
+        if (entry.fd, entry.seq) != (fd, seq) {
+            *entry = Answers { fd, seq, clients: Vec::new() };
+        }
+        if entry.clients.len() < 64 {
+            entry.clients.push(client);
+        }
+    }
+
+    /// The evidence for a request written on `written_fd` by thread `tid` inside `cause`.
+    pub fn evidence(&self, conns: &ConnTable, tgid: u32, tid: u32, written_fd: u32, cause: Cause) -> Evidence {
+        let (fd, seq) = match cause {
+            Cause::Thread => return Evidence::Thread,
+            Cause::Outside => return Evidence::Undecided(Why::OutsideCallback, Vec::new()),
+            Cause::Callback { fd, seq } => (fd, seq),
+        };
+        let Some(conn) = conns.get(tgid, fd) else {
+            // A pipe, a unix socket, a socket we do not parse.
+            return Evidence::Undecided(Why::CallbackWithoutRequest, Vec::new());
+        };
+        match conn.info.role {
+            Role::Server => match conn.pending.len() {
+                0 => Evidence::Undecided(Why::CallbackWithoutRequest, Vec::new()),
+                1 => Evidence::Serving(conn.pending[0].span, Why::Callback),
+                _ => Evidence::Undecided(Why::Pipelined, conn.pending.iter().map(|p| p.span).collect()),
+            },
+            Role::Client | Role::Unknown => {
+                let answers = self.by_thread.get(&(tgid, tid)).filter(|a| (a.fd, a.seq) == (fd, seq));
+                match answers {
+                    Some(a) => Evidence::Continues { clients: a.clients.clone(), same_connection: written_fd == fd },
+                    // The connect callback of a fresh connection writing its first request.
+                    None if written_fd == fd && conn.requests == 0 => match conn.opened_by {
+                        Some(server) => Evidence::Serving(server, Why::OpenedBy),
+                        None => Evidence::Undecided(Why::CallbackWithoutRequest, Vec::new()),
+                    },
+                    None => Evidence::Undecided(Why::CallbackWithoutRequest, Vec::new()),
+                }
+            }
+        }
+    }
+
+    /// Forgets the threads of a process that exited.
+    pub fn forget_process(&mut self, tgid: u32) {
+        self.by_thread.retain(|(t, _), _| *t != tgid);
+    }
+}

@@ -1,0 +1,148 @@
+//! What in-process evidence says about a CLIENT request's parent, and the counters of every
+//! decision (docs/ARCHITECTURE.md "Linking").
+//!
+//! Precision before recall: a parent is chosen only when the evidence names one request. When
+//! it names several, the span keeps no parent and carries span links to the candidates; when
+//! it names none, the span starts its own trace. Each outcome is counted by its reason and
+//! reported at exit, so a user can see how much of the linking rests on which rule.
+
+use crate::traceparent::SpanId;
+
+/// What the pipeline knows about the execution that wrote a CLIENT request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    /// No runtime probe: a thread serves one request at a time (thread-per-request servers).
+    Thread,
+    /// The event-loop callback that wrote it runs for this SERVER span (its connection's
+    /// request), or the connection it is written on was opened inside such a callback.
+    Serving(SpanId, Why),
+    /// The callback read the answers to these CLIENT spans: the write continues their
+    /// request (the code after an `await`). `same_connection`: the write goes out on the
+    /// connection those answers came from, where a library's queue handing the freed
+    /// connection to another request's waiting call looks exactly the same.
+    Continues { clients: Vec<SpanId>, same_connection: bool },
+    /// The evidence already says there is none, or that it cannot decide.
+    Undecided(Why, Vec<SpanId>),
+}
+
+/// Why a CLIENT span got its parent, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Why {
+    // A parent, on evidence.
+    /// The thread serves exactly one request.
+    Thread,
+    /// The thread serves several requests, and exactly one has the path being sent on (a
+    /// proxy forwarding it).
+    PathForwarded,
+    /// An event-loop callback of the request's own connection.
+    Callback,
+    /// The callback read the answer to an earlier call of the same request.
+    Continuation,
+    /// The first request on a connection opened inside one request's callback.
+    OpenedBy,
+    // Ambiguous: no parent, span links to the candidates.
+    /// The thread serves several requests (an event loop without runtime probes).
+    ThreadServesSeveral,
+    /// Several pipelined requests are unanswered on the connection whose callback runs.
+    Pipelined,
+    /// The callback read answers that belong to different requests.
+    ContinuesSeveral,
+    /// Written on the connection whose answer the callback read: the same request's next
+    /// call, or a queued call of another request that was handed the connection.
+    HandOff,
+    // No evidence: no parent.
+    /// The thread serves no request (a worker thread, a background job).
+    NotServing,
+    /// An event loop ran it outside any socket callback (timer, immediate, thread pool).
+    OutsideCallback,
+    /// The callback's socket carries no request we could tie it to.
+    CallbackWithoutRequest,
+    /// A runtime whose unit of work moves between threads and is not followed for this
+    /// kind of traffic (Go's plaintext sockets: goroutines).
+    UnfollowedRuntime,
+}
+
+impl Why {
+    pub fn name(self) -> &'static str {
+        match self {
+            Why::Thread => "thread",
+            Why::PathForwarded => "forwarded path",
+            Why::Callback => "event-loop callback",
+            Why::Continuation => "continuation after an answer",
+            Why::OpenedBy => "connection opened by the request",
+            Why::ThreadServesSeveral => "thread serves several requests",
+            Why::Pipelined => "pipelined requests",
+            Why::ContinuesSeveral => "answers of several requests",
+            Why::HandOff => "possible queue hand-off",
+            Why::NotServing => "thread serves no request",
+            Why::OutsideCallback => "outside any socket callback",
+            Why::CallbackWithoutRequest => "callback without a request",
+            Why::UnfollowedRuntime => "unfollowed runtime (Go plaintext)",
+        }
+    }
+
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Why::Thread | Why::PathForwarded | Why::Callback | Why::Continuation | Why::OpenedBy => Outcome::Parent,
+            Why::ThreadServesSeveral | Why::Pipelined | Why::ContinuesSeveral | Why::HandOff => Outcome::Ambiguous,
+            Why::NotServing | Why::OutsideCallback | Why::CallbackWithoutRequest | Why::UnfollowedRuntime => Outcome::NoEvidence,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Parent,
+    Ambiguous,
+    NoEvidence,
+}
+
+/// The linker's verdict on a CLIENT request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Parent(SpanId, Why),
+    /// No parent; the candidates (when ambiguous) become span links.
+    NoParent(Why, Vec<SpanId>),
+}
+
+impl Decision {
+    pub fn why(&self) -> Why {
+        match self {
+            Decision::Parent(_, why) | Decision::NoParent(why, _) => *why,
+        }
+    }
+}
+
+/// Decisions by reason, for the exit report and tests.
+#[derive(Clone, Debug, Default)]
+pub struct LinkStats {
+    counts: rustc_hash::FxHashMap<&'static str, (Outcome, u64)>,
+}
+
+impl LinkStats {
+    pub fn count(&mut self, why: Why) {
+        self.counts.entry(why.name()).or_insert((why.outcome(), 0)).1 += 1;
+    }
+
+    pub fn get(&self, why: Why) -> u64 {
+        self.counts.get(why.name()).map_or(0, |(_, n)| *n)
+    }
+
+    /// "by thread 120, by event-loop callback 40; ambiguous: …; no evidence: …", each part
+    /// only when it has something.
+    pub fn summary(&self) -> String {
+        let part = |outcome: Outcome| {
+            let mut items: Vec<(&str, u64)> = self.counts.iter().filter(|(_, (o, n))| *o == outcome && *n > 0).map(|(name, (_, n))| (*name, *n)).collect();
+            items.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            items.iter().map(|(name, n)| format!("{n} {name}")).collect::<Vec<_>>().join(", ")
+        };
+        let mut parts = Vec::new();
+        for (label, outcome) in [("parent by", Outcome::Parent), ("ambiguous, linked not parented", Outcome::Ambiguous), ("no evidence", Outcome::NoEvidence)] {
+            let text = part(outcome);
+            if !text.is_empty() {
+                parts.push(format!("{label}: {text}"));
+            }
+        }
+        if parts.is_empty() { "no client spans".to_string() } else { parts.join("; ") }
+    }
+}

@@ -1,0 +1,59 @@
+// Concurrency fidelity app (Node, libuv event loop): every request's outgoing calls carry the
+// request's id, so a test can tell a right parent from a wrong one.
+//
+//   node chain.js --port 8001 --downstream http://127.0.0.1:8002 --pg-port 5432 --redis-port 6379
+//
+// GET /chain/:id calls, one after the other (each after an `await` on the previous one):
+//   GET <downstream>/item/:id with the http module (keep-alive agent),
+//   GET <downstream>/item/:id with the global fetch (undici),
+//   SELECT name FROM items WHERE id = <id>   (pg pool; the id is a literal in the text),
+//   GET chain:<id> on Redis (ioredis; Redis spans carry the command only),
+// then answers 200. Prints "ready <port>" once listening.
+'use strict';
+
+const http = require('http');
+const express = require('express');
+const { Pool } = require('pg');
+const Redis = require('ioredis');
+
+function arg(name) {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0 || i + 1 >= process.argv.length) {
+    console.error(`missing --${name}`);
+    process.exit(2);
+  }
+  return process.argv[i + 1];
+}
+
+const port = Number(arg('port'));
+const downstream = arg('downstream');
+const pool = new Pool({ host: '127.0.0.1', port: Number(arg('pg-port')), user: 'postgres', database: 'shop', max: 8 });
+const redis = new Redis({ host: '127.0.0.1', port: Number(arg('redis-port')) });
+const keepAlive = new http.Agent({ keepAlive: true });
+
+function get(url) {
+  return new Promise((resolve, reject) => {
+    http.get(url, { agent: keepAlive }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    }).on('error', reject);
+  });
+}
+
+const app = express();
+app.get('/chain/:id', async (req, res, next) => {
+  try {
+    const id = Number(req.params.id);
+    const first = await get(`${downstream}/item/${id}`);
+    const second = await fetch(`${downstream}/item/${id}`);
+    await second.text();
+    const { rows } = await pool.query(`SELECT name FROM items WHERE id = ${id}`);
+    await redis.get(`chain:${id}`);
+    res.send(`chain ${id}: ${first} ${second.status}, ${rows.length} row(s)\n`);
+  } catch (err) {
+    next(err);
+  }
+});
+
+const server = app.listen(port, '127.0.0.1', () => console.log(`ready ${port}`));
+process.on('SIGINT', () => process.exit(0));
