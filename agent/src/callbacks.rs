@@ -8,8 +8,11 @@
 //! - A connection's first request, written in its connect callback, belongs to the request
 //!   whose callback opened the connection.
 //!
+//! - A write inside an asyncio task step belongs to the request that task answers next (the
+//!   linker waits for that answer: `Linker::unit_answered`).
+//!
 //! Everything else (no request on the socket, answers of several requests, a write outside
-//! any callback) is left undecided, with a reason: see `link::Why`.
+//! any callback or task) is left undecided, with a reason: see `link::Why`.
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -58,6 +61,7 @@ impl Callbacks {
         let (fd, seq) = match cause {
             Cause::Thread => return Evidence::Thread,
             Cause::Outside => return Evidence::Undecided(Why::OutsideCallback, Vec::new()),
+            Cause::Task(task) => return Evidence::Unit((tgid, task)),
             Cause::Callback { fd, seq } => (fd, seq),
         };
         let Some(conn) = conns.get(tgid, fd) else {

@@ -15,16 +15,21 @@ pub enum Cause {
     /// An event-loop thread between socket callbacks (a timer, an immediate, a thread-pool
     /// completion): nothing ties the call to a request.
     Outside,
-    /// Inside the callback of socket `fd`; `seq` numbers the thread's callbacks.
+    /// Inside libuv's callback of socket `fd`; `seq` numbers the thread's callbacks.
     Callback { fd: u32, seq: u32 },
+    /// Inside a step of the asyncio task at this address.
+    Task(u64),
 }
 
 impl Cause {
-    pub fn from_abi(fd: u32, seq: u32) -> Self {
-        match fd {
-            zerotrace_abi::cause::NONE => Cause::Thread,
-            zerotrace_abi::cause::OUTSIDE => Cause::Outside,
-            fd => Cause::Callback { fd, seq },
+    pub fn from_abi(kind: u32, id: u64) -> Self {
+        use zerotrace_abi::cause;
+        match kind {
+            cause::OUTSIDE => Cause::Outside,
+            cause::LIBUV_CALLBACK => Cause::Callback { fd: id as u32, seq: (id >> 32) as u32 },
+            cause::ASYNCIO_TASK => Cause::Task(id),
+            // cause::NONE, and kinds of a newer probe object.
+            _ => Cause::Thread,
         }
     }
 }
@@ -41,6 +46,8 @@ pub enum Event<'a> {
     Process { pid: u32, parent_tgid: u32 },
     /// Thread `tid` sent its last TLS write's ciphertext on `fd` (memory BIO).
     TlsSocket { tgid: u32, tid: u32, fd: u32 },
+    /// An asyncio task `child` was created while the thread ran `parent`.
+    UnitSpawn { tgid: u32, parent: Cause, child: u64, ts_ns: u64 },
 }
 
 pub fn socket_addr(a: &SockAddr) -> Option<SocketAddr> {
@@ -68,7 +75,7 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
             remote: socket_addr(&e.remote),
             ts_ns: e.ts_ns,
             comm: String::from_utf8_lossy(e.comm.split(|b| *b == 0).next().unwrap_or(&[])).into_owned(),
-            cause: Cause::from_abi(e.cause_fd, e.cause_seq),
+            cause: Cause::from_abi(e.cause_kind, e.cause_id),
         },
         decode::Record::Data(h, payload) => Event::Data {
             tgid: h.tgid,
@@ -80,11 +87,12 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
             total: h.total_len,
             payload,
             tls: h.flags & zerotrace_abi::data_flags::TLS != 0,
-            cause: Cause::from_abi(h.cause_fd, h.cause_seq),
+            cause: Cause::from_abi(h.cause_kind, h.cause_id),
         },
         decode::Record::Close(c) => Event::Close { tgid: c.tgid, tid: c.tid, fd: c.fd, ts_ns: c.ts_ns },
         decode::Record::Inherit(i) => Event::Inherit { parent_tgid: i.parent_tgid, child: i.child, fd: i.fd },
         decode::Record::Process(p) => Event::Process { pid: p.pid, parent_tgid: p.parent_tgid },
         decode::Record::TlsSocket(t) => Event::TlsSocket { tgid: t.tgid, tid: t.tid, fd: t.fd },
+        decode::Record::UnitSpawn(u) => Event::UnitSpawn { tgid: u.tgid, parent: Cause::from_abi(u.parent_kind, u.parent_id), child: u.child_id, ts_ns: u.ts_ns },
     })
 }

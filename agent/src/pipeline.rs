@@ -150,10 +150,13 @@ impl<H: Host> Pipeline<H> {
 
     pub fn handle(&mut self, event: Event<'_>) {
         self.stats.events += 1;
+        // Only a data record says what unit of work it came from; completions that other
+        // records cause (a close ends a connection's requests) come from none.
+        self.cause = Cause::Thread;
         if self.debug {
             match &event {
-                Event::Data { tgid, tid, fd, ingress, total, payload, .. } => {
-                    eprintln!("zerotrace: debug: data {tgid}/{tid} fd {fd} {} {total} bytes: {:?}", if *ingress { "in" } else { "out" }, String::from_utf8_lossy(&payload[..payload.len().min(48)]));
+                Event::Data { tgid, tid, fd, ingress, total, payload, cause, .. } => {
+                    eprintln!("zerotrace: debug: data {tgid}/{tid} fd {fd} {} {total} bytes ({cause:?}): {:?}", if *ingress { "in" } else { "out" }, String::from_utf8_lossy(&payload[..payload.len().min(48)]));
                 }
                 _ => eprintln!("zerotrace: debug: {event:?}"),
             }
@@ -252,6 +255,13 @@ impl<H: Host> Pipeline<H> {
                     self.handle(Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload: &payload, tls: true, cause });
                 }
             }
+            Event::UnitSpawn { tgid, parent, child, ts_ns } => {
+                let parent = match parent {
+                    Cause::Task(task) => Some((tgid, task)),
+                    _ => None,
+                };
+                self.linker.unit_spawned((tgid, child), parent, ts_ns);
+            }
             Event::Inherit { parent_tgid, child, fd } => {
                 if let Some(comm) = self.comms.get(&parent_tgid).cloned() {
                     self.comms.entry(child).or_insert(comm);
@@ -273,7 +283,7 @@ impl<H: Host> Pipeline<H> {
         let evidence = self.callbacks.evidence(&self.conns, tgid, tid, fd, cause);
         match self.linker.decide(tid, "", &evidence) {
             Decision::Parent(server, _) => Some(server),
-            Decision::NoParent(..) => None,
+            Decision::NoParent(..) | Decision::AwaitUnit(_) => None,
         }
     }
 
@@ -405,6 +415,14 @@ impl<H: Host> Pipeline<H> {
         if info.role == Role::Server {
             let tid = answer.as_ref().map_or(req.tid, |(t, _)| *t);
             self.linker.end_server(tid, info.id, req.span);
+            if let (Some(_), Cause::Task(task)) = (&answer, self.cause) {
+                // The asyncio task that wrote the answer served this request.
+                let read_ns = match &req.request {
+                    RequestKind::Http(m) => m.start_exit_ns,
+                    RequestKind::Db(r) => r.start_exit_ns,
+                };
+                self.linker.unit_answered((info.tgid, task), req.span, read_ns);
+            }
         }
         self.linker.finish(req.span);
         let Some(span) = span else { return };

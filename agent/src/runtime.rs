@@ -4,6 +4,9 @@
 //! - libuv (node, or any program with libuv linked in or loaded): `uv__stream_io`, the I/O
 //!   callback of every libuv stream, gets an entry probe and a return probe, so every record
 //!   says which socket's callback the thread was running (`events::Cause`).
+//! - CPython asyncio (3.9 and later, `_asyncio` as an extension module or built in with
+//!   symbols): `task_step_impl`, one step of a task, gets an entry and a return probe, so
+//!   every record says which task was running (`events::Cause::Task`).
 //! - Go: recognised from its build info. Go's plain socket calls are made by whichever thread
 //!   runs the goroutine, so the thread rule would mix requests up: it is turned off for the
 //!   process and its plaintext CLIENT spans get no parent (its TLS calls are followed per
@@ -20,6 +23,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use aya::programs::uprobe::UProbeLinkId;
@@ -31,10 +35,16 @@ use crate::probes::Probes;
 /// libuv's stream I/O callback; a static function, so it needs the symbol table (node ships
 /// with it).
 const UV_STREAM_IO: &str = "uv__stream_io";
+/// One step of an asyncio task (`_asyncio` C module, static). Not `task_step`: the step
+/// wrapper's call method inlines that one and calls this directly.
+const TASK_STEP: &str = "task_step_impl";
+/// `Task.__init__` (the Argument Clinic wrapper; `self` first in every version).
+const TASK_INIT: &str = "_asyncio_Task___init__";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Runtime {
     Libuv,
+    Asyncio,
     Go,
 }
 
@@ -42,8 +52,8 @@ pub enum Runtime {
 #[derive(Clone, Debug)]
 struct Plan {
     runtime: Runtime,
-    /// (program, file offset) pairs to attach.
-    uprobes: Vec<(&'static str, u64)>,
+    /// (program, file offset, attach cookie) to attach.
+    uprobes: Vec<(&'static str, u64, Option<u64>)>,
     described: String,
 }
 
@@ -56,16 +66,34 @@ pub struct RuntimeProbes {
     seen: HashSet<u32>,
     /// Processes recognised since the last call to `take_recognised`.
     recognised: Vec<(u32, Runtime)>,
+    /// Processes with no runtime found yet, to look at again (asyncio's module is loaded on
+    /// import, perhaps after we attached): (pid, when, looks left).
+    recheck: Vec<(u32, Instant, u8)>,
 }
+
+/// How often, and how many times, a process without a known runtime is looked at again.
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
+const RECHECKS: u8 = 5;
 
 impl RuntimeProbes {
     /// Looks at a process once: recognises its runtime and attaches what that runtime needs.
     /// Never fails the run: a process that cannot be probed gets one warning line and falls
     /// back to the thread rule.
     pub fn attach_process(&mut self, probes: &mut Probes, pid: u32) {
+        self.attach_or_recheck(probes, pid, RECHECKS);
+    }
+
+    fn attach_or_recheck(&mut self, probes: &mut Probes, pid: u32, looks_left: u8) {
         if !self.seen.insert(pid) {
             return;
         }
+        if !self.attach_objects(probes, pid) && looks_left > 0 {
+            self.recheck.push((pid, Instant::now() + RECHECK_EVERY, looks_left - 1));
+        }
+    }
+
+    /// True when a runtime was recognised (whether or not its probes could be attached).
+    fn attach_objects(&mut self, probes: &mut Probes, pid: u32) -> bool {
         for path in objects(pid) {
             let Ok(meta) = std::fs::metadata(&path) else { continue };
             let file = (meta.dev(), meta.ino());
@@ -89,10 +117,10 @@ impl RuntimeProbes {
             };
             let Some(plan) = plan else { continue };
             let links = self.attached.entry(pid).or_default();
-            for &(program, offset) in &plan.uprobes {
-                match probes.attach_uprobe(program, &path, offset, None, Some(pid)) {
+            for &(program, offset, cookie) in &plan.uprobes {
+                match probes.attach_uprobe(program, &path, offset, cookie, Some(pid)) {
                     Ok(link) => links.push((program, link)),
-                    Err(_) if !crate::targets::is_alive(pid) => return,
+                    Err(_) if !crate::targets::is_alive(pid) => return true,
                     Err(err) => {
                         eprintln!("zerotrace: warning: no runtime probes in {} (pid {pid}): {err:#}; its threads are linked by the thread rule", path.display());
                         break;
@@ -100,8 +128,9 @@ impl RuntimeProbes {
                 }
             }
             self.recognised.push((pid, plan.runtime));
-            return;
+            return true;
         }
+        false
     }
 
     /// Processes recognised since the last call, with their runtime.
@@ -117,6 +146,13 @@ impl RuntimeProbes {
 
     /// Drops the probes of processes that exited.
     pub fn housekeeping(&mut self, probes: &mut Probes) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.recheck.drain(..).partition(|(_, at, _)| *at <= now);
+        self.recheck = later;
+        for (pid, _, looks_left) in due {
+            self.seen.remove(&pid);
+            self.attach_or_recheck(probes, pid, looks_left);
+        }
         self.seen.retain(|pid| crate::targets::is_alive(*pid));
         let gone: Vec<u32> = self.attached.keys().copied().filter(|pid| !crate::targets::is_alive(*pid)).collect();
         for pid in gone {
@@ -127,7 +163,13 @@ impl RuntimeProbes {
     }
 }
 
-/// The executable, and libraries that may carry libuv (a shared libnode or libuv).
+/// Names of mapped objects that may carry a runtime: libuv (a shared libnode or libuv), CPython
+/// (libpython, or the `_asyncio` extension module).
+fn may_carry_runtime(name: &str) -> bool {
+    ["libuv", "libnode", "libpython3", "_asyncio."].iter().any(|prefix| name.starts_with(prefix))
+}
+
+/// The executable, and libraries that may carry a runtime.
 fn objects(pid: u32) -> Vec<PathBuf> {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
     let mut paths = vec![PathBuf::from(format!("/proc/{pid}/exe"))];
@@ -135,7 +177,7 @@ fn objects(pid: u32) -> Vec<PathBuf> {
         paths.extend(
             objects
                 .into_iter()
-                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libuv") || n.to_string_lossy().starts_with("libnode")))
+                .filter(|p| p.file_name().is_some_and(|n| may_carry_runtime(&n.to_string_lossy())))
                 .map(|p| root.join(p.strip_prefix("/").unwrap_or(&p))),
         );
     }
@@ -150,14 +192,33 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         // The entry probe reads the second argument; the return probe needs [rsp] as at entry.
         let site = site::site(&symbols, address, &SYSV_ARGS[..2], false);
         let offset = symbols.file_offset(site.address()).with_context(|| format!("{UV_STREAM_IO}: probe site outside the file's segments"))?;
-        let how = match site {
-            Site::Entry { .. } => " (single-stepped)",
-            _ => "",
-        };
         return Ok(Some(Plan {
             runtime: Runtime::Libuv,
-            uprobes: vec![("uv_stream_io", offset), ("uv_stream_io_ret", offset)],
-            described: format!("libuv stream callbacks{how}"),
+            uprobes: vec![("uv_stream_io", offset, None), ("uv_stream_io_ret", offset, None)],
+            described: format!("libuv stream callbacks{}", single_stepped(&site)),
+        }));
+    }
+    if symbols.defines(TASK_STEP) {
+        let shown = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf());
+        let minor = cpython_minor(&shown.to_string_lossy()).with_context(|| format!("{TASK_STEP} found, but no CPython version in the file name"))?;
+        // 3.12 added the module state as the first argument; the task follows it.
+        let task_arg = if minor >= 12 { 1 } else { 0 };
+        let address = symbols.address(TASK_STEP)?;
+        let site = site::site(&symbols, address, &SYSV_ARGS[..=task_arg], false);
+        let offset = symbols.file_offset(site.address()).with_context(|| format!("{TASK_STEP}: probe site outside the file's segments"))?;
+        let entry = if task_arg == 0 { "asyncio_task_step" } else { "asyncio_task_step_state" };
+        let mut uprobes = vec![(entry, offset, None), ("asyncio_task_step_ret", offset, None)];
+        // Optional: without it, work a handler hands to a child task gets no parent.
+        if let Ok(init) = symbols.address(TASK_INIT) {
+            let site = site::site(&symbols, init, &SYSV_ARGS[..1], false);
+            if let Some(offset) = symbols.file_offset(site.address()) {
+                uprobes.push(("asyncio_task_init", offset, None));
+            }
+        }
+        return Ok(Some(Plan {
+            runtime: Runtime::Asyncio,
+            uprobes,
+            described: format!("CPython 3.{minor} asyncio task steps{}", single_stepped(&site)),
         }));
     }
     if zerotrace_symbols::go::read(&symbols, &[])?.is_some() {
@@ -166,9 +227,51 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
     Ok(None)
 }
 
+fn single_stepped(site: &Site) -> &'static str {
+    match site {
+        Site::Entry { .. } => " (single-stepped)",
+        _ => "",
+    }
+}
+
+/// The CPython minor version from an object's name: `_asyncio.cpython-311-…`,
+/// `libpython3.11.so`, `python3.11`.
+fn cpython_minor(name: &str) -> Option<u32> {
+    let file = name.rsplit('/').next()?;
+    let digits = if let Some(at) = file.find("cpython-3") {
+        &file[at + 9..]
+    } else {
+        let at = file.find("python3.")?;
+        &file[at + 8..]
+    };
+    let minor: String = digits.chars().take_while(char::is_ascii_digit).collect();
+    minor.parse().ok().filter(|m| (9..=13).contains(m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpython_versions_come_from_file_names() {
+        assert_eq!(cpython_minor("/x/lib-dynload/_asyncio.cpython-311-x86_64-linux-gnu.so"), Some(11));
+        assert_eq!(cpython_minor("/usr/lib/x86_64-linux-gnu/libpython3.12.so.1.0"), Some(12));
+        assert_eq!(cpython_minor("/usr/bin/python3.9"), Some(9));
+        assert_eq!(cpython_minor("/usr/bin/python3"), None);
+        assert_eq!(cpython_minor("_asyncio.cpython-314-x86_64-linux-gnu.so"), None, "untested versions are not guessed");
+    }
+
+    /// Every CPython this machine has: the asyncio task step is found and probed without a
+    /// single-step trap.
+    #[test]
+    fn cpython_asyncio_is_recognised() {
+        let out = std::process::Command::new("python3").args(["-c", "import _asyncio; print(_asyncio.__file__)"]).output().expect("python3 runs");
+        let file = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(out.status.success() && !file.is_empty(), "python3 has no _asyncio module file: {}", String::from_utf8_lossy(&out.stderr));
+        let plan = plan_object(Path::new(&file)).unwrap_or_else(|e| panic!("{e:#}")).expect("_asyncio carries task_step_impl");
+        assert_eq!(plan.runtime, Runtime::Asyncio);
+        assert!(!plan.described.contains("single-stepped"), "{}", plan.described);
+    }
 
     /// The node this machine runs has libuv's stream callback, probed where the kernel need not
     /// single-step.

@@ -105,3 +105,15 @@ pub fn express_chain(port: u16, b: &Backends) -> Proc {
     app_args(&mut cmd, port, b);
     spawn_until(cmd, "express chain app", "ready", Duration::from_secs(30))
 }
+
+/// tests/apps/async_chain.py: the Python asyncio concurrency fidelity app, served by aiohttp
+/// or by FastAPI on uvicorn, on asyncio's own loop or uvloop.
+pub fn async_chain(port: u16, b: &Backends, framework: &str, uvloop: bool) -> Proc {
+    let mut cmd = Command::new(require_program("python3", "the machine's CPython"));
+    cmd.env("OTEL_SERVICE_NAME", format!("chain-{framework}")).arg(crate::python_app("async_chain.py")).args(["--framework", framework]);
+    if uvloop {
+        cmd.arg("--uvloop");
+    }
+    app_args(&mut cmd, port, b);
+    spawn_until(cmd, "python asyncio chain app", "ready", Duration::from_secs(30))
+}

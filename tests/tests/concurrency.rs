@@ -13,6 +13,20 @@ use zerotrace_integration_tests::{free_port, require_root};
 
 const REQUESTS: usize = 200;
 
+/// Traces `app` (and the downstream it calls) while `REQUESTS` requests go through it at
+/// `concurrency`, and judges its children.
+fn run(app: &zerotrace_integration_tests::procs::Proc, backends: &reference::Backends, port: u16, concurrency: usize, label: &str) -> Fidelity {
+    let agent = JsonlAgent::start_with(&[app.pid(), backends.downstream.pid()], &["--keep-sql-literals"]);
+    fidelity::drive(&format!("http://127.0.0.1:{port}/chain/{{id}}"), REQUESTS, concurrency);
+    std::thread::sleep(Duration::from_millis(500));
+    let (exit, spans) = agent.finish();
+    let result = fidelity::measure(&spans, app.pid(), 4);
+    eprintln!("{label} at concurrency {concurrency}: {result}\nagent: {}", exit.stderr.join("\n"));
+    assert_eq!(result.requests, REQUESTS, "every request has its SERVER span");
+    assert!(result.wrong.is_empty(), "calls under another request's span: {result}");
+    result
+}
+
 /// The Express chain app: an http.get, a fetch, a pg query and a Redis GET per request, all
 /// after an `await` on the one before.
 fn express(concurrency: usize) -> Fidelity {
@@ -20,31 +34,46 @@ fn express(concurrency: usize) -> Fidelity {
     let backends = reference::backends();
     let port = free_port();
     let app = reference::express_chain(port, &backends);
-    let agent = JsonlAgent::start_with(&[app.pid(), backends.downstream.pid()], &["--keep-sql-literals"]);
-    fidelity::drive(&format!("http://127.0.0.1:{port}/chain/{{id}}"), REQUESTS, concurrency);
-    std::thread::sleep(Duration::from_millis(500));
-    let (exit, spans) = agent.finish();
-    let result = fidelity::measure(&spans, app.pid(), 4);
-    eprintln!("express at concurrency {concurrency}: {result}\nagent: {}", exit.stderr.join("\n"));
-    assert_eq!(result.requests, REQUESTS, "every request has its SERVER span");
-    assert!(result.wrong.is_empty(), "calls under another request's span: {result}");
-    result
+    run(&app, &backends, port, concurrency, "express")
 }
 
-#[test]
-fn express_concurrency_1() {
-    let r = express(1);
+/// The Python asyncio chain app: aiohttp client, httpx, asyncpg and redis.asyncio calls per
+/// request, served by aiohttp or FastAPI/uvicorn, on asyncio's loop or uvloop.
+fn asyncio(framework: &str, uvloop: bool, concurrency: usize) -> Fidelity {
+    require_root();
+    let backends = reference::backends();
+    let port = free_port();
+    let app = reference::async_chain(port, &backends, framework, uvloop);
+    run(&app, &backends, port, concurrency, &format!("{framework}{}", if uvloop { " on uvloop" } else { "" }))
+}
+
+/// Zero wrong parents (asserted in `run`) and at least 98% of the children under their own
+/// request.
+fn assert_right(r: &Fidelity) {
     assert!(r.right_share() >= 0.98, "{r}");
 }
 
-#[test]
-fn express_concurrency_8() {
-    let r = express(8);
-    assert!(r.right_share() >= 0.98, "{r}");
+macro_rules! fidelity_tests {
+    ($($name:ident: $app:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                assert_right(&$app);
+            }
+        )*
+    };
 }
 
-#[test]
-fn express_concurrency_32() {
-    let r = express(32);
-    assert!(r.right_share() >= 0.98, "{r}");
+fidelity_tests! {
+    express_concurrency_1: express(1);
+    express_concurrency_8: express(8);
+    express_concurrency_32: express(32);
+    aiohttp_concurrency_1: asyncio("aiohttp", false, 1);
+    aiohttp_concurrency_8: asyncio("aiohttp", false, 8);
+    aiohttp_concurrency_32: asyncio("aiohttp", false, 32);
+    aiohttp_uvloop_concurrency_32: asyncio("aiohttp", true, 32);
+    fastapi_concurrency_1: asyncio("fastapi", false, 1);
+    fastapi_concurrency_8: asyncio("fastapi", false, 8);
+    fastapi_concurrency_32: asyncio("fastapi", false, 32);
+    fastapi_uvloop_concurrency_32: asyncio("fastapi", true, 32);
 }

@@ -27,7 +27,21 @@ const DEBIAN: &[(&str, &str)] = &[
     ("golang-go", "/usr/bin/go"),
 ];
 /// Python modules the test services import, with their PyPI names.
-const PYTHON: &[(&str, &str)] = &[("requests", "requests"), ("psycopg2", "psycopg2-binary"), ("pymysql", "pymysql"), ("redis", "redis"), ("pymemcache", "pymemcache"), ("mysql.connector", "mysql-connector-python")];
+const PYTHON: &[(&str, &str)] = &[
+    ("requests", "requests"),
+    ("psycopg2", "psycopg2-binary"),
+    ("pymysql", "pymysql"),
+    ("redis", "redis"),
+    ("pymemcache", "pymemcache"),
+    ("mysql.connector", "mysql-connector-python"),
+    // The asyncio concurrency fidelity app (tests/apps/async_chain.py).
+    ("aiohttp", "aiohttp"),
+    ("fastapi", "fastapi"),
+    ("uvicorn", "uvicorn"),
+    ("uvloop", "uvloop"),
+    ("httpx", "httpx"),
+    ("asyncpg", "asyncpg"),
+];
 /// The OpenTelemetry Python agent and Flask, for the `compare` reference app: (module, pinned
 /// package). Pinned so the comparison figures the tests assert do not move under us.
 const PYTHON_AGENT: &[(&str, &str)] = &[

@@ -21,9 +21,15 @@ pub enum Evidence {
     /// connection those answers came from, where a library's queue handing the freed
     /// connection to another request's waiting call looks exactly the same.
     Continues { clients: Vec<SpanId>, same_connection: bool },
+    /// Written by a unit of work (an asyncio task) whose request is not known yet: the
+    /// request it answers next, if it read that request before this write, is the parent.
+    Unit(UnitKey),
     /// The evidence already says there is none, or that it cannot decide.
     Undecided(Why, Vec<SpanId>),
 }
+
+/// A unit of work of one process: (tgid, the runtime's id for it, e.g. a task's address).
+pub type UnitKey = (u32, u64);
 
 /// Why a CLIENT span got its parent, or none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,6 +46,9 @@ pub enum Why {
     Continuation,
     /// The first request on a connection opened inside one request's callback.
     OpenedBy,
+    /// The asyncio task that wrote it went on to answer the request (it read that request
+    /// before the write).
+    TaskAnswered,
     // Ambiguous: no parent, span links to the candidates.
     /// The thread serves several requests (an event loop without runtime probes).
     ThreadServesSeveral,
@@ -55,6 +64,9 @@ pub enum Why {
     NotServing,
     /// An event loop ran it outside any socket callback (timer, immediate, thread pool).
     OutsideCallback,
+    /// The asyncio task that wrote it answered no request afterwards (a background task, a
+    /// `gather` child), or answered one read only after the write.
+    TaskAnsweredNothing,
     /// The callback's socket carries no request we could tie it to.
     CallbackWithoutRequest,
     /// A runtime whose unit of work moves between threads and is not followed for this
@@ -70,6 +82,8 @@ impl Why {
             Why::Callback => "event-loop callback",
             Why::Continuation => "continuation after an answer",
             Why::OpenedBy => "connection opened by the request",
+            Why::TaskAnswered => "asyncio task that answered the request",
+            Why::TaskAnsweredNothing => "asyncio task that answered no request",
             Why::ThreadServesSeveral => "thread serves several requests",
             Why::Pipelined => "pipelined requests",
             Why::ContinuesSeveral => "answers of several requests",
@@ -83,9 +97,9 @@ impl Why {
 
     pub fn outcome(self) -> Outcome {
         match self {
-            Why::Thread | Why::PathForwarded | Why::Callback | Why::Continuation | Why::OpenedBy => Outcome::Parent,
+            Why::Thread | Why::PathForwarded | Why::Callback | Why::Continuation | Why::OpenedBy | Why::TaskAnswered => Outcome::Parent,
             Why::ThreadServesSeveral | Why::Pipelined | Why::ContinuesSeveral | Why::HandOff => Outcome::Ambiguous,
-            Why::NotServing | Why::OutsideCallback | Why::CallbackWithoutRequest | Why::UnfollowedRuntime => Outcome::NoEvidence,
+            Why::NotServing | Why::OutsideCallback | Why::CallbackWithoutRequest | Why::UnfollowedRuntime | Why::TaskAnsweredNothing => Outcome::NoEvidence,
         }
     }
 }
@@ -103,14 +117,8 @@ pub enum Decision {
     Parent(SpanId, Why),
     /// No parent; the candidates (when ambiguous) become span links.
     NoParent(Why, Vec<SpanId>),
-}
-
-impl Decision {
-    pub fn why(&self) -> Why {
-        match self {
-            Decision::Parent(_, why) | Decision::NoParent(why, _) => *why,
-        }
-    }
+    /// Decided later, when the unit of work answers a request.
+    AwaitUnit(UnitKey),
 }
 
 /// Decisions by reason, for the exit report and tests.

@@ -26,12 +26,15 @@ use crate::traceparent::{self, SpanId, TraceId, TraceParent};
 
 mod evidence;
 
-pub use evidence::{Decision, Evidence, LinkStats, Outcome, Why};
+pub use evidence::{Decision, Evidence, LinkStats, Outcome, UnitKey, Why};
 
 /// How long a finished SERVER span waits for the traced caller's CLIENT span to show up.
 const PEER_WAIT: Duration = Duration::from_millis(300);
 /// How long a finished span's context is remembered for children that finish after it.
 const REMEMBER: Duration = Duration::from_secs(3);
+/// How long a finished CLIENT span waits for the asyncio task that wrote it to answer a
+/// request (handlers that take longer lose their children's parents, counted).
+const UNIT_WAIT: Duration = Duration::from_secs(10);
 /// How long a client connection's tuple is remembered after its last request.
 const REMEMBER_CLIENT: Duration = Duration::from_secs(60);
 
@@ -67,6 +70,9 @@ enum Origin {
     ChildOf(SpanId),
     /// A SERVER span whose caller is a traced local client: parent is that CLIENT span.
     AwaitPeer { peer: PeerKey, request_exit_ns: u64, fallback: Context },
+    /// A CLIENT span written by a unit of work (an asyncio task) whose request is not known
+    /// yet: `Linker::unit_answered` decides.
+    AwaitUnit,
 }
 
 struct Node {
@@ -110,6 +116,11 @@ pub struct Linker {
     /// Finished spans in finishing order, so expiry costs only what expires.
     finished: VecDeque<(Instant, SpanId)>,
     last_client_sweep: Option<Instant>,
+    /// CLIENT spans waiting for their unit of work to answer a request: (the time its
+    /// request must have been read by, span).
+    unit_waiting: HashMap<UnitKey, Vec<(u64, SpanId)>>,
+    /// Units created inside another unit: child → (creator, creation time).
+    spawned: HashMap<UnitKey, (UnitKey, u64)>,
     pub stats: LinkStats,
 }
 
@@ -250,7 +261,66 @@ impl Linker {
                     _ => Decision::NoParent(Why::ContinuesSeveral, servers),
                 }
             }
+            Evidence::Unit(unit) => Decision::AwaitUnit(*unit),
             Evidence::Undecided(why, candidates) => Decision::NoParent(*why, candidates.clone()),
+        }
+    }
+
+    /// A unit of work was created, inside `parent` if any. A unit's key may be reused (a
+    /// freed task's address), so a creation without a parent forgets the old one.
+    pub fn unit_spawned(&mut self, child: UnitKey, parent: Option<UnitKey>, ts_ns: u64) {
+        match parent {
+            Some(parent) if parent != child => {
+                if self.spawned.len() >= 1 << 17 {
+                    self.spawned.clear();
+                }
+                self.spawned.insert(child, (parent, ts_ns));
+            }
+            _ => {
+                self.spawned.remove(&child);
+            }
+        }
+    }
+
+    /// The units whose answer may decide for work done by `unit` at `written_ns`, each with
+    /// the time by which its answer's request must have been read: the unit itself (the
+    /// write time), then its creator (the time it created the unit: work handed to a child
+    /// belongs to the request the creator was serving then), and so on up. The first of them
+    /// to answer decides. (aiohttp answers from a handler task its connection's task creates;
+    /// uvicorn from the request's own task, whose driver calls may run in child tasks.)
+    fn answering_units(&self, unit: UnitKey, written_ns: u64) -> Vec<(UnitKey, u64)> {
+        let mut chain = vec![(unit, written_ns)];
+        let mut at = unit;
+        for _ in 0..8 {
+            let Some(&(parent, created_ns)) = self.spawned.get(&at) else { break };
+            chain.push((parent, created_ns));
+            at = parent;
+        }
+        chain
+    }
+
+    /// A unit of work (an asyncio task) answered the request of SERVER span `server`, read at
+    /// `request_read_ns`: the calls it (or a unit it created meanwhile) wrote since then belong
+    /// to that request; the calls before, to none we know.
+    pub fn unit_answered(&mut self, unit: UnitKey, server: SpanId, request_read_ns: u64) {
+        let Some(waiting) = self.unit_waiting.remove(&unit) else { return };
+        let mut children = false;
+        for (written_ns, client) in waiting {
+            let Some(node) = self.nodes.get_mut(&client) else { continue };
+            if !matches!(node.origin, Origin::AwaitUnit) {
+                continue;
+            }
+            if written_ns >= request_read_ns {
+                node.origin = Origin::ChildOf(server);
+                self.stats.count(Why::TaskAnswered);
+                children = true;
+            } else {
+                node.origin = Origin::Known(Context { trace_id: new_trace_id(), parent: None });
+                self.stats.count(Why::TaskAnsweredNothing);
+            }
+        }
+        if children && let Some(node) = self.nodes.get_mut(&server) {
+            node.referable = true;
         }
     }
 
@@ -258,10 +328,16 @@ impl Linker {
     /// `traceparent` when the app propagates its own context).
     pub fn start_client(&mut self, facts: &RequestFacts<'_>, tuple: Option<PeerKey>, evidence: &Evidence) -> SpanId {
         let decision = self.decide(facts.tid, facts.path, evidence);
-        self.stats.count(decision.why());
-        let (serving, candidates) = match decision {
-            Decision::Parent(server, _) => (Some((server, self.nodes.get(&server).and_then(|n| n.incoming))), Vec::new()),
-            Decision::NoParent(_, candidates) => (None, candidates),
+        let (serving, candidates, await_unit) = match decision {
+            Decision::Parent(server, why) => {
+                self.stats.count(why);
+                (Some((server, self.nodes.get(&server).and_then(|n| n.incoming))), Vec::new(), None)
+            }
+            Decision::NoParent(why, candidates) => {
+                self.stats.count(why);
+                (None, candidates, None)
+            }
+            Decision::AwaitUnit(unit) => (None, Vec::new(), Some(unit)),
         };
         let outgoing = facts.traceparent.and_then(traceparent::parse);
         let pass_through = matches!((outgoing, serving.and_then(|s| s.1)), (Some(o), Some(i)) if o == i);
@@ -279,7 +355,19 @@ impl Linker {
                 }
                 (new_span_id(), Origin::ChildOf(server))
             }
-            (_, None) => (new_span_id(), Origin::Known(Context { trace_id: new_trace_id(), parent: None })),
+            (_, None) => match await_unit {
+                Some(unit) => {
+                    let span = new_span_id();
+                    for (unit, bound) in self.answering_units(unit, facts.start_enter_ns) {
+                        let waiting = self.unit_waiting.entry(unit).or_default();
+                        if waiting.len() < 1024 {
+                            waiting.push((bound, span));
+                        }
+                    }
+                    (span, Origin::AwaitUnit)
+                }
+                None => (new_span_id(), Origin::Known(Context { trace_id: new_trace_id(), parent: None })),
+            },
         };
         for candidate in &candidates {
             // Kept until the link can be written out.
@@ -332,7 +420,7 @@ impl Linker {
             match &node.origin {
                 Origin::Known(ctx) => return Some(ctx.trace_id),
                 Origin::ChildOf(parent) => id = *parent,
-                Origin::AwaitPeer { .. } => return None,
+                Origin::AwaitPeer { .. } | Origin::AwaitUnit => return None,
             }
         }
         None
@@ -376,6 +464,13 @@ impl Linker {
                     false => Context { trace_id: new_trace_id(), parent: None },
                 }
             }
+            Origin::AwaitUnit => match finished {
+                Some(t) if now.duration_since(t) >= UNIT_WAIT => {
+                    self.stats.count(Why::TaskAnsweredNothing);
+                    Context { trace_id: new_trace_id(), parent: None }
+                }
+                _ => return None,
+            },
             Origin::AwaitPeer { peer, request_exit_ns, fallback } => {
                 let caller = self.clients.get(&peer).and_then(|(_, spans)| {
                     spans.iter().rev().find(|(start, _)| *start <= request_exit_ns).map(|(_, id)| *id)
@@ -415,6 +510,12 @@ impl Linker {
         if self.last_client_sweep.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
             self.last_client_sweep = Some(now);
             self.clients.retain(|_, (seen, _)| now.saturating_duration_since(*seen) < REMEMBER_CLIENT);
+            // Units whose spans all resolved by timeout (tasks that never answered).
+            let nodes = &self.nodes;
+            self.unit_waiting.retain(|_, spans| {
+                spans.retain(|(_, s)| nodes.get(s).is_some_and(|n| matches!(n.origin, Origin::AwaitUnit) && n.resolved.is_none()));
+                !spans.is_empty()
+            });
         }
     }
 

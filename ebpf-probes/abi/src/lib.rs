@@ -24,6 +24,7 @@ pub mod kind {
     pub const INHERIT: u32 = 4;
     pub const PROCESS: u32 = 5;
     pub const TLS_SOCKET: u32 = 6;
+    pub const UNIT_SPAWN: u32 = 7;
 }
 
 /// Which side of the connection the traced process is on.
@@ -80,9 +81,10 @@ pub struct ConnOpenEvent {
     /// accept: the listening socket the connection came from (its address is our end);
     /// `FD_UNKNOWN` otherwise.
     pub listen_fd: u32,
-    /// The event-loop callback the task was running (see [`cause`]).
-    pub cause_fd: u32,
-    pub cause_seq: u32,
+    /// The unit of work the task was running (see [`cause`]).
+    pub cause_kind: u32,
+    pub _pad: u32,
+    pub cause_id: u64,
     pub ts_ns: u64,
     /// Our end. For connect, from the TCP state change that picked the ephemeral port.
     pub local: SockAddr,
@@ -106,42 +108,50 @@ pub struct DataHeader {
     pub captured: u32,
     /// `data_flags::*`.
     pub flags: u32,
-    /// The event-loop callback the thread was running (see [`cause`]).
-    pub cause_fd: u32,
+    /// The unit of work the thread was running (see [`cause`]).
+    pub cause_kind: u32,
     /// Syscall entry and exit, CLOCK_MONOTONIC (bpf_ktime_get_ns).
     pub ts_enter_ns: u64,
     pub ts_exit_ns: u64,
     /// Bytes the syscall actually transferred (≥ `captured`).
     pub total_len: u64,
-    /// Which run of that callback (a per-thread count of callbacks): two reads of one socket
-    /// in two callbacks are told apart by it.
-    pub cause_seq: u32,
-    pub _pad: u32,
+    /// Which unit (see [`cause`]).
+    pub cause_id: u64,
 }
 
-/// What an event loop's thread was doing at a syscall, from the runtime probes (libuv's
-/// stream callbacks in node). The syscall alone cannot say which of the requests an event loop
-/// interleaves caused a write; the callback can: libuv runs a socket's callback right after
-/// polling it, and node runs the JavaScript it triggers (promise continuations included) inside
-/// that callback. `cause_fd` names the socket whose callback is running.
+/// What unit of work a thread was running at a syscall, from the runtime probes. The syscall
+/// alone cannot say which of the requests an event loop interleaves caused a write; the unit
+/// of work can.
 pub mod cause {
     /// No runtime probe on this thread: a thread (or goroutine) serves one request at a time.
-    pub const NONE: u32 = u32::MAX;
-    /// An event-loop thread outside any socket callback (timers, immediates, thread-pool
-    /// completions): nothing says which request it works for.
-    pub const OUTSIDE: u32 = u32::MAX - 1;
+    pub const NONE: u32 = 0;
+    /// A thread with runtime probes outside any unit of work (libuv: timers, immediates,
+    /// thread-pool completions; asyncio: loop callbacks outside a task).
+    pub const OUTSIDE: u32 = 1;
+    /// Inside libuv's callback for a socket: `id` is the fd in the low half and the thread's
+    /// callback count in the high half (two callbacks of one socket are told apart). libuv
+    /// runs a socket's callback right after polling it, and node runs the JavaScript the bytes
+    /// trigger (promise continuations included) before the callback returns.
+    pub const LIBUV_CALLBACK: u32 = 2;
+    /// Inside a step of an asyncio task: `id` is the task object's address.
+    pub const ASYNCIO_TASK: u32 = 3;
 }
 
-/// Per-thread callback state the runtime probes keep and the capture code reads.
+/// Per-thread unit-of-work state the runtime probes keep and the capture code reads. One
+/// level of nesting is remembered (an eager asyncio task's first step runs inside its
+/// creator's step).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Callback {
+pub struct Unit {
     /// The thread the entry belongs to (an entry is indexed by thread id modulo its size).
     pub owner: u32,
-    /// `cause::OUTSIDE` between callbacks, the socket fd inside one.
-    pub fd: u32,
+    /// `cause::*`.
+    pub kind: u32,
+    pub id: u64,
+    pub prev_kind: u32,
+    /// Callbacks entered so far (libuv).
     pub seq: u32,
-    pub _pad: u32,
+    pub prev_id: u64,
 }
 
 /// Flags of a data record.
@@ -229,6 +239,22 @@ pub struct TlsSocketEvent {
     pub fd: u32,
 }
 
+/// A unit of work was created (an asyncio task): `parent_kind`/`parent_id` name the unit the
+/// creating thread was running (`cause::*`), so work handed to a child task stays with the
+/// request its creator serves. Sent for every creation, also outside any unit (`parent_kind`
+/// NONE or OUTSIDE), because a new task may reuse a freed task's address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnitSpawnEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub parent_kind: u32,
+    pub parent_id: u64,
+    pub child_id: u64,
+    pub ts_ns: u64,
+}
+
 /// What the probes know about a (tgid, fd): set at accept/connect, by the agent for fds it
 /// classified from /proc, removed at close.
 pub mod fd_state {
@@ -254,8 +280,9 @@ pub const fn fd_key(tgid: u32, fd: u32) -> u64 {
 // The agent decodes by these sizes; a field added without its padding would shift every
 // record after it.
 const _: () = assert!(size_of::<DataHeader>() == 64);
-const _: () = assert!(size_of::<ConnOpenEvent>() == 104);
-const _: () = assert!(size_of::<Callback>() == 16);
+const _: () = assert!(size_of::<ConnOpenEvent>() == 112);
+const _: () = assert!(size_of::<Unit>() == 32);
+const _: () = assert!(size_of::<UnitSpawnEvent>() == 40);
 
 /// Safe decoding of ring-buffer records on the agent side.
 pub mod decode {
@@ -269,6 +296,7 @@ pub mod decode {
         Inherit(InheritEvent),
         Process(ProcessEvent),
         TlsSocket(TlsSocketEvent),
+        UnitSpawn(UnitSpawnEvent),
     }
 
     /// Why a record could not be decoded (a probe/agent version mismatch, never traffic).
@@ -296,6 +324,7 @@ pub mod decode {
             kind::INHERIT => read(bytes).map(Record::Inherit).ok_or(short),
             kind::PROCESS => read(bytes).map(Record::Process).ok_or(short),
             kind::TLS_SOCKET => read(bytes).map(Record::TlsSocket).ok_or(short),
+            kind::UNIT_SPAWN => read(bytes).map(Record::UnitSpawn).ok_or(short),
             kind::DATA => {
                 let header: DataHeader = read(bytes).ok_or(short)?;
                 let start = size_of::<DataHeader>();

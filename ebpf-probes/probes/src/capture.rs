@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
 };
 use zerotrace_abi::{
-    CloseEvent, ConnOpenEvent, DataHeader, InheritEvent, MAX_PAYLOAD, ProcessEvent, SockAddr, TlsSocketEvent, direction, kind, stat,
+    CloseEvent, ConnOpenEvent, DataHeader, InheritEvent, MAX_PAYLOAD, ProcessEvent, SockAddr, TlsSocketEvent, UnitSpawnEvent, direction, kind, stat,
 };
 
 use crate::maps::{
@@ -48,7 +48,7 @@ fn submit<T>(record: &T) {
 // Six arguments: BPF passes at most five in registers, so this must be inlined.
 #[inline(always)]
 pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, listen_fd: u32, local: SockAddr, remote: SockAddr) {
-    let (cause_fd, cause_seq) = crate::libuv::current(pid_tgid as u32);
+    let (cause_kind, cause_id) = crate::units::current(pid_tgid as u32);
     let event = ConnOpenEvent {
         kind: kind::CONN_OPEN,
         role,
@@ -56,8 +56,9 @@ pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, listen_fd: u32, local: SockA
         tid: pid_tgid as u32,
         fd,
         listen_fd,
-        cause_fd,
-        cause_seq,
+        cause_kind,
+        _pad: 0,
+        cause_id,
         // SAFETY: helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         local,
@@ -85,6 +86,20 @@ pub fn inherit(parent_tgid: u32, child: u32, fd: u32) {
 
 pub fn tls_socket(pid_tgid: u64, fd: u32) {
     submit(&TlsSocketEvent { kind: kind::TLS_SOCKET, tgid: (pid_tgid >> 32) as u32, tid: pid_tgid as u32, fd });
+}
+
+/// A unit of work (an asyncio task) was created by thread `pid_tgid`, inside `parent`.
+pub fn unit_spawn(pid_tgid: u64, parent: (u32, u64), child_id: u64) {
+    submit(&UnitSpawnEvent {
+        kind: kind::UNIT_SPAWN,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        parent_kind: parent.0,
+        parent_id: parent.1,
+        child_id,
+        // SAFETY: helper without arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    });
 }
 
 /// A new traced process (or thread) or an exec. Wakes the agent at once: it has uprobes to
@@ -182,7 +197,7 @@ pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
         copy_user(payload, 0, call.ptr, want).unwrap_or(0)
     };
     let event = &mut scratch.event;
-    let (cause_fd, cause_seq) = crate::libuv::current(pid_tgid as u32);
+    let (cause_kind, cause_id) = crate::units::current(pid_tgid as u32);
     event.header = DataHeader {
         kind: kind::DATA,
         direction: dir,
@@ -191,13 +206,12 @@ pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
         fd: call.fd,
         captured: n as u32,
         flags,
-        cause_fd,
+        cause_kind,
         ts_enter_ns: call.ts_enter_ns,
         // SAFETY: helper without arguments.
         ts_exit_ns: unsafe { bpf_ktime_get_ns() },
         total_len: transferred,
-        cause_seq,
-        _pad: 0,
+        cause_id,
     };
     let len = size_of::<DataHeader>() + n as usize;
     if len > size_of::<zerotrace_abi::DataEvent>() {

@@ -12,6 +12,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod asyncio;
 mod capture;
 mod filter;
 mod go_tls;
@@ -19,6 +20,7 @@ mod libuv;
 mod maps;
 mod sockaddr;
 mod tls;
+mod units;
 
 use aya_ebpf::{
     EbpfContext,
@@ -372,7 +374,7 @@ fn try_exit(ctx: &TracePointContext) -> Res {
     if let Some(slot) = maps::own_slot(tid) {
         *slot = Inflight::IDLE;
     }
-    libuv::forget(tid);
+    units::forget(tid);
     if tid != tgid {
         filter::mark_pid(tid, false);
     }
