@@ -113,7 +113,8 @@ impl Targets {
 /// to `sink`.
 pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()> {
     let Targets { pids, cgroup_ids } = targets;
-    let settings = Settings { payload_cap: args.capture_bytes, cgroup_filter: !args.cgroups.is_empty(), wakeup_bytes: WAKEUP_BYTES, hooks_only: args.hooks_only };
+    let settings = Settings { payload_cap: args.capture_bytes, cgroup_filter: !args.cgroups.is_empty(), wakeup_bytes: WAKEUP_BYTES, hooks_only: args.hooks_only, go_goroutines: crate::probes::kernel_has_btf() };
+    let go_goroutines = settings.go_goroutines;
     let (mut probes, ring) = Probes::load(&settings)?;
     for &pid in &pids {
         probes.trace_pid(pid)?;
@@ -156,8 +157,8 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
     for dir in &args.cgroups {
         targets::cgroup_pids(dir).into_iter().for_each(|p| pipeline.preload_resource(p));
     }
-    let mut user = UserProbes { tls, runtimes };
-    user.recognised(&mut pipeline);
+    let mut user = UserProbes { tls, runtimes, go_goroutines };
+    user.recognised(&mut pipeline, &mut probes);
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut drain = tokio::time::interval(DRAIN_PERIOD);
@@ -220,14 +221,23 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
 struct UserProbes {
     tls: TlsProbes,
     runtimes: RuntimeProbes,
+    /// Go processes' plain socket calls are attributed to goroutines (kernel BTF).
+    go_goroutines: bool,
 }
 
 impl UserProbes {
-    /// Tells the pipeline what runtimes were recognised.
-    fn recognised(&mut self, pipeline: &mut Pipeline<ProcHost>) {
+    /// Tells the pipeline and the probes what runtimes were recognised. A Go process's
+    /// threads are no unit of work: its plain socket calls go by goroutine where the kernel
+    /// allows, and the thread rule is off for whatever still comes by thread.
+    fn recognised(&mut self, pipeline: &mut Pipeline<ProcHost>, probes: &mut Probes) {
         for (pid, runtime) in self.runtimes.take_recognised() {
             if runtime == Runtime::Go {
                 pipeline.thread_rule_off(pid);
+                if self.go_goroutines
+                    && let Err(err) = probes.mark_go(pid)
+                {
+                    eprintln!("zerotrace: warning: {err:#}; pid {pid}'s plain socket calls are not linked by goroutine");
+                }
             }
         }
     }
@@ -244,7 +254,7 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
         user.tls.process_started(probes, pid);
         user.runtimes.process_started(probes, pid);
     }
-    user.recognised(pipeline);
+    user.recognised(pipeline, probes);
 }
 
 fn send(tx: &mpsc::Sender<Vec<crate::pipeline::FinishedSpan>>, spans: Vec<crate::pipeline::FinishedSpan>, stats: &ExportStats) {

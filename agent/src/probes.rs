@@ -52,12 +52,22 @@ pub struct Settings {
     pub cgroup_filter: bool,
     pub wakeup_bytes: u64,
     pub hooks_only: bool,
+    /// Attribute Go processes' plain socket calls to goroutines (needs kernel BTF).
+    pub go_goroutines: bool,
+}
+
+/// Whether the kernel describes itself in BTF, which the helpers that read a task's saved
+/// user registers need (Go goroutines at syscalls). Optional: without it, Go's plaintext
+/// calls are not linked.
+pub fn kernel_has_btf() -> bool {
+    std::path::Path::new("/sys/kernel/btf/vmlinux").exists()
 }
 
 /// Loaded and attached probes. Dropping it detaches everything.
 pub struct Probes {
     pub ebpf: Ebpf,
     targets: Array<MapData, u64>,
+    go_pids: Array<MapData, u64>,
     attached: bool,
     uprobes_loaded: std::collections::HashSet<&'static str>,
     cgroups: BpfHashMap<MapData, u64, u8>,
@@ -80,6 +90,7 @@ impl Probes {
     pub fn load(settings: &Settings) -> Result<(Self, RingBuf<MapData>)> {
         let cgroup_filter = u8::from(settings.cgroup_filter);
         let hooks_only = u8::from(settings.hooks_only);
+        let go_goroutines = u8::from(settings.go_goroutines);
         let mut ebpf = EbpfLoader::new()
             // The probes use no CO-RE relocations: skipping the kernel's BTF saves parsing
             // /sys/kernel/btf/vmlinux (tens of MiB resident) and works on kernels without it.
@@ -87,16 +98,18 @@ impl Probes {
             .override_global("PAYLOAD_CAP", &settings.payload_cap, true)
             .override_global("CGROUP_FILTER", &cgroup_filter, true)
             .override_global("HOOKS_ONLY", &hooks_only, true)
+            .override_global("GO_GOROUTINES", &go_goroutines, true)
             .override_global("WAKEUP_BYTES", &settings.wakeup_bytes, true)
             .load(PROBES)
             .map_err(|e| anyhow!(explain_load_error(&e)))?;
         let take = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the probe object"));
         let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?;
         let targets = Array::try_from(take(&mut ebpf, "TARGET_PIDS")?)?;
+        let go_pids = Array::try_from(take(&mut ebpf, "GO_PIDS")?)?;
         let cgroups = BpfHashMap::try_from(take(&mut ebpf, "TARGET_CGROUPS")?)?;
         let fd_states = BpfHashMap::try_from(take(&mut ebpf, "FD_STATE")?)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?)?;
-        Ok((Self { ebpf, targets, attached: false, uprobes_loaded: Default::default(), cgroups, fd_states, stats }, events))
+        Ok((Self { ebpf, targets, go_pids, attached: false, uprobes_loaded: Default::default(), cgroups, fd_states, stats }, events))
     }
 
     /// Verifies and attaches every program. Call after the initial targets are set: from then
@@ -157,6 +170,14 @@ impl Probes {
         }
         let word = self.targets.get(&index, 0).with_context(|| format!("reading the target bitmap for pid {pid}"))?;
         self.targets.set(index, word | (1u64 << (pid & 63)), 0).with_context(|| format!("adding pid {pid} to the target bitmap"))
+    }
+
+    /// Marks a traced process as a Go program: its plain socket calls are attributed to the
+    /// goroutine that made them (when the kernel has BTF, see `Settings::go_goroutines`).
+    pub fn mark_go(&mut self, pid: u32) -> Result<()> {
+        let index = pid >> 6;
+        let word = self.go_pids.get(&index, 0).with_context(|| format!("reading the Go bitmap for pid {pid}"))?;
+        self.go_pids.set(index, word | (1u64 << (pid & 63)), 0).with_context(|| format!("marking pid {pid} as Go"))
     }
 
     pub fn trace_cgroup(&mut self, id: u64) -> Result<()> {

@@ -9,8 +9,9 @@
 //!   every record says which task was running (`events::Cause::Task`).
 //! - Go: recognised from its build info. Go's plain socket calls are made by whichever thread
 //!   runs the goroutine, so the thread rule would mix requests up: it is turned off for the
-//!   process and its plaintext CLIENT spans get no parent (its TLS calls are followed per
-//!   goroutine by the TLS probes).
+//!   process, and the syscall probes attribute its calls to the goroutine in R14 at the
+//!   syscall (`go_tls::syscall_goroutine`, kernels with BTF; elsewhere its plaintext CLIENT
+//!   spans get no parent). Its TLS calls are followed per goroutine by the TLS probes.
 //! - Anything else: the thread rule (thread-per-request servers; an event loop without probes
 //!   gets a parent only while it serves a single request).
 //!
@@ -222,7 +223,7 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         }));
     }
     if zerotrace_symbols::go::read(&symbols, &[])?.is_some() {
-        return Ok(Some(Plan { runtime: Runtime::Go, uprobes: Vec::new(), described: "Go: plaintext calls are not linked by thread".to_string() }));
+        return Ok(Some(Plan { runtime: Runtime::Go, uprobes: Vec::new(), described: "Go: plain socket calls linked by goroutine".to_string() }));
     }
     Ok(None)
 }

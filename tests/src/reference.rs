@@ -117,3 +117,30 @@ pub fn async_chain(port: u16, b: &Backends, framework: &str, uvloop: bool) -> Pr
     app_args(&mut cmd, port, b);
     spawn_until(cmd, "python asyncio chain app", "ready", Duration::from_secs(30))
 }
+
+/// tests/apps/go_chain, built once per test process (GOPATH mode against Debian's packaged
+/// lib/pq and redis.v5): the Go concurrency fidelity app.
+pub fn go_chain(port: u16, b: &Backends) -> Proc {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let go = require_program("go", "cargo xtask setup installs golang-go");
+    let binary = std::env::temp_dir().join(format!("zerotrace-go-chain-{}", std::process::id()));
+    if !binary.exists() {
+        let out = Command::new(go)
+            .args(["build", "-o"])
+            .arg(&binary)
+            .arg(".")
+            .current_dir(repo_root().join("tests/apps/go_chain"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOCACHE", std::env::temp_dir().join("zerotrace-go-cache"))
+            .output()
+            .expect("running go build");
+        assert!(out.status.success(), "go build of tests/apps/go_chain failed (cargo xtask setup installs golang-github-lib-pq-dev and golang-gopkg-redis.v5-dev): {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut cmd = Command::new(&binary);
+    cmd.env("OTEL_SERVICE_NAME", "chain-go");
+    cmd.args(["-port", &port.to_string(), "-downstream", &format!("http://127.0.0.1:{}", b.downstream_port)]);
+    cmd.args(["-pg-port", &b.pg.port.to_string(), "-redis-port", &b.redis.port.to_string()]);
+    spawn_until(cmd, "go chain app", "ready", Duration::from_secs(30))
+}

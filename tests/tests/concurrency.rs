@@ -15,12 +15,12 @@ const REQUESTS: usize = 200;
 
 /// Traces `app` (and the downstream it calls) while `REQUESTS` requests go through it at
 /// `concurrency`, and judges its children.
-fn run(app: &zerotrace_integration_tests::procs::Proc, backends: &reference::Backends, port: u16, concurrency: usize, label: &str) -> Fidelity {
+fn run(app: &zerotrace_integration_tests::procs::Proc, backends: &reference::Backends, port: u16, concurrency: usize, label: &str, calls: usize) -> Fidelity {
     let agent = JsonlAgent::start_with(&[app.pid(), backends.downstream.pid()], &["--keep-sql-literals"]);
     fidelity::drive(&format!("http://127.0.0.1:{port}/chain/{{id}}"), REQUESTS, concurrency);
     std::thread::sleep(Duration::from_millis(500));
     let (exit, spans) = agent.finish();
-    let result = fidelity::measure(&spans, app.pid(), 4);
+    let result = fidelity::measure(&spans, app.pid(), calls);
     eprintln!("{label} at concurrency {concurrency}: {result}\nagent: {}", exit.stderr.join("\n"));
     assert_eq!(result.requests, REQUESTS, "every request has its SERVER span");
     assert!(result.wrong.is_empty(), "calls under another request's span: {result}");
@@ -34,7 +34,7 @@ fn express(concurrency: usize) -> Fidelity {
     let backends = reference::backends();
     let port = free_port();
     let app = reference::express_chain(port, &backends);
-    run(&app, &backends, port, concurrency, "express")
+    run(&app, &backends, port, concurrency, "express", 4)
 }
 
 /// The Python asyncio chain app: aiohttp client, httpx, asyncpg and redis.asyncio calls per
@@ -44,7 +44,17 @@ fn asyncio(framework: &str, uvloop: bool, concurrency: usize) -> Fidelity {
     let backends = reference::backends();
     let port = free_port();
     let app = reference::async_chain(port, &backends, framework, uvloop);
-    run(&app, &backends, port, concurrency, &format!("{framework}{}", if uvloop { " on uvloop" } else { "" }))
+    run(&app, &backends, port, concurrency, &format!("{framework}{}", if uvloop { " on uvloop" } else { "" }), 4)
+}
+
+/// The Go chain app: net/http client (written by the transport's writeLoop goroutine),
+/// database/sql with lib/pq, and redis.v5 calls per request, on goroutines.
+fn go(concurrency: usize) -> Fidelity {
+    require_root();
+    let backends = reference::backends();
+    let port = free_port();
+    let app = reference::go_chain(port, &backends);
+    run(&app, &backends, port, concurrency, "go net/http", 3)
 }
 
 /// Zero wrong parents (asserted in `run`) and at least 98% of the children under their own
@@ -76,4 +86,7 @@ fidelity_tests! {
     fastapi_concurrency_8: asyncio("fastapi", false, 8);
     fastapi_concurrency_32: asyncio("fastapi", false, 32);
     fastapi_uvloop_concurrency_32: asyncio("fastapi", true, 32);
+    go_concurrency_1: go(1);
+    go_concurrency_8: go(8);
+    go_concurrency_32: go(32);
 }

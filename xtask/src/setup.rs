@@ -25,6 +25,9 @@ const DEBIAN: &[(&str, &str)] = &[
     ("memcached", "/usr/bin/memcached"),
     // Go programs for the Go crypto/tls work (symbols tests build them).
     ("golang-go", "/usr/bin/go"),
+    // Go libraries for the Go concurrency fidelity app (tests/apps/go_chain, GOPATH mode).
+    ("golang-github-lib-pq-dev", "/usr/share/gocode/src/github.com/lib/pq"),
+    ("golang-gopkg-redis.v5-dev", "/usr/share/gocode/src/gopkg.in/redis.v5"),
 ];
 /// Python modules the test services import, with their PyPI names.
 const PYTHON: &[(&str, &str)] = &[

@@ -37,6 +37,8 @@ pub enum Why {
     // A parent, on evidence.
     /// The thread serves exactly one request.
     Thread,
+    /// The goroutine serves exactly one request (Go: records name goroutines, not threads).
+    Goroutine,
     /// The thread serves several requests, and exactly one has the path being sent on (a
     /// proxy forwarding it).
     PathForwarded,
@@ -78,6 +80,7 @@ impl Why {
     pub fn name(self) -> &'static str {
         match self {
             Why::Thread => "thread",
+            Why::Goroutine => "goroutine",
             Why::PathForwarded => "forwarded path",
             Why::Callback => "event-loop callback",
             Why::Continuation => "continuation after an answer",
@@ -97,7 +100,7 @@ impl Why {
 
     pub fn outcome(self) -> Outcome {
         match self {
-            Why::Thread | Why::PathForwarded | Why::Callback | Why::Continuation | Why::OpenedBy | Why::TaskAnswered => Outcome::Parent,
+            Why::Thread | Why::Goroutine | Why::PathForwarded | Why::Callback | Why::Continuation | Why::OpenedBy | Why::TaskAnswered => Outcome::Parent,
             Why::ThreadServesSeveral | Why::Pipelined | Why::ContinuesSeveral | Why::HandOff => Outcome::Ambiguous,
             Why::NotServing | Why::OutsideCallback | Why::CallbackWithoutRequest | Why::UnfollowedRuntime | Why::TaskAnsweredNothing => Outcome::NoEvidence,
         }

@@ -219,7 +219,8 @@ impl Linker {
             return Decision::NoParent(Why::NotServing, Vec::new());
         };
         if let [only] = list.as_slice() {
-            return Decision::Parent(only.span, Why::Thread);
+            let why = if tid & zerotrace_abi::GOROUTINE_ACTOR != 0 { Why::Goroutine } else { Why::Thread };
+            return Decision::Parent(only.span, why);
         }
         let mut same_path = list.iter().filter(|a| !path.is_empty() && a.path == path);
         match (same_path.next(), same_path.next()) {

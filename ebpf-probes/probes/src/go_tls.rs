@@ -19,14 +19,17 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_get_attach_cookie},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
     macros::{map, uprobe},
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
     programs::ProbeContext,
 };
-use zerotrace_abi::{GOROUTINE_ACTOR, data_flags, fd_key, fd_state, go_cookie};
+use zerotrace_abi::{GOROUTINE_ACTOR, PID_WORDS, data_flags, fd_key, fd_state, go_cookie};
 
-use crate::maps::{FD_STATE, Inflight, op};
+use crate::maps::{FD_STATE, GO_GOROUTINES, Inflight, op, setting_u8};
 use crate::{capture, filter};
 
 /// A pointer in a process (a goroutine's `g`, a `*Request`): pointers are per address space.
@@ -56,6 +59,54 @@ static GO_REQUESTS: LruHashMap<GoKey, u64> = LruHashMap::with_max_entries(16384,
 /// writeLoop goroutine → (caller goroutine, when it took the request over).
 #[map]
 static GO_WRITES_FOR: LruHashMap<GoKey, (u64, u64)> = LruHashMap::with_max_entries(16384, 0);
+
+/// Go processes (one bit per pid, set by the agent when it recognises a Go executable): their
+/// plain socket calls are attributed to the goroutine that made them.
+#[map]
+pub static GO_PIDS: Array<u64> = Array::with_max_entries(PID_WORDS, 0);
+
+/// Offset of `r14` in the kernel's x86-64 `struct pt_regs` (r15, r14, r13, …).
+const PT_REGS_R14: usize = 8;
+
+/// The goroutine a traced Go thread runs at a syscall, in the `pid_tgid` shape records take,
+/// or None (not a Go process, or the kernel cannot give the user registers). R14 holds `g` in
+/// Go's register ABI (Go ≥ 1.17) up to the `SYSCALL` instruction, and the kernel saved the
+/// user registers at syscall entry. A write on net/http's writeLoop goroutine counts as the
+/// goroutine that handed it the request (see `go_http_request_write`).
+#[inline(always)]
+pub fn syscall_goroutine(pid_tgid: u64, write: bool) -> Option<u64> {
+    // Load-time switch: 0 on kernels without BTF, where the verifier would refuse the
+    // helpers below (the branch is pruned, as `.rodata` is frozen).
+    if setting_u8(&GO_GOROUTINES) == 0 {
+        return None;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    if !GO_PIDS.get(tgid >> 6).is_some_and(|word| *word & (1u64 << (tgid & 63)) != 0) {
+        return None;
+    }
+    // SAFETY: helpers without memory arguments; the task pointer is the current task's, which
+    // bpf_task_pt_regs accepts, and the registers are read with the checked kernel read.
+    let g = unsafe {
+        let task = bpf_get_current_task_btf();
+        let regs = bpf_task_pt_regs(task) as *const u8;
+        bpf_probe_read_kernel(regs.add(PT_REGS_R14).cast::<u64>()).ok()?
+    };
+    if g == 0 {
+        return None;
+    }
+    let mut goroutine = g;
+    if write {
+        // SAFETY: helper without arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: lookup; the value is copied.
+        if let Some((caller, since)) = unsafe { GO_WRITES_FOR.get(&GoKey { ptr: g, tgid: u64::from(tgid) }) }.copied()
+            && now.wrapping_sub(since) < WRITES_FOR_NS
+        {
+            goroutine = caller;
+        }
+    }
+    Some(goroutine_task(tgid, goroutine))
+}
 
 /// How long after `(*Request).write` starts its goroutine's TLS writes count as the caller's.
 /// The request head goes out at once; the bound keeps a `g` that the runtime recycled for an

@@ -174,7 +174,10 @@ fn exit_data(ctx: &TracePointContext) -> Res {
     let Some(call) = take(pid_tgid) else { return Ok(()) };
     let ret = arg(ctx, RET)? as i64;
     if ret > 0 {
-        capture::data(pid_tgid, &call, ret as u64, 0);
+        match go_tls::syscall_goroutine(pid_tgid, op::is_write(call.op)) {
+            Some(goroutine) => capture::data(goroutine, &call, ret as u64, zerotrace_abi::data_flags::GOROUTINE),
+            None => capture::data(pid_tgid, &call, ret as u64, 0),
+        }
     }
     Ok(())
 }

@@ -18,6 +18,10 @@ pub static WAKEUP_BYTES: u64 = 64 * 1024;
 /// what the hooks themselves cost the traced process (the floor under any real work).
 #[unsafe(no_mangle)]
 pub static HOOKS_ONLY: u8 = 0;
+/// 1 when the kernel has BTF: Go processes' plain socket calls are then attributed to their
+/// goroutine (`go_tls::syscall_goroutine`), which needs BTF-typed helpers.
+#[unsafe(no_mangle)]
+pub static GO_GOROUTINES: u8 = 0;
 /// 1 when at least one cgroup is targeted; saves the cgroup lookup otherwise.
 #[unsafe(no_mangle)]
 pub static CGROUP_FILTER: u8 = 0;
