@@ -8,6 +8,8 @@
 //! - A connection's first request, written in its connect callback, belongs to the request
 //!   whose callback opened the connection.
 //!
+//! - A thread that took work from a watched queue (`ThreadPoolExecutor`) works for the
+//!   request the thread that put it there served at that moment.
 //! - A write inside an asyncio task step belongs to the request that task answers next (the
 //!   linker waits for that answer: `Linker::unit_answered`).
 //!
@@ -34,6 +36,10 @@ struct Answers {
 #[derive(Default)]
 pub struct Callbacks {
     by_thread: HashMap<(u32, u32), Answers>,
+    /// Items put on a watched queue, by (tgid, item): the evidence of the putting thread.
+    handed: HashMap<(u32, u64), Evidence>,
+    /// Threads working on an item they took: (tgid, tid) → the putter's evidence.
+    delegated: HashMap<(u32, u32), Evidence>,
 }
 
 impl Callbacks {
@@ -89,8 +95,40 @@ impl Callbacks {
         }
     }
 
+    /// Work was put on a watched queue by a thread whose evidence (made portable by the
+    /// linker) is `evidence`.
+    pub fn handed(&mut self, tgid: u32, item: u64, evidence: Evidence) {
+        if self.handed.len() >= MAX_THREADS {
+            self.handed.clear();
+        }
+        self.handed.insert((tgid, item), evidence);
+    }
+
+    /// Thread `tid` took `item`: until it takes the next one, it works for the putter's
+    /// request (an item nobody traced put, such as a shutdown sentinel, ends that).
+    pub fn taken(&mut self, tgid: u32, tid: u32, item: u64) {
+        match self.handed.remove(&(tgid, item)) {
+            Some(evidence) => {
+                if self.delegated.len() >= MAX_THREADS {
+                    self.delegated.clear();
+                }
+                self.delegated.insert((tgid, tid), evidence);
+            }
+            None => {
+                self.delegated.remove(&(tgid, tid));
+            }
+        }
+    }
+
+    /// What the thread works for, if it took work from a watched queue.
+    pub fn delegated(&self, tgid: u32, tid: u32) -> Option<&Evidence> {
+        self.delegated.get(&(tgid, tid))
+    }
+
     /// Forgets the threads of a process that exited.
     pub fn forget_process(&mut self, tgid: u32) {
         self.by_thread.retain(|(t, _), _| *t != tgid);
+        self.handed.retain(|(t, _), _| *t != tgid);
+        self.delegated.retain(|(t, _), _| *t != tgid);
     }
 }

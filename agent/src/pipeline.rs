@@ -255,6 +255,12 @@ impl<H: Host> Pipeline<H> {
                     self.handle(Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload: &payload, tls: true, cause });
                 }
             }
+            Event::HandOff { tgid, tid, take: false, item, cause } => {
+                let evidence = self.callbacks.evidence(&self.conns, tgid, tid, zerotrace_abi::FD_UNKNOWN, cause);
+                let evidence = self.linker.portable(tid, evidence);
+                self.callbacks.handed(tgid, item, evidence);
+            }
+            Event::HandOff { tgid, tid, take: true, item, .. } => self.callbacks.taken(tgid, tid, item),
             Event::UnitSpawn { tgid, parent, child, ts_ns } => {
                 let parent = match parent {
                     Cause::Task(task) => Some((tgid, task)),
@@ -356,6 +362,8 @@ impl<H: Host> Pipeline<H> {
             _ => {
                 let tuple = conn.info.local.map(PeerKey::new);
                 let evidence = match self.callbacks.evidence(&self.conns, tgid, tid, fd, self.cause) {
+                    // A pool thread serving no request of its own, on work handed to it.
+                    Evidence::Thread if !self.linker.serves(tid) && self.callbacks.delegated(tgid, tid).is_some() => self.callbacks.delegated(tgid, tid).cloned().unwrap_or(Evidence::Thread),
                     Evidence::Thread if tid & zerotrace_abi::GOROUTINE_ACTOR == 0 && self.thread_rule_off.contains(&tgid) => Evidence::Undecided(Why::UnfollowedRuntime, Vec::new()),
                     evidence => evidence,
                 };

@@ -7,6 +7,8 @@
 //! - CPython asyncio (3.9 and later, `_asyncio` as an extension module or built in with
 //!   symbols): `task_step_impl`, one step of a task, gets an entry and a return probe, so
 //!   every record says which task was running (`events::Cause::Task`).
+//! - CPython's `queue.SimpleQueue` (`_queue`): `put` and `get` report the item handed over,
+//!   so a `ThreadPoolExecutor` thread works for the request its submitter served.
 //! - Go: recognised from its build info. Go's plain socket calls are made by whichever thread
 //!   runs the goroutine, so the thread rule would mix requests up: it is turned off for the
 //!   process, and the syscall probes attribute its calls to the goroutine in R14 at the
@@ -39,6 +41,10 @@ const UV_STREAM_IO: &str = "uv__stream_io";
 /// One step of an asyncio task (`_asyncio` C module, static). Not `task_step`: the step
 /// wrapper's call method inlines that one and calls this directly.
 const TASK_STEP: &str = "task_step_impl";
+/// CPython's `queue.SimpleQueue.put` and `.get` (Argument Clinic wrappers, static in the
+/// `_queue` module): `ThreadPoolExecutor` hands its work items to its threads through one.
+const QUEUE_PUT: &str = "_queue_SimpleQueue_put";
+const QUEUE_GET: &str = "_queue_SimpleQueue_get";
 /// `Task.__init__` (the Argument Clinic wrapper; `self` first in every version).
 const TASK_INIT: &str = "_asyncio_Task___init__";
 
@@ -52,7 +58,9 @@ pub enum Runtime {
 /// What one object file calls for.
 #[derive(Clone, Debug)]
 struct Plan {
-    runtime: Runtime,
+    /// The runtime the object is, or None for an object that only hands work over (CPython's
+    /// `_queue`).
+    runtime: Option<Runtime>,
     /// (program, file offset, attach cookie) to attach.
     uprobes: Vec<(&'static str, u64, Option<u64>)>,
     described: String,
@@ -64,6 +72,8 @@ type FileId = (u64, u64);
 pub struct RuntimeProbes {
     plans: HashMap<FileId, Option<Plan>>,
     attached: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// Objects probed, per process.
+    files: HashMap<u32, HashSet<FileId>>,
     seen: HashSet<u32>,
     /// Processes recognised since the last call to `take_recognised`.
     recognised: Vec<(u32, Runtime)>,
@@ -93,30 +103,18 @@ impl RuntimeProbes {
         }
     }
 
-    /// True when a runtime was recognised (whether or not its probes could be attached).
+    /// Attaches the plans of every object the process maps that has one (once per object and
+    /// process). True when a runtime was recognised (whether or not its probes attached).
     fn attach_objects(&mut self, probes: &mut Probes, pid: u32) -> bool {
+        let mut recognised = false;
         for path in objects(pid) {
             let Ok(meta) = std::fs::metadata(&path) else { continue };
             let file = (meta.dev(), meta.ino());
-            let plan = match self.plans.get(&file) {
-                Some(plan) => plan.clone(),
-                None => {
-                    let plan = match plan_object(&path) {
-                        Ok(plan) => plan,
-                        Err(err) => {
-                            eprintln!("zerotrace: warning: no runtime probes in {} (pid {pid}): {err:#}; its threads are linked by the thread rule", path.display());
-                            None
-                        }
-                    };
-                    if let Some(plan) = &plan {
-                        let shown = std::fs::read_link(&path).unwrap_or_else(|_| path.clone());
-                        eprintln!("zerotrace: runtime probes on {} ({})", shown.display(), plan.described);
-                    }
-                    self.plans.insert(file, plan.clone());
-                    plan
-                }
-            };
-            let Some(plan) = plan else { continue };
+            let Some(plan) = self.plan(file, &path, pid) else { continue };
+            recognised |= plan.runtime.is_some();
+            if !self.files.entry(pid).or_default().insert(file) {
+                continue;
+            }
             let links = self.attached.entry(pid).or_default();
             for &(program, offset, cookie) in &plan.uprobes {
                 match probes.attach_uprobe(program, &path, offset, cookie, Some(pid)) {
@@ -128,10 +126,31 @@ impl RuntimeProbes {
                     }
                 }
             }
-            self.recognised.push((pid, plan.runtime));
-            return true;
+            if let Some(runtime) = plan.runtime {
+                self.recognised.push((pid, runtime));
+            }
         }
-        false
+        recognised
+    }
+
+    /// The plan for an object, analysed once per file.
+    fn plan(&mut self, file: FileId, path: &Path, pid: u32) -> Option<Plan> {
+        if let Some(plan) = self.plans.get(&file) {
+            return plan.clone();
+        }
+        let plan = match plan_object(path) {
+            Ok(plan) => plan,
+            Err(err) => {
+                eprintln!("zerotrace: warning: no runtime probes in {} (pid {pid}): {err:#}; its threads are linked by the thread rule", path.display());
+                None
+            }
+        };
+        if let Some(plan) = &plan {
+            let shown = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf());
+            eprintln!("zerotrace: runtime probes on {} ({})", shown.display(), plan.described);
+        }
+        self.plans.insert(file, plan.clone());
+        plan
     }
 
     /// Processes recognised since the last call, with their runtime.
@@ -157,6 +176,7 @@ impl RuntimeProbes {
         self.seen.retain(|pid| crate::targets::is_alive(*pid));
         let gone: Vec<u32> = self.attached.keys().copied().filter(|pid| !crate::targets::is_alive(*pid)).collect();
         for pid in gone {
+            self.files.remove(&pid);
             for (program, link) in self.attached.remove(&pid).unwrap_or_default() {
                 probes.detach_uprobe(program, link);
             }
@@ -167,7 +187,7 @@ impl RuntimeProbes {
 /// Names of mapped objects that may carry a runtime: libuv (a shared libnode or libuv), CPython
 /// (libpython, or the `_asyncio` extension module).
 fn may_carry_runtime(name: &str) -> bool {
-    ["libuv", "libnode", "libpython3", "_asyncio."].iter().any(|prefix| name.starts_with(prefix))
+    ["libuv", "libnode", "libpython3", "_asyncio.", "_queue."].iter().any(|prefix| name.starts_with(prefix))
 }
 
 /// The executable, and libraries that may carry a runtime.
@@ -194,7 +214,7 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         let site = site::site(&symbols, address, &SYSV_ARGS[..2], false);
         let offset = symbols.file_offset(site.address()).with_context(|| format!("{UV_STREAM_IO}: probe site outside the file's segments"))?;
         return Ok(Some(Plan {
-            runtime: Runtime::Libuv,
+            runtime: Some(Runtime::Libuv),
             uprobes: vec![("uv_stream_io", offset, None), ("uv_stream_io_ret", offset, None)],
             described: format!("libuv stream callbacks{}", single_stepped(&site)),
         }));
@@ -217,13 +237,23 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
             }
         }
         return Ok(Some(Plan {
-            runtime: Runtime::Asyncio,
+            runtime: Some(Runtime::Asyncio),
             uprobes,
             described: format!("CPython 3.{minor} asyncio task steps{}", single_stepped(&site)),
         }));
     }
+    if symbols.defines(QUEUE_PUT) && symbols.defines(QUEUE_GET) {
+        let mut uprobes = Vec::new();
+        for (function, program, args) in [(QUEUE_PUT, "py_queue_put", 2), (QUEUE_GET, "py_queue_get_ret", 0)] {
+            let address = symbols.address(function)?;
+            let site = site::site(&symbols, address, &SYSV_ARGS[..args], false);
+            let offset = symbols.file_offset(site.address()).with_context(|| format!("{function}: probe site outside the file's segments"))?;
+            uprobes.push((program, offset, None));
+        }
+        return Ok(Some(Plan { runtime: None, uprobes, described: "queue.SimpleQueue hand-offs (ThreadPoolExecutor)".to_string() }));
+    }
     if zerotrace_symbols::go::read(&symbols, &[])?.is_some() {
-        return Ok(Some(Plan { runtime: Runtime::Go, uprobes: Vec::new(), described: "Go: plain socket calls linked by goroutine".to_string() }));
+        return Ok(Some(Plan { runtime: Some(Runtime::Go), uprobes: Vec::new(), described: "Go: plain socket calls linked by goroutine".to_string() }));
     }
     Ok(None)
 }
@@ -270,7 +300,7 @@ mod tests {
         let file = String::from_utf8_lossy(&out.stdout).trim().to_string();
         assert!(out.status.success() && !file.is_empty(), "python3 has no _asyncio module file: {}", String::from_utf8_lossy(&out.stderr));
         let plan = plan_object(Path::new(&file)).unwrap_or_else(|e| panic!("{e:#}")).expect("_asyncio carries task_step_impl");
-        assert_eq!(plan.runtime, Runtime::Asyncio);
+        assert_eq!(plan.runtime, Some(Runtime::Asyncio));
         assert!(!plan.described.contains("single-stepped"), "{}", plan.described);
     }
 
@@ -282,7 +312,7 @@ mod tests {
             .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("node")).find(|p| p.exists()))
             .expect("node is not on PATH: install Node.js 20 (cargo xtask setup)");
         let plan = plan_object(&node).unwrap_or_else(|e| panic!("{e:#}")).expect("node carries libuv");
-        assert_eq!(plan.runtime, Runtime::Libuv);
+        assert_eq!(plan.runtime, Some(Runtime::Libuv));
         assert_eq!(plan.uprobes.len(), 2);
         assert!(!plan.described.contains("single-stepped"), "{}", plan.described);
     }

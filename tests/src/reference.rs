@@ -144,3 +144,15 @@ pub fn go_chain(port: u16, b: &Backends) -> Proc {
     cmd.args(["-pg-port", &b.pg.port.to_string(), "-redis-port", &b.redis.port.to_string()]);
     spawn_until(cmd, "go chain app", "ready", Duration::from_secs(30))
 }
+
+/// tests/apps/flask_chain.py: the thread-per-request fidelity app, its calls made by the
+/// serving thread or (`pool`) handed to a ThreadPoolExecutor.
+pub fn flask_chain(port: u16, b: &Backends, pool: bool) -> Proc {
+    let mut cmd = Command::new(require_program("python3", "the machine's CPython"));
+    cmd.env("OTEL_SERVICE_NAME", "chain-flask").arg(crate::python_app("flask_chain.py"));
+    if pool {
+        cmd.arg("--pool");
+    }
+    app_args(&mut cmd, port, b);
+    spawn_until(cmd, "flask chain app", "ready", Duration::from_secs(30))
+}

@@ -47,6 +47,16 @@ fn asyncio(framework: &str, uvloop: bool, concurrency: usize) -> Fidelity {
     run(&app, &backends, port, concurrency, &format!("{framework}{}", if uvloop { " on uvloop" } else { "" }), 4)
 }
 
+/// The Flask chain app: thread per request, its calls made by the serving thread or handed
+/// to a ThreadPoolExecutor.
+fn flask(pool: bool, concurrency: usize) -> Fidelity {
+    require_root();
+    let backends = reference::backends();
+    let port = free_port();
+    let app = reference::flask_chain(port, &backends, pool);
+    run(&app, &backends, port, concurrency, if pool { "flask with a thread pool" } else { "flask threaded" }, 3)
+}
+
 /// The Go chain app: net/http client (written by the transport's writeLoop goroutine),
 /// database/sql with lib/pq, and redis.v5 calls per request, on goroutines.
 fn go(concurrency: usize) -> Fidelity {
@@ -86,6 +96,12 @@ fidelity_tests! {
     fastapi_concurrency_8: asyncio("fastapi", false, 8);
     fastapi_concurrency_32: asyncio("fastapi", false, 32);
     fastapi_uvloop_concurrency_32: asyncio("fastapi", true, 32);
+    flask_concurrency_1: flask(false, 1);
+    flask_concurrency_8: flask(false, 8);
+    flask_concurrency_32: flask(false, 32);
+    flask_pool_concurrency_1: flask(true, 1);
+    flask_pool_concurrency_8: flask(true, 8);
+    flask_pool_concurrency_32: flask(true, 32);
     go_concurrency_1: go(1);
     go_concurrency_8: go(8);
     go_concurrency_32: go(32);

@@ -48,6 +48,9 @@ pub enum Why {
     Continuation,
     /// The first request on a connection opened inside one request's callback.
     OpenedBy,
+    /// Work a thread took from a queue that a thread serving one request put it on (a
+    /// `ThreadPoolExecutor`).
+    Delegated,
     /// The asyncio task that wrote it went on to answer the request (it read that request
     /// before the write).
     TaskAnswered,
@@ -86,6 +89,7 @@ impl Why {
             Why::Continuation => "continuation after an answer",
             Why::OpenedBy => "connection opened by the request",
             Why::TaskAnswered => "asyncio task that answered the request",
+            Why::Delegated => "work handed to a pool thread",
             Why::TaskAnsweredNothing => "asyncio task that answered no request",
             Why::ThreadServesSeveral => "thread serves several requests",
             Why::Pipelined => "pipelined requests",
@@ -100,7 +104,7 @@ impl Why {
 
     pub fn outcome(self) -> Outcome {
         match self {
-            Why::Thread | Why::Goroutine | Why::PathForwarded | Why::Callback | Why::Continuation | Why::OpenedBy | Why::TaskAnswered => Outcome::Parent,
+            Why::Thread | Why::Goroutine | Why::PathForwarded | Why::Callback | Why::Continuation | Why::OpenedBy | Why::TaskAnswered | Why::Delegated => Outcome::Parent,
             Why::ThreadServesSeveral | Why::Pipelined | Why::ContinuesSeveral | Why::HandOff => Outcome::Ambiguous,
             Why::NotServing | Why::OutsideCallback | Why::CallbackWithoutRequest | Why::UnfollowedRuntime | Why::TaskAnsweredNothing => Outcome::NoEvidence,
         }

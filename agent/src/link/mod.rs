@@ -229,6 +229,25 @@ impl Linker {
         }
     }
 
+    /// Whether thread `tid` serves a request now.
+    pub fn serves(&self, tid: u32) -> bool {
+        self.active.get(&tid).is_some_and(|l| !l.is_empty())
+    }
+
+    /// Evidence that can travel to another thread with work handed over: a thread-rule
+    /// verdict is taken now, while the handing thread still serves what it served.
+    pub fn portable(&self, tid: u32, evidence: Evidence) -> Evidence {
+        match evidence {
+            Evidence::Thread => match self.by_thread(tid, "") {
+                Decision::Parent(server, _) => Evidence::Serving(server, Why::Delegated),
+                Decision::NoParent(why, candidates) => Evidence::Undecided(why, candidates),
+                Decision::AwaitUnit(unit) => Evidence::Unit(unit),
+            },
+            Evidence::Serving(server, _) => Evidence::Serving(server, Why::Delegated),
+            other => other,
+        }
+    }
+
     /// The SERVER span a CLIENT span hangs under, if it is a plain child of one.
     fn parent_server(&self, client: &SpanId) -> Option<SpanId> {
         match self.nodes.get(client).map(|n| &n.origin) {

@@ -25,6 +25,7 @@ pub mod kind {
     pub const PROCESS: u32 = 5;
     pub const TLS_SOCKET: u32 = 6;
     pub const UNIT_SPAWN: u32 = 7;
+    pub const HAND_OFF: u32 = 8;
 }
 
 /// Which side of the connection the traced process is on.
@@ -255,6 +256,22 @@ pub struct UnitSpawnEvent {
     pub ts_ns: u64,
 }
 
+/// Work handed between threads through a queue the probes watch (CPython's `SimpleQueue`,
+/// which `ThreadPoolExecutor` uses): thread `tid` put `item` (`take` 0, with the unit it was
+/// running), or took it (`take` 1). The agent pairs the two by `item`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandOffEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub take: u32,
+    pub item: u64,
+    pub cause_kind: u32,
+    pub _pad: u32,
+    pub cause_id: u64,
+}
+
 /// What the probes know about a (tgid, fd): set at accept/connect, by the agent for fds it
 /// classified from /proc, removed at close.
 pub mod fd_state {
@@ -283,6 +300,7 @@ const _: () = assert!(size_of::<DataHeader>() == 64);
 const _: () = assert!(size_of::<ConnOpenEvent>() == 112);
 const _: () = assert!(size_of::<Unit>() == 32);
 const _: () = assert!(size_of::<UnitSpawnEvent>() == 40);
+const _: () = assert!(size_of::<HandOffEvent>() == 40);
 
 /// Safe decoding of ring-buffer records on the agent side.
 pub mod decode {
@@ -297,6 +315,7 @@ pub mod decode {
         Process(ProcessEvent),
         TlsSocket(TlsSocketEvent),
         UnitSpawn(UnitSpawnEvent),
+        HandOff(HandOffEvent),
     }
 
     /// Why a record could not be decoded (a probe/agent version mismatch, never traffic).
@@ -325,6 +344,7 @@ pub mod decode {
             kind::PROCESS => read(bytes).map(Record::Process).ok_or(short),
             kind::TLS_SOCKET => read(bytes).map(Record::TlsSocket).ok_or(short),
             kind::UNIT_SPAWN => read(bytes).map(Record::UnitSpawn).ok_or(short),
+            kind::HAND_OFF => read(bytes).map(Record::HandOff).ok_or(short),
             kind::DATA => {
                 let header: DataHeader = read(bytes).ok_or(short)?;
                 let start = size_of::<DataHeader>();

@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
 };
 use zerotrace_abi::{
-    CloseEvent, ConnOpenEvent, DataHeader, InheritEvent, MAX_PAYLOAD, ProcessEvent, SockAddr, TlsSocketEvent, UnitSpawnEvent, direction, kind, stat,
+    CloseEvent, ConnOpenEvent, DataHeader, InheritEvent, MAX_PAYLOAD, ProcessEvent, SockAddr, TlsSocketEvent, UnitSpawnEvent, HandOffEvent, direction, kind, stat,
 };
 
 use crate::maps::{
@@ -99,6 +99,20 @@ pub fn unit_spawn(pid_tgid: u64, parent: (u32, u64), child_id: u64) {
         child_id,
         // SAFETY: helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
+    });
+}
+
+/// Thread `pid_tgid` put `item` on a watched queue (`take` false, inside `cause`) or took it.
+pub fn hand_off(pid_tgid: u64, take: bool, item: u64, cause: (u32, u64)) {
+    submit(&HandOffEvent {
+        kind: kind::HAND_OFF,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        take: u32::from(take),
+        item,
+        cause_kind: cause.0,
+        _pad: 0,
+        cause_id: cause.1,
     });
 }
 

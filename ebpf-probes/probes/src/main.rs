@@ -18,6 +18,7 @@ mod filter;
 mod go_tls;
 mod libuv;
 mod maps;
+mod pyqueue;
 mod sockaddr;
 mod tls;
 mod units;
