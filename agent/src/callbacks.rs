@@ -7,6 +7,10 @@
 //!   those calls (the code after an `await`).
 //! - A connection's first request, written in its connect callback, belongs to the request
 //!   whose callback opened the connection.
+//! - A call written on the connection whose answer the callback read may be the same request's
+//!   next call or another request's queued call that a pool handed the connection (node-postgres
+//!   does this): it starts a callback chain, and the request whose answer a callback of that
+//!   chain writes is its parent (`Linker::chain_answered`).
 //!
 //! - A thread that took work from a watched queue (`ThreadPoolExecutor`) works for the
 //!   request the thread that put it there served at that moment.
@@ -60,6 +64,11 @@ impl Callbacks {
         if entry.clients.len() < 64 {
             entry.clients.push(client);
         }
+    }
+
+    /// The CLIENT spans whose answers the thread's callback (fd, seq) read.
+    pub fn answers(&self, tgid: u32, tid: u32, fd: u32, seq: u32) -> &[SpanId] {
+        self.by_thread.get(&(tgid, tid)).filter(|a| (a.fd, a.seq) == (fd, seq)).map_or(&[], |a| a.clients.as_slice())
     }
 
     /// The evidence for a request written on `written_fd` by thread `tid` inside `cause`.

@@ -289,7 +289,7 @@ impl<H: Host> Pipeline<H> {
         let evidence = self.callbacks.evidence(&self.conns, tgid, tid, fd, cause);
         match self.linker.decide(tid, "", &evidence) {
             Decision::Parent(server, _) => Some(server),
-            Decision::NoParent(..) | Decision::AwaitUnit(_) => None,
+            Decision::NoParent(..) | Decision::AwaitUnit(_) | Decision::AwaitNewChain(_) => None,
         }
     }
 
@@ -423,13 +423,19 @@ impl<H: Host> Pipeline<H> {
         if info.role == Role::Server {
             let tid = answer.as_ref().map_or(req.tid, |(t, _)| *t);
             self.linker.end_server(tid, info.id, req.span);
-            if let (Some(_), Cause::Task(task)) = (&answer, self.cause) {
+            let read_ns = match &req.request {
+                RequestKind::Http(m) => m.start_exit_ns,
+                RequestKind::Db(r) => r.start_exit_ns,
+            };
+            match (&answer, self.cause) {
                 // The asyncio task that wrote the answer served this request.
-                let read_ns = match &req.request {
-                    RequestKind::Http(m) => m.start_exit_ns,
-                    RequestKind::Db(r) => r.start_exit_ns,
-                };
-                self.linker.unit_answered((info.tgid, task), req.span, read_ns);
+                (Some(_), Cause::Task(task)) => self.linker.unit_answered((info.tgid, task), req.span, read_ns),
+                // The libuv callback that wrote it continues the calls whose answers it read.
+                (Some((tid, _)), Cause::Callback { fd, seq }) => {
+                    let answers = self.callbacks.answers(info.tgid, *tid, fd, seq);
+                    self.linker.chain_answered(answers, req.span, read_ns);
+                }
+                _ => {}
             }
         }
         self.linker.finish(req.span);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use zerotrace_integration_tests::procs::{Agent, Proc, TempDir, curl, run_agent_to_exit};
+use zerotrace_integration_tests::fidelity;
 use zerotrace_integration_tests::reference::{self, Backends};
 use zerotrace_integration_tests::{free_port, require_root};
 
@@ -22,6 +23,12 @@ struct Outcome {
 /// Runs `zerotrace compare` on the app while `REQUESTS` requests go through it, then stops
 /// the app with SIGINT (the language agent flushes at exit) and reads compare's JSON report.
 fn compare_live(start_app: impl FnOnce(u16, &Backends, Option<u16>) -> Proc, backends: &Backends) -> Outcome {
+    compare_live_at(start_app, backends, REQUESTS, 1)
+}
+
+/// `compare_live` with `requests` requests from `concurrency` concurrent keep-alive clients
+/// (1: one curl after the other).
+fn compare_live_at(start_app: impl FnOnce(u16, &Backends, Option<u16>) -> Proc, backends: &Backends, requests: usize, concurrency: usize) -> Outcome {
     let (port, grpc, http) = (free_port(), free_port(), free_port());
     let app = start_app(port, backends, Some(grpc));
     let dir = TempDir::new("compare");
@@ -45,8 +52,12 @@ fn compare_live(start_app: impl FnOnce(u16, &Backends, Option<u16>) -> Proc, bac
     .map(|s| s.to_string())
     .collect();
     let agent = Agent::start_command("compare", &args, &[]);
-    for i in 0..REQUESTS {
-        assert_eq!(curl(&format!("http://127.0.0.1:{port}/merchant/{i}/status"), &[]), 200, "request {i}");
+    if concurrency == 1 {
+        for i in 0..requests {
+            assert_eq!(curl(&format!("http://127.0.0.1:{port}/merchant/{i}/status"), &[]), 200, "request {i}");
+        }
+    } else {
+        fidelity::drive(&format!("http://127.0.0.1:{port}/merchant/{{id}}/status"), requests, concurrency);
     }
     // Let the language agent's batch go out while tracing, then stop the app: compare stops
     // tracing when its only target exits, keeps receiving for --settle, and reports.
@@ -124,6 +135,41 @@ fn express_under_the_node_agent() {
     let conn = &r["connectivity"];
     assert_eq!((n(conn, "requests"), n(conn, "zerotrace_one_tree"), n(conn, "agent_one_tree")), (requests, requests, requests), "{conn}");
     check_html(&out.dir);
+}
+
+/// Issue 14: at concurrency 8 the comparison tells right parents from wrong ones. The agent's
+/// trees come from its own ids (it shows every request as one tree); zerotrace puts no span
+/// under another parent than the agent, and ≥ 98% of the HTTP calls under the same one.
+///
+/// The app's pg pool (4 clients) is smaller than the concurrency, so node-postgres hands a
+/// freed client to a queued query inside the callback that read the previous query's answer:
+/// on the wire that looks exactly like the answered request's next query. zerotrace follows
+/// such a chain to the request it answers when the answers in that callback leave one choice,
+/// and otherwise leaves the query (and the Redis GET after it) without a parent, linked to the
+/// candidate. How often depends on how much queueing the run has: measured 73–90% of DB and
+/// cache spans under the agent's parent over five runs, never one under another parent.
+#[test]
+fn express_under_the_node_agent_at_concurrency_8() {
+    require_root();
+    let backends = reference::backends();
+    let requests = 200;
+    let out = compare_live_at(reference::express, &backends, requests, 8);
+    let r = &out.report;
+    for category in ["http_server", "http_client", "db_client", "cache"] {
+        let c = row(r, category);
+        assert_eq!(n(c, "different_parent"), 0, "{category}: spans under another parent than the agent's: {c}");
+        let floor = match category {
+            "http_client" => 0.98,
+            "db_client" | "cache" => 0.6,
+            _ => continue,
+        };
+        assert!(n(c, "matched") >= requests as u64 && n(c, "same_parent") as f64 >= floor * n(c, "matched") as f64, "{category}: {c}");
+    }
+    let conn = &r["connectivity"];
+    let share = |key: &str| n(conn, key) as f64 / requests as f64;
+    assert_eq!(n(conn, "requests"), requests as u64, "{conn}");
+    // The agent shows every request whole; zerotrace those without a pool hand-off (above).
+    assert!(share("agent_one_tree") >= 0.98 && share("zerotrace_one_tree") >= 0.6, "{conn}");
 }
 
 /// The spans a live run saved compare offline to the same figures.

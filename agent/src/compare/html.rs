@@ -57,12 +57,12 @@ pub fn render(report: &Report) -> String {
 }
 
 fn summary(h: &mut String, r: &Report) {
-    h.push_str("<h2>Coverage</h2><table><tr><th>category</th><th>agent</th><th>zerotrace</th><th>matched</th><th>coverage</th><th>missing</th><th>extra</th><th>same parent</th></tr>");
+    h.push_str("<h2>Coverage</h2><table><tr><th>category</th><th>agent</th><th>zerotrace</th><th>matched</th><th>coverage</th><th>missing</th><th>extra</th><th>same parent</th><th>different parent</th><th>no parent</th></tr>");
     for row in r.categories.iter().chain(std::iter::once(&r.total)) {
         let label = row.category.map_or("all", |c| c.label());
         let _ = write!(
             h,
-            "<tr><td>{label}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td><td>{}/{}</td></tr>",
+            "<tr><td>{label}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}%</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td></tr>",
             row.agent,
             row.zerotrace,
             row.matched,
@@ -70,7 +70,9 @@ fn summary(h: &mut String, r: &Report) {
             row.agent - row.matched,
             row.zerotrace - row.matched,
             row.same_parent,
-            row.matched
+            row.matched,
+            row.different_parent,
+            row.no_parent
         );
     }
     h.push_str("</table>");

@@ -24,6 +24,12 @@ pub struct CategoryRow {
     pub coverage_pct: f64,
     /// Matched pairs whose nearest matched ancestors correspond on both sides.
     pub same_parent: usize,
+    /// Matched pairs that zerotrace put under another matched span than the agent did: a
+    /// wrong parent (or the agent's; the agent is the reference).
+    pub different_parent: usize,
+    /// Matched pairs that the agent put under a matched span and zerotrace under none (no
+    /// parent, or one the agent has no span for).
+    pub no_parent: usize,
     pub missing_examples: Vec<Example>,
     pub extra_examples: Vec<Example>,
 }
@@ -67,8 +73,11 @@ pub struct Parity {
 pub struct Connectivity {
     /// Requests: aligned HTTP SERVER pairs where either side's span is a trace root.
     pub requests: usize,
-    /// Requests whose spans (everything either side put under the request) form one tree.
+    /// Requests that zerotrace shows as one tree: every aligned span the agent put under the
+    /// request, zerotrace put under it too.
     pub zerotrace_one_tree: usize,
+    /// Requests the agent shows as one tree: every agent span in the request's trace is under
+    /// the request's span (from the agent's own trace and parent ids).
     pub agent_one_tree: usize,
 }
 
@@ -160,8 +169,10 @@ pub fn compare(ours: Vec<Span>, theirs: Vec<Span>) -> Report {
         row.matched += 1;
         let ours_up = nearest_matched(&ours_parent, &match_of_ours, o);
         let theirs_up = nearest_matched(&theirs_parent, &match_of_theirs, t);
-        if ours_up.and_then(|u| match_of_ours[u]) == theirs_up {
-            row.same_parent += 1;
+        match (ours_up.and_then(|u| match_of_ours[u]), theirs_up) {
+            (a, b) if a == b => row.same_parent += 1,
+            (None, Some(_)) => row.no_parent += 1,
+            _ => row.different_parent += 1,
         }
         attribute_parity(attributes.entry(theirs[t].category.label().to_string()).or_default(), &ours[o], &theirs[t]);
     }
@@ -173,11 +184,13 @@ pub fn compare(ours: Vec<Span>, theirs: Vec<Span>) -> Report {
         total.zerotrace += row.zerotrace;
         total.matched += row.matched;
         total.same_parent += row.same_parent;
+        total.different_parent += row.different_parent;
+        total.no_parent += row.no_parent;
         categories.push(row);
     }
     total.coverage_pct = pct(total.matched, total.agent);
 
-    let requests = requests(&ours, &theirs, &pairs, &ours_parent, &theirs_parent);
+    let requests = requests(&theirs, &pairs, &ours_parent, &theirs_parent);
     let connectivity = Connectivity {
         requests: requests.len(),
         zerotrace_one_tree: requests.iter().filter(|r| r.zerotrace_one_tree).count(),
@@ -206,25 +219,24 @@ fn attribute_parity(by_key: &mut BTreeMap<String, Parity>, ours: &Span, theirs: 
     }
 }
 
-/// Requests are aligned HTTP SERVER pairs where one side's span is a root. A side shows a
-/// request as one tree when every aligned pair that either side put under the request has its
-/// span under that side's root too.
-fn requests(ours: &[Span], theirs: &[Span], pairs: &[(usize, usize)], ours_parent: &[Option<usize>], theirs_parent: &[Option<usize>]) -> Vec<Request> {
+/// Requests are aligned HTTP SERVER pairs where the agent's span is a root (the agent, the
+/// reference, says where a request starts). Its members are the aligned pairs whose agent span
+/// is under the agent's root: zerotrace shows the request as one tree when each of those has
+/// its span under zerotrace's root too. The agent shows it as one tree when every span of its
+/// own in the request's trace hangs under its root, by its own ids.
+fn requests(theirs: &[Span], pairs: &[(usize, usize)], ours_parent: &[Option<usize>], theirs_parent: &[Option<usize>]) -> Vec<Request> {
+    let mut by_trace: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, s) in theirs.iter().enumerate() {
+        by_trace.entry(s.trace_id.as_str()).or_default().push(i);
+    }
     let mut out = Vec::new();
     for &(or, tr) in pairs {
-        if theirs[tr].category != Category::HttpServer || (ours_parent[or].is_some() && theirs_parent[tr].is_some()) {
+        if theirs[tr].category != Category::HttpServer || theirs_parent[tr].is_some() {
             continue;
         }
-        let members: Vec<(usize, usize)> = pairs
-            .iter()
-            .copied()
-            .filter(|&(o, t)| {
-                let within = ours[o].start + 5_000_000 >= ours[or].start && ours[o].end <= ours[or].end + 5_000_000;
-                within && (is_under(ours_parent, o, or) || is_under(theirs_parent, t, tr))
-            })
-            .collect();
+        let members: Vec<(usize, usize)> = pairs.iter().copied().filter(|&(_, t)| is_under(theirs_parent, t, tr)).collect();
         let zerotrace_one_tree = members.iter().all(|&(o, _)| is_under(ours_parent, o, or));
-        let agent_one_tree = members.iter().all(|&(_, t)| is_under(theirs_parent, t, tr));
+        let agent_one_tree = by_trace.get(theirs[tr].trace_id.as_str()).is_some_and(|spans| spans.iter().all(|&t| is_under(theirs_parent, t, tr)));
         out.push(Request { ours_root: or, theirs_root: tr, members, zerotrace_one_tree, agent_one_tree });
     }
     out
@@ -264,6 +276,7 @@ mod tests {
         assert!((r.total.coverage_pct - 75.0).abs() < 1e-9);
         // The DB span sits in another trace on our side: its parent structure differs.
         assert_eq!((row(Category::HttpClient).same_parent, row(Category::DbClient).same_parent), (1, 0));
+        assert_eq!((row(Category::DbClient).no_parent, row(Category::DbClient).different_parent), (1, 0));
         assert_eq!((r.connectivity.requests, r.connectivity.zerotrace_one_tree, r.connectivity.agent_one_tree), (1, 0, 1));
         let db_k = &r.attributes["DB client"]["k"];
         assert_eq!((db_k.different, db_k.example.clone()), (1, Some(("a".to_string(), "b".to_string()))));
@@ -275,5 +288,32 @@ mod tests {
         let r = compare(tree("a", false), tree("b", false));
         assert_eq!((r.connectivity.requests, r.connectivity.zerotrace_one_tree, r.connectivity.agent_one_tree), (1, 1, 1));
         assert_eq!(r.total.same_parent, 3);
+    }
+
+    /// Two concurrent requests: our side hangs the first request's DB call under the second
+    /// request. That is a different (wrong) parent on our side, and it does not make the
+    /// agent's trees look broken.
+    #[test]
+    fn a_wrong_parent_is_ours_alone() {
+        let shift = |mut spans: Vec<Span>, ms: u64, path: &str| {
+            for s in &mut spans {
+                s.start += ms * 1_000_000;
+                s.end += ms * 1_000_000;
+            }
+            spans[0].attrs.insert("url.path".to_string(), path.to_string());
+            spans[0].target = path.to_string();
+            spans
+        };
+        let mut ours = tree("a", false);
+        ours.extend(shift(tree("c", false), 5, "/m/2"));
+        let mut theirs = tree("b", false);
+        theirs.extend(shift(tree("d", false), 5, "/m/2"));
+        // Our first DB span under our second request.
+        ours[2].parent_id = ours[3].span_id.clone();
+        ours[2].trace_id = ours[3].trace_id.clone();
+        let r = compare(ours, theirs);
+        let db = r.categories.iter().find(|x| x.category == Some(Category::DbClient)).expect("row");
+        assert_eq!((db.matched, db.same_parent, db.different_parent, db.no_parent), (2, 1, 1, 0));
+        assert_eq!((r.connectivity.requests, r.connectivity.zerotrace_one_tree, r.connectivity.agent_one_tree), (2, 1, 2));
     }
 }

@@ -11,14 +11,16 @@ const PARITY_ROWS: usize = 40;
 fn row_line(out: &mut String, label: &str, r: &CategoryRow) {
     let _ = writeln!(
         out,
-        "  {label:<12} {:>8} {:>10} {:>8} {:>9.1}% {:>8} {:>6} {:>12}",
+        "  {label:<12} {:>8} {:>10} {:>8} {:>9.1}% {:>8} {:>6} {:>12} {:>10} {:>9}",
         r.agent,
         r.zerotrace,
         r.matched,
         r.coverage_pct,
         r.agent - r.matched,
         r.zerotrace - r.matched,
-        format!("{}/{}", r.same_parent, r.matched)
+        format!("{}/{}", r.same_parent, r.matched),
+        r.different_parent,
+        r.no_parent
     );
 }
 
@@ -30,7 +32,7 @@ fn example_line(out: &mut String, e: &Example) {
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "coverage (agent = the language agent, the reference)");
-    let _ = writeln!(out, "  {:<12} {:>8} {:>10} {:>8} {:>10} {:>8} {:>6} {:>12}", "category", "agent", "zerotrace", "matched", "coverage", "missing", "extra", "same parent");
+    let _ = writeln!(out, "  {:<12} {:>8} {:>10} {:>8} {:>10} {:>8} {:>6} {:>12} {:>10} {:>9}", "category", "agent", "zerotrace", "matched", "coverage", "missing", "extra", "same parent", "different", "no parent");
     for r in &report.categories {
         row_line(&mut out, r.category.map_or("", |c| c.label()), r);
     }

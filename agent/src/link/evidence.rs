@@ -51,8 +51,8 @@ pub enum Why {
     /// Work a thread took from a queue that a thread serving one request put it on (a
     /// `ThreadPoolExecutor`).
     Delegated,
-    /// The asyncio task that wrote it went on to answer the request (it read that request
-    /// before the write).
+    /// The asyncio task that wrote it, or the chain of libuv callbacks its answer started,
+    /// went on to answer the request (read before the write).
     TaskAnswered,
     // Ambiguous: no parent, span links to the candidates.
     /// The thread serves several requests (an event loop without runtime probes).
@@ -88,9 +88,9 @@ impl Why {
             Why::Callback => "event-loop callback",
             Why::Continuation => "continuation after an answer",
             Why::OpenedBy => "connection opened by the request",
-            Why::TaskAnswered => "asyncio task that answered the request",
+            Why::TaskAnswered => "task or callback chain that answered the request",
             Why::Delegated => "work handed to a pool thread",
-            Why::TaskAnsweredNothing => "asyncio task that answered no request",
+            Why::TaskAnsweredNothing => "task or callback chain that answered no request",
             Why::ThreadServesSeveral => "thread serves several requests",
             Why::Pipelined => "pipelined requests",
             Why::ContinuesSeveral => "answers of several requests",
@@ -126,6 +126,10 @@ pub enum Decision {
     NoParent(Why, Vec<SpanId>),
     /// Decided later, when the unit of work answers a request.
     AwaitUnit(UnitKey),
+    /// Decided later, by the request that the chain of callbacks starting at this call
+    /// answers: it may be a queued call of another request that was handed the connection
+    /// (the candidates are where it would otherwise go).
+    AwaitNewChain(Vec<SpanId>),
 }
 
 /// Decisions by reason, for the exit report and tests.

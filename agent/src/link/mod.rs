@@ -35,6 +35,9 @@ const REMEMBER: Duration = Duration::from_secs(3);
 /// How long a finished CLIENT span waits for the asyncio task that wrote it to answer a
 /// request (handlers that take longer lose their children's parents, counted).
 const UNIT_WAIT: Duration = Duration::from_secs(10);
+/// The "process" of callback-chain units (`UnitKey.0`): no real tgid is 0, so they never
+/// collide with a process's own units (asyncio tasks).
+const CHAIN: u32 = 0;
 /// How long a client connection's tuple is remembered after its last request.
 const REMEMBER_CLIENT: Duration = Duration::from_secs(60);
 
@@ -70,9 +73,9 @@ enum Origin {
     ChildOf(SpanId),
     /// A SERVER span whose caller is a traced local client: parent is that CLIENT span.
     AwaitPeer { peer: PeerKey, request_exit_ns: u64, fallback: Context },
-    /// A CLIENT span written by a unit of work (an asyncio task) whose request is not known
-    /// yet: `Linker::unit_answered` decides.
-    AwaitUnit,
+    /// A CLIENT span written by a unit of work (an asyncio task, a chain of libuv callbacks)
+    /// whose request is not known yet: `Linker::unit_answered` decides.
+    AwaitUnit(UnitKey),
 }
 
 struct Node {
@@ -82,6 +85,9 @@ struct Node {
     incoming: Option<TraceParent>,
     /// Candidate parents that the evidence could not decide between: exported as span links.
     links: Vec<SpanId>,
+    /// A CLIENT span: the SERVER span the evidence said it was made for (also when it adopted
+    /// an instrumented app's own context), so the code after its answer can be placed.
+    made_for: Option<SpanId>,
     resolved: Option<Context>,
     finished: Option<Instant>,
     /// Other spans may still ask for this one after it resolved: a CLIENT span (a traced
@@ -179,7 +185,7 @@ impl Linker {
             Some(peer) => Origin::AwaitPeer { peer, request_exit_ns: facts.start_exit_ns, fallback },
             None => Origin::Known(fallback),
         };
-        self.nodes.insert(span, Node { origin, incoming, links: Vec::new(), resolved: None, finished: None, referable: false });
+        self.nodes.insert(span, Node { origin, incoming, links: Vec::new(), made_for: None, resolved: None, finished: None, referable: false });
         let active = self.active.entry(facts.tid).or_default();
         if active.len() < 1024 {
             active.push(ActiveServer { span, conn_id: facts.conn_id, path: facts.path.to_string() });
@@ -242,17 +248,20 @@ impl Linker {
                 Decision::Parent(server, _) => Evidence::Serving(server, Why::Delegated),
                 Decision::NoParent(why, candidates) => Evidence::Undecided(why, candidates),
                 Decision::AwaitUnit(unit) => Evidence::Unit(unit),
+                Decision::AwaitNewChain(candidates) => Evidence::Undecided(Why::HandOff, candidates),
             },
             Evidence::Serving(server, _) => Evidence::Serving(server, Why::Delegated),
             other => other,
         }
     }
 
-    /// The SERVER span a CLIENT span hangs under, if it is a plain child of one.
+    /// The SERVER span a CLIENT span was made for, if the evidence named one (directly, or
+    /// later: a unit of work's answer).
     fn parent_server(&self, client: &SpanId) -> Option<SpanId> {
-        match self.nodes.get(client).map(|n| &n.origin) {
-            Some(Origin::ChildOf(server)) => Some(*server),
-            _ => None,
+        let node = self.nodes.get(client)?;
+        match node.origin {
+            Origin::ChildOf(server) => Some(server),
+            _ => node.made_for,
         }
     }
 
@@ -266,23 +275,59 @@ impl Linker {
             },
             Evidence::Continues { clients, same_connection } => {
                 let mut servers: Vec<SpanId> = Vec::new();
+                let mut chains: Vec<UnitKey> = Vec::new();
                 for client in clients {
-                    match self.parent_server(client) {
-                        Some(server) if !servers.contains(&server) => servers.push(server),
-                        Some(_) => {}
+                    match (self.parent_server(client), self.chain_of(client)) {
+                        (Some(server), _) if !servers.contains(&server) => servers.push(server),
+                        (Some(_), _) => {}
+                        (None, Some(chain)) if !chains.contains(&chain) => chains.push(chain),
+                        (None, Some(_)) => {}
                         // An answer to a call we could not place: nothing to continue.
-                        None => return Decision::NoParent(Why::CallbackWithoutRequest, servers),
+                        (None, None) => return Decision::NoParent(Why::CallbackWithoutRequest, servers),
                     }
                 }
-                match (servers.as_slice(), same_connection) {
-                    ([], _) => Decision::NoParent(Why::CallbackWithoutRequest, Vec::new()),
-                    ([one], false) => Decision::Parent(*one, Why::Continuation),
-                    ([_], true) => Decision::NoParent(Why::HandOff, servers),
+                match (servers.as_slice(), chains.as_slice(), same_connection) {
+                    ([], [], _) => Decision::NoParent(Why::CallbackWithoutRequest, Vec::new()),
+                    ([one], [], false) => Decision::Parent(*one, Why::Continuation),
+                    ([], [chain], false) => Decision::AwaitUnit(*chain),
+                    // The same request's next call, or a queued one of another request that was
+                    // handed the connection: the request this call's chain answers decides.
+                    ([_], [], true) | ([], [_], true) => Decision::AwaitNewChain(servers),
                     _ => Decision::NoParent(Why::ContinuesSeveral, servers),
                 }
             }
             Evidence::Unit(unit) => Decision::AwaitUnit(*unit),
             Evidence::Undecided(why, candidates) => Decision::NoParent(*why, candidates.clone()),
+        }
+    }
+
+    /// The callback chain a CLIENT span waits on, if it waits on one.
+    fn chain_of(&self, client: &SpanId) -> Option<UnitKey> {
+        match self.nodes.get(client)?.origin {
+            Origin::AwaitUnit(unit) if unit.0 == CHAIN => Some(unit),
+            _ => None,
+        }
+    }
+
+    /// A request's answer was written in a callback that read `answers`. The code a callback
+    /// runs continues the calls whose answers it read, and a request's answer is written by
+    /// that request's own code: so when no answer made for this request was read, and the
+    /// others continue exactly one pending callback chain, that chain answered it. (ioredis
+    /// reads the answers of several requests' commands in one callback.)
+    pub fn chain_answered(&mut self, answers: &[SpanId], server: SpanId, request_read_ns: u64) {
+        let mut chains: Vec<UnitKey> = Vec::new();
+        for client in answers {
+            if self.parent_server(client) == Some(server) {
+                return;
+            }
+            if let Some(chain) = self.chain_of(client)
+                && !chains.contains(&chain)
+            {
+                chains.push(chain);
+            }
+        }
+        if let [chain] = chains.as_slice() {
+            self.unit_answered(*chain, server, request_read_ns);
         }
     }
 
@@ -327,11 +372,13 @@ impl Linker {
         let mut children = false;
         for (written_ns, client) in waiting {
             let Some(node) = self.nodes.get_mut(&client) else { continue };
-            if !matches!(node.origin, Origin::AwaitUnit) {
+            if !matches!(node.origin, Origin::AwaitUnit(_)) {
                 continue;
             }
             if written_ns >= request_read_ns {
                 node.origin = Origin::ChildOf(server);
+                // Decided: the candidates it would have linked to no longer matter.
+                node.links.clear();
                 self.stats.count(Why::TaskAnswered);
                 children = true;
             } else {
@@ -348,6 +395,7 @@ impl Linker {
     /// `traceparent` when the app propagates its own context).
     pub fn start_client(&mut self, facts: &RequestFacts<'_>, tuple: Option<PeerKey>, evidence: &Evidence) -> SpanId {
         let decision = self.decide(facts.tid, facts.path, evidence);
+        let span = new_span_id();
         let (serving, candidates, await_unit) = match decision {
             Decision::Parent(server, why) => {
                 self.stats.count(why);
@@ -358,6 +406,7 @@ impl Linker {
                 (None, candidates, None)
             }
             Decision::AwaitUnit(unit) => (None, Vec::new(), Some(unit)),
+            Decision::AwaitNewChain(candidates) => (None, candidates, Some((CHAIN, u64::from_le_bytes(span)))),
         };
         let outgoing = facts.traceparent.and_then(traceparent::parse);
         let pass_through = matches!((outgoing, serving.and_then(|s| s.1)), (Some(o), Some(i)) if o == i);
@@ -373,20 +422,19 @@ impl Linker {
                 if let Some(node) = self.nodes.get_mut(&server) {
                     node.referable = true;
                 }
-                (new_span_id(), Origin::ChildOf(server))
+                (span, Origin::ChildOf(server))
             }
             (_, None) => match await_unit {
                 Some(unit) => {
-                    let span = new_span_id();
                     for (unit, bound) in self.answering_units(unit, facts.start_enter_ns) {
                         let waiting = self.unit_waiting.entry(unit).or_default();
                         if waiting.len() < 1024 {
                             waiting.push((bound, span));
                         }
                     }
-                    (span, Origin::AwaitUnit)
+                    (span, Origin::AwaitUnit(unit))
                 }
-                None => (new_span_id(), Origin::Known(Context { trace_id: new_trace_id(), parent: None })),
+                None => (span, Origin::Known(Context { trace_id: new_trace_id(), parent: None })),
             },
         };
         for candidate in &candidates {
@@ -395,7 +443,8 @@ impl Linker {
                 node.referable = true;
             }
         }
-        self.nodes.insert(span, Node { origin, incoming: None, links: candidates, resolved: None, finished: None, referable: true });
+        let made_for = serving.map(|s| s.0);
+        self.nodes.insert(span, Node { origin, incoming: None, links: candidates, made_for, resolved: None, finished: None, referable: true });
         if let Some(key) = tuple {
             let entry = self.clients.entry(key).or_insert_with(|| (Instant::now(), Vec::new()));
             entry.0 = Instant::now();
@@ -440,7 +489,7 @@ impl Linker {
             match &node.origin {
                 Origin::Known(ctx) => return Some(ctx.trace_id),
                 Origin::ChildOf(parent) => id = *parent,
-                Origin::AwaitPeer { .. } | Origin::AwaitUnit => return None,
+                Origin::AwaitPeer { .. } | Origin::AwaitUnit(_) => return None,
             }
         }
         None
@@ -484,7 +533,7 @@ impl Linker {
                     false => Context { trace_id: new_trace_id(), parent: None },
                 }
             }
-            Origin::AwaitUnit => match finished {
+            Origin::AwaitUnit(_) => match finished {
                 Some(t) if now.duration_since(t) >= UNIT_WAIT => {
                     self.stats.count(Why::TaskAnsweredNothing);
                     Context { trace_id: new_trace_id(), parent: None }
@@ -533,7 +582,7 @@ impl Linker {
             // Units whose spans all resolved by timeout (tasks that never answered).
             let nodes = &self.nodes;
             self.unit_waiting.retain(|_, spans| {
-                spans.retain(|(_, s)| nodes.get(s).is_some_and(|n| matches!(n.origin, Origin::AwaitUnit) && n.resolved.is_none()));
+                spans.retain(|(_, s)| nodes.get(s).is_some_and(|n| matches!(n.origin, Origin::AwaitUnit(_)) && n.resolved.is_none()));
                 !spans.is_empty()
             });
         }

@@ -2,13 +2,15 @@
 // request's id, so a test can tell a right parent from a wrong one.
 //
 //   node chain.js --port 8001 --downstream http://127.0.0.1:8002 --pg-port 5432 --redis-port 6379
+//                 [--pg-pool 8]
 //
 // GET /chain/:id calls, one after the other (each after an `await` on the previous one):
 //   GET <downstream>/item/:id with the http module (keep-alive agent),
 //   GET <downstream>/item/:id with the global fetch (undici),
 //   SELECT name FROM items WHERE id = <id>   (pg pool; the id is a literal in the text),
 //   GET chain:<id> on Redis (ioredis; Redis spans carry the command only),
-// then answers 200. Prints "ready <port>" once listening.
+// then answers 200. Prints "ready <port>" once listening. A pg pool smaller than the
+// concurrency makes node-postgres hand freed clients to queued queries.
 'use strict';
 
 const http = require('http');
@@ -16,8 +18,11 @@ const express = require('express');
 const { Pool } = require('pg');
 const Redis = require('ioredis');
 
-function arg(name) {
+function arg(name, fallback) {
   const i = process.argv.indexOf(`--${name}`);
+  if (i < 0 && fallback !== undefined) {
+    return fallback;
+  }
   if (i < 0 || i + 1 >= process.argv.length) {
     console.error(`missing --${name}`);
     process.exit(2);
@@ -27,7 +32,7 @@ function arg(name) {
 
 const port = Number(arg('port'));
 const downstream = arg('downstream');
-const pool = new Pool({ host: '127.0.0.1', port: Number(arg('pg-port')), user: 'postgres', database: 'shop', max: 8 });
+const pool = new Pool({ host: '127.0.0.1', port: Number(arg('pg-port')), user: 'postgres', database: 'shop', max: Number(arg('pg-pool', '8')) });
 const redis = new Redis({ host: '127.0.0.1', port: Number(arg('redis-port')) });
 const keepAlive = new http.Agent({ keepAlive: true });
 
