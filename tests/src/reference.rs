@@ -97,13 +97,16 @@ pub fn express(port: u16, b: &Backends, agent: Option<u16>) -> Proc {
 }
 
 /// tests/apps/express/chain.js (no language agent): the Node concurrency fidelity app, with a
-/// pg pool of `pg_pool` clients.
-pub fn express_chain(port: u16, b: &Backends, pg_pool: usize) -> Proc {
+/// pg pool of `pg_pool` clients, and a mysql2 query per request when `mysql_port` is given.
+pub fn express_chain(port: u16, b: &Backends, pg_pool: usize, mysql_port: Option<u16>) -> Proc {
     let dir = repo_root().join("tests/apps/express");
     assert!(dir.join("node_modules/express").exists(), "the Express app's packages are not installed; run `cargo xtask setup` (npm ci in tests/apps/express)");
     let mut cmd = Command::new(require_program("node", "Debian's nodejs"));
     cmd.current_dir(&dir).env("OTEL_SERVICE_NAME", "chain-express").arg("chain.js");
     cmd.args(["--pg-pool", &pg_pool.to_string()]);
+    if let Some(mysql) = mysql_port {
+        cmd.args(["--mysql-port", &mysql.to_string()]);
+    }
     app_args(&mut cmd, port, b);
     spawn_until(cmd, "express chain app", "ready", Duration::from_secs(30))
 }

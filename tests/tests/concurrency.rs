@@ -29,16 +29,30 @@ fn run(app: &zerotrace_integration_tests::procs::Proc, backends: &reference::Bac
 
 /// The Express chain app: an http.get, a fetch, a pg query and a Redis GET per request, all
 /// after an `await` on the one before.
+/// Pools as large as the largest concurrency, so no query waits for a client (hand-offs are
+/// `express_pool_hand_offs…`'s subject).
 fn express(concurrency: usize) -> Fidelity {
-    express_with_pool(concurrency, 8)
+    express_with_pool(concurrency, 32)
 }
 
 fn express_with_pool(concurrency: usize, pg_pool: usize) -> Fidelity {
     require_root();
     let backends = reference::backends();
     let port = free_port();
-    let app = reference::express_chain(port, &backends, pg_pool);
+    let app = reference::express_chain(port, &backends, pg_pool, None);
     run(&app, &backends, port, concurrency, "express", 4)
+}
+
+/// The Express chain app with a mysql2 query to MariaDB as well. Pools as large as the
+/// concurrency: hand-offs between queued queries are `express_pool_hand_offs…`'s subject.
+#[test]
+fn express_with_mysql2_concurrency_32() {
+    require_root();
+    let backends = reference::backends();
+    let maria = zerotrace_integration_tests::db::mariadb();
+    let port = free_port();
+    let app = reference::express_chain(port, &backends, 32, Some(maria.port));
+    assert_right(&run(&app, &backends, port, 32, "express with mysql2", 5));
 }
 
 /// The Python asyncio chain app: aiohttp client, httpx, asyncpg and redis.asyncio calls per
