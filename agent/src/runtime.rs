@@ -121,7 +121,7 @@ impl RuntimeProbes {
                     Ok(link) => links.push((program, link)),
                     Err(_) if !crate::targets::is_alive(pid) => return true,
                     Err(err) => {
-                        eprintln!("zerotrace: warning: no runtime probes in {} (pid {pid}): {err:#}; its threads are linked by the thread rule", path.display());
+                        eprintln!("zerotrace: warning: no runtime probes in {} (pid {pid}): {err:#}; its threads are linked by the thread rule", shown(&path));
                         break;
                     }
                 }
@@ -141,13 +141,12 @@ impl RuntimeProbes {
         let plan = match plan_object(path) {
             Ok(plan) => plan,
             Err(err) => {
-                eprintln!("zerotrace: warning: no runtime probes in {} (pid {pid}): {err:#}; its threads are linked by the thread rule", path.display());
+                eprintln!("zerotrace: warning: no runtime probes in {} (pid {pid}): {err:#}; its threads are linked by the thread rule", shown(path));
                 None
             }
         };
         if let Some(plan) = &plan {
-            let shown = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf());
-            eprintln!("zerotrace: runtime probes on {} ({})", shown.display(), plan.described);
+            eprintln!("zerotrace: runtime probes on {} ({})", shown(path), plan.described);
         }
         self.plans.insert(file, plan.clone());
         plan
@@ -220,8 +219,7 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         }));
     }
     if symbols.defines(TASK_STEP) {
-        let shown = std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf());
-        let minor = cpython_minor(&shown.to_string_lossy()).with_context(|| format!("{TASK_STEP} found, but no CPython version in the file name"))?;
+        let minor = cpython_minor(&shown(path)).with_context(|| format!("{TASK_STEP} found, but no CPython version in the file name"))?;
         // 3.12 added the module state as the first argument; the task follows it.
         let task_arg = if minor >= 12 { 1 } else { 0 };
         let address = symbols.address(TASK_STEP)?;
@@ -256,6 +254,11 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         return Ok(Some(Plan { runtime: Some(Runtime::Go), uprobes: Vec::new(), described: "Go: plain socket calls linked by goroutine".to_string() }));
     }
     Ok(None)
+}
+
+/// A path for messages, as the process sees it (/proc/PID/exe resolved, /proc/PID/root cut).
+fn shown(path: &Path) -> String {
+    crate::tls::shown(&std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf()))
 }
 
 fn single_stepped(site: &Site) -> &'static str {

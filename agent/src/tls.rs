@@ -216,7 +216,7 @@ fn candidates(pid: u32) -> Vec<PathBuf> {
 }
 
 /// A path for messages: /proc/PID/root/usr/lib/... shows as /usr/lib/...
-fn shown(path: &Path) -> String {
+pub(crate) fn shown(path: &Path) -> String {
     let text = path.display().to_string();
     match text.strip_prefix("/proc/").and_then(|rest| rest.split_once("/root")) {
         Some((pid, inside)) if pid.bytes().all(|b| b.is_ascii_digit()) && inside.starts_with('/') => inside.to_string(),

@@ -14,40 +14,20 @@
 // concurrency makes node-postgres hand freed clients to queued queries.
 'use strict';
 
-const http = require('http');
+const { arg, get } = require('./common');
 const express = require('express');
 const { Pool } = require('pg');
 const Redis = require('ioredis');
 const mysql = require('mysql2/promise');
 
-function arg(name, fallback) {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0 && fallback !== undefined) {
-    return fallback;
-  }
-  if (i < 0 || i + 1 >= process.argv.length) {
-    console.error(`missing --${name}`);
-    process.exit(2);
-  }
-  return process.argv[i + 1];
-}
 
 const port = Number(arg('port'));
 const downstream = arg('downstream');
 const pool = new Pool({ host: '127.0.0.1', port: Number(arg('pg-port')), user: 'postgres', database: 'shop', max: Number(arg('pg-pool', '32')) });
 const redis = new Redis({ host: '127.0.0.1', port: Number(arg('redis-port')) });
-const keepAlive = new http.Agent({ keepAlive: true });
 const mysqlPort = arg('mysql-port', '');
 const maria = mysqlPort ? mysql.createPool({ host: '127.0.0.1', port: Number(mysqlPort), user: 'root', database: 'shop', connectionLimit: 32 }) : null;
 
-function get(url) {
-  return new Promise((resolve, reject) => {
-    http.get(url, { agent: keepAlive }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode));
-    }).on('error', reject);
-  });
-}
 
 const app = express();
 app.get('/chain/:id', async (req, res, next) => {

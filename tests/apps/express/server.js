@@ -9,34 +9,17 @@
 // connections; the event loop then drains and the agent flushes its spans on 'beforeExit'.
 'use strict';
 
-const http = require('http');
+const { arg, get, keepAlive } = require('./common');
 const express = require('express');
 const { Pool } = require('pg');
 const Redis = require('ioredis');
 
-function arg(name) {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0 || i + 1 >= process.argv.length) {
-    console.error(`missing --${name}`);
-    process.exit(2);
-  }
-  return process.argv[i + 1];
-}
 
 const port = Number(arg('port'));
 const downstream = arg('downstream');
 const pool = new Pool({ host: '127.0.0.1', port: Number(arg('pg-port')), user: 'postgres', database: 'shop', max: 4 });
 const redis = new Redis({ host: '127.0.0.1', port: Number(arg('redis-port')) });
-const keepAlive = new http.Agent({ keepAlive: true });
 
-function get(url) {
-  return new Promise((resolve, reject) => {
-    http.get(url, { agent: keepAlive }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode));
-    }).on('error', reject);
-  });
-}
 
 const app = express();
 app.get('/merchant/:id/status', async (req, res, next) => {
