@@ -334,6 +334,11 @@ impl Linker {
     /// A unit of work was created, inside `parent` if any. A unit's key may be reused (a
     /// freed task's address), so a creation without a parent forgets the old one.
     pub fn unit_spawned(&mut self, child: UnitKey, parent: Option<UnitKey>, ts_ns: u64) {
+        // A new unit at a freed one's key (a task at a dead task's address, which CPython's
+        // allocator hands out again at once): what the dead one wrote must not wait for the new
+        // one's answer. Its spans stay registered with the units that created it, which may
+        // still answer for them; the others time out without a parent.
+        self.unit_waiting.remove(&child);
         match parent {
             Some(parent) if parent != child => {
                 if self.spawned.len() >= 1 << 17 {

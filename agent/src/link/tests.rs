@@ -201,6 +201,25 @@ fn tasks_answer_for_their_calls_and_their_children() {
     assert_eq!(l.answering_units(child, 210), vec![(child, 210)]);
 }
 
+/// A task that never answered dies and a new task takes its address: the old task's calls
+/// do not go to the request the new one answers.
+#[test]
+fn a_reused_task_address_starts_afresh() {
+    let mut l = Linker::default();
+    let key = (10, 0xCCCC);
+    let background = l.start_client(&facts(1, "", None, 200), None, &Evidence::Unit(key));
+    let b = l.start_server(&facts(1, "/b", None, 100), None);
+    l.unit_spawned(key, None, 300);
+    let own = l.start_client(&facts(1, "", None, 310), None, &Evidence::Unit(key));
+    l.unit_answered(key, b, 101);
+    let now = Instant::now();
+    assert_eq!(l.resolve(own, now).map(|c| c.parent), Some(Some(b)));
+    assert!(l.resolve(background, now).is_none(), "not decided by the new task");
+    l.finish(background);
+    let later = Instant::now() + UNIT_WAIT;
+    assert_eq!(l.resolve(background, later).map(|c| c.parent), Some(None));
+}
+
 /// Work handed to a pool thread carries the submitting thread's verdict taken at the
 /// hand-off, not whatever that thread serves later.
 #[test]
