@@ -280,6 +280,26 @@ impl<H: Host> Pipeline<H> {
         }
     }
 
+    /// What says which request a CLIENT request written on `fd` by `tid` belongs to: the unit
+    /// of work it was written in; for a plain thread, the work handed to it (a pool thread
+    /// serving nothing of its own), and no thread rule in processes whose threads are no unit
+    /// of work (Go).
+    fn client_evidence(&self, tgid: u32, tid: u32, fd: u32) -> Evidence {
+        let evidence = self.callbacks.evidence(&self.conns, tgid, tid, fd, self.cause);
+        if evidence != Evidence::Thread {
+            return evidence;
+        }
+        if !self.linker.serves(tid)
+            && let Some(handed) = self.callbacks.delegated(tgid, tid)
+        {
+            return handed.clone();
+        }
+        if tid & zerotrace_abi::GOROUTINE_ACTOR == 0 && self.thread_rule_off.contains(&tgid) {
+            return Evidence::Undecided(Why::UnfollowedRuntime, Vec::new());
+        }
+        Evidence::Thread
+    }
+
     /// The SERVER span whose event-loop callback is connecting `fd`, when the evidence names
     /// exactly one.
     fn opened_by(&self, tgid: u32, tid: u32, fd: u32, cause: Cause) -> Option<crate::traceparent::SpanId> {
@@ -361,12 +381,7 @@ impl<H: Host> Pipeline<H> {
             }
             _ => {
                 let tuple = conn.info.local.map(PeerKey::new);
-                let evidence = match self.callbacks.evidence(&self.conns, tgid, tid, fd, self.cause) {
-                    // A pool thread serving no request of its own, on work handed to it.
-                    Evidence::Thread if !self.linker.serves(tid) && self.callbacks.delegated(tgid, tid).is_some() => self.callbacks.delegated(tgid, tid).cloned().unwrap_or(Evidence::Thread),
-                    Evidence::Thread if tid & zerotrace_abi::GOROUTINE_ACTOR == 0 && self.thread_rule_off.contains(&tgid) => Evidence::Undecided(Why::UnfollowedRuntime, Vec::new()),
-                    evidence => evidence,
-                };
+                let evidence = self.client_evidence(tgid, tid, fd);
                 if self.debug {
                     eprintln!("zerotrace: debug: client request {} tuple {tuple:?} enter={} cause {:?} evidence {evidence:?}", facts.path, facts.start_enter_ns, self.cause);
                 }

@@ -214,7 +214,7 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         let offset = symbols.file_offset(site.address()).with_context(|| format!("{UV_STREAM_IO}: probe site outside the file's segments"))?;
         return Ok(Some(Plan {
             runtime: Some(Runtime::Libuv),
-            uprobes: vec![("uv_stream_io", offset, None), ("uv_stream_io_ret", offset, None)],
+            uprobes: vec![("uv_stream_io", offset, None), ("unit_ret", offset, None)],
             described: format!("libuv stream callbacks{}", single_stepped(&site)),
         }));
     }
@@ -226,7 +226,7 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         let site = site::site(&symbols, address, &SYSV_ARGS[..=task_arg], false);
         let offset = symbols.file_offset(site.address()).with_context(|| format!("{TASK_STEP}: probe site outside the file's segments"))?;
         let entry = if task_arg == 0 { "asyncio_task_step" } else { "asyncio_task_step_state" };
-        let mut uprobes = vec![(entry, offset, None), ("asyncio_task_step_ret", offset, None)];
+        let mut uprobes = vec![(entry, offset, None), ("unit_ret", offset, None)];
         // Optional: without it, work a handler hands to a child task gets no parent.
         if let Ok(init) = symbols.address(TASK_INIT) {
             let site = site::site(&symbols, init, &SYSV_ARGS[..1], false);

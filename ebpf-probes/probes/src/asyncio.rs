@@ -1,13 +1,10 @@
 //! asyncio tasks in CPython: which task a thread is running. A uprobe on `_asyncio`'s
-//! `task_step` (one step of a task's coroutine, up to its next `await` that suspends) enters
-//! the unit with the task's address, a uretprobe leaves it. The task argument's position
+//! `task_step_impl` (one step of a task's coroutine, up to its next `await` that suspends)
+//! enters the unit with the task's address, `units::unit_ret` leaves it. The task argument's position
 //! depends on the CPython version (3.12 added a module-state first argument): the agent
 //! attaches the program for the version it finds.
 
-use aya_ebpf::{
-    macros::{uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext},
-};
+use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 use zerotrace_abi::cause;
 
 use crate::{filter, units};
@@ -16,7 +13,7 @@ use crate::{filter, units};
 fn enter(task: Option<u64>) -> u32 {
     let Some(pid_tgid) = filter::traced_task() else { return 0 };
     if let Some(task) = task {
-        units::enter(pid_tgid as u32, cause::ASYNCIO_TASK, task);
+        units::enter(pid_tgid as u32, cause::ASYNCIO_TASK, |_| task);
     }
     0
 }
@@ -42,14 +39,6 @@ pub fn asyncio_task_init(ctx: ProbeContext) -> u32 {
     let Some(pid_tgid) = filter::traced_task() else { return 0 };
     if let Some(task) = ctx.arg::<u64>(0) {
         crate::capture::unit_spawn(pid_tgid, units::current(pid_tgid as u32), task);
-    }
-    0
-}
-
-#[uretprobe]
-pub fn asyncio_task_step_ret(_ctx: RetProbeContext) -> u32 {
-    if let Some(pid_tgid) = filter::traced_task() {
-        units::leave(pid_tgid as u32);
     }
     0
 }

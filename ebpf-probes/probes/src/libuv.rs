@@ -1,12 +1,8 @@
 //! Event-loop callbacks in libuv (node): which socket's callback a thread is running. A
 //! uprobe on `uv__stream_io` (the I/O callback of every libuv stream, TCP sockets included)
-//! enters the unit at entry, a uretprobe leaves it at return; see `zerotrace_abi::cause`.
+//! enters the unit at entry, `units::unit_ret` leaves it at return; see `zerotrace_abi::cause`.
 
-use aya_ebpf::{
-    helpers::bpf_probe_read_user,
-    macros::{uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext},
-};
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::uprobe, programs::ProbeContext};
 use zerotrace_abi::cause;
 
 use crate::{filter, units};
@@ -22,17 +18,7 @@ pub fn uv_stream_io(ctx: ProbeContext) -> u32 {
     let Some(watcher) = ctx.arg::<u64>(1) else { return 0 };
     // SAFETY: checked user read of the watcher's fd.
     let fd = unsafe { bpf_probe_read_user((watcher + IO_WATCHER_FD) as *const i32) }.unwrap_or(-1);
-    let tid = pid_tgid as u32;
-    // The count goes into the id once it is known: enter first, then patch the id.
-    let seq = units::enter(tid, cause::LIBUV_CALLBACK, 0);
-    units::set_id(tid, (fd as u32 as u64) | ((seq as u64) << 32));
-    0
-}
-
-#[uretprobe]
-pub fn uv_stream_io_ret(_ctx: RetProbeContext) -> u32 {
-    if let Some(pid_tgid) = filter::traced_task() {
-        units::leave(pid_tgid as u32);
-    }
+    // The thread's callback count goes into the id: two callbacks of one socket differ.
+    units::enter(pid_tgid as u32, cause::LIBUV_CALLBACK, |seq| (fd as u32 as u64) | ((seq as u64) << 32));
     0
 }

@@ -2,9 +2,14 @@
 //! asyncio task), kept by the runtime probes (`libuv`, `asyncio`) and read into every record
 //! the thread emits, so the agent can tell which request a call belongs to.
 
-use aya_ebpf::{macros::map, maps::Array};
+use aya_ebpf::{
+    macros::{map, uretprobe},
+    maps::Array,
+    programs::RetProbeContext,
+};
 use zerotrace_abi::{Unit, cause};
 
+use crate::filter;
 use crate::maps::INFLIGHT_SLOTS;
 
 /// One entry per thread id, indexed like the in-flight slots (see `maps::slot`).
@@ -20,34 +25,34 @@ fn entry(tid: u32) -> Option<&'static mut Unit> {
     Some(unsafe { &mut *ptr })
 }
 
-/// Thread `tid` starts running a unit of work; returns the thread's count of units entered.
+/// Thread `tid` starts running a unit of work; `id` gets the thread's count of units entered
+/// (libuv folds it into its id).
 #[inline(always)]
-pub fn enter(tid: u32, kind: u32, id: u64) -> u32 {
-    let Some(unit) = entry(tid) else { return 0 };
+pub fn enter(tid: u32, kind: u32, id: impl FnOnce(u32) -> u64) {
+    let Some(unit) = entry(tid) else { return };
     if unit.owner != tid {
         *unit = Unit { owner: tid, kind: cause::OUTSIDE, id: 0, prev_kind: cause::OUTSIDE, seq: 0, prev_id: 0 };
     }
     unit.prev_kind = unit.kind;
     unit.prev_id = unit.id;
-    unit.kind = kind;
-    unit.id = id;
     unit.seq = unit.seq.wrapping_add(1);
-    unit.seq
+    unit.kind = kind;
+    unit.id = id(unit.seq);
 }
 
-/// Sets the id of the unit thread `tid` just entered.
-#[inline(always)]
-pub fn set_id(tid: u32, id: u64) {
-    if let Some(unit) = entry(tid)
-        && unit.owner == tid
-    {
-        unit.id = id;
+/// The return probe of every runtime's unit of work (libuv's stream callback, asyncio's task
+/// step): back to the unit it ran inside, if any.
+#[uretprobe]
+pub fn unit_ret(_ctx: RetProbeContext) -> u32 {
+    if let Some(pid_tgid) = filter::traced_task() {
+        leave(pid_tgid as u32);
     }
+    0
 }
 
 /// The unit of work returned: back to the one it ran inside, if any.
 #[inline(always)]
-pub fn leave(tid: u32) {
+fn leave(tid: u32) {
     if let Some(unit) = entry(tid)
         && unit.owner == tid
     {
