@@ -297,4 +297,5 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
         s.tls_without_socket,
     );
     eprintln!("zerotrace: client span parents — {}", pipeline.link_stats().summary());
+    eprintln!("zerotrace: same-host callees — {}", pipeline.stitch_stats().summary());
 }

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::{Span, span::Link};
 use crate::callbacks::Callbacks;
 use crate::conn::{ConnInfo, ConnTable, Direction, Parsed, PendingRequest, RequestKind, Role};
 use crate::events::{Cause, Event};
-use crate::link::{Decision, Evidence, LinkStats, Linker, PeerKey, RequestFacts, Why};
+use crate::link::{CalleeEnd, Decision, Evidence, LinkStats, Linker, PeerKey, RequestFacts, StitchStats, Why};
 use crate::process::{FdKind, ProcessResource};
 use crate::protocols::db::DbResponse;
 use crate::protocols::http1::{Head, Message, Segment};
@@ -174,7 +174,7 @@ impl<H: Host> Pipeline<H> {
             let _ = self.resource(tgid);
         }
         match event {
-            Event::ConnOpen { tgid, tid, fd, role, listen_fd, mut local, mut remote, cause, .. } => {
+            Event::ConnOpen { tgid, tid, fd, role, listen_fd, mut local, mut remote, cause, ts_ns, .. } => {
                 if role == Role::Client && local.is_none() {
                     // The handshake finished outside connect(): ask /proc while the socket lives.
                     local = self.local_address(tgid, fd);
@@ -200,7 +200,7 @@ impl<H: Host> Pipeline<H> {
                     };
                 }
                 if let (Role::Client, Some(l)) = (role, local) {
-                    self.linker.client_connected(l);
+                    self.linker.client_connected(l, remote, ts_ns);
                 }
                 let opened_by = self.opened_by(tgid, tid, fd, cause);
                 if let Some(old) = self.conns.open(tgid, fd, role, local, remote) {
@@ -240,8 +240,11 @@ impl<H: Host> Pipeline<H> {
                     self.on_parsed(tgid, fd, p);
                 }
             }
-            Event::Close { tgid, tid, fd, .. } => {
+            Event::Close { tgid, tid, fd, ts_ns } => {
                 if let Some(conn) = self.conns.remove(tgid, fd) {
+                    if let (Role::Client, Some(local)) = (conn.info.role, conn.info.local) {
+                        self.linker.client_closed(local, conn.info.remote, ts_ns);
+                    }
                     self.drop_conn(conn, tid);
                 }
             }
@@ -322,6 +325,10 @@ impl<H: Host> Pipeline<H> {
         &self.linker.stats
     }
 
+    pub fn stitch_stats(&self) -> StitchStats {
+        self.linker.stitch
+    }
+
     fn local_address(&mut self, tgid: u32, fd: u32) -> Option<std::net::SocketAddr> {
         self.socket_addresses(tgid, fd).0
     }
@@ -373,14 +380,14 @@ impl<H: Host> Pipeline<H> {
         let facts = RequestFacts { tid, conn_id: conn.info.id, path, traceparent, start_enter_ns, start_exit_ns };
         let span = match conn.info.role {
             Role::Server => {
-                let peer = conn.info.remote.map(PeerKey::new);
+                let end = conn.info.remote.map(|r| CalleeEnd { client: PeerKey::new(r), server_port: conn.info.local.map(|l| l.port()) });
                 if self.debug {
-                    eprintln!("zerotrace: debug: server request {} peer {peer:?} known={} exit={}", facts.path, peer.is_some_and(|p| self.linker.is_traced_client(&p)), facts.start_exit_ns);
+                    eprintln!("zerotrace: debug: server request {} end {end:?} traced caller={} exit={}", facts.path, end.is_some_and(|e| self.linker.is_traced_client(&e, facts.start_exit_ns)), facts.start_exit_ns);
                 }
-                self.linker.start_server(&facts, peer)
+                self.linker.start_server(&facts, end)
             }
             _ => {
-                let tuple = conn.info.local.map(PeerKey::new);
+                let tuple = conn.info.local.map(|l| (l, conn.info.remote));
                 let evidence = self.client_evidence(tgid, tid, fd);
                 if self.debug {
                     eprintln!("zerotrace: debug: client request {} tuple {tuple:?} enter={} cause {:?} evidence {evidence:?}", facts.path, facts.start_enter_ns, self.cause);

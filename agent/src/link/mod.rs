@@ -19,14 +19,17 @@
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::traceparent::{self, SpanId, TraceId, TraceParent};
 
 mod evidence;
+mod peers;
 
 pub use evidence::{Decision, Evidence, LinkStats, Outcome, UnitKey, Why};
+pub use peers::{CalleeEnd, PeerKey};
+use peers::{Caller, ClientConns};
 
 /// How long a finished SERVER span waits for the traced caller's CLIENT span to show up.
 const PEER_WAIT: Duration = Duration::from_millis(300);
@@ -38,28 +41,9 @@ const UNIT_WAIT: Duration = Duration::from_secs(10);
 /// The "process" of callback-chain units (`UnitKey.0`): no real tgid is 0, so they never
 /// collide with a process's own units (asyncio tasks).
 const CHAIN: u32 = 0;
-/// How long a client connection's tuple is remembered after its last request.
-const REMEMBER_CLIENT: Duration = Duration::from_secs(60);
-
-/// The client end of a TCP connection, which names the connection from both ends on this
-/// host: the caller knows it as its local address, the callee as accept()'s peer address. (An
-/// ephemeral port is not in use twice on one address at the same time; the server port is
-/// not part of the key because the callee's local address is not known without /proc.)
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct PeerKey {
-    pub client_ip: IpAddr,
-    pub client_port: u16,
-}
-
-impl PeerKey {
-    pub fn new(client: SocketAddr) -> Self {
-        let ip = match client.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        Self { client_ip: ip, client_port: client.port() }
-    }
-}
+/// How long a finished SERVER span waits at most for a traced caller's CLIENT span to be
+/// placed itself (the caller may wait for its own unit of work): then it is a root, counted.
+const PEER_GIVE_UP: Duration = Duration::from_secs(12);
 
 #[derive(Clone, Copy, Debug)]
 pub struct Context {
@@ -72,7 +56,7 @@ enum Origin {
     Known(Context),
     ChildOf(SpanId),
     /// A SERVER span whose caller is a traced local client: parent is that CLIENT span.
-    AwaitPeer { peer: PeerKey, request_exit_ns: u64, fallback: Context },
+    AwaitPeer { end: CalleeEnd, request_exit_ns: u64, fallback: Context },
     /// A CLIENT span written by a unit of work (an asyncio task, a chain of libuv callbacks)
     /// whose request is not known yet: `Linker::unit_answered` decides.
     AwaitUnit(UnitKey),
@@ -117,17 +101,35 @@ pub struct RequestFacts<'a> {
 pub struct Linker {
     nodes: HashMap<SpanId, Node>,
     active: HashMap<u32, Vec<ActiveServer>>,
-    /// Client connections of traced processes, by tuple: their CLIENT spans (start, id).
-    clients: HashMap<PeerKey, (Instant, Vec<(u64, SpanId)>)>,
+    /// Client connections of traced processes, with their CLIENT spans.
+    clients: ClientConns,
     /// Finished spans in finishing order, so expiry costs only what expires.
     finished: VecDeque<(Instant, SpanId)>,
-    last_client_sweep: Option<Instant>,
+    last_unit_sweep: Option<Instant>,
     /// CLIENT spans waiting for their unit of work to answer a request: (the time its
     /// request must have been read by, span).
     unit_waiting: HashMap<UnitKey, Vec<(u64, SpanId)>>,
     /// Units created inside another unit: child → (creator, creation time).
     spawned: HashMap<UnitKey, (UnitKey, u64)>,
     pub stats: LinkStats,
+    pub stitch: StitchStats,
+}
+
+/// How traced callees' searches for a traced caller came out (exit report).
+#[derive(Default, Debug, Clone, Copy)]
+pub struct StitchStats {
+    /// SERVER spans made children of their traced caller's CLIENT span.
+    pub stitched: u64,
+    /// A traced caller's connection was open, but its CLIENT span never showed up in time.
+    pub caller_not_seen: u64,
+    /// The caller's CLIENT span was found but could not be placed in time (or was forgotten).
+    pub caller_unplaced: u64,
+}
+
+impl StitchStats {
+    pub fn summary(&self) -> String {
+        format!("{} stitched to their traced caller; roots after waiting: {} (caller's span not seen), {} (caller's span not placed in time)", self.stitched, self.caller_not_seen, self.caller_unplaced)
+    }
 }
 
 thread_local! {
@@ -163,26 +165,30 @@ pub fn new_span_id() -> SpanId {
 }
 
 impl Linker {
-    /// A traced process connected: remember the tuple so the callee can find its caller.
-    pub fn client_connected(&mut self, local: SocketAddr) {
-        // A new connection on this tuple: spans of an older one with the same port are stale.
-        self.clients.insert(PeerKey::new(local), (Instant::now(), Vec::new()));
+    /// A traced process connected from `local` to `remote` at kernel time `ts_ns`.
+    pub fn client_connected(&mut self, local: SocketAddr, remote: Option<SocketAddr>, ts_ns: u64) {
+        self.clients.connected(local, remote, ts_ns);
     }
 
-    pub fn is_traced_client(&self, key: &PeerKey) -> bool {
-        self.clients.contains_key(key)
+    /// A traced process closed its connection from `local` at kernel time `ts_ns`.
+    pub fn client_closed(&mut self, local: SocketAddr, remote: Option<SocketAddr>, ts_ns: u64) {
+        self.clients.closed(local, remote, ts_ns);
+    }
+
+    pub fn is_traced_client(&self, end: &CalleeEnd, read_ns: u64) -> bool {
+        self.clients.may_be_traced(end, read_ns)
     }
 
     /// A SERVER request arrived; returns the new span's id.
-    pub fn start_server(&mut self, facts: &RequestFacts<'_>, peer: Option<PeerKey>) -> SpanId {
+    pub fn start_server(&mut self, facts: &RequestFacts<'_>, end: Option<CalleeEnd>) -> SpanId {
         let span = new_span_id();
         let incoming = facts.traceparent.and_then(traceparent::parse);
         let fallback = match incoming {
             Some(tp) => Context { trace_id: tp.trace_id, parent: Some(tp.parent_id) },
             None => Context { trace_id: new_trace_id(), parent: None },
         };
-        let origin = match peer.filter(|p| self.clients.contains_key(p)) {
-            Some(peer) => Origin::AwaitPeer { peer, request_exit_ns: facts.start_exit_ns, fallback },
+        let origin = match end.filter(|e| self.clients.may_be_traced(e, facts.start_exit_ns)) {
+            Some(end) => Origin::AwaitPeer { end, request_exit_ns: facts.start_exit_ns, fallback },
             None => Origin::Known(fallback),
         };
         self.nodes.insert(span, Node { origin, incoming, links: Vec::new(), made_for: None, resolved: None, finished: None, referable: false });
@@ -398,7 +404,7 @@ impl Linker {
 
     /// A CLIENT request was written; returns the span id (adopted from an existing
     /// `traceparent` when the app propagates its own context).
-    pub fn start_client(&mut self, facts: &RequestFacts<'_>, tuple: Option<PeerKey>, evidence: &Evidence) -> SpanId {
+    pub fn start_client(&mut self, facts: &RequestFacts<'_>, ends: Option<(SocketAddr, Option<SocketAddr>)>, evidence: &Evidence) -> SpanId {
         let decision = self.decide(facts.tid, facts.path, evidence);
         let span = new_span_id();
         let (serving, candidates, await_unit) = match decision {
@@ -450,13 +456,8 @@ impl Linker {
         }
         let made_for = serving.map(|s| s.0);
         self.nodes.insert(span, Node { origin, incoming: None, links: candidates, made_for, resolved: None, finished: None, referable: true });
-        if let Some(key) = tuple {
-            let entry = self.clients.entry(key).or_insert_with(|| (Instant::now(), Vec::new()));
-            entry.0 = Instant::now();
-            if entry.1.len() >= 64 {
-                entry.1.remove(0);
-            }
-            entry.1.push((facts.start_enter_ns, span));
+        if let Some((local, remote)) = ends {
+            self.clients.sent(local, remote, facts.start_enter_ns, span);
         }
         span
     }
@@ -545,19 +546,36 @@ impl Linker {
                 }
                 _ => return None,
             },
-            Origin::AwaitPeer { peer, request_exit_ns, fallback } => {
-                let caller = self.clients.get(&peer).and_then(|(_, spans)| {
-                    spans.iter().rev().find(|(start, _)| *start <= request_exit_ns).map(|(_, id)| *id)
-                });
-                match caller {
-                    Some(caller) if depth <= 64 => {
-                        let p = self.resolve_depth(caller, now, depth + 1)?;
-                        Context { trace_id: p.trace_id, parent: Some(caller) }
+            Origin::AwaitPeer { end, request_exit_ns, fallback } => {
+                let waited = finished.map(|t| now.saturating_duration_since(t));
+                match self.clients.caller(&end, request_exit_ns) {
+                    Caller::Span(caller) if depth <= 64 && self.nodes.contains_key(&caller) => match self.resolve_depth(caller, now, depth + 1) {
+                        Some(p) => {
+                            self.stitch.stitched += 1;
+                            Context { trace_id: p.trace_id, parent: Some(caller) }
+                        }
+                        // The caller waits for its own evidence; not forever.
+                        None if waited.is_some_and(|w| w >= PEER_GIVE_UP) => {
+                            self.stitch.caller_unplaced += 1;
+                            fallback
+                        }
+                        None => return None,
+                    },
+                    // Forgotten (or a runaway chain): never hold this span hostage to it.
+                    Caller::Span(_) => {
+                        self.stitch.caller_unplaced += 1;
+                        fallback
                     }
-                    _ => match finished {
-                        Some(t) if now.duration_since(t) >= PEER_WAIT => fallback,
+                    Caller::NotYet => match waited {
+                        Some(w) if w >= PEER_WAIT => {
+                            self.stitch.caller_not_seen += 1;
+                            fallback
+                        }
                         _ => return None,
                     },
+                    // The traced connection closed before this request was read: another
+                    // client's, on a reused port.
+                    Caller::None => fallback,
                 }
             }
         };
@@ -580,10 +598,10 @@ impl Linker {
             self.finished.pop_front();
             self.nodes.remove(&id);
         }
-        // Client tuples are few (one per connection); sweep them once a second.
-        if self.last_client_sweep.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
-            self.last_client_sweep = Some(now);
-            self.clients.retain(|_, (seen, _)| now.saturating_duration_since(*seen) < REMEMBER_CLIENT);
+        self.clients.expire(now);
+        // Once a second, with the client table's sweep.
+        if self.last_unit_sweep.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+            self.last_unit_sweep = Some(now);
             // Units whose spans all resolved by timeout (tasks that never answered).
             let nodes = &self.nodes;
             self.unit_waiting.retain(|_, spans| {

@@ -85,32 +85,76 @@ fn server_without_context_joins_the_apps_trace() {
     assert_eq!(l.resolve(late, now).map(|c| c.parent), Some(None), "the adopted span keeps the app's trace, outside ours");
 }
 
+fn callee_end(client: SocketAddr, server_port: u16) -> Option<CalleeEnd> {
+    Some(CalleeEnd { client: PeerKey::new(client), server_port: Some(server_port) })
+}
+
 #[test]
 fn stitches_local_peer() {
     let mut l = Linker::default();
     let client_local: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
-    l.client_connected(client_local);
-    let key = PeerKey::new(client_local);
+    let server: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+    l.client_connected(client_local, Some(server), 2);
     // The callee's request is seen before the caller's write record.
-    let back = l.start_server(&facts(2, "/b", None, 10), Some(key));
+    let back = l.start_server(&facts(2, "/b", None, 10), callee_end(client_local, 8080));
     assert!(l.resolve(back, Instant::now()).is_none());
     let front = l.start_server(&facts(1, "/f", None, 1), None);
-    let call = l.start_client(&facts(1, "/b", None, 5), Some(key), &Evidence::Thread);
+    let call = l.start_client(&facts(1, "/b", None, 5), Some((client_local, Some(server))), &Evidence::Thread);
     let ctx = l.resolve(back, Instant::now()).expect("stitched");
     assert_eq!(ctx.parent, Some(call));
     assert_eq!(Some(ctx.trace_id), l.resolve(front, Instant::now()).map(|c| c.trace_id));
+    assert_eq!(l.stitch.stitched, 1);
 }
 
 #[test]
 fn unmatched_peer_times_out_to_header_or_root() {
     let mut l = Linker::default();
     let client_local: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
-    l.client_connected(client_local);
-    let s = l.start_server(&facts(2, "/", None, 10), Some(PeerKey::new(client_local)));
+    l.client_connected(client_local, "127.0.0.1:8080".parse().ok(), 2);
+    let s = l.start_server(&facts(2, "/", None, 10), callee_end(client_local, 8080));
     l.finish(s);
     assert!(l.resolve(s, Instant::now()).is_none());
     let later = Instant::now() + PEER_WAIT;
     assert_eq!(l.resolve(s, later).map(|c| c.parent), Some(None));
+    assert_eq!(l.stitch.caller_not_seen, 1);
+}
+
+/// An untraced client reuses the port a traced caller used before: its request was read
+/// after the traced connection closed, so it is a root at once, never the old caller's child.
+#[test]
+fn reused_client_port_is_not_the_old_callers() {
+    let mut l = Linker::default();
+    let client_local: SocketAddr = "127.0.0.1:40002".parse().expect("addr");
+    let server: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+    l.client_connected(client_local, Some(server), 2);
+    let front = l.start_server(&facts(1, "/f", None, 1), None);
+    let call = l.start_client(&facts(1, "/b", None, 5), Some((client_local, Some(server))), &Evidence::Thread);
+    let back = l.start_server(&facts(2, "/b", None, 6), callee_end(client_local, 8080));
+    l.client_closed(client_local, Some(server), 20);
+    let reused = l.start_server(&facts(2, "/other", None, 30), callee_end(client_local, 8080));
+    assert_eq!(l.resolve(back, Instant::now()).map(|c| c.parent), Some(Some(call)));
+    assert_eq!(l.resolve(reused, Instant::now()).map(|c| c.parent), Some(None), "no waiting, no parent");
+    // Same port, another destination port, while the traced connection was open: not it.
+    let elsewhere = l.start_server(&facts(3, "/x", None, 7), callee_end(client_local, 9090));
+    assert_eq!(l.resolve(elsewhere, Instant::now()).map(|c| c.parent), Some(None));
+    let _ = front;
+}
+
+/// A caller whose own parent never gets decided cannot hold its callee forever.
+#[test]
+fn callee_is_not_held_hostage_by_an_unplaced_caller() {
+    let mut l = Linker::default();
+    let client_local: SocketAddr = "127.0.0.1:40003".parse().expect("addr");
+    let server: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+    l.client_connected(client_local, Some(server), 2);
+    let call = l.start_client(&facts(1, "", None, 5), Some((client_local, Some(server))), &Evidence::Unit((1, 77)));
+    let back = l.start_server(&facts(2, "/b", None, 6), callee_end(client_local, 8080));
+    l.finish(back);
+    assert!(l.resolve(back, Instant::now()).is_none(), "waits while the caller may still be placed");
+    let ctx = l.resolve(back, Instant::now() + PEER_GIVE_UP).expect("a root after the give-up time");
+    assert_eq!(ctx.parent, None);
+    assert_eq!(l.stitch.caller_unplaced, 1);
+    let _ = call;
 }
 
 const NOW_NS: u64 = 1_000;
