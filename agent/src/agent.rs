@@ -212,9 +212,23 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
     drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user);
     send(&tx, pipeline.flush(), &stats);
     drop(tx);
-    let _ = exporter.await;
+    finish_export(exporter, Duration::from_secs(args.shutdown_timeout), &mut sigint, &mut sigterm, &stats).await;
     report(&probes, &pipeline, &stats);
+    probes.detach_all();
     Ok(())
+}
+
+/// Lets the sink export what is queued, for at most `deadline`, or until a second signal.
+async fn finish_export(mut exporter: tokio::task::JoinHandle<()>, deadline: Duration, sigint: &mut tokio::signal::unix::Signal, sigterm: &mut tokio::signal::unix::Signal, stats: &ExportStats) {
+    let why = tokio::select! {
+        _ = &mut exporter => return,
+        _ = tokio::time::sleep(deadline) => format!("export did not finish within the {}s shutdown deadline (--shutdown-timeout)", deadline.as_secs()),
+        _ = sigint.recv() => "second signal".to_string(),
+        _ = sigterm.recv() => "second signal".to_string(),
+    };
+    exporter.abort();
+    stats.abandon_pending();
+    eprintln!("zerotrace: {why}: stopping now; {} queued span(s) dropped", stats.dropped_shutdown.load(Ordering::Relaxed));
 }
 
 /// The per-process uprobes: TLS libraries and runtimes.
@@ -262,9 +276,8 @@ fn send(tx: &mpsc::Sender<Vec<crate::pipeline::FinishedSpan>>, spans: Vec<crate:
         return;
     }
     let n = spans.len() as u64;
-    if tx.try_send(spans).is_err() {
-        stats.dropped_queue_full.fetch_add(n, Ordering::Relaxed);
-    }
+    let counter = if tx.try_send(spans).is_ok() { &stats.queued } else { &stats.dropped_queue_full };
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 fn rescan_cgroups(dirs: &[PathBuf], known: &mut std::collections::HashSet<u64>, probes: &mut Probes) {
@@ -286,13 +299,14 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
     let lost: Vec<String> = probes.loss_counters().iter().filter(|(_, n)| *n > 0).map(|(why, n)| format!("{n} ({why})")).collect();
     let s = pipeline.stats;
     eprintln!(
-        "zerotrace: {} events, {} spans, {} exported; lost events: {}; spans dropped: {} (queue full), {} (export failed), {} (unlinked backlog); TLS records without a known socket: {}",
+        "zerotrace: {} events, {} spans, {} exported; lost events: {}; spans dropped: {} (queue full), {} (export failed), {} (shutdown deadline), {} (unlinked backlog); TLS records without a known socket: {}",
         s.events,
         s.spans,
         stats.exported.load(Ordering::Relaxed),
         if lost.is_empty() { "none".to_string() } else { lost.join(", ") },
         stats.dropped_queue_full.load(Ordering::Relaxed),
         stats.dropped_export_failed.load(Ordering::Relaxed),
+        stats.dropped_shutdown.load(Ordering::Relaxed),
         s.dropped_unlinked,
         s.tls_without_socket,
     );

@@ -69,6 +69,11 @@ pub struct TraceArgs {
     /// Stop after this many seconds (flushing first). Default: until SIGINT/SIGTERM.
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<u64>,
+    /// On SIGINT/SIGTERM or the end of --duration: at most this many seconds to export what is
+    /// queued; then what is left is counted as dropped and the exit report printed. A second
+    /// signal stops at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_timeout: u64,
     /// Attach every hook (tracepoints, TLS uprobes) as usual, but have each program return as
     /// soon as it runs: no data is captured and no span is made. For measuring what the hooks
     /// alone cost the traced processes (`cargo xtask bench` reports it as the floor).

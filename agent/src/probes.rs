@@ -6,6 +6,7 @@ use anyhow::{Context, Result, anyhow};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{
     TracePoint, UProbe,
+    trace_point::TracePointLinkId,
     uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
 };
 use aya::{Ebpf, EbpfLoader};
@@ -64,12 +65,20 @@ pub fn kernel_has_btf() -> bool {
 }
 
 /// Loaded and attached probes. Dropping it detaches everything.
+/// One attached uprobe, for `Probes::detach_uprobe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UprobeLink(u64);
+
 pub struct Probes {
     pub ebpf: Ebpf,
     targets: Array<MapData, u64>,
     go_pids: Array<MapData, u64>,
     attached: bool,
     uprobes_loaded: std::collections::HashSet<&'static str>,
+    /// Every attachment, so that shutdown can detach them all at once (`detach_all`).
+    tracepoint_links: Vec<(&'static str, TracePointLinkId)>,
+    uprobe_links: std::collections::HashMap<u64, (&'static str, UProbeLinkId)>,
+    next_uprobe_link: u64,
     cgroups: BpfHashMap<MapData, u64, u8>,
     fd_states: BpfHashMap<MapData, u64, u8>,
     stats: PerCpuArray<MapData, u64>,
@@ -109,7 +118,7 @@ impl Probes {
         let cgroups = BpfHashMap::try_from(take(&mut ebpf, "TARGET_CGROUPS")?)?;
         let fd_states = BpfHashMap::try_from(take(&mut ebpf, "FD_STATE")?)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?)?;
-        Ok((Self { ebpf, targets, go_pids, attached: false, uprobes_loaded: Default::default(), cgroups, fd_states, stats }, events))
+        Ok((Self { ebpf, targets, go_pids, attached: false, uprobes_loaded: Default::default(), tracepoint_links: Vec::new(), uprobe_links: Default::default(), next_uprobe_link: 0, cgroups, fd_states, stats }, events))
     }
 
     /// Verifies and attaches every program. Call after the initial targets are set: from then
@@ -125,7 +134,8 @@ impl Probes {
             if loaded.insert(*program) {
                 prog.load().map_err(|e| anyhow!("the kernel verifier rejected {program}: {e:#}"))?;
             }
-            prog.attach(category, name).with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
+            let link = prog.attach(category, name).with_context(|| format!("attaching to tracepoint {category}:{name}"))?;
+            self.tracepoint_links.push((program, link));
         }
         self.attached = true;
         Ok(())
@@ -135,7 +145,7 @@ impl Probes {
     /// that maps the file, or for process `pid` only: the kernel then plants its breakpoint in
     /// that process alone, so other processes using the same library never trap.
     /// `cookie` is what the program reads with `bpf_get_attach_cookie`.
-    pub fn attach_uprobe(&mut self, program: &'static str, path: &std::path::Path, offset: u64, cookie: Option<u64>, pid: Option<u32>) -> Result<UProbeLinkId> {
+    pub fn attach_uprobe(&mut self, program: &'static str, path: &std::path::Path, offset: u64, cookie: Option<u64>, pid: Option<u32>) -> Result<UprobeLink> {
         let prog: &mut UProbe = self
             .ebpf
             .program_mut(program)
@@ -149,11 +159,15 @@ impl Probes {
             Some(pid) => UProbeScope::OneProcess(NonZeroU32::new(pid).context("pid 0")?),
             None => UProbeScope::AllProcesses,
         };
-        Ok(prog.attach(UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie }, path, scope)?)
+        let link = prog.attach(UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie }, path, scope)?;
+        self.next_uprobe_link += 1;
+        self.uprobe_links.insert(self.next_uprobe_link, (program, link));
+        Ok(UprobeLink(self.next_uprobe_link))
     }
 
     /// Detaches what `attach_uprobe` attached (the process exited).
-    pub fn detach_uprobe(&mut self, program: &'static str, link: UProbeLinkId) {
+    pub fn detach_uprobe(&mut self, link: UprobeLink) {
+        let Some((program, link)) = self.uprobe_links.remove(&link.0) else { return };
         if let Some(prog) = self.ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok()) {
             let _ = prog.detach(link);
         }
@@ -231,6 +245,36 @@ impl Probes {
         }
         out.sort_by_key(|c| std::cmp::Reverse(c.1 * c.2));
         out
+    }
+
+    /// Detaches every hook, all at once. Each detach waits for an RCU grace period in the
+    /// kernel (~70 ms here); one after the other, as dropping the programs does, they held the
+    /// exit up by 2-3 s. In parallel the grace periods overlap.
+    pub fn detach_all(&mut self) {
+        let mut tracepoints = Vec::new();
+        for (program, id) in std::mem::take(&mut self.tracepoint_links) {
+            if let Some(prog) = self.ebpf.program_mut(program).and_then(|p| <&mut TracePoint>::try_from(p).ok())
+                && let Ok(link) = prog.take_link(id)
+            {
+                tracepoints.push(link);
+            }
+        }
+        let mut uprobes = Vec::new();
+        for (_, (program, id)) in std::mem::take(&mut self.uprobe_links) {
+            if let Some(prog) = self.ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok())
+                && let Ok(link) = prog.take_link(id)
+            {
+                uprobes.push(link);
+            }
+        }
+        std::thread::scope(|scope| {
+            for link in tracepoints {
+                scope.spawn(move || drop(link));
+            }
+            for link in uprobes {
+                scope.spawn(move || drop(link));
+            }
+        });
     }
 
 }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use aya::programs::uprobe::UProbeLinkId;
+use crate::probes::UprobeLink;
 use zerotrace_symbols::elf::ElfSymbols;
 use zerotrace_symbols::site::{self, SYSV_ARGS, Site};
 
@@ -71,7 +71,7 @@ type FileId = (u64, u64);
 #[derive(Default)]
 pub struct RuntimeProbes {
     plans: HashMap<FileId, Option<Plan>>,
-    attached: HashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    attached: HashMap<u32, Vec<UprobeLink>>,
     /// Objects probed, per process.
     files: HashMap<u32, HashSet<FileId>>,
     seen: HashSet<u32>,
@@ -118,7 +118,7 @@ impl RuntimeProbes {
             let links = self.attached.entry(pid).or_default();
             for &(program, offset, cookie) in &plan.uprobes {
                 match probes.attach_uprobe(program, &path, offset, cookie, Some(pid)) {
-                    Ok(link) => links.push((program, link)),
+                    Ok(link) => links.push(link),
                     Err(_) if !crate::targets::is_alive(pid) => return true,
                     Err(err) => {
                         eprintln!("zerotrace: warning: no runtime probes in {} (pid {pid}): {err:#}; its threads are linked by the thread rule", shown(&path));
@@ -176,8 +176,8 @@ impl RuntimeProbes {
         let gone: Vec<u32> = self.attached.keys().copied().filter(|pid| !crate::targets::is_alive(*pid)).collect();
         for pid in gone {
             self.files.remove(&pid);
-            for (program, link) in self.attached.remove(&pid).unwrap_or_default() {
-                probes.detach_uprobe(program, link);
+            for link in self.attached.remove(&pid).unwrap_or_default() {
+                probes.detach_uprobe(link);
             }
         }
     }

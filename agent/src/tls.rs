@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use aya::programs::uprobe::UProbeLinkId;
+use crate::probes::UprobeLink;
 use zerotrace_symbols::elf::ElfSymbols;
 use zerotrace_symbols::site::{self, SYSV_ARGS, Site};
 
@@ -79,7 +79,7 @@ type FileId = (u64, u64);
 #[derive(Default)]
 struct Attached {
     objects: HashSet<FileId>,
-    links: Vec<(&'static str, UProbeLinkId)>,
+    links: Vec<UprobeLink>,
 }
 
 /// Detaching takes the kernel a grace period per probe: dead processes' probes are dropped in
@@ -127,7 +127,7 @@ impl TlsProbes {
             attached.objects.insert(file);
             for probe in &plan.uprobes {
                 match probes.attach_uprobe(probe.program, &path, probe.offset, probe.cookie, only) {
-                    Ok(link) => attached.links.push((probe.program, link)),
+                    Ok(link) => attached.links.push(link),
                     // The process exited meanwhile: the cleanup detaches what was attached.
                     Err(_) if !crate::targets::is_alive(pid) => return,
                     Err(err) => {
@@ -167,8 +167,8 @@ impl TlsProbes {
         let gone: Vec<u32> = self.owners.keys().copied().filter(|owner| *owner != 0 && !crate::targets::is_alive(*owner)).collect();
         for owner in gone {
             if let Some(attached) = self.owners.remove(&owner) {
-                for (program, link) in attached.links {
-                    probes.detach_uprobe(program, link);
+                for link in attached.links {
+                    probes.detach_uprobe(link);
                 }
             }
         }

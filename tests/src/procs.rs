@@ -184,6 +184,14 @@ impl Agent {
         Agent { proc: Some(proc), stderr: lines }
     }
 
+    pub fn signal(&self, sig: i32) {
+        self.proc.as_ref().unwrap().signal(sig);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().unwrap().pid()
+    }
+
     /// SIGINT (flush) and wait for the exit.
     pub fn stop(self) -> AgentExit {
         self.proc.as_ref().unwrap().signal(libc::SIGINT);

@@ -47,6 +47,12 @@ fn malformed_endpoint_is_a_clear_error() {
     let (code, stderr) = run_agent_to_exit(&["run", "--pid", &me], &[("OTEL_TRACES_EXPORTER", "otlp"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "smoke-signals")]);
     assert_ne!(code, Some(0));
     one_error_line(&stderr, "OTEL_EXPORTER_OTLP_PROTOCOL=smoke-signals");
+    let (code, stderr) = run_agent_to_exit(&["run", "--pid", &me, "--exporter", "otlp", "--otlp-endpoint", "http://localhost:99999"], &[]);
+    assert_ne!(code, Some(0));
+    one_error_line(&stderr, "not a TCP port");
+    let (code, stderr) = run_agent_to_exit(&["run", "--pid", &me], &[("OTEL_TRACES_EXPORTER", "otlp"), ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")]);
+    assert_ne!(code, Some(0));
+    one_error_line(&stderr, "OTEL_EXPORTER_OTLP_TIMEOUT=soon is not a timeout");
 }
 
 #[test]

@@ -77,3 +77,89 @@ fn a_reused_client_port_neither_loses_nor_misparents_spans() {
     let report = exit.stderr.iter().find(|l| l.contains("same-host callees")).expect("the exit report counts stitching");
     assert!(report.contains(&format!("{ROUNDS} stitched")), "{report}");
 }
+
+/// A collector that accepts connections and never answers.
+struct SilentCollector {
+    port: u16,
+    _held: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl SilentCollector {
+    fn start() -> SilentCollector {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = held.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().map_while(Result::ok) {
+                keep.lock().unwrap().push(conn);
+            }
+        });
+        SilentCollector { port, _held: held }
+    }
+}
+
+fn agent_exporting_to_silent_collector(protocol: &str, extra: &[&str]) -> (zerotrace_integration_tests::procs::Agent, Proc, u16, SilentCollector) {
+    let collector = SilentCollector::start();
+    let port = free_port();
+    let svc = python_service(port, None, "patient");
+    let mut args: Vec<String> = ["--pid", &svc.pid().to_string(), "--exporter", "otlp", "--otlp-protocol", protocol, "--otlp-endpoint", &format!("http://127.0.0.1:{}", collector.port)].iter().map(|s| s.to_string()).collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let agent = zerotrace_integration_tests::procs::Agent::start(&args);
+    for i in 0..50 {
+        assert_eq!(zerotrace_integration_tests::procs::curl(&format!("http://127.0.0.1:{port}/item/{i}"), &[]), 200);
+    }
+    // Past the first batch's send: the exporter is now waiting on the collector.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    (agent, svc, port, collector)
+}
+
+/// SIGINT with a collector that never answers: the agent ends within its shutdown deadline,
+/// counts what it could not send, and prints its report (gRPC and HTTP).
+#[test]
+fn shutdown_ends_within_its_deadline_when_the_collector_never_answers() {
+    require_root();
+    for protocol in ["grpc", "http/protobuf"] {
+        let (agent, _svc, _port, _collector) = agent_exporting_to_silent_collector(protocol, &["--shutdown-timeout", "2"]);
+        let asked = std::time::Instant::now();
+        agent.signal(libc::SIGINT);
+        let exit = agent.wait(std::time::Duration::from_secs(15));
+        let took = asked.elapsed();
+        assert_eq!(exit.code, Some(0), "{protocol}: {:?}", exit.stderr);
+        // The deadline, then the kernel detaching the hooks (~40 ms each, one at a time).
+        assert!(took < std::time::Duration::from_secs(2 + 4), "{protocol}: shutdown took {took:?} with a 2 s deadline");
+        assert!(exit.stderr.iter().any(|l| l.contains("shutdown deadline") && l.contains("dropped")), "{protocol}: the deadline is reported: {:?}", exit.stderr);
+        let report = exit.stderr.iter().find(|l| l.contains("spans dropped:")).unwrap_or_else(|| panic!("{protocol}: no exit report: {:?}", exit.stderr));
+        assert!(!report.contains(" 0 (shutdown deadline)"), "{protocol}: the spans still queued are counted: {report}");
+    }
+}
+
+/// A second signal stops the agent at once, report included, however long the deadline.
+#[test]
+fn a_second_signal_stops_at_once() {
+    require_root();
+    let (agent, _svc, _port, _collector) = agent_exporting_to_silent_collector("http/protobuf", &["--shutdown-timeout", "600"]);
+    agent.signal(libc::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let asked = std::time::Instant::now();
+    agent.signal(libc::SIGTERM);
+    let exit = agent.wait(std::time::Duration::from_secs(15));
+    // No export wait; only the kernel detaching the hooks (~40 ms each, one at a time).
+    assert!(asked.elapsed() < std::time::Duration::from_secs(4), "stopped {:?} after the second signal", asked.elapsed());
+    assert_eq!(exit.code, Some(0), "{:?}", exit.stderr);
+    assert!(exit.stderr.iter().any(|l| l.contains("second signal")), "{:?}", exit.stderr);
+    assert!(exit.stderr.iter().any(|l| l.contains("spans dropped:")), "the report is printed: {:?}", exit.stderr);
+}
+
+/// --duration ends the run on time even when the collector never answers.
+#[test]
+fn duration_is_kept_with_a_silent_collector() {
+    require_root();
+    let (agent, _svc, _port, _collector) = agent_exporting_to_silent_collector("grpc", &["--duration", "4", "--shutdown-timeout", "2"]);
+    // The run started before the requests were sent.
+    let since_requests = std::time::Instant::now();
+    let exit = agent.wait(std::time::Duration::from_secs(30));
+    assert_eq!(exit.code, Some(0), "{:?}", exit.stderr);
+    let took = since_requests.elapsed();
+    assert!(took < std::time::Duration::from_secs(4 + 2 + 2), "--duration 4 with a 2 s deadline: still running {took:?} after the requests");
+}

@@ -18,9 +18,21 @@ use crate::pipeline::FinishedSpan;
 /// Counters shared between the pipeline (drops at the queue) and the sink.
 #[derive(Default, Debug)]
 pub struct ExportStats {
+    /// Spans handed to the sink's queue.
+    pub queued: AtomicU64,
     pub exported: AtomicU64,
     pub dropped_queue_full: AtomicU64,
     pub dropped_export_failed: AtomicU64,
+    /// Queued but neither exported nor failed when the shutdown deadline passed.
+    pub dropped_shutdown: AtomicU64,
+}
+
+impl ExportStats {
+    /// The sink stopped short (shutdown deadline, second signal): what it still held is lost.
+    pub fn abandon_pending(&self) {
+        let done = self.exported.load(Ordering::Relaxed) + self.dropped_export_failed.load(Ordering::Relaxed);
+        self.dropped_shutdown.store(self.queued.load(Ordering::Relaxed).saturating_sub(done), Ordering::Relaxed);
+    }
 }
 
 pub enum Sink {

@@ -13,7 +13,8 @@ use crate::cli::OtlpProtocol;
 use crate::pipeline::FinishedSpan;
 
 const MAX_ATTEMPTS: u32 = 5;
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// OTLP's default export timeout (OTEL_EXPORTER_OTLP_TIMEOUT).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Resolved exporter settings (flags first, then OTEL_* environment, then defaults).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct OtlpConfig {
     /// For HTTP: the full traces URL (…/v1/traces). For gRPC: the base endpoint.
     pub endpoint: String,
     pub headers: Vec<(String, String)>,
+    /// Per export request: OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT (ms).
+    pub timeout: Duration,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -73,8 +76,29 @@ impl OtlpConfig {
             OtlpProtocol::HttpProtobuf if !as_is => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
             _ => uri.to_string().trim_end_matches('/').to_string(),
         };
+        check_port(&uri, &endpoint)?;
         let headers = env("OTEL_EXPORTER_OTLP_TRACES_HEADERS").or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS")).map(|h| parse_headers(&h)).unwrap_or_default();
-        Ok(Self { protocol, endpoint, headers })
+        let timeout = match ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"].into_iter().find_map(|name| Some((name, env(name)?))) {
+            None => DEFAULT_TIMEOUT,
+            Some((name, value)) => match value.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => bail!("{name}={value} is not a timeout; give milliseconds, e.g. {name}=10000"),
+            },
+        };
+        Ok(Self { protocol, endpoint, headers, timeout })
+    }
+}
+
+/// A port the URI parser let through but no socket can have (e.g. 99999).
+fn check_port(uri: &http_uri::Uri, endpoint: &str) -> Result<()> {
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    match authority.rsplit_once(':') {
+        // "[::1]" has colons but no port.
+        Some((_, port)) if !port.ends_with(']') => match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(()),
+            _ => bail!("OTLP endpoint {endpoint:?} has port {port:?}, which is not a TCP port (1-65535)"),
+        },
+        _ => Ok(()),
     }
 }
 
@@ -107,11 +131,12 @@ impl OtlpSink {
             OtlpProtocol::Grpc => {
                 let channel = Channel::from_shared(config.endpoint.clone())
                     .with_context(|| format!("invalid OTLP gRPC endpoint {}", config.endpoint))?
-                    .timeout(TIMEOUT)
+                    .timeout(config.timeout)
+                    .connect_timeout(config.timeout)
                     .connect_lazy();
                 Transport::Grpc(TraceServiceClient::new(channel))
             }
-            OtlpProtocol::HttpProtobuf => Transport::Http(reqwest::Client::builder().timeout(TIMEOUT).build().context("building the HTTP client")?),
+            OtlpProtocol::HttpProtobuf => Transport::Http(reqwest::Client::builder().timeout(config.timeout).build().context("building the HTTP client")?),
         };
         Ok(Self { config, transport, host_name, failing: false })
     }
