@@ -109,6 +109,7 @@ impl Probes {
             .override_global("HOOKS_ONLY", &hooks_only, true)
             .override_global("GO_GOROUTINES", &go_goroutines, true)
             .override_global("WAKEUP_BYTES", &settings.wakeup_bytes, true)
+            .override_global("AGENT_TGID", &std::process::id(), true)
             .load(PROBES)
             .map_err(|e| anyhow!(explain_load_error(&e)))?;
         let take = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the probe object"));

@@ -14,6 +14,8 @@ pub enum TargetError {
     NotCgroup(PathBuf),
     #[error("nothing to trace: give --pid PID or --cgroup PATH")]
     Nothing,
+    #[error("process {0} is zerotrace itself, which never traces itself; give the PID of the process to trace")]
+    Itself(u32),
 }
 
 fn ppid_of(pid: u32) -> Option<u32> {
@@ -30,8 +32,14 @@ fn all_pids() -> Vec<u32> {
 }
 
 /// The given PIDs plus all their current descendants (nginx workers under their master).
+/// The agent itself is never among them: started from a traced shell it is a descendant, and
+/// its own export connections would become spans.
 pub fn pids_with_descendants(roots: &[u32]) -> Result<Vec<u32>, TargetError> {
+    let me = std::process::id();
     for &pid in roots {
+        if pid == me {
+            return Err(TargetError::Itself(pid));
+        }
         if !Path::new(&format!("/proc/{pid}")).exists() {
             return Err(TargetError::NoSuchPid(pid));
         }
@@ -49,6 +57,7 @@ pub fn pids_with_descendants(roots: &[u32]) -> Result<Vec<u32>, TargetError> {
             stack.extend(children.get(&pid).into_iter().flatten());
         }
     }
+    seen.remove(&me);
     let mut out: Vec<u32> = seen.into_iter().collect();
     out.sort_unstable();
     Ok(out)
@@ -89,6 +98,8 @@ pub fn cgroup_pids(dir: &Path) -> Vec<u32> {
             stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
         }
     }
+    let me = std::process::id();
+    pids.retain(|&p| p != me);
     pids
 }
 

@@ -163,3 +163,27 @@ fn duration_is_kept_with_a_silent_collector() {
     let took = since_requests.elapsed();
     assert!(took < std::time::Duration::from_secs(4 + 2 + 2), "--duration 4 with a 2 s deadline: still running {took:?} after the requests");
 }
+
+/// Started from a traced shell, the agent is one of its descendants: it must still never
+/// trace itself, nor its own export connections.
+#[test]
+fn the_agent_never_traces_itself() {
+    require_root();
+    let receiver = zerotrace_integration_tests::receiver::Receiver::http();
+    let port = free_port();
+    let _svc = python_service(port, None, "untraced");
+    let script = format!(
+        "(sleep 3; for i in $(seq 20); do curl -s -o /dev/null http://127.0.0.1:{port}/item/$i; sleep 0.1; done) & \
+         {agent} run --pid $$ --exporter otlp --otlp-protocol http/protobuf --otlp-endpoint http://{addr} --duration 8; wait",
+        agent = zerotrace_integration_tests::agent_binary().display(),
+        addr = receiver.addr,
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().expect("running the traced shell");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let spans = receiver.received.spans();
+    let curls = find(&spans, "CLIENT", |s| s.attr("url.full").is_some_and(|u| u.contains("/item/")));
+    assert_eq!(curls.len(), 20, "the shell's curls are traced: {stderr}");
+    let own = spans.iter().filter(|s| s.resource.get("process.executable.name").is_some_and(|e| e.starts_with("zerotrace")) || s.attr("url.full").is_some_and(|u| u.contains("/v1/traces"))).count();
+    assert_eq!(own, 0, "spans of the agent itself: {spans:#?}");
+}

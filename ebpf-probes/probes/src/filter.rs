@@ -4,7 +4,7 @@ use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_get_current_cgr
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
-use crate::maps::{CGROUP_FILTER, HOOKS_ONLY, TARGET_CGROUPS, TARGET_PIDS, setting_u8};
+use crate::maps::{AGENT_TGID, CGROUP_FILTER, HOOKS_ONLY, TARGET_CGROUPS, TARGET_PIDS, setting_u8, setting_u32};
 
 /// Is this pid's bit set in the target bitmap?
 #[inline(always)]
@@ -44,7 +44,8 @@ pub fn traced_task() -> Option<u64> {
     if pid_traced((pid_tgid >> 32) as u32) {
         return Some(pid_tgid);
     }
-    if setting_u8(&CGROUP_FILTER) != 0 {
+    // The agent keeps its own pid out of the bitmap; a cgroup it runs in would still take it.
+    if setting_u8(&CGROUP_FILTER) != 0 && (pid_tgid >> 32) as u32 != setting_u32(&AGENT_TGID) {
         // SAFETY: helper without arguments, allowed in tracepoint programs.
         let cgroup = unsafe { bpf_get_current_cgroup_id() };
         // SAFETY: as above.

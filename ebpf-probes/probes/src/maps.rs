@@ -22,6 +22,10 @@ pub static HOOKS_ONLY: u8 = 0;
 /// goroutine (`go_tls::syscall_goroutine`), which needs BTF-typed helpers.
 #[unsafe(no_mangle)]
 pub static GO_GOROUTINES: u8 = 0;
+/// The agent's own process: never traced, even inside a traced cgroup (its export
+/// connections would become spans about spans).
+#[unsafe(no_mangle)]
+pub static AGENT_TGID: u32 = 0;
 /// 1 when at least one cgroup is targeted; saves the cgroup lookup otherwise.
 #[unsafe(no_mangle)]
 pub static CGROUP_FILTER: u8 = 0;
