@@ -84,9 +84,21 @@ pub fn executable_name(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
 }
 
+/// The program's own name for itself: the base name of argv[0], which a program may rewrite
+/// to say what it is (`redis-server *:6379`, whose executable is `redis-check-rdb`).
+pub fn program_name(cmdline: &[u8]) -> Option<String> {
+    let argv0 = cmdline.split(|b| *b == 0).next()?;
+    let first = String::from_utf8_lossy(argv0);
+    let word = first.split_whitespace().next()?;
+    // `-bash` (a login shell), `nginx: worker process`.
+    let name = word.rsplit('/').next()?.trim_start_matches('-').trim_end_matches(':');
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// Reads a process's resource. Returns None when the process is gone.
 pub fn resource(pid: u32) -> Option<ProcessResource> {
     let executable_name = executable_name(pid)?;
+    let program = fs::read(format!("/proc/{pid}/cmdline")).ok().and_then(|c| program_name(&c));
     let env = environ(pid);
     let mut extra = env.get("OTEL_RESOURCE_ATTRIBUTES").map(|v| parse_resource_attributes(v)).unwrap_or_default();
     let from_attrs = extra.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone());
@@ -96,6 +108,7 @@ pub fn resource(pid: u32) -> Option<ProcessResource> {
         .filter(|s| !s.is_empty())
         .cloned()
         .or(from_attrs)
+        .or(program)
         .unwrap_or_else(|| executable_name.clone());
     let container_id = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|c| container_id_from_cgroup(&c));
     Some(ProcessResource { pid, service_name, executable_name, container_id, extra })
@@ -227,6 +240,15 @@ mod tests {
         assert_eq!(container_id_from_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")), Some(id.clone()));
         assert_eq!(container_id_from_cgroup(&format!("0::/kubepods/pod1/cri-containerd-{id}\n")), Some(id));
         assert_eq!(container_id_from_cgroup("0::/user.slice/session-1.scope\n"), None);
+    }
+
+    #[test]
+    fn program_names() {
+        assert_eq!(program_name(b"/usr/bin/redis-server 127.0.0.1:6379\0\0").as_deref(), Some("redis-server"));
+        assert_eq!(program_name(b"python3\0app.py\0").as_deref(), Some("python3"));
+        assert_eq!(program_name(b"-bash\0").as_deref(), Some("bash"));
+        assert_eq!(program_name(b"nginx: worker process\0").as_deref(), Some("nginx"));
+        assert_eq!(program_name(b"\0"), None);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum DbCommand {
     /// A named command without the text: Redis `GET`, Memcached `set`, PostgreSQL `Startup`.
     /// Keys and values are never kept.
     Named(String),
+    /// A command whose name the protocol does not define: the name is not exported (it may
+    /// be anything the client sent); the span is named after the system.
+    Unrecognised,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

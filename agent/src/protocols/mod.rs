@@ -9,5 +9,6 @@ pub mod memcached;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;
+mod redis_commands;
 pub mod resp;
 pub mod sql;

@@ -491,6 +491,7 @@ mod tests {
                 DbMessage::Request(r) => match &r.command {
                     DbCommand::Sql(s) => format!("{}{s}@{}", if r.prepared { "prep:" } else { "" }, r.namespace.as_deref().unwrap_or("-")),
                     DbCommand::Named(n) => n.clone(),
+                    DbCommand::Unrecognised => "?".into(),
                 },
                 DbMessage::Response(r) => match &r.outcome {
                     DbOutcome::Error { code } => format!("err:{code}"),

@@ -48,7 +48,8 @@ impl Redis {
                 self.waiting += 1;
                 out.push(DbMessage::Request(DbRequest {
                     system: DbSystem::Redis,
-                    command: DbCommand::Named(name),
+                    // A name Redis does not define may be anything the client typed.
+                    command: if super::redis_commands::is_known(&name) { DbCommand::Named(name) } else { DbCommand::Unrecognised },
                     namespace: None,
                     prepared: false,
                     start_enter_ns: m.start_enter_ns,

@@ -35,6 +35,7 @@ pub fn db_span(conn: &ConnInfo, req: &DbRequest, resp: Option<&DbResponse>, opti
             (summary.operation, summary.collection)
         }
         DbCommand::Named(name) => (Some(name.clone()), None),
+        DbCommand::Unrecognised => (None, None),
     };
     if let Some(op) = &operation {
         attrs.push(kv_str("db.operation.name", op.clone()));

@@ -57,6 +57,33 @@ pub fn path_of(target: &str) -> &str {
     path
 }
 
+/// The path as exported: path parameters' values (`;jsessionid=…`, matrix parameters) are
+/// replaced by `REDACTED`, as query values are dropped: they carry session ids and tokens.
+pub fn redact_path_params(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(';') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let mut parts = segment.split(';');
+        out.push_str(parts.next().unwrap_or(""));
+        for param in parts {
+            out.push(';');
+            match param.split_once('=') {
+                Some((name, _)) => {
+                    out.push_str(name);
+                    out.push_str("=REDACTED");
+                }
+                None => out.push_str(param),
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `host[:port]` from a Host header.
 fn split_host(host: &str) -> (String, Option<u16>) {
     if let Some(rest) = host.strip_prefix('[')
@@ -102,7 +129,7 @@ pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> Span {
     let name = method_attrs(&req.method, &mut attrs);
     let version = if req.minor_version == 0 { "1.0" } else { "1.1" };
     attrs.push(kv_str("network.protocol.version", version));
-    let path = path_of(&req.target).to_string();
+    let path = redact_path_params(path_of(&req.target)).into_owned();
     let server = ex.conn.role == Role::Server;
     let (host, host_port) = req.host.as_deref().map(split_host).unwrap_or_default();
     if server {
@@ -133,6 +160,11 @@ pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> Span {
     peer_attrs(ex.conn, &mut attrs);
     if let Some(ua) = &req.user_agent {
         attrs.push(kv_str("user_agent.original", ua.clone()));
+    }
+    if !req.complete {
+        // The head was longer than the capture: what is missing (headers, the end of a long
+        // target) is not on the span.
+        attrs.push(KeyValue { key: "zerotrace.capture.truncated".to_string(), value: Some(AnyValue { value: Some(Value::BoolValue(true)) }), ..Default::default() });
     }
     let mut status = Status::default();
     if let Some((resp, _)) = ex.response {
@@ -191,6 +223,8 @@ mod tests {
         assert_eq!(path_of("/a/b?secret=1#f"), "/a/b");
         assert_eq!(path_of("http://h:1/x?y"), "/x");
         assert_eq!(path_of("http://h"), "/");
+        assert_eq!(redact_path_params("/cart;jsessionid=ABC123/item;v=2;flag"), "/cart;jsessionid=REDACTED/item;v=REDACTED;flag");
+        assert_eq!(redact_path_params("/plain"), "/plain");
         assert_eq!(split_host("h:8080"), ("h".to_string(), Some(8080)));
         assert_eq!(split_host("[::1]:80"), ("::1".to_string(), Some(80)));
         assert_eq!(split_host("example.com"), ("example.com".to_string(), None));

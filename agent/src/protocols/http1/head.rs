@@ -67,6 +67,8 @@ fn body_headers(headers: &[httparse::Header<'_>]) -> BodyHeaders {
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
             match std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+                // Two different lengths: no framing can be trusted (RFC 9112, 6.3).
+                Some(n) if out.content_length.is_some_and(|m| m != n) => out.invalid_length = true,
                 Some(n) => out.content_length = Some(n),
                 None => out.invalid_length = true,
             }
@@ -78,28 +80,62 @@ fn body_headers(headers: &[httparse::Header<'_>]) -> BodyHeaders {
     out
 }
 
-/// Does `buf` plausibly start a request line? Used to reject foreign bytes early.
-fn starts_like_request(buf: &[u8]) -> bool {
-    METHODS.iter().any(|m| {
-        let m = m.as_bytes();
-        if buf.len() > m.len() {
-            buf.starts_with(m) && buf[m.len()] == b' '
-        } else {
-            m.starts_with(buf) && !buf.is_empty()
+/// The method `buf` starts with, followed by a space or a tab (or `buf` is a prefix of one:
+/// `Some("")`). Used to reject foreign bytes early.
+fn method_of(buf: &[u8]) -> Option<&'static str> {
+    if buf.is_empty() {
+        return None;
+    }
+    for m in METHODS {
+        let mb = m.as_bytes();
+        if buf.len() > mb.len() {
+            if buf.starts_with(mb) && (buf[mb.len()] == b' ' || buf[mb.len()] == b'\t') {
+                return Some(m);
+            }
+        } else if mb.starts_with(buf) {
+            return Some("");
         }
-    })
+    }
+    None
+}
+
+/// The headers a span needs. Two `traceparent` headers make the context invalid (W3C Trace
+/// Context: the request then starts a new trace), and its `tracestate` with it.
+fn read_headers<'a>(head: &mut RequestHead, headers: impl Iterator<Item = (&'a str, &'a [u8])>) {
+    let mut traceparents = 0;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("host") {
+            head.host = Some(header_str(value));
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            head.user_agent = Some(header_str(value));
+        } else if name.eq_ignore_ascii_case("traceparent") {
+            traceparents += 1;
+            head.traceparent = Some(header_str(value));
+        } else if name.eq_ignore_ascii_case("tracestate") {
+            head.tracestate = Some(header_str(value));
+        } else if name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    if traceparents > 1 {
+        head.traceparent = None;
+        head.tracestate = None;
+    }
 }
 
 pub fn parse_request_head(buf: &[u8]) -> HeadParse<RequestHead> {
-    if !starts_like_request(buf) {
-        return HeadParse::Invalid;
-    }
+    let method = match method_of(buf) {
+        None => return HeadParse::Invalid,
+        Some("") => return HeadParse::Partial(None),
+        Some(m) => m,
+    };
     // Uninitialised header slots: initialising 96 of them cost more than parsing a small head.
     let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let status = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, &mut headers) {
         Ok(s) => s,
-        Err(_) => return HeadParse::Invalid,
+        // Servers answer many heads the grammar refuses; the answer decides (lenient.rs).
+        Err(_) => return super::lenient::parse_request_head(buf, method),
     };
     let mut head = RequestHead {
         method: req.method.unwrap_or_default().to_string(),
@@ -108,30 +144,17 @@ pub fn parse_request_head(buf: &[u8]) -> HeadParse<RequestHead> {
         ..Default::default()
     };
     let len = match status {
-        httparse::Status::Partial => {
-            let known = req.method.is_some() && req.path.is_some();
-            return HeadParse::Partial(known.then_some(head));
-        }
+        httparse::Status::Partial if req.path.is_some() => return HeadParse::Partial(Some(head)),
+        // The request line itself is still cut: what of the target there is.
+        httparse::Status::Partial => return super::lenient::parse_request_head(buf, method),
         httparse::Status::Complete(len) => len,
     };
     head.complete = true;
-    for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
-            head.host = Some(header_str(h.value));
-        } else if name.eq_ignore_ascii_case("user-agent") {
-            head.user_agent = Some(header_str(h.value));
-        } else if name.eq_ignore_ascii_case("traceparent") {
-            head.traceparent = Some(header_str(h.value));
-        } else if name.eq_ignore_ascii_case("tracestate") {
-            head.tracestate = Some(header_str(h.value));
-        } else if name.eq_ignore_ascii_case("expect") {
-            head.expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
-        }
-    }
+    read_headers(&mut head, req.headers.iter().map(|h| (h.name, h.value)));
     let body = body_headers(req.headers);
     if body.invalid_length && !body.chunked {
-        return HeadParse::Invalid;
+        // An unreadable Content-Length: the server refuses the request, and says so.
+        return super::lenient::parse_request_head(buf, method);
     }
     let framing = if head.method == "CONNECT" {
         Framing::Upgrade
@@ -210,7 +233,8 @@ mod tests {
         assert_eq!(f, Framing::Length(5));
         let HeadParse::Complete(_, _, f) = parse_request_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n") else { panic!() };
         assert_eq!(f, Framing::Chunked);
-        assert_eq!(parse_request_head(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), HeadParse::Invalid);
+        let HeadParse::Complete(_, _, f) = parse_request_head(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n") else { panic!() };
+        assert_eq!(f, Framing::None, "an unreadable length frames no body (the server refuses it)");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! capture gaps.
 
 mod head;
+mod lenient;
 mod stream;
 
 pub use head::{Framing, HeadParse, RequestHead, ResponseHead, parse_request_head, parse_response_head};

@@ -1,0 +1,67 @@
+//! Issue 20, items 4 and 8: a client cannot hide a request the server answered behind bytes
+//! the HTTP grammar refuses, and what such a request carries is sanitised before export.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use zerotrace_integration_tests::procs::{JsonlAgent, python_service};
+use zerotrace_integration_tests::spans::find;
+use zerotrace_integration_tests::{free_port, require_root};
+
+/// Sends `raw` on a new connection and returns the status the server answered.
+fn send_raw(port: u16, raw: &[u8]) -> u16 {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(raw).unwrap();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn requests_the_server_answered_have_spans_whatever_their_bytes() {
+    require_root();
+    let port = free_port();
+    let svc = python_service(port, None, "tolerant");
+    let agent = JsonlAgent::start(&[svc.pid()]);
+    // (what is sent, the url.path expected on the span)
+    let cases: &[(&[u8], &str)] = &[
+        (b"GET /item/bytes-\xff\xfe HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "/item/bytes-%FF%FE"),
+        (b"GET /item/latin-\xe9 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "/item/latin-%E9"),
+        (b"GET /item/ctl-\x01\x7f HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "/item/ctl-%01%7F"),
+        (b"GET /item/nul-\x00x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "/item/nul-%00x"),
+        (b"GET /item/folded HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\nConnection: close\r\n\r\n", "/item/folded"),
+        (b"GET /item/space-colon HTTP/1.1\r\nHost : a\r\nConnection: close\r\n\r\n", "/item/space-colon"),
+        (b"GET\t/item/tab HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "/item/tab"),
+        (b"GET  /item/double-space  HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "/item/double-space"),
+        (b"GET /item/two-lengths HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 2\r\nConnection: close\r\n\r\n", "/item/two-lengths"),
+        (b"GET /cart;jsessionid=S3CR3T/item HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "/cart;jsessionid=REDACTED/item"),
+    ];
+    for (raw, path) in cases {
+        let status = send_raw(port, raw);
+        assert_ne!(status, 0, "{path}: the server answered");
+    }
+    // A head too large for the capture, answered 431 by the server (more than 100 headers).
+    let mut big = b"GET /item/many-headers HTTP/1.1\r\nHost: a\r\n".to_vec();
+    for i in 0..120 {
+        big.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    big.extend_from_slice(b"Connection: close\r\n\r\n");
+    assert_eq!(send_raw(port, &big), 431);
+    let (exit, spans) = agent.finish();
+    assert_eq!(exit.code, Some(0), "{:?}", exit.stderr);
+    for (_, path) in cases {
+        let found = find(&spans, "SERVER", |s| s.attr("url.path") == Some(path));
+        assert_eq!(found.len(), 1, "{path}: one SERVER span; got paths {:?}", spans.iter().filter_map(|s| s.attr("url.path")).collect::<Vec<_>>());
+        assert!(found[0].attr("http.response.status_code").is_some(), "{path}: answered: {:?}", found[0]);
+    }
+    let big = find(&spans, "SERVER", |s| s.attr("url.path") == Some("/item/many-headers"));
+    assert_eq!(big.len(), 1, "the 431 exchange has its span");
+    assert_eq!(big[0].attr("http.response.status_code"), Some("431"));
+    assert_eq!(big[0].attr("zerotrace.capture.truncated"), Some("true"));
+    assert!(spans.iter().all(|s| !s.attrs.values().any(|v| v.contains("S3CR3T"))), "the session id is not exported");
+}
