@@ -155,7 +155,7 @@ mod tests {
     use super::*;
 
     fn complete(raw: &[u8]) -> (RequestHead, usize, Framing) {
-        let method = std::str::from_utf8(raw.split(|&b| b == b' ' || b == b'\t').next().unwrap()).unwrap();
+        let method = ["GET", "POST"].into_iter().find(|m| raw.starts_with(m.as_bytes())).expect("a test method");
         match parse_request_head(raw, method) {
             HeadParse::Complete(h, n, f) => (h, n, f),
             other => panic!("{:?}: {other:?}", String::from_utf8_lossy(raw)),
