@@ -310,6 +310,13 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
         s.dropped_unlinked,
         s.tls_without_socket,
     );
+    eprintln!(
+        "zerotrace: requests without a span: {} (answered in another protocol), {} (server closed without answering), {} (sent after the server's Connection: close), {} (in flight at shutdown)",
+        s.answered_in_another_protocol,
+        s.closed_unanswered,
+        s.after_close,
+        pipeline.in_flight(),
+    );
     eprintln!("zerotrace: client span parents — {}", pipeline.link_stats().summary());
     eprintln!("zerotrace: same-host callees — {}", pipeline.stitch_stats().summary());
 }

@@ -62,6 +62,13 @@ pub struct Conn {
     unrecognised: u32,
     /// No longer parsed: no protocol we know.
     pub foreign: bool,
+    /// The server answered in another protocol than the requests looked like (HTTP sent to
+    /// PostgreSQL, `get / HTTP/1.1` to nginx): those were no requests of ours.
+    pub answer_foreign: bool,
+    /// HTTP answers parsed so far.
+    http_answers: u64,
+    /// The server side has sent bytes on this connection.
+    pub server_wrote: bool,
     /// Requests waiting for their response, oldest first (every protocol here answers in
     /// order).
     pub pending: VecDeque<PendingRequest>,
@@ -145,7 +152,7 @@ impl Codec {
 
 impl Conn {
     pub fn new(info: ConnInfo) -> Self {
-        Self { info, codec: Codec::Undecided, first_bytes: [Vec::new(), Vec::new()], unrecognised: 0, foreign: false, pending: VecDeque::new(), requests: 0, opened_by: None }
+        Self { info, codec: Codec::Undecided, first_bytes: [Vec::new(), Vec::new()], unrecognised: 0, foreign: false, answer_foreign: false, http_answers: 0, server_wrote: false, pending: VecDeque::new(), requests: 0, opened_by: None }
     }
 
     /// Picks the protocol (and, for connections opened before we attached, the role) from
@@ -166,6 +173,7 @@ impl Conn {
 
     pub fn feed(&mut self, dir: Direction, tid: u32, seg: Segment<'_>) -> Vec<Parsed> {
         let mut out = Vec::new();
+        self.server_wrote |= matches!((self.info.role, dir), (Role::Server, Direction::Egress) | (Role::Client, Direction::Ingress)) && seg.total > 0;
         if self.foreign {
             return out;
         }
@@ -206,7 +214,12 @@ impl Conn {
                         out.push(Parsed::Request { tid, message });
                     }
                 } else {
+                    let before = out.len();
                     out.extend(responses.feed(seg).into_iter().map(|message| Parsed::Response { tid, message }));
+                    self.http_answers += (out.len() - before) as u64;
+                    if self.http_answers == 0 && responses.is_desynced() {
+                        self.answer_foreign = true;
+                    }
                 }
                 requests.is_desynced()
             }
@@ -214,9 +227,13 @@ impl Conn {
                 let mut messages = Vec::new();
                 c.feed(from_client, seg, &mut messages);
                 wrap_db(&mut out, tid, messages);
+                self.answer_foreign |= c.answered_in_another_protocol();
                 c.is_desynced()
             }
         };
+        if self.answer_foreign {
+            self.foreign = true;
+        }
         if !out.is_empty() {
             self.unrecognised = 0;
         } else if desynced && from_client {
@@ -304,6 +321,10 @@ impl ConnTable {
         let gone: Vec<u32> = tgids.into_iter().filter(|t| !alive(*t)).collect();
         let keys: Vec<(u32, u32)> = self.conns.keys().filter(|(t, _)| gone.contains(t)).copied().collect();
         keys.into_iter().filter_map(|k| self.conns.remove(&k)).collect()
+    }
+
+    pub fn pending_requests(&self) -> u64 {
+        self.conns.values().map(|c| c.pending.len() as u64).sum()
     }
 
     pub fn get(&self, tgid: u32, fd: u32) -> Option<&Conn> {

@@ -48,6 +48,8 @@ pub enum Event<'a> {
     TlsSocket { tgid: u32, tid: u32, fd: u32 },
     /// An asyncio task `child` was created while the thread ran `parent`.
     UnitSpawn { tgid: u32, parent: Cause, child: u64, ts_ns: u64 },
+    /// Traced process `tgid` ended: by itself with an exit code, or killed (`code` None).
+    Exit { tgid: u32, ts_ns: u64, code: Option<i32> },
     /// Thread `tid` put `item` on a watched queue while running `cause`, or (`take`) took it.
     HandOff { tgid: u32, tid: u32, take: bool, item: u64, cause: Cause },
 }
@@ -96,6 +98,7 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
         decode::Record::Process(p) => Event::Process { pid: p.pid, parent_tgid: p.parent_tgid },
         decode::Record::TlsSocket(t) => Event::TlsSocket { tgid: t.tgid, tid: t.tid, fd: t.fd },
         decode::Record::HandOff(h) => Event::HandOff { tgid: h.tgid, tid: h.tid, take: h.take != 0, item: h.item, cause: Cause::from_abi(h.cause_kind, h.cause_id) },
+        decode::Record::Exit(e) => Event::Exit { tgid: e.tgid, ts_ns: e.ts_ns, code: (e.voluntary != 0).then_some(e.code) },
         decode::Record::UnitSpawn(u) => Event::UnitSpawn { tgid: u.tgid, parent: Cause::from_abi(u.parent_kind, u.parent_id), child: u.child_id, ts_ns: u.ts_ns },
     })
 }

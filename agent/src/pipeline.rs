@@ -80,6 +80,14 @@ pub struct PipelineStats {
     pub malformed_records: u64,
     pub dropped_unlinked: u64,
     pub tls_without_socket: u64,
+    /// Requests whose server answered in another protocol: not spans.
+    pub answered_in_another_protocol: u64,
+    /// SERVER requests on a connection the server closed without ever writing to it (a
+    /// PostgreSQL or Redis server refusing an HTTP request): not spans.
+    pub closed_unanswered: u64,
+    /// Requests pipelined after an answer that said `Connection: close` (the server never
+    /// read them; a smuggled request nginx refused): not spans.
+    pub after_close: u64,
 }
 
 /// An answer, of whichever protocol the connection speaks.
@@ -204,7 +212,7 @@ impl<H: Host> Pipeline<H> {
                 }
                 let opened_by = self.opened_by(tgid, tid, fd, cause);
                 if let Some(old) = self.conns.open(tgid, fd, role, local, remote) {
-                    self.drop_conn(old, tid);
+                    self.drop_conn(old, tid, None);
                 }
                 if let Some(conn) = self.conns.get_mut(tgid, fd) {
                     conn.opened_by = opened_by;
@@ -236,6 +244,9 @@ impl<H: Host> Pipeline<H> {
                 if conn.foreign && !conn.info.tls {
                     self.ignore_fds.push(IgnoreFd { tgid, fd, socket: true });
                 }
+                if conn.answer_foreign {
+                    self.discard_pending(tgid, fd, |stats| &mut stats.answered_in_another_protocol);
+                }
                 for p in parsed {
                     self.on_parsed(tgid, fd, p);
                 }
@@ -245,8 +256,19 @@ impl<H: Host> Pipeline<H> {
                     if let (Role::Client, Some(local)) = (conn.info.role, conn.info.local) {
                         self.linker.client_closed(local, conn.info.remote, ts_ns);
                     }
-                    self.drop_conn(conn, tid);
+                    self.drop_conn(conn, tid, None);
                 }
+            }
+            Event::Exit { tgid, ts_ns, code } => {
+                // Its sockets closed without close calls. Killed, or ending with an error code,
+                // it cut its requests off; ending cleanly (code 0), it chose not to answer them
+                // (a PostgreSQL backend refusing a connection that spoke HTTP), like a close.
+                let cut_off = (code != Some(0)).then_some(ts_ns);
+                for conn in self.conns.remove_exited(|t| t != tgid) {
+                    self.drop_conn(conn, tgid, cut_off);
+                }
+                self.callbacks.forget_process(tgid);
+                self.thread_rule_off.remove(&tgid);
             }
             Event::Process { pid, .. } => {
                 // A new process or an exec; the probes do not report new threads.
@@ -277,7 +299,7 @@ impl<H: Host> Pipeline<H> {
                 }
                 let _ = self.resource(child);
                 if let Some(old) = self.conns.inherit(parent_tgid, child, fd) {
-                    self.drop_conn(old, child);
+                    self.drop_conn(old, child, None);
                 }
             }
         }
@@ -411,7 +433,11 @@ impl<H: Host> Pipeline<H> {
         if info.role != Role::Server {
             self.callbacks.answered(tgid, tid, fd, self.cause, req.span);
         }
+        let closing = matches!(&answer, Answer::Http(Message { head: Head::Response(r), .. }) if r.close);
         self.complete(&info, req, Some((tid, answer)));
+        if closing {
+            self.discard_pending(tgid, fd, |stats| &mut stats.after_close);
+        }
     }
 
     fn complete(&mut self, info: &ConnInfo, req: PendingRequest, answer: Option<(u32, Answer)>) {
@@ -469,9 +495,28 @@ impl<H: Host> Pipeline<H> {
         self.waiting.push(Waiting { id: req.span, tgid: info.tgid, span });
     }
 
-    /// A connection ended (closed, or replaced by a new one on the same fd).
-    fn drop_conn(&mut self, mut conn: crate::conn::Conn, tid: u32) {
+    /// Requests on a connection that the server never handled: they end without spans, counted.
+    fn discard_pending(&mut self, tgid: u32, fd: u32, counter: impl Fn(&mut PipelineStats) -> &mut u64) {
+        let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
+        let spans: Vec<SpanId> = conn.pending.drain(..).map(|p| p.span).collect();
+        *counter(&mut self.stats) += spans.len() as u64;
+        for span in spans {
+            self.linker.finish(span);
+        }
+    }
+
+    /// A connection ended (closed, or replaced by a new one on the same fd), or its process
+    /// ended at `cut_off_ns`.
+    fn drop_conn(&mut self, mut conn: crate::conn::Conn, tid: u32, cut_off_ns: Option<u64>) {
         let info = conn.info.clone();
+        if info.role == Role::Server && !conn.server_wrote && cut_off_ns.is_none() {
+            // The server closed without a byte of answer: whatever the client sent, it was no
+            // exchange (HTTP sent to PostgreSQL); a server killed mid-request has `cut_off_ns`.
+            self.stats.closed_unanswered += conn.pending.len() as u64;
+            for req in conn.pending.drain(..) {
+                self.linker.finish(req.span);
+            }
+        }
         for parsed in conn.close(tid) {
             let (tid, answer) = match parsed {
                 Parsed::Response { tid, message } => (tid, Answer::Http(message)),
@@ -484,7 +529,14 @@ impl<H: Host> Pipeline<H> {
         }
         // Requests that never got an answer still become spans, marked as errors.
         while let Some(req) = conn.pending.pop_front() {
+            let before = self.waiting.len();
             self.complete(&info, req, None);
+            if let Some(at) = cut_off_ns
+                && self.waiting.len() > before
+                && let Some(last) = self.waiting.last_mut()
+            {
+                crate::spans::cut_off_by_exit(&mut last.span, at, &self.clock);
+            }
         }
     }
 
@@ -496,7 +548,7 @@ impl<H: Host> Pipeline<H> {
             let tid = conn.info.tgid;
             self.callbacks.forget_process(tid);
             self.thread_rule_off.remove(&tid);
-            self.drop_conn(conn, tid);
+            self.drop_conn(conn, tid, None);
         }
     }
 
@@ -544,6 +596,11 @@ impl<H: Host> Pipeline<H> {
     }
 
 
+
+    /// Requests still waiting for their answer (at shutdown: they get no span).
+    pub fn in_flight(&self) -> u64 {
+        self.conns.pending_requests()
+    }
 
     /// Reads a process's resource now, while it is certainly alive (targets at attach time).
     pub fn preload_resource(&mut self, tgid: u32) {

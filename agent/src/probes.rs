@@ -46,6 +46,7 @@ const ATTACH: &[(&str, &str, &str)] = &[
     ("task_newtask", "task", "task_newtask"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sys_enter_exit_group", "syscalls", "sys_enter_exit_group"),
 ];
 
 pub struct Settings {

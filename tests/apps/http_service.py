@@ -2,7 +2,7 @@
 
   python3 http_service.py --port 8001 [--downstream http://127.0.0.1:8002]
 
-GET /work/<id>: answers 200; with --downstream it first calls GET <downstream>/item/<id>
+GET /slow/<seconds>: answers 200 after that long. GET /work/<id>: answers 200; with --downstream it first calls GET <downstream>/item/<id>
 with the `requests` library (same thread). GET /item/<id>: answers 200. GET /fail: 500.
 GET /merchant/<id>/status (with --pg-port and --redis-port): calls the downstream, runs a
 PostgreSQL query (psycopg2, database `shop`, table `items`) and a Redis GET, then answers 200.
@@ -11,6 +11,7 @@ POST /echo: returns the body. Prints "ready <port>" once listening.
 import argparse
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import ssl
@@ -82,6 +83,9 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, f"merchant {merchant}: downstream {r.status_code}\n")
         elif self.path.startswith("/item/"):
             self.reply(200, "item\n")
+        elif self.path.startswith("/slow/"):
+            time.sleep(float(self.path.rsplit("/", 1)[-1]))
+            self.reply(200, "slow\n")
         elif self.path.startswith("/fail"):
             self.reply(500, "failure\n")
         else:

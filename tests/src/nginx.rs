@@ -23,6 +23,11 @@ pub fn https_static(port: u16, cert: &std::path::Path) -> Nginx {
     start(port, &format!("listen 127.0.0.1:{port} ssl; ssl_certificate {c}; ssl_certificate_key {c}; location / {{ return 200 \"hello over tls\\n\"; }}"))
 }
 
+/// nginx answering every path with a small static body.
+pub fn static_ok(port: u16) -> Nginx {
+    start(port, &format!("listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }}"))
+}
+
 fn start(port: u16, server_block: &str) -> Nginx {
     use std::os::unix::process::CommandExt;
     crate::require_program("nginx", "apt-get install nginx");

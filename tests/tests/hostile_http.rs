@@ -65,3 +65,35 @@ fn requests_the_server_answered_have_spans_whatever_their_bytes() {
     assert_eq!(big[0].attr("zerotrace.capture.truncated"), Some("true"));
     assert!(spans.iter().all(|s| !s.attrs.values().any(|v| v.contains("S3CR3T"))), "the session id is not exported");
 }
+
+/// What is not an exchange of the protocol it looks like makes no span: HTTP sent to
+/// PostgreSQL and Redis, a lowercase `get` line (memcached-like) sent to nginx, and a request
+/// smuggled behind one that nginx refused and closed on.
+#[test]
+fn no_false_spans() {
+    require_root();
+    let redis = zerotrace_integration_tests::db::redis();
+    let pg = zerotrace_integration_tests::db::postgres();
+    let nginx_port = free_port();
+    let nginx = zerotrace_integration_tests::nginx::static_ok(nginx_port);
+    let agent = JsonlAgent::start(&[redis.proc.pid(), pg.proc.pid(), nginx.proc.pid()]);
+    let http = b"GET /not-a-database HTTP/1.1\r\nHost: a\r\n\r\n";
+    send_raw(redis.port, http);
+    send_raw(pg.port, http);
+    assert_ne!(send_raw(nginx_port, b"get /lowercase HTTP/1.1\r\nHost: a\r\n\r\n"), 200);
+    let smuggling = b"POST /front HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(send_raw(nginx_port, smuggling), 400);
+    assert_eq!(send_raw(nginx_port, b"GET /fine HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"), 200);
+    let (exit, spans) = agent.finish();
+    assert_eq!(exit.code, Some(0), "{:?}", exit.stderr);
+    let paths: Vec<&str> = spans.iter().filter_map(|s| s.attr("url.path")).collect();
+    assert!(!paths.contains(&"/not-a-database"), "HTTP sent to a database is no HTTP exchange: {spans:#?}");
+    assert!(!paths.contains(&"/smuggled"), "nginx never read the smuggled request: {spans:#?}");
+    assert!(spans.iter().all(|s| s.attr("db.system.name") != Some("memcached")), "nginx is no memcached: {spans:#?}");
+    let front = find(&spans, "SERVER", |s| s.attr("url.path") == Some("/front"));
+    assert_eq!(front.len(), 1, "the refused request itself was answered: {paths:?}");
+    assert_eq!(front[0].attr("http.response.status_code"), Some("400"));
+    assert_eq!(find(&spans, "SERVER", |s| s.attr("url.path") == Some("/fine")).len(), 1);
+    let report = exit.stderr.iter().find(|l| l.contains("requests without a span")).expect("the report counts them");
+    assert!(report.contains("1 (sent after the server's Connection: close)"), "{report}");
+}

@@ -187,3 +187,25 @@ fn the_agent_never_traces_itself() {
     let own = spans.iter().filter(|s| s.resource.get("process.executable.name").is_some_and(|e| e.starts_with("zerotrace")) || s.attr("url.full").is_some_and(|u| u.contains("/v1/traces"))).count();
     assert_eq!(own, 0, "spans of the agent itself: {spans:#?}");
 }
+
+/// A server killed while it serves a request: the request's span ends when the process died,
+/// as an error that says so (and the agent, with nothing left to trace, still emits it).
+#[test]
+fn a_request_cut_off_by_a_killed_server_is_an_error_span() {
+    require_root();
+    let port = free_port();
+    let svc = python_service(port, None, "doomed");
+    let agent = JsonlAgent::start(&[svc.pid()]);
+    let client = std::thread::spawn(move || zerotrace_integration_tests::procs::curl(&format!("http://127.0.0.1:{port}/slow/30"), &[]));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    svc.signal(libc::SIGKILL);
+    assert_eq!(client.join().unwrap(), 0, "the client got no answer");
+    let (exit, spans) = agent.finish();
+    assert_eq!(exit.code, Some(0), "{:?}", exit.stderr);
+    let cut = find(&spans, "SERVER", |s| s.attr("url.path") == Some("/slow/30"));
+    assert_eq!(cut.len(), 1, "{spans:#?}");
+    assert!(cut[0].error, "{:?}", cut[0]);
+    assert_eq!(cut[0].attr("error.type"), Some("process_exited"));
+    let lasted = cut[0].end - cut[0].start;
+    assert!(lasted >= 1_000_000_000, "it lasted until the kill ({lasted} ns), not 0 ms");
+}

@@ -12,6 +12,10 @@ pub trait DbCodec {
     fn close(&mut self, out: &mut Vec<DbMessage>);
     /// The client's side lost the framing (not this protocol, or garbage).
     fn is_desynced(&self) -> bool;
+    /// The server answered in another protocol: the requests were not this protocol's.
+    fn answered_in_another_protocol(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

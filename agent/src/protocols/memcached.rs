@@ -109,6 +109,19 @@ pub struct Memcached {
     answers: Lines,
     waiting: usize,
     last_answer: (u64, u64),
+    /// The server answered with a line no memcached server sends (an HTTP server answering
+    /// `get / HTTP/1.1`): nothing on this connection is memcached.
+    foreign_answer: bool,
+}
+
+/// First words of the answer lines memcached servers send (classic and meta protocols);
+/// a number answers incr/decr.
+const ANSWERS: &[&[u8]] = &[
+    b"END", b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED", b"TOUCHED", b"OK", b"VERSION", b"RESET", b"BUSY", b"HD", b"EN", b"NF", b"NS", b"EX", b"MN", b"ME",
+];
+
+fn is_answer_word(word: &[u8]) -> bool {
+    ANSWERS.contains(&word) || (!word.is_empty() && word.iter().all(u8::is_ascii_digit))
 }
 
 impl Default for Memcached {
@@ -157,7 +170,7 @@ fn parse_command(line: &[u8]) -> Option<CommandLine> {
 
 impl Memcached {
     pub fn new() -> Self {
-        Self { commands: Lines::new(), answers: Lines::new(), waiting: 0, last_answer: (0, 0) }
+        Self { commands: Lines::new(), answers: Lines::new(), waiting: 0, last_answer: (0, 0), foreign_answer: false }
     }
 
     pub fn is_desynced(&self) -> bool {
@@ -215,6 +228,7 @@ impl Memcached {
             let end = (seg.ts_enter_ns, seg.ts_exit_ns);
             let waiting = &mut self.waiting;
             let finished = std::cell::RefCell::new(Vec::new());
+            let mut foreign = false;
             self.answers.feed(
                 seg,
                 |line| {
@@ -230,8 +244,12 @@ impl Memcached {
                             finished.borrow_mut().push(DbOutcome::Error { code: String::from_utf8_lossy(first).into_owned() });
                             None
                         }
-                        _ => {
+                        word if is_answer_word(word) => {
                             finished.borrow_mut().push(DbOutcome::Ok);
+                            None
+                        }
+                        _ => {
+                            foreign = true;
                             None
                         }
                     }
@@ -242,6 +260,12 @@ impl Memcached {
                     }
                 },
             );
+            if foreign {
+                self.foreign_answer = true;
+                self.answers.state = State::Desync;
+                self.waiting = 0;
+                return;
+            }
             for outcome in finished.into_inner() {
                 if *waiting == 0 {
                     break;
@@ -253,7 +277,7 @@ impl Memcached {
     }
 
     pub fn close(&mut self, out: &mut Vec<DbMessage>) {
-        if self.answers.state == State::Desync {
+        if self.answers.state == State::Desync && !self.foreign_answer {
             self.end_blind(out);
         }
     }
@@ -280,6 +304,9 @@ impl DbCodec for Memcached {
     }
     fn is_desynced(&self) -> bool {
         Memcached::is_desynced(self)
+    }
+    fn answered_in_another_protocol(&self) -> bool {
+        self.foreign_answer
     }
 }
 
@@ -338,6 +365,17 @@ mod tests {
         out.clear();
         m.feed(true, seg(b"set a 0 0 1 noreply\r\nx\r\n", 6), &mut out);
         assert_eq!(summary(&out), ["set", "ok"], "noreply with nothing pending: a span ending at the write");
+    }
+
+    #[test]
+    fn an_answer_in_another_protocol_is_no_answer() {
+        let mut m = Memcached::new();
+        let mut out = Vec::new();
+        m.feed(true, seg(b"get /x HTTP/1.1\r\n", 1), &mut out);
+        m.feed(false, seg(b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n\r\n", 2), &mut out);
+        m.close(&mut out);
+        assert_eq!(summary(&out), vec!["get"], "the request, and no answer made up for it");
+        assert!(DbCodec::answered_in_another_protocol(&m));
     }
 
     #[test]

@@ -188,6 +188,16 @@ pub(crate) fn no_answer(attrs: &mut Vec<KeyValue>) -> Status {
     Status { code: StatusCode::Error as i32, message: "connection closed before a response".to_string() }
 }
 
+/// An exchange cut off because its process ended (killed, crashed) at `at_ns`: it lasted until
+/// then, and its error says why it has no answer.
+pub fn cut_off_by_exit(span: &mut Span, at_ns: u64, clock: &Clock) {
+    span.end_time_unix_nano = clock.unix_ns(at_ns).max(span.start_time_unix_nano);
+    for kv in span.attributes.iter_mut().filter(|kv| kv.key == "error.type") {
+        kv.value = Some(AnyValue { value: Some(Value::StringValue("process_exited".to_string())) });
+    }
+    span.status = Some(Status { code: StatusCode::Error as i32, message: "the process ended before the answer".to_string() });
+}
+
 /// The span of one exchange, timed by one rule for every protocol. `request`: entry and exit
 /// of the syscall that carried its first byte, and exit of the one that carried its last;
 /// `answer`: entry and exit of the syscall that carried the answer's last byte.

@@ -26,6 +26,7 @@ pub mod kind {
     pub const TLS_SOCKET: u32 = 6;
     pub const UNIT_SPAWN: u32 = 7;
     pub const HAND_OFF: u32 = 8;
+    pub const EXIT: u32 = 9;
 }
 
 /// Which side of the connection the traced process is on.
@@ -229,6 +230,19 @@ pub struct ProcessEvent {
     pub _pad: u32,
 }
 
+/// A traced process ended (its last thread exited) at `ts_ns`: the requests it was serving or
+/// waiting on end there, cut off. `voluntary` is 1 when it called exit_group (with `code`), 0
+/// when it was killed (a signal's default action never calls it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub ts_ns: u64,
+    pub voluntary: u32,
+    pub code: i32,
+}
+
 /// Thread `tid` just wrote the ciphertext of its last TLS write to socket `fd`: the TLS records
 /// it sent with an unknown fd (a memory BIO, as in node) belong to that socket.
 #[repr(C)]
@@ -301,6 +315,7 @@ const _: () = assert!(size_of::<ConnOpenEvent>() == 112);
 const _: () = assert!(size_of::<Unit>() == 32);
 const _: () = assert!(size_of::<UnitSpawnEvent>() == 40);
 const _: () = assert!(size_of::<HandOffEvent>() == 40);
+const _: () = assert!(size_of::<ExitEvent>() == 24);
 
 /// Safe decoding of ring-buffer records on the agent side.
 pub mod decode {
@@ -316,6 +331,7 @@ pub mod decode {
         TlsSocket(TlsSocketEvent),
         UnitSpawn(UnitSpawnEvent),
         HandOff(HandOffEvent),
+        Exit(ExitEvent),
     }
 
     /// Why a record could not be decoded (a probe/agent version mismatch, never traffic).
@@ -345,6 +361,7 @@ pub mod decode {
             kind::TLS_SOCKET => read(bytes).map(Record::TlsSocket).ok_or(short),
             kind::UNIT_SPAWN => read(bytes).map(Record::UnitSpawn).ok_or(short),
             kind::HAND_OFF => read(bytes).map(Record::HandOff).ok_or(short),
+            kind::EXIT => read(bytes).map(Record::Exit).ok_or(short),
             kind::DATA => {
                 let header: DataHeader = read(bytes).ok_or(short)?;
                 let start = size_of::<DataHeader>();

@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
 };
 use zerotrace_abi::{
-    CloseEvent, ConnOpenEvent, DataHeader, InheritEvent, MAX_PAYLOAD, ProcessEvent, SockAddr, TlsSocketEvent, UnitSpawnEvent, HandOffEvent, direction, kind, stat,
+    CloseEvent, ConnOpenEvent, DataHeader, ExitEvent, InheritEvent, MAX_PAYLOAD, ProcessEvent, SockAddr, TlsSocketEvent, UnitSpawnEvent, HandOffEvent, direction, kind, stat,
 };
 
 use crate::maps::{
@@ -120,6 +120,13 @@ pub fn hand_off(pid_tgid: u64, take: bool, item: u64, cause: (u32, u64)) {
 /// attach for the process, and forks and execs are rare next to data.
 pub fn process(pid: u32, parent_tgid: u32) {
     submit_with(&ProcessEvent { kind: kind::PROCESS, pid, parent_tgid, _pad: 0 }, BPF_RB_FORCE_WAKEUP as u64);
+}
+
+/// A traced process ended; its cut-off requests can wait for the next drain (no wakeup).
+pub fn process_exit(tgid: u32, code: Option<i32>) {
+    // SAFETY: helper without arguments.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    submit(&ExitEvent { kind: kind::EXIT, tgid, ts_ns, voluntary: u32::from(code.is_some()), code: code.unwrap_or(0) });
 }
 
 /// One `struct iovec`.

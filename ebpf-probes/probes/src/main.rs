@@ -384,13 +384,28 @@ fn try_exit(ctx: &TracePointContext) -> Res {
     }
     if group_dead != 0 {
         filter::mark_pid(tgid, false);
+        // SAFETY: lookup; the value is copied.
+        let code = unsafe { maps::EXIT_CODES.get(&tgid) }.copied();
+        let _ = maps::EXIT_CODES.remove(&tgid);
+        capture::process_exit(tgid, code);
     }
+    Ok(())
+}
+
+/// A traced process ends by itself: remember its code for its exit record (a killed process
+/// never gets here).
+fn try_exit_group(ctx: &TracePointContext) -> Res {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    // SAFETY: error_code@16 in events/syscalls/sys_enter_exit_group/format.
+    let code = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
+    let _ = maps::EXIT_CODES.insert(&((pid_tgid >> 32) as u32), &code, 0);
     Ok(())
 }
 
 entry_point!(task_newtask, try_new_task);
 entry_point!(sched_process_exec, try_exec);
 entry_point!(sched_process_exit, try_exit);
+entry_point!(sys_enter_exit_group, try_exit_group);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -37,6 +37,9 @@ pub static TARGET_PIDS: Array<u64> = Array::with_max_entries(PID_WORDS, 0);
 /// cgroup v2 ids to trace (a container and its sub-cgroups, listed by the agent).
 #[map]
 pub static TARGET_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(4096, 0);
+/// Exit codes of traced processes that called exit_group, until their last thread is gone.
+#[map]
+pub static EXIT_CODES: LruHashMap<u32, i32> = LruHashMap::with_max_entries(4096, 0);
 /// Per-(tgid, fd) state: socket / not a socket. LRU so leaked entries can never fill it.
 #[map]
 pub static FD_STATE: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);

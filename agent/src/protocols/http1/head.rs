@@ -40,6 +40,8 @@ pub struct ResponseHead {
     pub status: u16,
     pub minor_version: u8,
     pub complete: bool,
+    /// `Connection: close`: the server reads nothing more on this connection.
+    pub close: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -187,12 +189,14 @@ pub fn parse_response_head(buf: &[u8], request_method: Option<&str>) -> HeadPars
         status: resp.code.unwrap_or(0),
         minor_version: resp.version.unwrap_or(1),
         complete: false,
+        close: false,
     };
     let len = match status {
         httparse::Status::Partial => return HeadParse::Partial(resp.code.is_some().then_some(head)),
         httparse::Status::Complete(len) => len,
     };
     head.complete = true;
+    head.close = resp.headers.iter().any(|h| h.name.eq_ignore_ascii_case("connection") && h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
     let body = body_headers(resp.headers);
     let framing = if head.status == 101 || (request_method == Some("CONNECT") && (200..300).contains(&head.status)) {
         Framing::Upgrade
