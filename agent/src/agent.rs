@@ -311,7 +311,8 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
         s.tls_without_socket,
     );
     eprintln!(
-        "zerotrace: requests without a span: {} (answered in another protocol), {} (server closed without answering), {} (sent after the server's Connection: close), {} (in flight at shutdown)",
+        "zerotrace: requests without a span: {} (answered, but the request was not captured: beyond --capture-bytes in one large write, or sent before attach), {} (answered in another protocol), {} (server closed without answering), {} (sent after the server's Connection: close), {} (in flight at shutdown)",
+        s.answers_without_request,
         s.answered_in_another_protocol,
         s.closed_unanswered,
         s.after_close,

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod compare;
 pub mod conn;
 pub mod events;
+pub mod fuzz;
 pub mod export;
 pub mod link;
 pub mod memory_bio;

@@ -80,6 +80,8 @@ pub struct PipelineStats {
     pub malformed_records: u64,
     pub dropped_unlinked: u64,
     pub tls_without_socket: u64,
+    /// Answers whose request was not captured (beyond the capture cap, or before attach).
+    pub answers_without_request: u64,
     /// Requests whose server answered in another protocol: not spans.
     pub answered_in_another_protocol: u64,
     /// SERVER requests on a connection the server closed without ever writing to it (a
@@ -428,7 +430,12 @@ impl<H: Host> Pipeline<H> {
 
     fn answer(&mut self, tgid: u32, fd: u32, tid: u32, answer: Answer) {
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
-        let Some(req) = conn.pending.pop_front() else { return };
+        let Some(req) = conn.pending.pop_front() else {
+            // Its request was not captured: past the capture cap in a large write (a
+            // pipeline), or sent before the agent attached. The loss is counted.
+            self.stats.answers_without_request += 1;
+            return;
+        };
         let info = conn.info.clone();
         if info.role != Role::Server {
             self.callbacks.answered(tgid, tid, fd, self.cause, req.span);
