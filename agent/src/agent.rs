@@ -165,12 +165,20 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs(s));
     let mut live: Vec<u32> = pids.clone();
+    // Whether a signal (rather than --duration or the targets' exit) started the shutdown.
+    let mut signalled = false;
 
     loop {
         let mut exits_due = false;
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = sigint.recv() => {
+                signalled = true;
+                break;
+            }
+            _ = sigterm.recv() => {
+                signalled = true;
+                break;
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 guard.clear_ready();
@@ -212,19 +220,30 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
     drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user);
     send(&tx, pipeline.flush(), &stats);
     drop(tx);
-    finish_export(exporter, Duration::from_secs(args.shutdown_timeout), &mut sigint, &mut sigterm, &stats).await;
+    finish_export(exporter, Duration::from_secs(args.shutdown_timeout), (&mut sigint, &mut sigterm, signalled), &stats).await;
     report(&probes, &pipeline, &stats);
     probes.detach_all();
     Ok(())
 }
 
-/// Lets the sink export what is queued, for at most `deadline`, or until a second signal.
-async fn finish_export(mut exporter: tokio::task::JoinHandle<()>, deadline: Duration, sigint: &mut tokio::signal::unix::Signal, sigterm: &mut tokio::signal::unix::Signal, stats: &ExportStats) {
-    let why = tokio::select! {
-        _ = &mut exporter => return,
-        _ = tokio::time::sleep(deadline) => format!("export did not finish within the {}s shutdown deadline (--shutdown-timeout)", deadline.as_secs()),
-        _ = sigint.recv() => "second signal".to_string(),
-        _ = sigterm.recv() => "second signal".to_string(),
+/// Lets the sink export what is queued, for at most `deadline`, or until a second signal: the
+/// first one (already received when `signalled`) asks for a clean stop, the second for an
+/// immediate one.
+async fn finish_export(mut exporter: tokio::task::JoinHandle<()>, deadline: Duration, signals: (&mut tokio::signal::unix::Signal, &mut tokio::signal::unix::Signal, bool), stats: &ExportStats) {
+    let (sigint, sigterm, mut signalled) = signals;
+    let deadline = tokio::time::sleep(deadline);
+    tokio::pin!(deadline);
+    let why = loop {
+        tokio::select! {
+            _ = &mut exporter => return,
+            _ = &mut deadline => break "export did not finish within the shutdown deadline (--shutdown-timeout)",
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+        if signalled {
+            break "second signal";
+        }
+        signalled = true;
     };
     exporter.abort();
     stats.abandon_pending();

@@ -20,6 +20,8 @@ use crate::traceparent::SpanId;
 
 /// Listening sockets whose address is remembered (a bound on a map of long-lived sockets).
 const MAX_LISTENERS: usize = 4096;
+/// How long a process is seen dead before its connections are ended without its exit record.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Spans waiting for their trace context before the queue is considered runaway.
 const MAX_WAITING: usize = 100_000;
 
@@ -123,6 +125,8 @@ pub struct Pipeline<H: Host> {
     /// Processes whose threads are not a request's unit of work for plain sockets (Go: the
     /// goroutine is, and it moves between threads), so the thread rule does not apply.
     thread_rule_off: rustc_hash::FxHashSet<u32>,
+    /// Processes seen dead by housekeeping, since when (`remove_exited`).
+    dead_since: HashMap<u32, Instant>,
     pub stats: PipelineStats,
     /// ZEROTRACE_DEBUG=1: print connection events (development aid).
     debug: bool,
@@ -146,6 +150,7 @@ impl<H: Host> Pipeline<H> {
             callbacks: Callbacks::default(),
             cause: Cause::Thread,
             thread_rule_off: Default::default(),
+            dead_since: HashMap::default(),
             stats: PipelineStats::default(),
             debug: std::env::var_os("ZEROTRACE_DEBUG").is_some(),
         }
@@ -547,11 +552,24 @@ impl<H: Host> Pipeline<H> {
         }
     }
 
-    /// Ends the connections of processes that exited (housekeeping): their fds closed without
-    /// close calls, so unanswered requests become error spans now instead of never.
+    /// Ends the connections of processes that exited without the kernel's exit record reaching
+    /// us (lost in a full ring buffer): their fds closed without close calls, so unanswered
+    /// requests become error spans now instead of never. Only processes dead for a while: a
+    /// process that just exited may still have records in the ring (a short-lived curl's
+    /// answer, read after our drain began), and ending its requests now made them errors.
     pub fn remove_exited(&mut self) {
+        let now = Instant::now();
         let host = &mut self.host;
-        for conn in self.conns.remove_exited(|tgid| host.is_alive(tgid)) {
+        let dead_since = &mut self.dead_since;
+        let gone = self.conns.remove_exited(|tgid| {
+            if host.is_alive(tgid) {
+                return true;
+            }
+            let since = *dead_since.entry(tgid).or_insert(now);
+            now.saturating_duration_since(since) < EXIT_GRACE
+        });
+        self.dead_since.retain(|_, since| now.saturating_duration_since(*since) < EXIT_GRACE * 4);
+        for conn in gone {
             let tid = conn.info.tgid;
             self.callbacks.forget_process(tid);
             self.thread_rule_off.remove(&tid);

@@ -209,3 +209,27 @@ fn a_request_cut_off_by_a_killed_server_is_an_error_span() {
     let lasted = cut[0].end - cut[0].start;
     assert!(lasted >= 1_000_000_000, "it lasted until the kill ({lasted} ns), not 0 ms");
 }
+
+/// Hundreds of short-lived traced clients (curl from a traced shell, 100 at a time): each
+/// exits right after its answer, often before the agent has read that answer from the ring.
+/// Every exchange must still pair: no CLIENT span without its answer.
+#[test]
+fn short_lived_clients_keep_their_answers() {
+    require_root();
+    zerotrace_integration_tests::require_program("xargs", "apt-get install findutils");
+    const N: usize = 500;
+    let port = free_port();
+    let _svc = zerotrace_integration_tests::nginx::static_ok(port);
+    let shell = zerotrace_integration_tests::procs::Gated::new(&format!(
+        "seq {N} | xargs -P 100 -I{{}} curl -s -o /dev/null -w '%{{http_code}}\\n' http://127.0.0.1:{port}/burst/{{}} | sort | uniq -c"
+    ));
+    let agent = JsonlAgent::start(&[shell.pid()]);
+    let out = shell.run(std::time::Duration::from_secs(120));
+    assert!(out.contains(&format!("{N} 200")), "{out}");
+    let (exit, spans) = agent.finish();
+    assert_eq!(exit.code, Some(0), "{:?}", exit.stderr);
+    let calls = find(&spans, "CLIENT", |s| s.attr("url.full").is_some_and(|u| u.contains("/burst/")));
+    assert_eq!(calls.len(), N, "{:?}", exit.stderr);
+    let broken: Vec<_> = calls.iter().filter(|s| s.error || s.attr("http.response.status_code") != Some("200")).collect();
+    assert!(broken.is_empty(), "{} answered requests marked as unanswered: {broken:?}", broken.len());
+}
