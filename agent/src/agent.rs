@@ -17,6 +17,7 @@ use crate::pipeline::{Pipeline, ProcHost};
 use crate::probes::{Probes, Settings};
 use crate::spans::Clock;
 use crate::runtime::{Runtime, RuntimeProbes};
+use crate::self_metrics::SelfMetrics;
 use crate::tls::TlsProbes;
 use crate::{preflight, process, targets};
 
@@ -158,6 +159,15 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
         targets::cgroup_pids(dir).into_iter().for_each(|p| pipeline.preload_resource(p));
     }
     let mut user = UserProbes { tls, runtimes, go_goroutines };
+    let mut self_metrics = match args.metrics_listen {
+        Some(addr) => {
+            let metrics = SelfMetrics::new();
+            crate::self_metrics::serve(addr, metrics.page()).await?;
+            eprintln!("zerotrace: own metrics on http://{addr}/metrics");
+            Some(metrics)
+        }
+        None => None,
+    };
     user.recognised(&mut pipeline, &mut probes);
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -187,6 +197,9 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
             _ = housekeeping.tick() => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
+                }
+                if let Some(metrics) = self_metrics.as_mut() {
+                    metrics.update(&reading(&probes, &pipeline, &stats));
                 }
                 rescan_cgroups(&args.cgroups, &mut known_cgroups, &mut probes);
                 for pid in args.cgroups.iter().flat_map(|dir| targets::cgroup_pids(dir)) {
@@ -222,6 +235,9 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
     drop(tx);
     finish_export(exporter, Duration::from_secs(args.shutdown_timeout), (&mut sigint, &mut sigterm, signalled), &stats).await;
     report(&probes, &pipeline, &stats);
+    if let Some(metrics) = self_metrics.as_mut() {
+        metrics.update(&reading(&probes, &pipeline, &stats));
+    }
     probes.detach_all();
     Ok(())
 }
@@ -307,6 +323,32 @@ fn rescan_cgroups(dirs: &[PathBuf], known: &mut std::collections::HashSet<u64>, 
             }
         }
     }
+}
+
+/// Every counter the exit report prints, for the self-metrics.
+fn reading(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) -> crate::self_metrics::Reading {
+    use crate::self_metrics::Metric::*;
+    let s = pipeline.stats;
+    let stitch = pipeline.stitch_stats();
+    let mut out = vec![
+        (Events, "", s.events),
+        (Spans, "", s.spans),
+        (Exported, "", stats.exported.load(Ordering::Relaxed)),
+        (SpansDropped, "queue_full", stats.dropped_queue_full.load(Ordering::Relaxed)),
+        (SpansDropped, "export_failed", stats.dropped_export_failed.load(Ordering::Relaxed)),
+        (SpansDropped, "shutdown_deadline", stats.dropped_shutdown.load(Ordering::Relaxed)),
+        (SpansDropped, "unlinked_backlog", s.dropped_unlinked),
+        (EventsLost, "tls_record_without_socket", s.tls_without_socket),
+        (RequestsWithoutSpan, "request_not_captured", s.answers_without_request),
+        (RequestsWithoutSpan, "answered_in_another_protocol", s.answered_in_another_protocol),
+        (RequestsWithoutSpan, "server_closed_unanswered", s.closed_unanswered),
+        (RequestsWithoutSpan, "after_connection_close", s.after_close),
+        (Stitching, "stitched", stitch.stitched),
+        (Stitching, "caller_not_seen", stitch.caller_not_seen),
+        (Stitching, "caller_unplaced", stitch.caller_unplaced),
+    ];
+    out.extend(probes.loss_counters().into_iter().map(|(why, n)| (EventsLost, why, n)));
+    out
 }
 
 fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {

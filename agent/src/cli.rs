@@ -69,6 +69,10 @@ pub struct TraceArgs {
     /// Stop after this many seconds (flushing first). Default: until SIGINT/SIGTERM.
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<u64>,
+    /// Serve the agent's own metrics (events, spans, and every loss by reason, as in the exit
+    /// report) in the Prometheus text format at http://ADDR/metrics, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// On SIGINT/SIGTERM or the end of --duration: at most this many seconds to export what is
     /// queued; then what is left is counted as dropped and the exit report printed. A second
     /// signal stops at once.

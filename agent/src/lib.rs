@@ -22,6 +22,7 @@ pub mod probes;
 pub mod process;
 pub mod protocols;
 pub mod runtime;
+pub mod self_metrics;
 pub mod spans;
 pub mod targets;
 pub mod tls;

@@ -97,7 +97,8 @@ fn a_pipeline_past_the_capture_is_counted() {
     const N: usize = 110;
     let port = free_port();
     let nginx = zerotrace_integration_tests::nginx::static_ok(port);
-    let agent = JsonlAgent::start(&[nginx.proc.pid()]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let agent = JsonlAgent::start_with(&[nginx.proc.pid()], &["--metrics-listen", &metrics]);
     let mut pipeline = Vec::new();
     for i in 0..N {
         let close = if i + 1 == N { "Connection: close\r\n" } else { "" };
@@ -105,6 +106,16 @@ fn a_pipeline_past_the_capture_is_counted() {
     }
     assert!(pipeline.len() > 3 * 1024, "well past the default capture (1 KiB)");
     assert_eq!(send_raw(port, &pipeline), 200);
+    // The same count, live, in the agent's own metrics (refreshed every second).
+    std::thread::sleep(Duration::from_millis(2500));
+    let page = std::process::Command::new("curl").args(["-s", &format!("http://{metrics}/metrics")]).output().unwrap();
+    let page = String::from_utf8_lossy(&page.stdout).into_owned();
+    let live: usize = page
+        .lines()
+        .find_map(|l| l.strip_prefix("zerotrace_requests_without_span_total{reason=\"request_not_captured\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no such metric: {page}"));
+    assert!(page.contains("zerotrace_spans_total "), "{page}");
     let (exit, spans) = agent.finish();
     assert_eq!(exit.code, Some(0), "{:?}", exit.stderr);
     let with_span = find(&spans, "SERVER", |s| s.attr("url.path").is_some_and(|p| p.starts_with("/piped/"))).len();
@@ -112,6 +123,7 @@ fn a_pipeline_past_the_capture_is_counted() {
     let counted: usize = report.split_once("requests without a span: ").and_then(|(_, r)| r.split(' ').next()?.parse().ok()).expect("the first count");
     assert!(with_span >= 20, "the captured requests have spans: {with_span}");
     assert_eq!(with_span + counted, N, "{with_span} spans + {counted} counted: {report}");
+    assert_eq!(live, counted, "the self-metrics say what the report says");
 }
 
 /// What is not an exchange of the protocol it looks like makes no span: HTTP sent to
