@@ -33,9 +33,12 @@ pub enum Metric {
     Stitching,
 }
 
+/// Counters with one label, `reason`.
+type ByReason = Family<[(&'static str, &'static str); 1], Counter>;
+
 pub struct SelfMetrics {
     registry: Registry,
-    families: HashMap<Metric, Family<[(&'static str, &'static str); 1], Counter>>,
+    families: HashMap<Metric, ByReason>,
     /// The metrics without a reason.
     plain: HashMap<Metric, Counter>,
     last: HashMap<(Metric, &'static str), u64>,
@@ -64,7 +67,7 @@ impl SelfMetrics {
             (Metric::RequestsWithoutSpan, "requests_without_span", "Requests that got no span, by reason"),
             (Metric::Stitching, "same_host_callees", "SERVER spans whose caller is traced on this host, by outcome"),
         ] {
-            let family = Family::<[(&'static str, &'static str); 1], Counter>::default();
+            let family = ByReason::default();
             registry.register(name, help, family.clone());
             families.insert(metric, family);
         }
