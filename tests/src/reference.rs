@@ -78,6 +78,11 @@ pub fn flask(port: u16, b: &Backends, agent: Option<u16>) -> Proc {
 
 /// tests/apps/express/server.js under @opentelemetry/auto-instrumentations-node (or bare).
 pub fn express(port: u16, b: &Backends, agent: Option<u16>) -> Proc {
+    express_with_pool(port, b, agent, None)
+}
+
+/// `express` with a pg pool of `pg_pool` clients instead of node-postgres's default (10).
+pub fn express_with_pool(port: u16, b: &Backends, agent: Option<u16>, pg_pool: Option<usize>) -> Proc {
     let dir = repo_root().join("tests/apps/express");
     assert!(dir.join("node_modules/express").exists(), "the Express app's packages are not installed; run `cargo xtask setup` (npm ci in tests/apps/express)");
     let mut cmd = Command::new(require_program("node", "Debian's nodejs"));
@@ -92,6 +97,9 @@ pub fn express(port: u16, b: &Backends, agent: Option<u16>) -> Proc {
         }
     }
     cmd.arg("server.js");
+    if let Some(n) = pg_pool {
+        cmd.args(["--pg-pool", &n.to_string()]);
+    }
     app_args(&mut cmd, port, b);
     spawn_until(cmd, "express service", "ready", Duration::from_secs(30))
 }

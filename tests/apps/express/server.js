@@ -17,7 +17,9 @@ const Redis = require('ioredis');
 
 const port = Number(arg('port'));
 const downstream = arg('downstream');
-const pool = new Pool({ host: '127.0.0.1', port: Number(arg('pg-port')), user: 'postgres', database: 'shop', max: 4 });
+// node-postgres's own default pool size (10) unless --pg-pool says otherwise: a pool smaller
+// than the concurrency hands freed clients to queued queries (tests/tests/compare.rs).
+const pool = new Pool({ host: '127.0.0.1', port: Number(arg('pg-port')), user: 'postgres', database: 'shop', max: Number(arg('pg-pool', '10')) });
 const redis = new Redis({ host: '127.0.0.1', port: Number(arg('redis-port')) });
 
 
