@@ -36,17 +36,15 @@ fn main() {
         );
     };
     let built = meta.modified().ok();
-    let sources = [root.join("ebpf-probes/probes/src"), root.join("ebpf-probes/abi/src")]
-        .iter()
-        .filter_map(|d| newest_mtime(d))
-        .max();
+    let sources = [root.join("ebpf-probes/probes/src"), root.join("ebpf-probes/abi/src")].iter().filter_map(|d| newest_mtime(d)).max();
     if let (Some(built), Some(sources)) = (built, sources)
-        && sources > built {
-            panic!(
-                "\n\nzerotrace: the eBPF probe object {} is older than the probe sources.\n\
+        && sources > built
+    {
+        panic!(
+            "\n\nzerotrace: the eBPF probe object {} is older than the probe sources.\n\
                  Rebuild it with:  cargo xtask build-ebpf\n\n",
-                object.display()
-            );
-        }
+            object.display()
+        );
+    }
     println!("cargo:rustc-env=ZEROTRACE_PROBES_OBJECT={}", object.display());
 }

@@ -54,8 +54,30 @@ fn main() {
     for i in 0..requests {
         let fd = 10 + (i % conns as u64) as u32;
         ts += 1_000;
-        pipeline.handle(Event::Data { tgid: 100, tid: 100, fd, ingress: true, ts_enter_ns: ts, ts_exit_ns: ts + 100, total: request.len() as u64, payload: request, tls: false, cause: Default::default() });
-        pipeline.handle(Event::Data { tgid: 100, tid: 100, fd, ingress: false, ts_enter_ns: ts + 500, ts_exit_ns: ts + 600, total: response.len() as u64, payload: &response, tls: false, cause: Default::default() });
+        pipeline.handle(Event::Data {
+            tgid: 100,
+            tid: 100,
+            fd,
+            ingress: true,
+            ts_enter_ns: ts,
+            ts_exit_ns: ts + 100,
+            total: request.len() as u64,
+            payload: request,
+            tls: false,
+            cause: Default::default(),
+        });
+        pipeline.handle(Event::Data {
+            tgid: 100,
+            tid: 100,
+            fd,
+            ingress: false,
+            ts_enter_ns: ts + 500,
+            ts_exit_ns: ts + 600,
+            total: response.len() as u64,
+            payload: &response,
+            tls: false,
+            cause: Default::default(),
+        });
         if i % 256 == 0 {
             spans += pipeline.tick(Instant::now()).len() as u64;
         }

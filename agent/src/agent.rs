@@ -15,9 +15,9 @@ use crate::cli::{Cli, Command, Exporter, RunArgs, TraceArgs};
 use crate::export::{self, ExportStats, Sink};
 use crate::pipeline::{Pipeline, ProcHost};
 use crate::probes::{Probes, Settings};
-use crate::spans::Clock;
 use crate::runtime::{Runtime, RuntimeProbes};
 use crate::self_metrics::SelfMetrics;
+use crate::spans::Clock;
 use crate::tls::TlsProbes;
 use crate::{preflight, process, targets};
 
@@ -114,7 +114,13 @@ impl Targets {
 /// to `sink`.
 pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()> {
     let Targets { pids, cgroup_ids } = targets;
-    let settings = Settings { payload_cap: args.capture_bytes, cgroup_filter: !args.cgroups.is_empty(), wakeup_bytes: WAKEUP_BYTES, hooks_only: args.hooks_only, go_goroutines: crate::probes::kernel_has_btf() };
+    let settings = Settings {
+        payload_cap: args.capture_bytes,
+        cgroup_filter: !args.cgroups.is_empty(),
+        wakeup_bytes: WAKEUP_BYTES,
+        hooks_only: args.hooks_only,
+        go_goroutines: crate::probes::kernel_has_btf(),
+    };
     let go_goroutines = settings.go_goroutines;
     let (mut probes, ring) = Probes::load(&settings)?;
     for &pid in &pids {
@@ -148,8 +154,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
     let exporter = tokio::spawn(export::run(rx, sink, stats.clone()));
     // SAFETY: the RingBuf owns its map fd and is moved into the AsyncFd, which drops it; the fd
     // stays open for as long as it is registered.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
     let mut pipeline = Pipeline::new(ProcHost, Clock::now());
     pipeline.db_options.keep_literals = args.keep_sql_literals;
     for &pid in &pids {
@@ -245,7 +250,12 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()>
 /// Lets the sink export what is queued, for at most `deadline`, or until a second signal: the
 /// first one (already received when `signalled`) asks for a clean stop, the second for an
 /// immediate one.
-async fn finish_export(mut exporter: tokio::task::JoinHandle<()>, deadline: Duration, signals: (&mut tokio::signal::unix::Signal, &mut tokio::signal::unix::Signal, bool), stats: &ExportStats) {
+async fn finish_export(
+    mut exporter: tokio::task::JoinHandle<()>,
+    deadline: Duration,
+    signals: (&mut tokio::signal::unix::Signal, &mut tokio::signal::unix::Signal, bool),
+    stats: &ExportStats,
+) {
     let (sigint, sigterm, mut signalled) = signals;
     let deadline = tokio::time::sleep(deadline);
     tokio::pin!(deadline);

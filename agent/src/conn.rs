@@ -152,7 +152,19 @@ impl Codec {
 
 impl Conn {
     pub fn new(info: ConnInfo) -> Self {
-        Self { info, codec: Codec::Undecided, first_bytes: [Vec::new(), Vec::new()], unrecognised: 0, foreign: false, answer_foreign: false, http_answers: 0, server_wrote: false, pending: VecDeque::new(), requests: 0, opened_by: None }
+        Self {
+            info,
+            codec: Codec::Undecided,
+            first_bytes: [Vec::new(), Vec::new()],
+            unrecognised: 0,
+            foreign: false,
+            answer_foreign: false,
+            http_answers: 0,
+            server_wrote: false,
+            pending: VecDeque::new(),
+            requests: 0,
+            opened_by: None,
+        }
     }
 
     /// Picks the protocol (and, for connections opened before we attached, the role) from

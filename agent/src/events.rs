@@ -37,21 +37,74 @@ impl Cause {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event<'a> {
     /// `listen_fd`: for accepted connections, the listening socket (whose address is our end).
-    ConnOpen { tgid: u32, tid: u32, fd: u32, role: Role, listen_fd: Option<u32>, local: Option<SocketAddr>, remote: Option<SocketAddr>, ts_ns: u64, comm: String, cause: Cause },
-    Data { tgid: u32, tid: u32, fd: u32, ingress: bool, ts_enter_ns: u64, ts_exit_ns: u64, total: u64, payload: &'a [u8], tls: bool, cause: Cause },
-    Close { tgid: u32, tid: u32, fd: u32, ts_ns: u64 },
+    ConnOpen {
+        tgid: u32,
+        tid: u32,
+        fd: u32,
+        role: Role,
+        listen_fd: Option<u32>,
+        local: Option<SocketAddr>,
+        remote: Option<SocketAddr>,
+        ts_ns: u64,
+        comm: String,
+        cause: Cause,
+    },
+    Data {
+        tgid: u32,
+        tid: u32,
+        fd: u32,
+        ingress: bool,
+        ts_enter_ns: u64,
+        ts_exit_ns: u64,
+        total: u64,
+        payload: &'a [u8],
+        tls: bool,
+        cause: Cause,
+    },
+    Close {
+        tgid: u32,
+        tid: u32,
+        fd: u32,
+        ts_ns: u64,
+    },
     /// `child` (a process, or a new thread of `parent_tgid`) holds a copy of socket `fd`.
-    Inherit { parent_tgid: u32, child: u32, fd: u32 },
+    Inherit {
+        parent_tgid: u32,
+        child: u32,
+        fd: u32,
+    },
     /// A traced process forked `pid` (perhaps a thread), or `pid` ran exec (`parent_tgid` 0).
-    Process { pid: u32, parent_tgid: u32 },
+    Process {
+        pid: u32,
+        parent_tgid: u32,
+    },
     /// Thread `tid` sent its last TLS write's ciphertext on `fd` (memory BIO).
-    TlsSocket { tgid: u32, tid: u32, fd: u32 },
+    TlsSocket {
+        tgid: u32,
+        tid: u32,
+        fd: u32,
+    },
     /// An asyncio task `child` was created while the thread ran `parent`.
-    UnitSpawn { tgid: u32, parent: Cause, child: u64, ts_ns: u64 },
+    UnitSpawn {
+        tgid: u32,
+        parent: Cause,
+        child: u64,
+        ts_ns: u64,
+    },
     /// Traced process `tgid` ended: by itself with an exit code, or killed (`code` None).
-    Exit { tgid: u32, ts_ns: u64, code: Option<i32> },
+    Exit {
+        tgid: u32,
+        ts_ns: u64,
+        code: Option<i32>,
+    },
     /// Thread `tid` put `item` on a watched queue while running `cause`, or (`take`) took it.
-    HandOff { tgid: u32, tid: u32, take: bool, item: u64, cause: Cause },
+    HandOff {
+        tgid: u32,
+        tid: u32,
+        take: bool,
+        item: u64,
+        cause: Cause,
+    },
 }
 
 pub fn socket_addr(a: &SockAddr) -> Option<SocketAddr> {

@@ -169,9 +169,21 @@ mod tests {
                 (op::TICK, 10, 10, b""),
                 (op::CLOSE, 0, 0, b""),
             ]),
-            script(&[(op::OPEN | 0x40, 2, 1, b""), (op::DATA | 0x40, 2, pg.len() as u8, pg), (op::DATA | 0x40, 2, query.len() as u8, query), (op::DATA | 0x40, 3, 6, b"Z\x00\x00\x00\x05I")]),
+            script(&[
+                (op::OPEN | 0x40, 2, 1, b""),
+                (op::DATA | 0x40, 2, pg.len() as u8, pg),
+                (op::DATA | 0x40, 2, query.len() as u8, query),
+                (op::DATA | 0x40, 3, 6, b"Z\x00\x00\x00\x05I"),
+            ]),
             script(&[(op::OPEN, 4, 1, b""), (op::DATA, 0xf4, redis.len() as u8, redis), (op::DATA, 5, 10, b"$1\r\nv\r\n$1\r"), (op::TICK, 1, 1, b"")]),
-            script(&[(op::OPEN | 0x80, 0, 0, b""), (op::DATA | 0x80, 1, get.len() as u8, get), (op::EXIT | 0x80, 0xff, 0, b""), (op::UNIT | 0x18, 7, 1, b""), (op::UNIT, 7, 2, b""), (op::RECORD, 4, 0, b"\x09\x00\x00\x00")]),
+            script(&[
+                (op::OPEN | 0x80, 0, 0, b""),
+                (op::DATA | 0x80, 1, get.len() as u8, get),
+                (op::EXIT | 0x80, 0xff, 0, b""),
+                (op::UNIT | 0x18, 7, 1, b""),
+                (op::UNIT, 7, 2, b""),
+                (op::RECORD, 4, 0, b"\x09\x00\x00\x00"),
+            ]),
         ];
         let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
         crate::protocols::fuzz::smoke::mutate_and_run(&seeds, 5_000, super::pipeline);

@@ -171,7 +171,11 @@ impl<H: Host> Pipeline<H> {
         if self.debug {
             match &event {
                 Event::Data { tgid, tid, fd, ingress, total, payload, cause, .. } => {
-                    eprintln!("zerotrace: debug: data {tgid}/{tid} fd {fd} {} {total} bytes ({cause:?}): {:?}", if *ingress { "in" } else { "out" }, String::from_utf8_lossy(&payload[..payload.len().min(48)]));
+                    eprintln!(
+                        "zerotrace: debug: data {tgid}/{tid} fd {fd} {} {total} bytes ({cause:?}): {:?}",
+                        if *ingress { "in" } else { "out" },
+                        String::from_utf8_lossy(&payload[..payload.len().min(48)])
+                    );
                 }
                 _ => eprintln!("zerotrace: debug: {event:?}"),
             }
@@ -411,7 +415,12 @@ impl<H: Host> Pipeline<H> {
             Role::Server => {
                 let end = conn.info.remote.map(|r| CalleeEnd { client: PeerKey::new(r), server_port: conn.info.local.map(|l| l.port()) });
                 if self.debug {
-                    eprintln!("zerotrace: debug: server request {} end {end:?} traced caller={} exit={}", facts.path, end.is_some_and(|e| self.linker.is_traced_client(&e, facts.start_exit_ns)), facts.start_exit_ns);
+                    eprintln!(
+                        "zerotrace: debug: server request {} end {end:?} traced caller={} exit={}",
+                        facts.path,
+                        end.is_some_and(|e| self.linker.is_traced_client(&e, facts.start_exit_ns)),
+                        facts.start_exit_ns
+                    );
                 }
                 self.linker.start_server(&facts, end)
             }
@@ -588,7 +597,8 @@ impl<H: Host> Pipeline<H> {
                     w.span.trace_id = ctx.trace_id.to_vec();
                     w.span.span_id = w.id.to_vec();
                     w.span.parent_span_id = ctx.parent.map(|p| p.to_vec()).unwrap_or_default();
-                    w.span.links = self.linker.links(&w.id).into_iter().map(|(trace, span)| Link { trace_id: trace.to_vec(), span_id: span.to_vec(), ..Default::default() }).collect();
+                    w.span.links =
+                        self.linker.links(&w.id).into_iter().map(|(trace, span)| Link { trace_id: trace.to_vec(), span_id: span.to_vec(), ..Default::default() }).collect();
                     let resource = self.resource(w.tgid);
                     self.stats.spans += 1;
                     ready.push(FinishedSpan { resource, span: w.span });
@@ -620,8 +630,6 @@ impl<H: Host> Pipeline<H> {
         r
     }
 
-
-
     /// Requests still waiting for their answer (at shutdown: they get no span).
     pub fn in_flight(&self) -> u64 {
         self.conns.pending_requests()
@@ -631,5 +639,4 @@ impl<H: Host> Pipeline<H> {
     pub fn preload_resource(&mut self, tgid: u32) {
         let _ = self.resource(tgid);
     }
-
 }

@@ -12,25 +12,22 @@ const CAP_BPF: u32 = 39;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
-    #[error("missing privileges: zerotrace needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); run it as root or grant them: sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep $(which zerotrace)")]
+    #[error(
+        "missing privileges: zerotrace needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); run it as root or grant them: sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search+ep $(which zerotrace)"
+    )]
     Capabilities,
     #[error("tracefs is not mounted and could not be mounted ({0}); mount it: mount -t tracefs nodev /sys/kernel/tracing")]
     Tracefs(String),
-    #[error("tracefs is mounted at {0} but this process cannot read it: it needs CAP_DAC_READ_SEARCH (tracefs is root-only); grant it: sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep $(which zerotrace)")]
+    #[error(
+        "tracefs is mounted at {0} but this process cannot read it: it needs CAP_DAC_READ_SEARCH (tracefs is root-only); grant it: sudo setcap cap_bpf,cap_perfmon,cap_dac_read_search+ep $(which zerotrace)"
+    )]
     TracefsUnreadable(String),
     #[error("this kernel has no syscall tracepoints (CONFIG_FTRACE_SYSCALLS); zerotrace needs them")]
     NoSyscallTracepoints,
 }
 
 fn effective_caps() -> u64 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(0)
+    fs::read_to_string("/proc/self/status").ok().and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())).unwrap_or(0)
 }
 
 fn has(caps: u64, cap: u32) -> bool {
@@ -50,7 +47,9 @@ fn degraded(caps: u64) -> Vec<String> {
         }
         // Measured on kernel 6.18: perf_event_open refuses uprobes (EACCES) to CAP_BPF +
         // CAP_PERFMON + CAP_SYS_PTRACE + CAP_DAC_READ_SEARCH.
-        warnings.push("without CAP_SYS_ADMIN the kernel refuses uprobes: no HTTPS plaintext (TLS probes) and no event-loop/runtime linking; plain HTTP and databases are traced".to_string());
+        warnings.push(
+            "without CAP_SYS_ADMIN the kernel refuses uprobes: no HTTPS plaintext (TLS probes) and no event-loop/runtime linking; plain HTTP and databases are traced".to_string(),
+        );
     }
     warnings
 }

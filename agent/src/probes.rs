@@ -120,7 +120,22 @@ impl Probes {
         let cgroups = BpfHashMap::try_from(take(&mut ebpf, "TARGET_CGROUPS")?)?;
         let fd_states = BpfHashMap::try_from(take(&mut ebpf, "FD_STATE")?)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?)?;
-        Ok((Self { ebpf, targets, go_pids, attached: false, uprobes_loaded: Default::default(), tracepoint_links: Vec::new(), uprobe_links: Default::default(), next_uprobe_link: 0, cgroups, fd_states, stats }, events))
+        Ok((
+            Self {
+                ebpf,
+                targets,
+                go_pids,
+                attached: false,
+                uprobes_loaded: Default::default(),
+                tracepoint_links: Vec::new(),
+                uprobe_links: Default::default(),
+                next_uprobe_link: 0,
+                cgroups,
+                fd_states,
+                stats,
+            },
+            events,
+        ))
     }
 
     /// Verifies and attaches every program. Call after the initial targets are set: from then
@@ -128,11 +143,8 @@ impl Probes {
     pub fn attach(&mut self) -> Result<()> {
         let mut loaded = std::collections::HashSet::new();
         for (program, category, name) in ATTACH {
-            let prog: &mut TracePoint = self
-                .ebpf
-                .program_mut(program)
-                .with_context(|| format!("program {program} missing from the probe object; rebuild with cargo xtask build-ebpf"))?
-                .try_into()?;
+            let prog: &mut TracePoint =
+                self.ebpf.program_mut(program).with_context(|| format!("program {program} missing from the probe object; rebuild with cargo xtask build-ebpf"))?.try_into()?;
             if loaded.insert(*program) {
                 prog.load().map_err(|e| anyhow!("the kernel verifier rejected {program}: {e:#}"))?;
             }
@@ -148,11 +160,8 @@ impl Probes {
     /// that process alone, so other processes using the same library never trap.
     /// `cookie` is what the program reads with `bpf_get_attach_cookie`.
     pub fn attach_uprobe(&mut self, program: &'static str, path: &std::path::Path, offset: u64, cookie: Option<u64>, pid: Option<u32>) -> Result<UprobeLink> {
-        let prog: &mut UProbe = self
-            .ebpf
-            .program_mut(program)
-            .with_context(|| format!("program {program} missing from the probe object; rebuild with cargo xtask build-ebpf"))?
-            .try_into()?;
+        let prog: &mut UProbe =
+            self.ebpf.program_mut(program).with_context(|| format!("program {program} missing from the probe object; rebuild with cargo xtask build-ebpf"))?.try_into()?;
         if !self.uprobes_loaded.contains(program) {
             prog.load().map_err(|e| anyhow!("the kernel verifier rejected {program}: {e:#}"))?;
             self.uprobes_loaded.insert(program);
@@ -226,11 +235,7 @@ impl Probes {
     /// Records the probes could not deliver, by reason, summed over CPUs.
     pub fn loss_counters(&self) -> [(&'static str, u64); 3] {
         let sum = |i: u32| self.stats.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);
-        [
-            ("ring buffer full", sum(stat::RINGBUF_FULL)),
-            ("user memory not readable", sum(stat::READ_FAULT)),
-            ("in-flight slot taken by another thread", sum(stat::INFLIGHT_FULL)),
-        ]
+        [("ring buffer full", sum(stat::RINGBUF_FULL)), ("user memory not readable", sum(stat::READ_FAULT)), ("in-flight slot taken by another thread", sum(stat::INFLIGHT_FULL))]
     }
 
     /// Per-program run counts and average run time, when the kernel collects them
@@ -278,5 +283,4 @@ impl Probes {
             }
         });
     }
-
 }

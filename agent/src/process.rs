@@ -48,12 +48,14 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len()
-            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
         out.push(bytes[i]);
         i += 1;
     }
@@ -78,9 +80,10 @@ pub fn container_id_from_cgroup(cgroup_file: &str) -> Option<String> {
 
 pub fn executable_name(pid: u32) -> Option<String> {
     if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe"))
-        && let Some(name) = exe.file_name() {
-            return Some(name.to_string_lossy().trim_end_matches(" (deleted)").to_string());
-        }
+        && let Some(name) = exe.file_name()
+    {
+        return Some(name.to_string_lossy().trim_end_matches(" (deleted)").to_string());
+    }
     fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim().to_string())
 }
 
@@ -103,13 +106,7 @@ pub fn resource(pid: u32) -> Option<ProcessResource> {
     let mut extra = env.get("OTEL_RESOURCE_ATTRIBUTES").map(|v| parse_resource_attributes(v)).unwrap_or_default();
     let from_attrs = extra.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone());
     extra.retain(|(k, _)| k != "service.name");
-    let service_name = env
-        .get("OTEL_SERVICE_NAME")
-        .filter(|s| !s.is_empty())
-        .cloned()
-        .or(from_attrs)
-        .or(program)
-        .unwrap_or_else(|| executable_name.clone());
+    let service_name = env.get("OTEL_SERVICE_NAME").filter(|s| !s.is_empty()).cloned().or(from_attrs).or(program).unwrap_or_else(|| executable_name.clone());
     let container_id = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|c| container_id_from_cgroup(&c));
     Some(ProcessResource { pid, service_name, executable_name, container_id, extra })
 }

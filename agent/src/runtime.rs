@@ -28,8 +28,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use crate::probes::UprobeLink;
+use anyhow::{Context, Result};
 use zerotrace_symbols::elf::ElfSymbols;
 use zerotrace_symbols::site::{self, SYSV_ARGS, Site};
 
@@ -194,12 +194,7 @@ fn objects(pid: u32) -> Vec<PathBuf> {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
     let mut paths = vec![PathBuf::from(format!("/proc/{pid}/exe"))];
     if let Ok(objects) = zerotrace_symbols::maps::process_objects(pid) {
-        paths.extend(
-            objects
-                .into_iter()
-                .filter(|p| p.file_name().is_some_and(|n| may_carry_runtime(&n.to_string_lossy())))
-                .map(|p| root.join(p.strip_prefix("/").unwrap_or(&p))),
-        );
+        paths.extend(objects.into_iter().filter(|p| p.file_name().is_some_and(|n| may_carry_runtime(&n.to_string_lossy()))).map(|p| root.join(p.strip_prefix("/").unwrap_or(&p))));
     }
     paths
 }
@@ -234,11 +229,7 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
                 uprobes.push(("asyncio_task_init", offset, None));
             }
         }
-        return Ok(Some(Plan {
-            runtime: Some(Runtime::Asyncio),
-            uprobes,
-            described: format!("CPython 3.{minor} asyncio task steps{}", single_stepped(&site)),
-        }));
+        return Ok(Some(Plan { runtime: Some(Runtime::Asyncio), uprobes, described: format!("CPython 3.{minor} asyncio task steps{}", single_stepped(&site)) }));
     }
     if symbols.defines(QUEUE_PUT) && symbols.defines(QUEUE_GET) {
         let mut uprobes = Vec::new();

@@ -56,7 +56,9 @@ impl SelfMetrics {
         let mut registry = Registry::with_prefix("zerotrace");
         let mut families = HashMap::default();
         let mut plain = HashMap::default();
-        for (metric, name, help) in [(Metric::Events, "events", "Kernel records read"), (Metric::Spans, "spans", "Spans made"), (Metric::Exported, "spans_exported", "Spans the sink accepted")] {
+        for (metric, name, help) in
+            [(Metric::Events, "events", "Kernel records read"), (Metric::Spans, "spans", "Spans made"), (Metric::Exported, "spans_exported", "Spans the sink accepted")]
+        {
             let counter = Counter::default();
             registry.register(name, help, counter.clone());
             plain.insert(metric, counter);

@@ -26,9 +26,7 @@ fn ppid_of(pid: u32) -> Option<u32> {
 }
 
 fn all_pids() -> Vec<u32> {
-    fs::read_dir("/proc")
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
-        .unwrap_or_default()
+    fs::read_dir("/proc").map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()).unwrap_or_default()
 }
 
 /// The given PIDs plus all their current descendants (nginx workers under their master).

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use crate::probes::UprobeLink;
+use anyhow::{Context, Result};
 use zerotrace_symbols::elf::ElfSymbols;
 use zerotrace_symbols::site::{self, SYSV_ARGS, Site};
 
@@ -255,9 +255,7 @@ fn openssl_plan(symbols: &ElfSymbols) -> Result<Plan> {
             }
             site::site(symbols, address, &SYSV_ARGS[..3], false)
         };
-        let offset = symbols
-            .file_offset(site.address())
-            .with_context(|| format!("{}: probe site {:#x} outside the file's segments", tls.function, site.address()))?;
+        let offset = symbols.file_offset(site.address()).with_context(|| format!("{}: probe site {:#x} outside the file's segments", tls.function, site.address()))?;
         plan.uprobes.push(Uprobe { program: tls.program, offset, cookie: None });
         plan.uprobes.push(Uprobe { program: "ssl_ret", offset, cookie: None });
         plan.described.push(match site {

@@ -35,10 +35,8 @@ pub struct GoBinary {
 pub fn read(elf: &ElfSymbols, wanted: &[&str]) -> Result<Option<GoBinary>, SymbolError> {
     let file = elf.object()?;
     let Some(version) = version(elf, &file) else { return Ok(None) };
-    let pclntab = file
-        .section_by_name(".gopclntab")
-        .and_then(|s| s.data().ok())
-        .ok_or_else(|| elf.parse_error("Go executable without a .gopclntab section (packed or damaged)".into()))?;
+    let pclntab =
+        file.section_by_name(".gopclntab").and_then(|s| s.data().ok()).ok_or_else(|| elf.parse_error("Go executable without a .gopclntab section (packed or damaged)".into()))?;
     let text = file.section_by_name(".text").map(|s| s.address()).unwrap_or(0);
     let functions = pclntab_functions(pclntab, text, wanted).map_err(|reason| elf.parse_error(format!("pclntab: {reason}")))?;
     Ok(Some(GoBinary { version, functions }))
@@ -270,13 +268,7 @@ fn dwarf_offsets(elf: &ElfSymbols) -> Option<TlsConnOffsets> {
             break;
         }
     }
-    Some(TlsConnOffsets {
-        conn_in_tls_conn: found[0]?,
-        fd_in_net_conn: found[1]?,
-        pfd_in_net_fd: found[2]?,
-        sysfd_in_poll_fd: found[3]?,
-        from_dwarf: true,
-    })
+    Some(TlsConnOffsets { conn_in_tls_conn: found[0]?, fd_in_net_conn: found[1]?, pfd_in_net_fd: found[2]?, sysfd_in_poll_fd: found[3]?, from_dwarf: true })
 }
 
 #[cfg(test)]

@@ -47,9 +47,6 @@ mod tests {
 7f00003000-7f00004000 r-xp 00000000 fe:01 790 /tmp/gone.so (deleted)
 7ffc0000-7ffc1000 r-xp 00000000 00:00 0 [vdso]
 ";
-        assert_eq!(
-            executable_objects(text),
-            vec![PathBuf::from("/usr/bin/curl"), PathBuf::from("/usr/lib/x86_64-linux-gnu/libssl.so.3"), PathBuf::from("/tmp/my lib.so")]
-        );
+        assert_eq!(executable_objects(text), vec![PathBuf::from("/usr/bin/curl"), PathBuf::from("/usr/lib/x86_64-linux-gnu/libssl.so.3"), PathBuf::from("/tmp/my lib.so")]);
     }
 }

@@ -98,9 +98,7 @@ pub fn calls(code: &dyn CodeSource, function: u64, size: u64, target: u64) -> bo
 /// out, and being harmless the search walks past them.)
 fn kernel_emulates(instruction: &Instruction) -> bool {
     let one_byte_nop = instruction.code() == Code::Nopd && instruction.len() == 1;
-    one_byte_nop
-        || instruction.is_jcc_short_or_near()
-        || matches!(instruction.code(), Code::Push_r64 | Code::Call_rel32_64 | Code::Jmp_rel8_64 | Code::Jmp_rel32_64)
+    one_byte_nop || instruction.is_jcc_short_or_near() || matches!(instruction.code(), Code::Push_r64 | Code::Call_rel32_64 | Code::Jmp_rel8_64 | Code::Jmp_rel32_64)
 }
 
 /// Decodes the prologue and calls `step` on each instruction with its effects, until `step`
@@ -154,9 +152,7 @@ fn emulated_site(code: &dyn CodeSource, start: u64, args: &[Register]) -> Option
         if kernel_emulates(instruction) {
             return Some(Some(instruction.ip()));
         }
-        let harmless = instruction.flow_control() == FlowControl::Next
-            && effects.stores.is_empty()
-            && !effects.written.iter().any(|r| *r == Register::RSP || args.contains(r));
+        let harmless = instruction.flow_control() == FlowControl::Next && effects.stores.is_empty() && !effects.written.iter().any(|r| *r == Register::RSP || args.contains(r));
         if harmless { None } else { Some(None) }
     })
 }
@@ -169,9 +165,8 @@ fn pass_through_callee(code: &dyn CodeSource, start: u64, args: &[Register]) -> 
         if instruction.code() == Code::Call_rel32_64 {
             return Some(Some(instruction.near_branch_target()));
         }
-        let harmless = instruction.flow_control() == FlowControl::Next
-            && effects.stores.iter().all(|base| *base == Register::RSP)
-            && !effects.written.iter().any(|r| args.contains(r));
+        let harmless =
+            instruction.flow_control() == FlowControl::Next && effects.stores.iter().all(|base| *base == Register::RSP) && !effects.written.iter().any(|r| args.contains(r));
         if harmless { None } else { Some(None) }
     })
 }

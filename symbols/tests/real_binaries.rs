@@ -38,12 +38,8 @@ fn check_c_program(pie: bool) {
     std::fs::write(&src, "unsigned long long zt_probe_me(void) { return 0x1122334455667788ULL; }\nint main(void) { return (int)zt_probe_me(); }\n").unwrap();
     let exe = dir.join("prog");
     let (flag_link, flag_cc) = if pie { ("-pie", "-fPIE") } else { ("-no-pie", "-fno-pie") };
-    let status = Command::new("cc")
-        .args(["-O1", "-fno-inline", flag_link, flag_cc, "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .expect("a C compiler (gcc) is needed to build test binaries");
+    let status =
+        Command::new("cc").args(["-O1", "-fno-inline", flag_link, flag_cc, "-o"]).arg(&exe).arg(&src).status().expect("a C compiler (gcc) is needed to build test binaries");
     assert!(status.success());
     let syms = ElfSymbols::read(&exe).unwrap();
     let off = syms.uprobe_offset("zt_probe_me").unwrap() as usize;

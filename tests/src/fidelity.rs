@@ -99,7 +99,8 @@ impl fmt::Display for Fidelity {
 pub fn measure(spans: &[TestSpan], front_pid: u32, calls: usize) -> Fidelity {
     let pid = front_pid.to_string();
     let ours = |s: &&TestSpan| s.resource.get("process.pid") == Some(&pid);
-    let fronts: HashMap<&str, &TestSpan> = spans.iter().filter(ours).filter(|s| s.kind == "SERVER" && s.attr("url.path").is_some_and(|p| p.starts_with("/chain/"))).map(|s| (s.span_id.as_str(), s)).collect();
+    let fronts: HashMap<&str, &TestSpan> =
+        spans.iter().filter(ours).filter(|s| s.kind == "SERVER" && s.attr("url.path").is_some_and(|p| p.starts_with("/chain/"))).map(|s| (s.span_id.as_str(), s)).collect();
     let mut out = Fidelity { requests: fronts.len(), expected: fronts.len() * calls, ..Default::default() };
     // Calls without an id, per (request, kind of call): one each at most.
     let mut unlabelled_per_front: HashMap<(&str, String), usize> = HashMap::new();

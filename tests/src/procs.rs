@@ -278,11 +278,6 @@ impl Drop for TempDir {
 
 /// An HTTP GET with curl (a real client), returning the status code.
 pub fn curl(url: &str, extra: &[&str]) -> u16 {
-    let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
-        .args(extra)
-        .arg(url)
-        .output()
-        .expect("running curl");
+    let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"]).args(extra).arg(url).output().expect("running curl");
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
 }

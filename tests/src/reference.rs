@@ -149,7 +149,11 @@ pub fn go_chain(port: u16, b: &Backends) -> Proc {
             .env("GOCACHE", std::env::temp_dir().join("zerotrace-go-cache"))
             .output()
             .expect("running go build");
-        assert!(out.status.success(), "go build of tests/apps/go_chain failed (cargo xtask setup installs golang-github-lib-pq-dev and golang-gopkg-redis.v5-dev): {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "go build of tests/apps/go_chain failed (cargo xtask setup installs golang-github-lib-pq-dev and golang-gopkg-redis.v5-dev): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut cmd = Command::new(&binary);
     cmd.env("OTEL_SERVICE_NAME", "chain-go");

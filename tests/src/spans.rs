@@ -93,8 +93,7 @@ pub fn from_jsonl(path: &Path) -> Vec<TestSpan> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let data: opentelemetry_proto::tonic::trace::v1::TracesData =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("line is not OTLP JSON ({e}): {line}"));
+        let data: opentelemetry_proto::tonic::trace::v1::TracesData = serde_json::from_str(line).unwrap_or_else(|e| panic!("line is not OTLP JSON ({e}): {line}"));
         out.extend(from_proto(&data.resource_spans));
     }
     out

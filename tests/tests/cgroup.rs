@@ -48,11 +48,7 @@ fn cgroup_target_traces_only_the_container() {
 
     let inside_port = free_port();
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(format!(
-        "echo $$ > {}/cgroup.procs && exec python3 {} --port {inside_port}",
-        dir.display(),
-        python_app("http_service.py").display()
-    ));
+    cmd.arg("-c").arg(format!("echo $$ > {}/cgroup.procs && exec python3 {} --port {inside_port}", dir.display(), python_app("http_service.py").display()));
     cmd.env("OTEL_SERVICE_NAME", "in-container");
     let inside = spawn_until(cmd, "in-container", "ready", Duration::from_secs(20));
     let outside_port = free_port();

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use zerotrace_integration_tests::procs::{Agent, Proc, TempDir, curl, run_agent_to_exit};
 use zerotrace_integration_tests::fidelity;
+use zerotrace_integration_tests::procs::{Agent, Proc, TempDir, curl, run_agent_to_exit};
 use zerotrace_integration_tests::reference::{self, Backends};
 use zerotrace_integration_tests::{free_port, require_root};
 
@@ -106,7 +106,13 @@ fn flask_under_the_python_agent() {
     assert_eq!((n(conn, "requests"), n(conn, "zerotrace_one_tree"), n(conn, "agent_one_tree")), (REQUESTS as u64, REQUESTS as u64, REQUESTS as u64), "{conn}");
     // Attribute parity where both follow the stable conventions.
     let parity = &r["attributes"];
-    for (category, key) in [("HTTP server", "http.request.method"), ("HTTP server", "url.path"), ("HTTP server", "http.response.status_code"), ("HTTP client", "url.full"), ("DB client", "db.system.name")] {
+    for (category, key) in [
+        ("HTTP server", "http.request.method"),
+        ("HTTP server", "url.path"),
+        ("HTTP server", "http.response.status_code"),
+        ("HTTP client", "url.full"),
+        ("DB client", "db.system.name"),
+    ] {
         assert_eq!(n(&parity[category][key], "same"), REQUESTS as u64, "{category} {key}: {}", parity[category][key]);
     }
     check_html(&out.dir);

@@ -73,7 +73,11 @@ fn postgres_statements_from_psql_psycopg2_and_pipelined_pgbench() {
 
     let psql_spans = db_spans(&spans, "postgresql", "psql");
     let ok: Vec<&TestSpan> = psql_spans.iter().copied().filter(|s| !s.error).collect();
-    assert!(names(&ok).starts_with(&["CREATE items".to_string(), "INSERT items".into(), "SELECT items".into()]), "psql spans: {:?}", psql_spans.iter().map(|s| (&s.name, s.attr("db.query.text"), s.start)).collect::<Vec<_>>());
+    assert!(
+        names(&ok).starts_with(&["CREATE items".to_string(), "INSERT items".into(), "SELECT items".into()]),
+        "psql spans: {:?}",
+        psql_spans.iter().map(|s| (&s.name, s.attr("db.query.text"), s.start)).collect::<Vec<_>>()
+    );
     let select = ok[2];
     assert_eq!(select.attr("db.query.text"), Some("SELECT name FROM items WHERE secret = ?"));
     assert_eq!(select.attr("db.operation.name"), Some("SELECT"));

@@ -41,7 +41,8 @@ fn http_postgres_and_redis_calls_form_one_tree_per_request() {
         let children = find(&spans, "CLIENT", |s| s.parent_id == server.span_id);
         // A thread's first request also opens its Redis connection (HELLO, CLIENT SETINFO):
         // those are children too, but only the GET is per request.
-        let mut kinds: Vec<String> = children.iter().filter(|c| c.attr("db.system.name") != Some("redis") || c.name == "GET").map(|c| c.attr("db.system.name").unwrap_or("http").to_string()).collect();
+        let mut kinds: Vec<String> =
+            children.iter().filter(|c| c.attr("db.system.name") != Some("redis") || c.name == "GET").map(|c| c.attr("db.system.name").unwrap_or("http").to_string()).collect();
         kinds.sort();
         assert_eq!(kinds, ["http", "postgresql", "redis"], "children of {:?}: {children:?}", server.attr("url.path"));
         for child in &children {

@@ -95,7 +95,8 @@ fn keepalive_connection_gives_one_span_per_request() {
     assert!(status.success());
     assert_eq!(curl(&format!("{base}/echo"), &["-X", "POST", "--data-binary", &"x".repeat(20000)]), 200);
     let (_, spans) = agent.finish();
-    let paths: Vec<_> = find(&spans, "SERVER", |_| true).iter().map(|s| (s.attr("url.path").unwrap_or("").to_string(), s.attr("http.response.status_code").unwrap_or("").to_string())).collect();
+    let paths: Vec<_> =
+        find(&spans, "SERVER", |_| true).iter().map(|s| (s.attr("url.path").unwrap_or("").to_string(), s.attr("http.response.status_code").unwrap_or("").to_string())).collect();
     for want in [("/item/1", "200"), ("/item/2", "200"), ("/nope", "404"), ("/echo", "200")] {
         assert!(paths.contains(&(want.0.to_string(), want.1.to_string())), "missing {want:?} in {paths:?}");
     }

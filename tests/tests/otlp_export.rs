@@ -44,7 +44,18 @@ fn otlp_grpc_by_flags() {
     let endpoint = format!("http://{}", receiver.addr);
     let agent = drive_front_back(|f, b| {
         Agent::start_env(
-            &["--pid".into(), f.to_string(), "--pid".into(), b.to_string(), "--exporter".into(), "otlp".into(), "--otlp-protocol".into(), "grpc".into(), "--otlp-endpoint".into(), endpoint.clone()],
+            &[
+                "--pid".into(),
+                f.to_string(),
+                "--pid".into(),
+                b.to_string(),
+                "--exporter".into(),
+                "otlp".into(),
+                "--otlp-protocol".into(),
+                "grpc".into(),
+                "--otlp-endpoint".into(),
+                endpoint.clone(),
+            ],
             &[("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme")],
         )
     });
@@ -62,7 +73,12 @@ fn otlp_http_protobuf_by_environment() {
     let agent = drive_front_back(|f, b| {
         Agent::start_env(
             &["--pid".into(), f.to_string(), "--pid".into(), b.to_string()],
-            &[("OTEL_TRACES_EXPORTER", "otlp"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"), ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer t0k")],
+            &[
+                ("OTEL_TRACES_EXPORTER", "otlp"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer t0k"),
+            ],
         )
     });
     let exit = agent.stop();
@@ -79,7 +95,16 @@ fn unreachable_collector_warns_and_keeps_running() {
     let closed = free_port();
     let port = free_port();
     let svc = python_service(port, None, "lonely");
-    let agent = Agent::start(&["--pid".into(), svc.pid().to_string(), "--exporter".into(), "otlp".into(), "--otlp-protocol".into(), "http/protobuf".into(), "--otlp-endpoint".into(), format!("http://127.0.0.1:{closed}")]);
+    let agent = Agent::start(&[
+        "--pid".into(),
+        svc.pid().to_string(),
+        "--exporter".into(),
+        "otlp".into(),
+        "--otlp-protocol".into(),
+        "http/protobuf".into(),
+        "--otlp-endpoint".into(),
+        format!("http://127.0.0.1:{closed}"),
+    ]);
     assert_eq!(curl(&format!("http://127.0.0.1:{port}/item/1"), &[]), 200);
     std::thread::sleep(std::time::Duration::from_secs(4));
     // Still serving and still tracing after the export failures.

@@ -103,7 +103,11 @@ fn agent_exporting_to_silent_collector(protocol: &str, extra: &[&str]) -> (zerot
     let collector = SilentCollector::start();
     let port = free_port();
     let svc = python_service(port, None, "patient");
-    let mut args: Vec<String> = ["--pid", &svc.pid().to_string(), "--exporter", "otlp", "--otlp-protocol", protocol, "--otlp-endpoint", &format!("http://127.0.0.1:{}", collector.port)].iter().map(|s| s.to_string()).collect();
+    let mut args: Vec<String> =
+        ["--pid", &svc.pid().to_string(), "--exporter", "otlp", "--otlp-protocol", protocol, "--otlp-endpoint", &format!("http://127.0.0.1:{}", collector.port)]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     let agent = zerotrace_integration_tests::procs::Agent::start(&args);
     for i in 0..50 {
@@ -184,7 +188,10 @@ fn the_agent_never_traces_itself() {
     let spans = receiver.received.spans();
     let curls = find(&spans, "CLIENT", |s| s.attr("url.full").is_some_and(|u| u.contains("/item/")));
     assert_eq!(curls.len(), 20, "the shell's curls are traced: {stderr}");
-    let own = spans.iter().filter(|s| s.resource.get("process.executable.name").is_some_and(|e| e.starts_with("zerotrace")) || s.attr("url.full").is_some_and(|u| u.contains("/v1/traces"))).count();
+    let own = spans
+        .iter()
+        .filter(|s| s.resource.get("process.executable.name").is_some_and(|e| e.starts_with("zerotrace")) || s.attr("url.full").is_some_and(|u| u.contains("/v1/traces")))
+        .count();
     assert_eq!(own, 0, "spans of the agent itself: {spans:#?}");
 }
 

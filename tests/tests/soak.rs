@@ -80,7 +80,10 @@ fn a_soak_through_a_chain_loses_nothing_and_stays_flat() {
     let mut front_servers: HashMap<String, Vec<&TestSpan>> = HashMap::new();
     let mut children: HashMap<&str, Vec<&TestSpan>> = HashMap::new();
     for s in &spans {
-        if s.kind == "SERVER" && s.service() == "soak-front" && let Some(p) = s.attr("url.path") {
+        if s.kind == "SERVER"
+            && s.service() == "soak-front"
+            && let Some(p) = s.attr("url.path")
+        {
             front_servers.entry(p.to_string()).or_default().push(s);
         }
         if !s.parent_id.is_empty() {

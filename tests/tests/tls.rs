@@ -54,12 +54,8 @@ fn nginx_https_with_curl_client() {
     let dir = TempDir::new("tls-nginx");
     let cert = self_signed_cert(dir.path());
     let server = nginx::https_static(free_port(), &cert);
-    let mut shell = Command::new("sh")
-        .args(["-c", "while read url; do curl -sk -o /dev/null \"$url\"; echo done; done"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut shell =
+        Command::new("sh").args(["-c", "while read url; do curl -sk -o /dev/null \"$url\"; echo done; done"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let agent = JsonlAgent::start(&[shell.id(), server.proc.pid()]);
     let mut stdin = shell.stdin.take().unwrap();
     let mut stdout = std::io::BufReader::new(shell.stdout.take().unwrap());
@@ -80,7 +76,12 @@ fn nginx_https_with_curl_client() {
         assert_eq!(c.resource.get("process.executable.name").map(String::as_str), Some("curl"));
         assert!(c.attr("url.full").unwrap().starts_with(&format!("https://127.0.0.1:{}/secret/", server.port)));
         let s = find(&spans, "SERVER", |s| s.parent_id == c.span_id);
-        let summary: Vec<_> = spans.iter().map(|s| (s.kind.clone(), s.span_id.clone(), s.parent_id.clone(), s.trace_id.clone(), s.attr("url.path").or(s.attr("url.full")).unwrap_or("").to_string(), s.start, s.end)).collect();
+        let summary: Vec<_> = spans
+            .iter()
+            .map(|s| {
+                (s.kind.clone(), s.span_id.clone(), s.parent_id.clone(), s.trace_id.clone(), s.attr("url.path").or(s.attr("url.full")).unwrap_or("").to_string(), s.start, s.end)
+            })
+            .collect();
         assert_eq!(s.len(), 1, "nginx's HTTPS SERVER span is the curl CLIENT span's child: {summary:#?}");
         assert_eq!(s[0].attr("url.scheme"), Some("https"));
         assert_eq!(s[0].attr("http.response.status_code"), Some("200"));

@@ -23,7 +23,8 @@ enum Cmd {
     Setup,
     /// Build the kernel programs into target/bpf/zerotrace-probes.o.
     BuildEbpf,
-    /// Build everything and run the whole test suite (unit + integration, as root).
+    /// Build everything, check formatting and clippy, and run the whole test suite (unit +
+    /// integration, as root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -53,6 +54,7 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf => build::ebpf(),
         Cmd::Test { args } => {
             build::ebpf()?;
+            build::checks()?;
             build::agent(false)?;
             util::run_tests(util::cargo().args(["test", "--workspace", "--no-fail-fast"]).args(&args).env("ZEROTRACE_BIN", util::root().join("target/debug/zerotrace")))
         }

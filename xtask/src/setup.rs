@@ -68,13 +68,15 @@ pub fn install() -> Result<()> {
         run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
     }
     let components = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))?;
-    if !components.lines().any(|l| l.starts_with("rust-src")) {
-        println!("xtask setup: adding rust-src to nightly");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    // rust-src for the probes' build-std; clippy to lint the probes (`cargo xtask test`).
+    for component in ["rust-src", "clippy"] {
+        if !components.lines().any(|l| l.starts_with(component)) {
+            println!("xtask setup: adding {component} to nightly");
+            run(Command::new("rustup").args(["component", "add", component, "--toolchain", "nightly"]))?;
+        }
     }
-    let linker_ok = which("bpf-linker")
-        .and_then(|p| Command::new(p).arg("--version").output().ok())
-        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
+    let linker_ok =
+        which("bpf-linker").and_then(|p| Command::new(p).arg("--version").output().ok()).is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION));
     if !linker_ok {
         println!("xtask setup: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
         run(Command::new("cargo").args(["+stable", "install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force"]).env_remove("RUSTUP_TOOLCHAIN"))?;
@@ -86,7 +88,8 @@ pub fn install() -> Result<()> {
         run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))?;
         let _ = Command::new("sh").args(["-c", STOP_SERVICES]).status();
     }
-    let py_missing: Vec<&str> = PYTHON.iter().chain(PYTHON_AGENT).filter(|(module, _)| !succeeds(Command::new("python3").args(["-c", &format!("import {module}")]))).map(|(_, pkg)| *pkg).collect();
+    let py_missing: Vec<&str> =
+        PYTHON.iter().chain(PYTHON_AGENT).filter(|(module, _)| !succeeds(Command::new("python3").args(["-c", &format!("import {module}")]))).map(|(_, pkg)| *pkg).collect();
     if !py_missing.is_empty() {
         println!("xtask setup: installing Python packages: {}", py_missing.join(" "));
         run(Command::new("python3").args(["-m", "pip", "install", "-q"]).args(&py_missing)).context("pip install")?;

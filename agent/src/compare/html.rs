@@ -46,7 +46,10 @@ fn category_class(c: Category) -> &'static str {
 pub fn render(report: &Report) -> String {
     let mut h = String::new();
     let _ = write!(h, "<!doctype html><html><head><meta charset=\"utf-8\"><title>zerotrace compare</title><style>{STYLE}</style></head><body>");
-    let _ = write!(h, "<h1>zerotrace vs the language agent</h1><p><small>The language agent is the reference: coverage is the share of its spans that zerotrace also produced.</small></p>");
+    let _ = write!(
+        h,
+        "<h1>zerotrace vs the language agent</h1><p><small>The language agent is the reference: coverage is the share of its spans that zerotrace also produced.</small></p>"
+    );
     summary(&mut h, report);
     connectivity(&mut h, report);
     parity(&mut h, report);
@@ -108,7 +111,9 @@ fn parity(h: &mut String, r: &Report) {
 }
 
 fn examples(h: &mut String, r: &Report) {
-    h.push_str("<h2>Missing and extra spans (examples)</h2><table><tr><th>category</th><th>side</th><th>service</th><th>kind</th><th>name</th><th>operation</th><th>duration</th></tr>");
+    h.push_str(
+        "<h2>Missing and extra spans (examples)</h2><table><tr><th>category</th><th>side</th><th>service</th><th>kind</th><th>name</th><th>operation</th><th>duration</th></tr>",
+    );
     for row in &r.categories {
         let label = row.category.map_or("", |c| c.label());
         for (side, list) in [("agent only", &row.missing_examples), ("zerotrace only", &row.extra_examples)] {

@@ -63,7 +63,8 @@ fn live(args: &CompareArgs) -> Result<(Vec<ResourceSpans>, Vec<ResourceSpans>)> 
     }
     let (ours, theirs) = runtime()?.block_on(async {
         let received = receiver::Received::default();
-        let (grpc, http) = receiver::start(SocketAddr::new(args.otlp_listen, args.otlp_grpc_port), SocketAddr::new(args.otlp_listen, args.otlp_http_port), received.clone()).await?;
+        let (grpc, http) =
+            receiver::start(SocketAddr::new(args.otlp_listen, args.otlp_grpc_port), SocketAddr::new(args.otlp_listen, args.otlp_http_port), received.clone()).await?;
         eprintln!("zerotrace compare: OTLP receiver on {grpc} (gRPC) and {http} (HTTP); point the language agent at it, e.g. OTEL_EXPORTER_OTLP_ENDPOINT=http://{http}");
         let memory = MemorySink::new(crate::process::host_name());
         trace(&args.trace, targets, Sink::Memory(memory.clone())).await?;

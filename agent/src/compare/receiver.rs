@@ -76,10 +76,18 @@ async fn http_export(received: Received, headers: axum::http::HeaderMap, body: a
     use axum::http::{StatusCode, header::CONTENT_TYPE};
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     if !matches!(header("content-encoding").as_str(), "" | "identity") {
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, [(CONTENT_TYPE, "text/plain")], b"compressed OTLP bodies are not supported; set OTEL_EXPORTER_OTLP_COMPRESSION=none\n".to_vec());
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            [(CONTENT_TYPE, "text/plain")],
+            b"compressed OTLP bodies are not supported; set OTEL_EXPORTER_OTLP_COMPRESSION=none\n".to_vec(),
+        );
     }
     let json = header("content-type").starts_with("application/json");
-    let decoded = if json { serde_json::from_slice::<ExportTraceServiceRequest>(&body).map_err(|e| e.to_string()) } else { ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string()) };
+    let decoded = if json {
+        serde_json::from_slice::<ExportTraceServiceRequest>(&body).map_err(|e| e.to_string())
+    } else {
+        ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())
+    };
     match decoded {
         Ok(request) => {
             received.add(request.resource_spans);

@@ -32,7 +32,11 @@ fn example_line(out: &mut String, e: &Example) {
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "coverage (agent = the language agent, the reference)");
-    let _ = writeln!(out, "  {:<12} {:>8} {:>10} {:>8} {:>10} {:>8} {:>6} {:>12} {:>10} {:>9}", "category", "agent", "zerotrace", "matched", "coverage", "missing", "extra", "same parent", "different", "no parent");
+    let _ = writeln!(
+        out,
+        "  {:<12} {:>8} {:>10} {:>8} {:>10} {:>8} {:>6} {:>12} {:>10} {:>9}",
+        "category", "agent", "zerotrace", "matched", "coverage", "missing", "extra", "same parent", "different", "no parent"
+    );
     for r in &report.categories {
         row_line(&mut out, r.category.map_or("", |c| c.label()), r);
     }

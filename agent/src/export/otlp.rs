@@ -163,10 +163,7 @@ impl OtlpSink {
                 }
             }
             Transport::Http(client) => {
-                let mut req = client
-                    .post(&self.config.endpoint)
-                    .header("content-type", "application/x-protobuf")
-                    .body(request.encode_to_vec());
+                let mut req = client.post(&self.config.endpoint).header("content-type", "application/x-protobuf").body(request.encode_to_vec());
                 for (k, v) in &self.config.headers {
                     req = req.header(k, v);
                 }

@@ -40,11 +40,7 @@ fn scope() -> InstrumentationScope {
 pub fn resource_spans(batch: Vec<FinishedSpan>, host_name: &str) -> Vec<ResourceSpans> {
     let mut by_pid: BTreeMap<u32, (Resource, Vec<_>)> = BTreeMap::new();
     for f in batch {
-        by_pid
-            .entry(f.resource.pid)
-            .or_insert_with(|| (resource(&f.resource, host_name), Vec::new()))
-            .1
-            .push(f.span);
+        by_pid.entry(f.resource.pid).or_insert_with(|| (resource(&f.resource, host_name), Vec::new())).1.push(f.span);
     }
     by_pid
         .into_values()

@@ -98,12 +98,7 @@ impl TerminalSink {
     /// Prints traces that have been quiet for `SETTLE` (or all of them).
     pub fn print_settled(&mut self, all: bool) {
         let now = Instant::now();
-        let settled: Vec<Vec<u8>> = self
-            .traces
-            .iter()
-            .filter(|(_, (t, _))| all || now.duration_since(*t) >= SETTLE)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let settled: Vec<Vec<u8>> = self.traces.iter().filter(|(_, (t, _))| all || now.duration_since(*t) >= SETTLE).map(|(k, _)| k.clone()).collect();
         let mut stdout = std::io::stdout().lock();
         for id in settled {
             if let Some((_, spans)) = self.traces.remove(&id) {

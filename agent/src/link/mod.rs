@@ -56,7 +56,11 @@ enum Origin {
     Known(Context),
     ChildOf(SpanId),
     /// A SERVER span whose caller is a traced local client: parent is that CLIENT span.
-    AwaitPeer { end: CalleeEnd, request_exit_ns: u64, fallback: Context },
+    AwaitPeer {
+        end: CalleeEnd,
+        request_exit_ns: u64,
+        fallback: Context,
+    },
     /// A CLIENT span written by a unit of work (an asyncio task, a chain of libuv callbacks)
     /// whose request is not known yet: `Linker::unit_answered` decides.
     AwaitUnit(UnitKey),
@@ -128,7 +132,10 @@ pub struct StitchStats {
 
 impl StitchStats {
     pub fn summary(&self) -> String {
-        format!("{} stitched to their traced caller; roots after waiting: {} (caller's span not seen), {} (caller's span not placed in time)", self.stitched, self.caller_not_seen, self.caller_unplaced)
+        format!(
+            "{} stitched to their traced caller; roots after waiting: {} (caller's span not seen), {} (caller's span not placed in time)",
+            self.stitched, self.caller_not_seen, self.caller_unplaced
+        )
     }
 }
 
@@ -504,13 +511,13 @@ impl Linker {
     /// Marks a span finished; from now on it may time out waiting for its peer.
     pub fn finish(&mut self, span: SpanId) {
         if let Some(node) = self.nodes.get_mut(&span)
-            && node.finished.is_none() {
-                let now = Instant::now();
-                node.finished = Some(now);
-                self.finished.push_back((now, span));
-            }
+            && node.finished.is_none()
+        {
+            let now = Instant::now();
+            node.finished = Some(now);
+            self.finished.push_back((now, span));
+        }
     }
-
 
     /// The span's trace and parent, or None while it still waits for evidence.
     pub fn resolve(&mut self, span: SpanId, now: Instant) -> Option<Context> {
@@ -610,7 +617,6 @@ impl Linker {
             });
         }
     }
-
 }
 
 #[cfg(test)]

@@ -12,7 +12,37 @@ use super::http1::Segment;
 const MAX_LINE: usize = 8 * 1024;
 
 const COMMANDS: &[&str] = &[
-    "get", "gets", "gat", "gats", "set", "add", "replace", "append", "prepend", "cas", "delete", "incr", "decr", "touch", "stats", "flush_all", "version", "verbosity", "quit", "mg", "ms", "md", "ma", "mn", "me", "shutdown", "cache_memlimit", "lru_crawler", "slabs", "watch", "misbehave",
+    "get",
+    "gets",
+    "gat",
+    "gats",
+    "set",
+    "add",
+    "replace",
+    "append",
+    "prepend",
+    "cas",
+    "delete",
+    "incr",
+    "decr",
+    "touch",
+    "stats",
+    "flush_all",
+    "version",
+    "verbosity",
+    "quit",
+    "mg",
+    "ms",
+    "md",
+    "ma",
+    "mn",
+    "me",
+    "shutdown",
+    "cache_memlimit",
+    "lru_crawler",
+    "slabs",
+    "watch",
+    "misbehave",
 ];
 
 /// Does `data` start with a memcached command line?
@@ -30,7 +60,10 @@ pub fn looks_like_command(data: &[u8]) -> bool {
 enum State {
     Line,
     /// Skipping a data block (with its CRLF): bytes left, and whether the answer ends with it.
-    Block { left: u64, ends_answer: bool },
+    Block {
+        left: u64,
+        ends_answer: bool,
+    },
     Desync,
 }
 
@@ -116,9 +149,8 @@ pub struct Memcached {
 
 /// First words of the answer lines memcached servers send (classic and meta protocols);
 /// a number answers incr/decr.
-const ANSWERS: &[&[u8]] = &[
-    b"END", b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED", b"TOUCHED", b"OK", b"VERSION", b"RESET", b"BUSY", b"HD", b"EN", b"NF", b"NS", b"EX", b"MN", b"ME",
-];
+const ANSWERS: &[&[u8]] =
+    &[b"END", b"STORED", b"NOT_STORED", b"EXISTS", b"NOT_FOUND", b"DELETED", b"TOUCHED", b"OK", b"VERSION", b"RESET", b"BUSY", b"HD", b"EN", b"NF", b"NS", b"EX", b"MN", b"ME"];
 
 fn is_answer_word(word: &[u8]) -> bool {
     ANSWERS.contains(&word) || (!word.is_empty() && word.iter().all(u8::is_ascii_digit))

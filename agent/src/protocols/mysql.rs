@@ -50,7 +50,9 @@ pub fn looks_like_command(data: &[u8]) -> bool {
     data.len() >= 6 && data[3] == 0 && matches!(data[4], COM_QUERY | COM_STMT_PREPARE) && {
         let len = u32::from_le_bytes([data[0], data[1], data[2], 0]) as usize;
         let Some(text) = data.get(5..data.len().min(4 + len)) else { return false };
-        len >= 2 && text.iter().take(32).all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace() || *b >= 0x80) && text.first().is_some_and(|b| !b.is_ascii_whitespace() || text.len() > 1)
+        len >= 2
+            && text.iter().take(32).all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace() || *b >= 0x80)
+            && text.first().is_some_and(|b| !b.is_ascii_whitespace() || text.len() > 1)
     }
 }
 
@@ -175,7 +177,10 @@ enum Answer {
     /// The next packet starts an answer.
     Start,
     /// Column (or parameter) definitions still to come.
-    Defs { left: u64, then: AfterDefs },
+    Defs {
+        left: u64,
+        then: AfterDefs,
+    },
     /// After definitions: an EOF packet, unless the server deprecated it.
     MaybeEof(AfterDefs),
     Rows,
@@ -330,12 +335,13 @@ impl Mysql {
             Some(cstr(rest).1)
         };
         if caps & CLIENT_CONNECT_WITH_DB != 0
-            && let Some(rest) = rest {
-                let (db, _) = cstr(rest);
-                if !db.is_empty() {
-                    self.database = Some(String::from_utf8_lossy(db).into_owned());
-                }
+            && let Some(rest) = rest
+        {
+            let (db, _) = cstr(rest);
+            if !db.is_empty() {
+                self.database = Some(String::from_utf8_lossy(db).into_owned());
             }
+        }
     }
 
     fn on_server(&mut self, p: &Packet, out: &mut Vec<DbMessage>) {
@@ -396,7 +402,8 @@ impl Mysql {
                         }
                         self.statements.insert(id, sql.clone());
                         self.complete(DbOutcome::Ok, None, p, out);
-                        self.answer = if params > 0 { Answer::Defs { left: params, then: AfterDefs::PrepareColumns(columns) } } else { self.after_defs(AfterDefs::PrepareColumns(columns)) };
+                        self.answer =
+                            if params > 0 { Answer::Defs { left: params, then: AfterDefs::PrepareColumns(columns) } } else { self.after_defs(AfterDefs::PrepareColumns(columns)) };
                         return;
                     }
                 }

@@ -42,7 +42,10 @@ pub fn looks_like_frontend(data: &[u8]) -> bool {
     if data.len() >= 6 && matches!(data[0], b'Q' | b'P') {
         let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
         let Some(body) = data.get(5..data.len().min(len.saturating_add(1))) else { return false };
-        return len >= 5 && len < MAX_MESSAGE as usize && body.iter().take(64).all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace() || *b == 0 || *b >= 0x80) && body.first().is_some_and(|b| *b != 0 || data[0] == b'P');
+        return len >= 5
+            && len < MAX_MESSAGE as usize
+            && body.iter().take(64).all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace() || *b == 0 || *b >= 0x80)
+            && body.first().is_some_and(|b| *b != 0 || data[0] == b'P');
     }
     false
 }
@@ -151,11 +154,7 @@ impl Framer {
 
 /// Message bodies worth keeping; all others are only counted.
 fn keeps_body(frontend: bool, kind: u8) -> bool {
-    if frontend {
-        matches!(kind, 0 | b'Q' | b'P' | b'B' | b'E' | b'C')
-    } else {
-        matches!(kind, b'C' | b'E')
-    }
+    if frontend { matches!(kind, 0 | b'Q' | b'P' | b'B' | b'E' | b'C') } else { matches!(kind, b'C' | b'E') }
 }
 
 fn cstr(body: &[u8]) -> (&[u8], &[u8]) {

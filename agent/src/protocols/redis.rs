@@ -103,4 +103,3 @@ impl DbCodec for Redis {
         Redis::is_desynced(self)
     }
 }
-

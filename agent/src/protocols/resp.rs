@@ -205,10 +205,12 @@ impl RespStream {
                         *args = (n - 1) as usize;
                     }
                 }
-                if top && kind == b'>'
-                    && let Some(RespMessage { value: RespValue::Reply { push, .. }, .. }) = self.current.as_mut() {
-                        *push = true;
-                    }
+                if top
+                    && kind == b'>'
+                    && let Some(RespMessage { value: RespValue::Reply { push, .. }, .. }) = self.current.as_mut()
+                {
+                    *push = true;
+                }
                 // Maps and attributes hold key/value pairs.
                 let count = if matches!(kind, b'%' | b'|') { n.max(0) * 2 } else { n.max(0) };
                 if n <= 0 {
@@ -314,7 +316,10 @@ mod tests {
     #[test]
     fn replies_resp2_and_resp3() {
         let mut s = RespStream::new(Direction::Replies);
-        let out = s.feed(seg(b"+OK\r\n$5\r\nhello\r\n$-1\r\n:42\r\n-WRONGTYPE Operation against a key\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n%1\r\n+k\r\n+v\r\n_\r\n#t\r\n,1.5\r\n!3\r\nERR\r\n*0\r\n", 1));
+        let out = s.feed(seg(
+            b"+OK\r\n$5\r\nhello\r\n$-1\r\n:42\r\n-WRONGTYPE Operation against a key\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n%1\r\n+k\r\n+v\r\n_\r\n#t\r\n,1.5\r\n!3\r\nERR\r\n*0\r\n",
+            1,
+        ));
         assert_eq!(names(&out), ["ok", "ok", "ok", "ok", "err:WRONGTYPE", "ok", "ok", "ok", "ok", "ok", "err:ERR", "ok"]);
         let out = s.feed(seg(b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n+OK\r\n", 2));
         assert_eq!(names(&out), ["push", "ok"]);

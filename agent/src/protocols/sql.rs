@@ -172,7 +172,48 @@ pub struct Summary {
 
 /// Words that can start a statement and name its operation.
 const OPERATIONS: &[&str] = &[
-    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "REPLACE", "CREATE", "DROP", "ALTER", "TRUNCATE", "BEGIN", "START", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET", "SHOW", "EXPLAIN", "ANALYZE", "VACUUM", "COPY", "CALL", "EXECUTE", "PREPARE", "DEALLOCATE", "GRANT", "REVOKE", "LOCK", "USE", "DESCRIBE", "WITH", "VALUES", "LISTEN", "NOTIFY", "DO", "DECLARE", "FETCH", "CLOSE", "DISCARD", "RESET",
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "MERGE",
+    "UPSERT",
+    "REPLACE",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "TRUNCATE",
+    "BEGIN",
+    "START",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+    "SET",
+    "SHOW",
+    "EXPLAIN",
+    "ANALYZE",
+    "VACUUM",
+    "COPY",
+    "CALL",
+    "EXECUTE",
+    "PREPARE",
+    "DEALLOCATE",
+    "GRANT",
+    "REVOKE",
+    "LOCK",
+    "USE",
+    "DESCRIBE",
+    "WITH",
+    "VALUES",
+    "LISTEN",
+    "NOTIFY",
+    "DO",
+    "DECLARE",
+    "FETCH",
+    "CLOSE",
+    "DISCARD",
+    "RESET",
 ];
 
 pub fn summarize(sql: &str) -> Summary {
@@ -215,8 +256,7 @@ fn table_after(words: &[&str]) -> Option<String> {
 
 /// Words of a statement: identifiers (quoted ones whole) and keywords; punctuation splits.
 fn sql_words(sql: &str) -> impl Iterator<Item = &str> {
-    sql.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | ',' | ';' | '=' | '<' | '>' | '*'))
-        .filter(|w| !w.is_empty())
+    sql.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | ',' | ';' | '=' | '<' | '>' | '*')).filter(|w| !w.is_empty())
 }
 
 #[cfg(test)]

@@ -87,9 +87,10 @@ pub fn redact_path_params(path: &str) -> std::borrow::Cow<'_, str> {
 /// `host[:port]` from a Host header.
 fn split_host(host: &str) -> (String, Option<u16>) {
     if let Some(rest) = host.strip_prefix('[')
-        && let Some((ip, tail)) = rest.split_once(']') {
-            return (ip.to_string(), tail.strip_prefix(':').and_then(|p| p.parse().ok()));
-        }
+        && let Some((ip, tail)) = rest.split_once(']')
+    {
+        return (ip.to_string(), tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
     match host.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().ok()),
         _ => (host.to_string(), None),
@@ -150,7 +151,13 @@ pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> Span {
         let address = if host.is_empty() { ex.conn.remote_ip.clone().unwrap_or_default() } else { host };
         let (scheme, default_port) = if ex.conn.tls { ("https", 443) } else { ("http", 80) };
         let port = host_port.or(remote.map(|a| a.port())).unwrap_or(default_port);
-        let authority = if port == default_port { address.clone() } else if address.contains(':') { format!("[{address}]:{port}") } else { format!("{address}:{port}") };
+        let authority = if port == default_port {
+            address.clone()
+        } else if address.contains(':') {
+            format!("[{address}]:{port}")
+        } else {
+            format!("{address}:{port}")
+        };
         attrs.push(kv_str("url.full", format!("{scheme}://{authority}{path}")));
         if !address.is_empty() {
             attrs.push(kv_str("server.address", address));
@@ -208,11 +215,7 @@ pub fn cut_off_by_exit(span: &mut Span, at_ns: u64, clock: &Clock) {
 /// the request write to the return of the read that completed the answer.
 pub(crate) fn assemble(name: String, server: bool, request: (u64, u64, u64), answer: Option<(u64, u64)>, attributes: Vec<KeyValue>, status: Status, clock: &Clock) -> Span {
     let (start_enter, start_exit, request_end) = request;
-    let (start, end) = if server {
-        (start_exit, answer.map_or(request_end, |(enter, _)| enter))
-    } else {
-        (start_enter, answer.map_or(request_end, |(_, exit)| exit))
-    };
+    let (start, end) = if server { (start_exit, answer.map_or(request_end, |(enter, _)| enter)) } else { (start_enter, answer.map_or(request_end, |(_, exit)| exit)) };
     Span {
         name,
         kind: if server { SpanKind::Server } else { SpanKind::Client } as i32,

@@ -5,21 +5,15 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
 };
 use zerotrace_abi::{
-    CloseEvent, ConnOpenEvent, DataHeader, ExitEvent, InheritEvent, MAX_PAYLOAD, ProcessEvent, SockAddr, TlsSocketEvent, UnitSpawnEvent, HandOffEvent, direction, kind, stat,
+    CloseEvent, ConnOpenEvent, DataHeader, ExitEvent, HandOffEvent, InheritEvent, MAX_PAYLOAD, ProcessEvent, SockAddr, TlsSocketEvent, UnitSpawnEvent, direction, kind, stat,
 };
 
-use crate::maps::{
-    EVENTS, Inflight, PAYLOAD_CAP, SCRATCH, WAKEUP_BYTES, count, op, setting_u32, setting_u64,
-};
+use crate::maps::{EVENTS, Inflight, PAYLOAD_CAP, SCRATCH, WAKEUP_BYTES, count, op, setting_u32, setting_u64};
 
 /// Wake the reader only once enough is queued; it drains on a timer otherwise.
 #[inline(always)]
 fn wakeup_flag() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= setting_u64(&WAKEUP_BYTES) {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= setting_u64(&WAKEUP_BYTES) { BPF_RB_FORCE_WAKEUP as u64 } else { BPF_RB_NO_WAKEUP as u64 }
 }
 
 #[inline(always)]
@@ -34,9 +28,7 @@ fn submit_bytes(bytes: &[u8], flags: u64) {
 fn submit_with<T>(record: &T, flags: u64) {
     // SAFETY: T is a #[repr(C)] record without padding holes that matter to the reader; viewing
     // it as bytes for the duration of the copy into the ring buffer is sound.
-    let bytes = unsafe {
-        core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>())
-    };
+    let bytes = unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) };
     submit_bytes(bytes, flags);
 }
 

@@ -10,6 +10,9 @@
 #![no_main]
 // atomic_xadd for the pid bitmap (see filter::mark_pid); the probes build with nightly anyway.
 #![allow(internal_features)]
+// Map keys and values go to the kernel helpers by reference, as the helpers take them; the
+// maps' `impl Borrow` signatures would also take them by value, which clippy prefers.
+#![allow(clippy::needless_borrows_for_generic_args)]
 #![feature(core_intrinsics)]
 
 mod asyncio;
@@ -23,12 +26,7 @@ mod sockaddr;
 mod tls;
 mod units;
 
-use aya_ebpf::{
-    EbpfContext,
-    helpers::bpf_ktime_get_ns,
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
 use zerotrace_abi::{SockAddr, fd_key, fd_state, role};
 
 use crate::maps::{FD_STATE, Inflight, TlsCall, op};
@@ -162,8 +160,7 @@ fn enter_msg(ctx: &TracePointContext, call_op: u32) -> Res {
     let Some(slot) = data_slot(pid_tgid, fd, call_op) else { return Ok(()) };
     let msghdr = arg(ctx, ARG1)?;
     // SAFETY: checked user read of msghdr.msg_iov.
-    let iov = unsafe { aya_ebpf::helpers::bpf_probe_read_user((msghdr + 16) as *const u64) }
-        .map_err(|e| e as i64)?;
+    let iov = unsafe { aya_ebpf::helpers::bpf_probe_read_user((msghdr + 16) as *const u64) }.map_err(|e| e as i64)?;
     *slot = new_call(pid_tgid, call_op, fd, iov);
     Ok(())
 }
@@ -183,13 +180,27 @@ fn exit_data(ctx: &TracePointContext) -> Res {
     Ok(())
 }
 
-fn try_enter_read(ctx: &TracePointContext) -> Res { enter_data(ctx, op::READ) }
-fn try_enter_write(ctx: &TracePointContext) -> Res { enter_data(ctx, op::WRITE) }
-fn try_enter_readv(ctx: &TracePointContext) -> Res { enter_data(ctx, op::READV) }
-fn try_enter_writev(ctx: &TracePointContext) -> Res { enter_data(ctx, op::WRITEV) }
-fn try_enter_recvmsg(ctx: &TracePointContext) -> Res { enter_msg(ctx, op::READV) }
-fn try_enter_sendmsg(ctx: &TracePointContext) -> Res { enter_msg(ctx, op::WRITEV) }
-fn try_enter_sendfile(ctx: &TracePointContext) -> Res { enter_data(ctx, op::SENDFILE) }
+fn try_enter_read(ctx: &TracePointContext) -> Res {
+    enter_data(ctx, op::READ)
+}
+fn try_enter_write(ctx: &TracePointContext) -> Res {
+    enter_data(ctx, op::WRITE)
+}
+fn try_enter_readv(ctx: &TracePointContext) -> Res {
+    enter_data(ctx, op::READV)
+}
+fn try_enter_writev(ctx: &TracePointContext) -> Res {
+    enter_data(ctx, op::WRITEV)
+}
+fn try_enter_recvmsg(ctx: &TracePointContext) -> Res {
+    enter_msg(ctx, op::READV)
+}
+fn try_enter_sendmsg(ctx: &TracePointContext) -> Res {
+    enter_msg(ctx, op::WRITEV)
+}
+fn try_enter_sendfile(ctx: &TracePointContext) -> Res {
+    enter_data(ctx, op::SENDFILE)
+}
 
 entry_point!(sys_enter_read, try_enter_read);
 entry_point!(sys_enter_recvfrom, try_enter_read);
@@ -362,10 +373,11 @@ fn inherit_sockets(parent: u32, child: u32) {
     for fd in 0..INHERITED_FDS {
         // SAFETY: lookup; the value is copied.
         if let Some(state) = unsafe { FD_STATE.get(&fd_key(parent, fd)) }.copied()
-            && (state == fd_state::SOCKET || state == fd_state::TLS) {
-                let _ = FD_STATE.insert(&fd_key(child, fd), &state, 0);
-                capture::inherit(parent, child, fd);
-            }
+            && (state == fd_state::SOCKET || state == fd_state::TLS)
+        {
+            let _ = FD_STATE.insert(&fd_key(child, fd), &state, 0);
+            capture::inherit(parent, child, fd);
+        }
     }
 }
 

@@ -128,13 +128,19 @@ fn wait_ready(child: &mut Child, port: u16, what: &str) -> Result<()> {
 pub fn backends(dir: &Path) -> Result<Backends> {
     let pg_port = free_port()?;
     let (pg, _) = super::db::start_postgres(&dir.join("pg-apps"), pg_port)?;
-    let psql = |sql: &str, db: &str| run(Command::new("psql").args(["-h", "127.0.0.1", "-p", &pg_port.to_string(), "-U", "postgres", "-q", "-d", db, "-c", sql]).stdout(Stdio::null()));
+    let psql =
+        |sql: &str, db: &str| run(Command::new("psql").args(["-h", "127.0.0.1", "-p", &pg_port.to_string(), "-U", "postgres", "-q", "-d", db, "-c", sql]).stdout(Stdio::null()));
     psql("CREATE DATABASE shop", "postgres")?;
     psql("CREATE TABLE items (id int primary key, name text); INSERT INTO items SELECT g, 'item' || g FROM generate_series(0, 1000) g", "shop")?;
     let redis_port = free_port()?;
     let (redis, _) = super::db::start_redis(&dir.join("redis-apps"), redis_port)?;
     let downstream_port = free_port()?;
-    let mut downstream = Command::new("python3").arg(root().join("tests/apps/http_service.py")).args(["--port", &downstream_port.to_string()]).stdout(Stdio::null()).spawn().context("starting the downstream service")?;
+    let mut downstream = Command::new("python3")
+        .arg(root().join("tests/apps/http_service.py"))
+        .args(["--port", &downstream_port.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the downstream service")?;
     wait_ready(&mut downstream, downstream_port, "the downstream service")?;
     Ok(Backends { pg_port, redis_port, downstream_port, _procs: vec![pg, redis, Kill(downstream)] })
 }
@@ -266,7 +272,10 @@ pub fn report(seconds: u32, fixed_rate: u32, cells: &[Cell]) -> String {
     );
     for app in [App::Flask, App::Express] {
         let _ = writeln!(md, "### {} — language agent: {}\n", app.label(), app.agent());
-        let _ = writeln!(md, "| configuration | fixed: req/s | errors | p50 | p99 | app CPU | zerotrace CPU | saturated: req/s | p50 | p99 | app CPU | zerotrace CPU | zerotrace peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| configuration | fixed: req/s | errors | p50 | p99 | app CPU | zerotrace CPU | saturated: req/s | p50 | p99 | app CPU | zerotrace CPU | zerotrace peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
         for config in Config::ALL {
             let Some(c) = find(cells, app, config) else { continue };
             let (f, s) = (&c.fixed, &c.saturated);

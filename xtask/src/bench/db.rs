@@ -28,8 +28,13 @@ pub fn start_postgres(dir: &Path, port: u16) -> Result<(Kill, u32)> {
     std::fs::create_dir_all(dir)?;
     run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir))?;
     let data = dir.join("pgdata");
-    run(Command::new("runuser").args(["-u", "postgres", "--"]).arg(Path::new(PG_BIN).join("initdb")).args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&data).stdout(Stdio::null()))
-        .context("initdb (cargo xtask setup installs PostgreSQL 15)")?;
+    run(Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(Path::new(PG_BIN).join("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+        .arg(&data)
+        .stdout(Stdio::null()))
+    .context("initdb (cargo xtask setup installs PostgreSQL 15)")?;
     let child = Command::new("runuser")
         .args(["-u", "postgres", "--"])
         .arg(Path::new(PG_BIN).join("postgres"))
@@ -46,7 +51,10 @@ pub fn start_postgres(dir: &Path, port: u16) -> Result<(Kill, u32)> {
     std::thread::sleep(Duration::from_millis(500));
     // runuser's child is the postmaster.
     let pid = output(Command::new("pgrep").args(["-P", &kill.0.id().to_string()]))?.trim().parse::<u32>().context("finding the postmaster")?;
-    run(Command::new(Path::new(PG_BIN).join("pgbench")).args(["-i", "-q", "-s", "1", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "postgres"]).stdout(Stdio::null()).stderr(Stdio::null()))?;
+    run(Command::new(Path::new(PG_BIN).join("pgbench"))
+        .args(["-i", "-q", "-s", "1", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "postgres"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null()))?;
     Ok((kill, pid))
 }
 
@@ -55,8 +63,18 @@ pub fn pgbench(port: u16, seconds: u32, log_dir: &Path) -> Result<LoadResult> {
     let _ = std::fs::remove_dir_all(log_dir);
     std::fs::create_dir_all(log_dir)?;
     let prefix = log_dir.join("tx");
-    let out = output(Command::new(Path::new(PG_BIN).join("pgbench")).args(["-n", "-S", "-c", "8", "-j", "1", "-T", &seconds.to_string(), "-l", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"]).arg(format!("--log-prefix={}", prefix.display())).arg("postgres"))?;
-    let tps = out.lines().find_map(|l| l.strip_prefix("tps = ")).and_then(|r| r.split(' ').next()).and_then(|v| v.parse::<f64>().ok()).with_context(|| format!("could not read pgbench's output:\n{out}"))?;
+    let out = output(
+        Command::new(Path::new(PG_BIN).join("pgbench"))
+            .args(["-n", "-S", "-c", "8", "-j", "1", "-T", &seconds.to_string(), "-l", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+            .arg(format!("--log-prefix={}", prefix.display()))
+            .arg("postgres"),
+    )?;
+    let tps = out
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .with_context(|| format!("could not read pgbench's output:\n{out}"))?;
     // Log lines: client_id transaction_no time_us script_no time_epoch time_us.
     let mut latencies: Vec<f64> = Vec::new();
     for entry in std::fs::read_dir(log_dir)?.flatten() {
@@ -88,7 +106,8 @@ pub fn redis_benchmark(port: u16, seconds: u32) -> Result<LoadResult> {
     let requests = (seconds as u64 * 15_000).to_string();
     let out = output(Command::new("redis-benchmark").args(["-p", &port.to_string(), "-c", "32", "-n", &requests, "-t", "get,set", "--csv"]))?;
     // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-    let rows: Vec<Vec<f64>> = out.lines().skip(1).map(|l| l.split(',').skip(1).filter_map(|v| v.trim_matches('"').parse::<f64>().ok()).collect::<Vec<f64>>()).filter(|r| r.len() >= 6).collect();
+    let rows: Vec<Vec<f64>> =
+        out.lines().skip(1).map(|l| l.split(',').skip(1).filter_map(|v| v.trim_matches('"').parse::<f64>().ok()).collect::<Vec<f64>>()).filter(|r| r.len() >= 6).collect();
     if rows.is_empty() {
         bail!("could not read redis-benchmark's output:\n{out}");
     }

@@ -44,11 +44,7 @@ impl LoadResult {
     /// Field-wise mean.
     fn mean(all: &[LoadResult]) -> LoadResult {
         let n = all.len().max(1) as f64;
-        LoadResult {
-            rps: all.iter().map(|l| l.rps).sum::<f64>() / n,
-            p50_ms: all.iter().map(|l| l.p50_ms).sum::<f64>() / n,
-            p99_ms: all.iter().map(|l| l.p99_ms).sum::<f64>() / n,
-        }
+        LoadResult { rps: all.iter().map(|l| l.rps).sum::<f64>() / n, p50_ms: all.iter().map(|l| l.p50_ms).sum::<f64>() / n, p99_ms: all.iter().map(|l| l.p99_ms).sum::<f64>() / n }
     }
 }
 
@@ -97,11 +93,7 @@ pub(crate) fn cpu_ticks(pid: u32) -> u64 {
 
 pub(crate) fn rss_peak_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// A self-signed certificate+key PEM for the HTTPS scenario.
@@ -109,7 +101,14 @@ fn make_cert(dir: &std::path::Path) -> Result<std::path::PathBuf> {
     let pem = dir.join("tls.pem");
     let key = dir.join("key.pem");
     let cert = dir.join("cert.pem");
-    crate::util::run(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "2", "-keyout"]).arg(&key).arg("-out").arg(&cert).stderr(Stdio::null()))?;
+    crate::util::run(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "2", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null()),
+    )?;
     let mut both = std::fs::read(&key)?;
     both.extend(std::fs::read(&cert)?);
     std::fs::write(&pem, both)?;
@@ -129,7 +128,11 @@ fn start_nginx(dir: &std::path::Path, port: u16, tls_port: u16) -> Result<(Kill,
         c = cert.display()
     );
     std::fs::write(dir.join("nginx.conf"), conf)?;
-    let child = Command::new("nginx").args(["-c", &dir.join("nginx.conf").display().to_string(), "-e", &dir.join("error.log").display().to_string()]).stdout(Stdio::null()).spawn().context("starting nginx (cargo xtask setup installs it)")?;
+    let child = Command::new("nginx")
+        .args(["-c", &dir.join("nginx.conf").display().to_string(), "-e", &dir.join("error.log").display().to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting nginx (cargo xtask setup installs it)")?;
     listening(child, port, "nginx")
 }
 
@@ -298,7 +301,15 @@ fn measure_with(title: &'static str, target: f64, load: &dyn Fn(u32) -> Result<L
     }
     let costs = traced_run(load, pid, agent_flags, STATS_SECONDS, true)?;
     let s = Scenario { title, target, rounds, costs };
-    println!("{title}: throughput ratio {:.3} (target ≥ {:.2}; hooks alone {:.3}), p99 ratio {:.3}, agent CPU {:.1}%, agent peak RSS {:.1} MiB", s.ratio_rps(), target, s.ratio_hooks(), s.ratio_p99(), s.agent_cpu(), s.agent_rss());
+    println!(
+        "{title}: throughput ratio {:.3} (target ≥ {:.2}; hooks alone {:.3}), p99 ratio {:.3}, agent CPU {:.1}%, agent peak RSS {:.1} MiB",
+        s.ratio_rps(),
+        target,
+        s.ratio_hooks(),
+        s.ratio_p99(),
+        s.agent_cpu(),
+        s.agent_rss()
+    );
     Ok(s)
 }
 
@@ -346,7 +357,14 @@ fn overhead(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
     let go_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let (go, go_pid) = start_go_https(dir, go_port)?;
     let go_url = format!("https://127.0.0.1:{go_port}/bench");
-    scenarios.push(measure_with("Go net/http server, HTTPS (crypto/tls) on loopback, `--tls-scope process`", 0.85, &|s| wrk(&go_url, s), go_pid, &["--tls-scope", "process"], seconds)?);
+    scenarios.push(measure_with(
+        "Go net/http server, HTTPS (crypto/tls) on loopback, `--tls-scope process`",
+        0.85,
+        &|s| wrk(&go_url, s),
+        go_pid,
+        &["--tls-scope", "process"],
+        seconds,
+    )?);
     drop(go);
     let pg_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let (postgres, postmaster) = db::start_postgres(&dir.join("pg"), pg_port)?;
@@ -404,7 +422,10 @@ fn update_doc(name: &str, body: &str) -> Result<()> {
 }
 
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+        .unwrap_or_default();
     let kernel = output(Command::new("uname").arg("-r")).unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
@@ -413,29 +434,71 @@ fn machine() -> String {
 fn overhead_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)]) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## Overhead on servers under load (suite `overhead`)\n");
-    let _ = writeln!(md, "Method, databases: the agent traces the server (PostgreSQL's postmaster and the backends it forks; redis-server), so every statement is a SERVER span built from the probes on the server's hot path. pgbench -S (select-only, 8 clients, 1 thread, scale 1, {seconds} s; p50/p99 from its per-transaction log) and redis-benchmark (GET and SET, 32 connections, no pipelining, 15,000 requests per second of run time; figures averaged over the two tests), alternated untraced/traced like wrk.\n");
-    let _ = writeln!(md, "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. A third run per round attaches the agent with `--hooks-only`: every tracepoint and uprobe is in place but each program returns as soon as it runs, so that run's throughput is the ceiling for any program on these hooks — what the kernel's tracepoint dispatch and the uprobe traps cost by themselves. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from one extra {STATS_SECONDS} s traced run per scenario with kernel.bpf_stats_enabled (its two clock reads per program run would bias the ratios, so no measured run has it on).\n");
+    let _ = writeln!(
+        md,
+        "Method, databases: the agent traces the server (PostgreSQL's postmaster and the backends it forks; redis-server), so every statement is a SERVER span built from the probes on the server's hot path. pgbench -S (select-only, 8 clients, 1 thread, scale 1, {seconds} s; p50/p99 from its per-transaction log) and redis-benchmark (GET and SET, 32 connections, no pipelining, 15,000 requests per second of run time; figures averaged over the two tests), alternated untraced/traced like wrk.\n"
+    );
+    let _ = writeln!(
+        md,
+        "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. A third run per round attaches the agent with `--hooks-only`: every tracepoint and uprobe is in place but each program returns as soon as it runs, so that run's throughput is the ceiling for any program on these hooks — what the kernel's tracepoint dispatch and the uprobe traps cost by themselves. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from one extra {STATS_SECONDS} s traced run per scenario with kernel.bpf_stats_enabled (its two clock reads per program run would bias the ratios, so no measured run has it on).\n"
+    );
     for sc in scenarios {
         let _ = writeln!(md, "### {}\n", sc.title);
-        let _ = writeln!(md, "| round | untraced req/s | traced req/s | ratio | hooks only req/s | hooks-only ratio | untraced p99 | traced p99 | agent CPU | agent peak RSS |\n|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| round | untraced req/s | traced req/s | ratio | hooks only req/s | hooks-only ratio | untraced p99 | traced p99 | agent CPU | agent peak RSS |\n|---|---|---|---|---|---|---|---|---|---|"
+        );
         for (i, Round { base: b, traced: t, hooks: h }) in sc.rounds.iter().enumerate() {
-            let _ = writeln!(md, "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.2} ms | {:.2} ms | {:.1}% | {:.1} MiB |", i + 1, b.rps, t.wrk.rps, t.wrk.rps / b.rps, h.rps, h.rps / b.rps, b.p99_ms, t.wrk.p99_ms, t.agent_cpu_pct, t.agent_rss_mb);
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.2} ms | {:.2} ms | {:.1}% | {:.1} MiB |",
+                i + 1,
+                b.rps,
+                t.wrk.rps,
+                t.wrk.rps / b.rps,
+                h.rps,
+                h.rps / b.rps,
+                b.p99_ms,
+                t.wrk.p99_ms,
+                t.agent_cpu_pct,
+                t.agent_rss_mb
+            );
         }
-        let _ = writeln!(md, "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. With the hooks alone (`--hooks-only`): {:.3}. p99 latency ratio: {:.3}. Agent CPU: {:.1}% of a core. Agent peak RSS: {:.1} MiB.\n", sc.ratio_rps(), sc.target, sc.ratio_hooks(), sc.ratio_p99(), sc.agent_cpu(), sc.agent_rss());
+        let _ = writeln!(
+            md,
+            "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. With the hooks alone (`--hooks-only`): {:.3}. p99 latency ratio: {:.3}. Agent CPU: {:.1}% of a core. Agent peak RSS: {:.1} MiB.\n",
+            sc.ratio_rps(),
+            sc.target,
+            sc.ratio_hooks(),
+            sc.ratio_p99(),
+            sc.agent_cpu(),
+            sc.agent_rss()
+        );
         if let Some(Round { traced: t, .. }) = sc.rounds.last() {
             let _ = writeln!(md, "Agent's own report for the last traced run: `{}`\n", t.summary.trim());
         }
         if !sc.costs.probe_cost.is_empty() {
-            let _ = writeln!(md, "Kernel-side cost per program, from a separate {STATS_SECONDS} s traced run with kernel.bpf_stats_enabled (includes the load generator's filtered-out calls): {}\n", sc.costs.probe_cost);
+            let _ = writeln!(
+                md,
+                "Kernel-side cost per program, from a separate {STATS_SECONDS} s traced run with kernel.bpf_stats_enabled (includes the load generator's filtered-out calls): {}\n",
+                sc.costs.probe_cost
+            );
         }
     }
     let mut rates: Vec<f64> = replay.iter().map(|(r, _)| *r).collect();
     rates.sort_by(f64::total_cmp);
-    let _ = writeln!(md, "### Userspace pipeline (no kernel)\n\nMethod: `target/release/examples/replay` feeds 500,000 synthetic nginx-like keep-alive exchanges (request read, ~500-byte response written, 32 connections) through parsing, span building and linking on one core; spans are dropped after linking. Three runs; median **{:.0} events/s per core** (target ≥ 500k).\n", rates.get(rates.len() / 2).copied().unwrap_or(0.0));
+    let _ = writeln!(
+        md,
+        "### Userspace pipeline (no kernel)\n\nMethod: `target/release/examples/replay` feeds 500,000 synthetic nginx-like keep-alive exchanges (request read, ~500-byte response written, 32 connections) through parsing, span building and linking on one core; spans are dropped after linking. Three runs; median **{:.0} events/s per core** (target ≥ 500k).\n",
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+    );
     for (_, line) in replay {
         let _ = writeln!(md, "- `{line}`");
     }
     let _ = writeln!(md);
-    let _ = writeln!(md, "Reading the numbers: on 2 cores, wrk, nginx and the agent compete for the same CPUs, so every microsecond the agent or the probes spend comes straight out of nginx's throughput at saturation. Per request the costs are: the probes in nginx's own syscalls and TLS calls (the per-program figures: an entry handler stashes the call, the exit/return handler copies up to `--capture-bytes` into the ring buffer without a wakeup), the filtered-out probe runs in wrk's syscalls (one inlined bitmap lookup each), the syscall slow path that any syscall tracepoint switches on for every task, and the agent's userspace pipeline (its CPU column; the replay figure is the same work without ring-buffer reading).");
+    let _ = writeln!(
+        md,
+        "Reading the numbers: on 2 cores, wrk, nginx and the agent compete for the same CPUs, so every microsecond the agent or the probes spend comes straight out of nginx's throughput at saturation. Per request the costs are: the probes in nginx's own syscalls and TLS calls (the per-program figures: an entry handler stashes the call, the exit/return handler copies up to `--capture-bytes` into the ring buffer without a wakeup), the filtered-out probe runs in wrk's syscalls (one inlined bitmap lookup each), the syscall slow path that any syscall tracepoint switches on for every task, and the agent's userspace pipeline (its CPU column; the replay figure is the same work without ring-buffer reading)."
+    );
     md
 }

@@ -185,12 +185,7 @@ pub fn parse_response_head(buf: &[u8], request_method: Option<&str>) -> HeadPars
         Ok(s) => s,
         Err(_) => return HeadParse::Invalid,
     };
-    let mut head = ResponseHead {
-        status: resp.code.unwrap_or(0),
-        minor_version: resp.version.unwrap_or(1),
-        complete: false,
-        close: false,
-    };
+    let mut head = ResponseHead { status: resp.code.unwrap_or(0), minor_version: resp.version.unwrap_or(1), complete: false, close: false };
     let len = match status {
         httparse::Status::Partial => return HeadParse::Partial(resp.code.is_some().then_some(head)),
         httparse::Status::Complete(len) => len,

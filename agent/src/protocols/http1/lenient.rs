@@ -121,7 +121,13 @@ fn split_headers(buf: &[u8]) -> Option<(&[u8], usize)> {
     let end = buf.windows(2).position(|w| w == b"\n\n").map(|p| (p + 1, p + 2));
     let end_crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| (p + 2, p + 4));
     let (body_end, len) = match (end, end_crlf) {
-        (Some(a), Some(b)) => if a.1 < b.1 { a } else { b },
+        (Some(a), Some(b)) => {
+            if a.1 < b.1 {
+                a
+            } else {
+                b
+            }
+        }
         (a, b) => a.or(b)?,
     };
     Some((&buf[..body_end], len))

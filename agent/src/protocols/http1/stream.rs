@@ -94,16 +94,7 @@ pub struct HalfStream {
 
 impl HalfStream {
     pub fn new(side: Side) -> Self {
-        Self {
-            side,
-            state: State::Head,
-            buf: Vec::new(),
-            current: None,
-            awaiting: VecDeque::new(),
-            head_start: (0, 0),
-            last_enter_ns: 0,
-            last_exit_ns: 0,
-        }
+        Self { side, state: State::Head, buf: Vec::new(), current: None, awaiting: VecDeque::new(), head_start: (0, 0), last_enter_ns: 0, last_exit_ns: 0 }
     }
 
     /// Response side: a request with this method was sent; its response comes in order.
@@ -250,14 +241,7 @@ impl HalfStream {
             }
             self.awaiting.pop_front();
         }
-        let message = Message {
-            head,
-            start_enter_ns: self.head_start.0,
-            start_exit_ns: self.head_start.1,
-            end_enter_ns: self.last_enter_ns,
-            end_exit_ns: ts_exit,
-            body_len: 0,
-        };
+        let message = Message { head, start_enter_ns: self.head_start.0, start_exit_ns: self.head_start.1, end_enter_ns: self.last_enter_ns, end_exit_ns: ts_exit, body_len: 0 };
         match framing {
             Framing::None => {
                 out.push(message);
@@ -307,14 +291,7 @@ impl HalfStream {
             }
         };
         if let Some(head) = head {
-            out.push(Message {
-                head,
-                start_enter_ns: self.head_start.0,
-                start_exit_ns: self.head_start.1,
-                end_enter_ns: self.last_enter_ns,
-            end_exit_ns: ts_exit,
-                body_len: 0,
-            });
+            out.push(Message { head, start_enter_ns: self.head_start.0, start_exit_ns: self.head_start.1, end_enter_ns: self.last_enter_ns, end_exit_ns: ts_exit, body_len: 0 });
         }
         self.desync();
     }
@@ -379,11 +356,7 @@ impl HalfStream {
             ChunkPhase::Trailer => {
                 let before = self.buf.len();
                 self.buf.extend_from_slice(data);
-                let end = if self.buf.starts_with(b"\r\n") {
-                    Some(2)
-                } else {
-                    self.buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
-                };
+                let end = if self.buf.starts_with(b"\r\n") { Some(2) } else { self.buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4) };
                 match end {
                     Some(end) => {
                         self.buf.clear();
