@@ -1,6 +1,6 @@
 //! Trace context: which trace each span belongs to and who its parent is.
 //!
-//! Evidence, strongest first (DESIGN.md "Trace linking"):
+//! Evidence, strongest first (docs/ARCHITECTURE.md, "Linking: a parent only on evidence"):
 //! 1. headers: an incoming `traceparent` makes a SERVER span join that trace; an outgoing
 //!    request that already carries one (the app is instrumented) makes the CLIENT span adopt
 //!    its trace and span id, so the callee's SERVER span, which sees the same header, is its
