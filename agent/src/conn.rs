@@ -335,6 +335,12 @@ impl ConnTable {
         keys.into_iter().filter_map(|k| self.conns.remove(&k)).collect()
     }
 
+    /// Removes the connections of process `tgid` (it exited).
+    pub fn remove_process(&mut self, tgid: u32) -> Vec<Conn> {
+        let keys: Vec<(u32, u32)> = self.conns.keys().filter(|(t, _)| *t == tgid).copied().collect();
+        keys.into_iter().filter_map(|k| self.conns.remove(&k)).collect()
+    }
+
     pub fn pending_requests(&self) -> u64 {
         self.conns.values().map(|c| c.pending.len() as u64).sum()
     }

@@ -275,7 +275,7 @@ impl<H: Host> Pipeline<H> {
                 // it cut its requests off; ending cleanly (code 0), it chose not to answer them
                 // (a PostgreSQL backend refusing a connection that spoke HTTP), like a close.
                 let cut_off = (code != Some(0)).then_some(ts_ns);
-                for conn in self.conns.remove_exited(|t| t != tgid) {
+                for conn in self.conns.remove_process(tgid) {
                     self.drop_conn(conn, tgid, cut_off);
                 }
                 self.callbacks.forget_process(tgid);
