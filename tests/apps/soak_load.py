@@ -9,9 +9,10 @@ keep-alive connection. Prints "ready", then "done <ok> failed <failed>" (exit 1 
 """
 import argparse
 import http.client
-import socket
 import sys
 import time
+
+from raw_http import PortBusy, get_from_port
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
@@ -30,24 +31,12 @@ def from_port(path):
     for _ in range(len(ports)):
         port = ports.pop(0)
         ports.append(port)
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
-            s.connect(("127.0.0.1", args.port))
-        except OSError:
-            s.close()
+            return get_from_port(port, args.port, path)
+        except PortBusy:
             continue
-        s.settimeout(10)
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-        answer = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-        s.close()
-        return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/") else None
+        except OSError:
+            return None
     return None
 
 
