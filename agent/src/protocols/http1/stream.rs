@@ -153,8 +153,15 @@ impl HalfStream {
                     // A head split across segments: accumulate, then parse the buffer.
                     let room = MAX_HEAD.saturating_sub(self.buf.len());
                     let take = rest.len().min(room);
-                    self.buf.extend_from_slice(&rest[..take]);
+                    let added = &rest[..take];
+                    self.buf.extend_from_slice(added);
                     rest = &rest[take..];
+                    if take > 0 && !added.contains(&b'\n') {
+                        // A head can only be complete at a line end: parsing the whole buffer
+                        // again per segment made a head sent a byte at a time cost the
+                        // square of its length (a hostile client could burn our CPU).
+                        continue;
+                    }
                     let buf = std::mem::take(&mut self.buf);
                     match self.parse_head(&buf, seg.ts_exit_ns, &mut out) {
                         HeadOutcome::Consumed(n) => {
