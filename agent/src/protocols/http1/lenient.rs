@@ -19,12 +19,15 @@ fn is_blank(b: u8) -> bool {
 /// The target as exported: raw bytes a URL cannot hold (controls, spaces, non-ASCII, invalid
 /// UTF-8) percent-encoded, so the value is always printable and says what was sent.
 pub fn sanitize_target(raw: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(raw.len());
     for &b in raw {
         if b > 0x20 && b < 0x7f {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
         }
     }
     out
