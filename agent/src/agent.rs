@@ -11,7 +11,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::cli::{Cli, Command, Exporter, RunArgs, TraceArgs};
+use crate::cli::{Exporter, RunArgs, TraceArgs};
 use crate::export::{self, ExportStats, Sink};
 use crate::pipeline::{Pipeline, ProcHost};
 use crate::probes::{Probes, Settings};
@@ -33,13 +33,6 @@ const DRAIN_PERIOD: Duration = Duration::from_millis(50);
 const WAKEUP_BYTES: u64 = 64 * 1024;
 /// Batches the pipeline may queue for the sink before it drops.
 const EXPORT_QUEUE: usize = 256;
-
-pub fn main(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Run(args) => run(args),
-        Command::Compare(args) => crate::compare::run(&args),
-    }
-}
 
 fn exporter_choice(flag: Option<Exporter>) -> Result<Exporter> {
     if let Some(e) = flag {
@@ -69,7 +62,8 @@ fn build_sink(args: &RunArgs, host_name: &str) -> Result<Sink> {
     })
 }
 
-fn run(args: RunArgs) -> Result<()> {
+/// `zerotrace run`: trace the targets into the chosen sink until told to stop.
+pub fn run(args: RunArgs) -> Result<()> {
     let targets = Targets::resolve(&args.trace)?;
     runtime()?.block_on(async {
         // Inside the runtime: tonic's lazy channel needs it.

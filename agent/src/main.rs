@@ -2,10 +2,16 @@
 //! non-zero exit.
 
 use clap::Parser;
+use zerotrace::cli::Command;
 
 fn main() -> std::process::ExitCode {
-    let cli = zerotrace::cli::Cli::parse();
-    match zerotrace::agent::main(cli) {
+    // Dispatch lives here, at the binary edge: `compare` runs the agent, so the agent must
+    // not know about `compare`.
+    let result = match zerotrace::cli::Cli::parse().command {
+        Command::Run(args) => zerotrace::agent::run(args),
+        Command::Compare(args) => zerotrace::compare::run(&args),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("zerotrace: error: {err:#}");
