@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::cli::{Exporter, RunArgs, TraceArgs};
-use crate::export::{self, ExportStats, Sink};
+use crate::export::{self, ExportStats, SpanSink};
 use crate::pipeline::{Pipeline, ProcHost};
 use crate::probes::{Probes, Settings};
 use crate::runtime::{Runtime, RuntimeProbes};
@@ -47,17 +47,17 @@ fn exporter_choice(flag: Option<Exporter>) -> Result<Exporter> {
     }
 }
 
-fn build_sink(args: &RunArgs, host_name: &str) -> Result<Sink> {
+fn build_sink(args: &RunArgs, host_name: &str) -> Result<Box<dyn SpanSink>> {
     Ok(match exporter_choice(args.exporter)? {
-        Exporter::Terminal => Sink::Terminal(Default::default()),
-        Exporter::None => Sink::None,
+        Exporter::Terminal => Box::new(export::terminal::TerminalSink::default()),
+        Exporter::None => Box::new(export::NoSink),
         Exporter::Jsonl => {
             let path = args.output.as_ref().context("--exporter jsonl needs --output FILE")?;
-            Sink::Jsonl(export::jsonl::JsonlSink::create(path, host_name.to_string())?)
+            Box::new(export::jsonl::JsonlSink::create(path, host_name.to_string())?)
         }
         Exporter::Otlp => {
             let config = export::otlp::OtlpConfig::resolve(args.otlp_endpoint.as_deref(), args.otlp_protocol)?;
-            Sink::Otlp(export::otlp::OtlpSink::new(config, host_name.to_string())?)
+            Box::new(export::otlp::OtlpSink::new(config, host_name.to_string())?)
         }
     })
 }
@@ -106,7 +106,7 @@ impl Targets {
 
 /// Traces until a signal, the deadline, or every traced process has exited, sending spans
 /// to `sink`.
-pub async fn trace(args: &TraceArgs, targets: Targets, sink: Sink) -> Result<()> {
+pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) -> Result<()> {
     let Targets { pids, cgroup_ids } = targets;
     let settings = Settings {
         payload_cap: args.capture_bytes,

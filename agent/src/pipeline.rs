@@ -6,8 +6,6 @@ use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use opentelemetry_proto::tonic::trace::v1::{Span, span::Link};
-
 use crate::callbacks::Callbacks;
 use crate::conn::{ConnInfo, ConnTable, Direction, Parsed, PendingRequest, RequestKind, Role};
 use crate::events::{Cause, Event};
@@ -15,6 +13,7 @@ use crate::link::{CalleeEnd, Decision, Evidence, LinkStats, Linker, PeerKey, Req
 use crate::process::{FdKind, ProcessResource};
 use crate::protocols::db::DbResponse;
 use crate::protocols::http1::{Head, Message, Segment};
+use crate::spans::record::SpanRecord;
 use crate::spans::{Clock, DbSpanOptions, Exchange, db_span, http_span, path_of};
 use crate::traceparent::SpanId;
 
@@ -57,7 +56,7 @@ impl Host for ProcHost {
 #[derive(Clone, Debug)]
 pub struct FinishedSpan {
     pub resource: Arc<ProcessResource>,
-    pub span: Span,
+    pub span: SpanRecord,
 }
 
 /// An fd the probes should stop capturing.
@@ -72,7 +71,7 @@ pub struct IgnoreFd {
 struct Waiting {
     id: SpanId,
     tgid: u32,
-    span: Span,
+    span: SpanRecord,
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -475,7 +474,7 @@ impl<H: Host> Pipeline<H> {
                 let mut span = http_span(&Exchange { conn: info, request, request_msg: message, response }, &self.clock);
                 if let (Some(state), Some(_)) = (&request.tracestate, request.traceparent.as_deref().and_then(crate::traceparent::parse)) {
                     // Vendor trace state travels with the context it came with.
-                    span.trace_state = state.chars().take(512).collect();
+                    span.ids.trace_state = state.chars().take(512).collect();
                 }
                 Some(span)
             }
@@ -594,11 +593,10 @@ impl<H: Host> Pipeline<H> {
         for mut w in waiting {
             match self.linker.resolve(w.id, now) {
                 Some(ctx) => {
-                    w.span.trace_id = ctx.trace_id.to_vec();
-                    w.span.span_id = w.id.to_vec();
-                    w.span.parent_span_id = ctx.parent.map(|p| p.to_vec()).unwrap_or_default();
-                    w.span.links =
-                        self.linker.links(&w.id).into_iter().map(|(trace, span)| Link { trace_id: trace.to_vec(), span_id: span.to_vec(), ..Default::default() }).collect();
+                    w.span.ids.trace_id = ctx.trace_id;
+                    w.span.ids.span_id = w.id;
+                    w.span.ids.parent = ctx.parent;
+                    w.span.ids.links = self.linker.links(&w.id);
                     let resource = self.resource(w.tgid);
                     self.stats.spans += 1;
                     ready.push(FinishedSpan { resource, span: w.span });

@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 use crate::agent::{Targets, runtime, trace};
 use crate::cli::CompareArgs;
-use crate::export::{MemorySink, Sink};
+use crate::export::MemorySink;
 
 pub fn run(args: &CompareArgs) -> Result<()> {
     let (ours, theirs) = match (&args.zerotrace_spans, &args.agent_spans) {
@@ -67,7 +67,7 @@ fn live(args: &CompareArgs) -> Result<(Vec<ResourceSpans>, Vec<ResourceSpans>)> 
             receiver::start(SocketAddr::new(args.otlp_listen, args.otlp_grpc_port), SocketAddr::new(args.otlp_listen, args.otlp_http_port), received.clone()).await?;
         eprintln!("zerotrace compare: OTLP receiver on {grpc} (gRPC) and {http} (HTTP); point the language agent at it, e.g. OTEL_EXPORTER_OTLP_ENDPOINT=http://{http}");
         let memory = MemorySink::new(crate::process::host_name());
-        trace(&args.trace, targets, Sink::Memory(memory.clone())).await?;
+        trace(&args.trace, targets, Box::new(memory.clone())).await?;
         eprintln!("zerotrace compare: tracing stopped; receiving for {} s more", args.settle);
         tokio::time::sleep(Duration::from_secs(args.settle)).await;
         eprintln!("zerotrace compare: {} spans from the language agent", received.span_count());

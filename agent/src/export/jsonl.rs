@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use opentelemetry_proto::tonic::trace::v1::TracesData;
 
+use super::SpanSink;
 use crate::pipeline::FinishedSpan;
 
 pub struct JsonlSink {
@@ -24,7 +25,7 @@ impl JsonlSink {
 
     pub fn write(&mut self, batch: &[FinishedSpan]) -> bool {
         for span in batch {
-            let data = TracesData { resource_spans: super::proto::resource_spans(vec![span.clone()], &self.host_name) };
+            let data = TracesData { resource_spans: super::proto::resource_spans(std::slice::from_ref(span), &self.host_name) };
             let line = match serde_json::to_string(&data) {
                 Ok(l) => l,
                 Err(_) => continue,
@@ -43,5 +44,15 @@ impl JsonlSink {
 
     pub fn flush(&mut self) {
         let _ = self.out.flush();
+    }
+}
+
+impl SpanSink for JsonlSink {
+    fn write(&mut self, batch: Vec<FinishedSpan>) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(std::future::ready(JsonlSink::write(self, &batch)))
+    }
+
+    fn finish(&mut self) {
+        self.flush();
     }
 }

@@ -1,13 +1,16 @@
-//! Span sinks: a terminal tree, a jsonl file (OTLP JSON), OTLP over gRPC or HTTP, and memory
-//! (for `compare`).
+//! Span sinks behind one trait (`SpanSink`): a terminal tree, a jsonl file (OTLP JSON), OTLP
+//! over gRPC or HTTP, and memory (for `compare`).
 //! The pipeline hands batches to `run` over a bounded channel; a full channel drops spans and
 //! counts them instead of slowing the pipeline down.
 
 pub mod jsonl;
 pub mod otlp;
+pub mod otlp_span;
 pub mod proto;
 pub mod terminal;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,13 +38,25 @@ impl ExportStats {
     }
 }
 
-pub enum Sink {
-    Terminal(terminal::TerminalSink),
-    Jsonl(jsonl::JsonlSink),
-    Otlp(otlp::OtlpSink),
-    /// Kept in memory as OTLP, for `compare`.
-    Memory(MemorySink),
-    None,
+/// Where finished spans go. The export task calls a sink from one task, never concurrently,
+/// one batch at a time; retries and their backoff are the sink's own business. A sink that
+/// writes OTLP converts records with `otlp_span`; the others read the records themselves.
+pub trait SpanSink: Send {
+    /// Takes one batch; true when it was delivered (a false counts the batch as failed).
+    fn write(&mut self, batch: Vec<FinishedSpan>) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+    /// Called on the batch timer, also when nothing arrived.
+    fn tick(&mut self) {}
+    /// No more spans will come.
+    fn finish(&mut self) {}
+}
+
+/// A sink that keeps nothing (`--exporter none`).
+pub struct NoSink;
+
+impl SpanSink for NoSink {
+    fn write(&mut self, _: Vec<FinishedSpan>) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(std::future::ready(true))
+    }
 }
 
 /// Spans kept in memory as OTLP resource spans; clones share the same store.
@@ -56,49 +71,24 @@ impl MemorySink {
         Self { store: Default::default(), host_name }
     }
 
-    fn add(&self, batch: Vec<FinishedSpan>) {
-        let spans = proto::resource_spans(batch, &self.host_name);
-        self.store.lock().unwrap_or_else(|e| e.into_inner()).extend(spans);
-    }
-
     pub fn take(&self) -> Vec<opentelemetry_proto::tonic::trace::v1::ResourceSpans> {
         std::mem::take(&mut *self.store.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
-impl Sink {
-    async fn write(&mut self, batch: Vec<FinishedSpan>, stats: &ExportStats) {
-        let n = batch.len() as u64;
-        let ok = match self {
-            Sink::Terminal(t) => {
-                t.add(batch);
-                true
-            }
-            Sink::Jsonl(j) => j.write(&batch),
-            Sink::Otlp(o) => o.export(batch).await,
-            Sink::Memory(m) => {
-                m.add(batch);
-                true
-            }
-            Sink::None => true,
-        };
-        let counter = if ok { &stats.exported } else { &stats.dropped_export_failed };
-        counter.fetch_add(n, Ordering::Relaxed);
+impl SpanSink for MemorySink {
+    fn write(&mut self, batch: Vec<FinishedSpan>) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        let spans = proto::resource_spans(&batch, &self.host_name);
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).extend(spans);
+        Box::pin(std::future::ready(true))
     }
+}
 
-    fn tick(&mut self) {
-        if let Sink::Terminal(t) = self {
-            t.print_settled(false);
-        }
-    }
-
-    fn finish(&mut self) {
-        match self {
-            Sink::Terminal(t) => t.print_settled(true),
-            Sink::Jsonl(j) => j.flush(),
-            _ => {}
-        }
-    }
+async fn write(sink: &mut dyn SpanSink, batch: Vec<FinishedSpan>, stats: &ExportStats) {
+    let n = batch.len() as u64;
+    let ok = sink.write(batch).await;
+    let counter = if ok { &stats.exported } else { &stats.dropped_export_failed };
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 /// Batching: spans are sent when this many are queued or after `BATCH_DELAY`.
@@ -106,7 +96,7 @@ const BATCH_SIZE: usize = 512;
 const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Drains the channel into the sink until the sender is dropped, then flushes.
-pub async fn run(mut rx: mpsc::Receiver<Vec<FinishedSpan>>, mut sink: Sink, stats: Arc<ExportStats>) {
+pub async fn run(mut rx: mpsc::Receiver<Vec<FinishedSpan>>, mut sink: Box<dyn SpanSink>, stats: Arc<ExportStats>) {
     let mut batch: Vec<FinishedSpan> = Vec::new();
     let mut timer = tokio::time::interval(BATCH_DELAY);
     loop {
@@ -115,21 +105,21 @@ pub async fn run(mut rx: mpsc::Receiver<Vec<FinishedSpan>>, mut sink: Sink, stat
                 Some(spans) => {
                     batch.extend(spans);
                     if batch.len() >= BATCH_SIZE {
-                        sink.write(std::mem::take(&mut batch), &stats).await;
+                        write(sink.as_mut(), std::mem::take(&mut batch), &stats).await;
                     }
                 }
                 None => break,
             },
             _ = timer.tick() => {
                 if !batch.is_empty() {
-                    sink.write(std::mem::take(&mut batch), &stats).await;
+                    write(sink.as_mut(), std::mem::take(&mut batch), &stats).await;
                 }
                 sink.tick();
             }
         }
     }
     if !batch.is_empty() {
-        sink.write(batch, &stats).await;
+        write(sink.as_mut(), batch, &stats).await;
     }
     sink.finish();
 }

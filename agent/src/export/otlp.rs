@@ -9,6 +9,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message as _;
 use tonic::transport::Channel;
 
+use super::SpanSink;
 use crate::cli::OtlpProtocol;
 use crate::pipeline::FinishedSpan;
 
@@ -181,7 +182,7 @@ impl OtlpSink {
     }
 
     /// Sends one batch; true when the collector accepted it.
-    pub async fn export(&mut self, batch: Vec<FinishedSpan>) -> bool {
+    pub async fn export(&mut self, batch: &[FinishedSpan]) -> bool {
         let request = ExportTraceServiceRequest { resource_spans: super::proto::resource_spans(batch, &self.host_name) };
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=MAX_ATTEMPTS {
@@ -215,5 +216,11 @@ impl OtlpSink {
             eprintln!("zerotrace: OTLP export to {} {what}", self.config.endpoint);
             self.failing = true;
         }
+    }
+}
+
+impl SpanSink for OtlpSink {
+    fn write(&mut self, batch: Vec<FinishedSpan>) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async move { self.export(&batch).await })
     }
 }

@@ -6,9 +6,10 @@ use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
+use super::otlp_span::{kv_int, kv_str, span};
 use crate::pipeline::FinishedSpan;
 use crate::process::ProcessResource;
-use crate::spans::{kv_int, kv_str};
+use crate::spans::record::SEMCONV_VERSION;
 
 pub fn resource(r: &ProcessResource, host_name: &str) -> Resource {
     let mut attributes = vec![
@@ -37,17 +38,18 @@ fn scope() -> InstrumentationScope {
 }
 
 /// Groups spans by process into OTLP ResourceSpans.
-pub fn resource_spans(batch: Vec<FinishedSpan>, host_name: &str) -> Vec<ResourceSpans> {
+pub fn resource_spans(batch: &[FinishedSpan], host_name: &str) -> Vec<ResourceSpans> {
     let mut by_pid: BTreeMap<u32, (Resource, Vec<_>)> = BTreeMap::new();
     for f in batch {
-        by_pid.entry(f.resource.pid).or_insert_with(|| (resource(&f.resource, host_name), Vec::new())).1.push(f.span);
+        by_pid.entry(f.resource.pid).or_insert_with(|| (resource(&f.resource, host_name), Vec::new())).1.push(span(&f.span));
     }
+    let schema_url = format!("https://opentelemetry.io/schemas/{SEMCONV_VERSION}");
     by_pid
         .into_values()
         .map(|(resource, spans)| ResourceSpans {
             resource: Some(resource),
-            scope_spans: vec![ScopeSpans { scope: Some(scope()), spans, schema_url: String::new() }],
-            schema_url: "https://opentelemetry.io/schemas/1.26.0".to_string(),
+            scope_spans: vec![ScopeSpans { scope: Some(scope()), spans, schema_url: schema_url.clone() }],
+            schema_url: schema_url.clone(),
         })
         .collect()
 }

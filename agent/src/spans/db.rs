@@ -2,9 +2,8 @@
 //! collection from the statement, query text with literals masked unless the user opts in,
 //! status from SQLSTATE / error numbers / error prefixes.
 
-use opentelemetry_proto::tonic::trace::v1::{Span, Status, status::StatusCode};
-
-use super::{Clock, assemble, kv_int, kv_str, no_answer, peer_attrs};
+use super::record::{DbFields, Domain, SpanRecord, Status};
+use super::{Clock, assemble, network, no_answer};
 use crate::conn::{ConnInfo, Role};
 use crate::protocols::db::{DbCommand, DbOutcome, DbRequest, DbResponse, DbSystem};
 use crate::protocols::sql::{Dialect, mask_literals, summarize};
@@ -17,64 +16,54 @@ pub struct DbSpanOptions {
 
 /// Builds the span for one statement or command (ids are filled in by the linker later).
 /// None for a statement the server never ran.
-pub fn db_span(conn: &ConnInfo, req: &DbRequest, resp: Option<&DbResponse>, options: DbSpanOptions, clock: &Clock) -> Option<Span> {
+pub fn db_span(conn: &ConnInfo, req: &DbRequest, resp: Option<&DbResponse>, options: DbSpanOptions, clock: &Clock) -> Option<SpanRecord> {
     if resp.is_some_and(|r| r.outcome == DbOutcome::NotExecuted) {
         return None;
     }
-    let mut attrs = Vec::with_capacity(10);
-    attrs.push(kv_str("db.system.name", req.system.name()));
-    if let Some(ns) = &req.namespace {
-        attrs.push(kv_str("db.namespace", ns.clone()));
-    }
-    let (operation, collection) = match &req.command {
+    let mut fields = DbFields { system: req.system.name(), namespace: req.namespace.clone(), ..Default::default() };
+    match &req.command {
         DbCommand::Sql(sql) => {
             let dialect = if matches!(req.system, DbSystem::Mysql | DbSystem::MariaDb) { Dialect::Mysql } else { Dialect::Postgres };
             let text = if options.keep_literals { sql.chars().take(2048).collect() } else { mask_literals(sql, dialect) };
             let summary = summarize(&text);
-            attrs.push(kv_str("db.query.text", text));
-            (summary.operation, summary.collection)
+            fields.query_text = Some(text);
+            fields.operation = summary.operation;
+            fields.collection = summary.collection;
         }
-        DbCommand::Named(name) => (Some(name.clone()), None),
-        DbCommand::Unrecognised => (None, None),
-    };
-    if let Some(op) = &operation {
-        attrs.push(kv_str("db.operation.name", op.clone()));
+        DbCommand::Named(name) => fields.operation = Some(name.clone()),
+        DbCommand::Unrecognised => {}
     }
-    if let Some(c) = &collection {
-        attrs.push(kv_str("db.collection.name", c.clone()));
-    }
-    let name = match (&operation, &collection) {
+    let name = match (&fields.operation, &fields.collection) {
         (Some(op), Some(c)) => format!("{op} {c}"),
         (Some(op), None) => op.clone(),
-        _ => req.system.name().to_string(),
+        _ => fields.system.to_string(),
     };
     let server = conn.role == Role::Server;
+    let mut net = network(conn);
     if server {
-        if let Some(ip) = &conn.remote_ip {
-            attrs.push(kv_str("client.address", ip.clone()));
-        }
-        if let Some(local) = conn.local {
-            attrs.push(kv_int("server.port", local.port() as i64));
-        }
+        net.client_address = conn.remote_ip.clone();
+        net.server_port = conn.local.map(|l| l.port());
     } else if let (Some(ip), Some(remote)) = (&conn.remote_ip, conn.remote) {
-        attrs.push(kv_str("server.address", ip.clone()));
-        attrs.push(kv_int("server.port", remote.port() as i64));
+        net.server_address = Some(ip.clone());
+        net.server_port = Some(remote.port());
     }
-    peer_attrs(conn, &mut attrs);
-    let mut status = Status::default();
-    match resp {
-        Some(r) => {
-            if let Some(rows) = r.rows {
-                attrs.push(kv_int("db.response.returned_rows", rows.min(i64::MAX as u64) as i64));
-            }
-            if let DbOutcome::Error { code } = &r.outcome {
-                attrs.push(kv_str("db.response.status_code", code.clone()));
-                attrs.push(kv_str("error.type", code.clone()));
-                status.code = StatusCode::Error as i32;
-            }
+    let mut error = None;
+    if let Some(r) = resp {
+        fields.returned_rows = r.rows;
+        if let DbOutcome::Error { code } = &r.outcome {
+            fields.status_code = Some(code.clone());
+            error = Some(code.clone());
         }
-        None => status = no_answer(&mut attrs),
     }
     let answer = resp.map(|r| (r.end_enter_ns, r.end_exit_ns));
-    Some(assemble(name, server, (req.start_enter_ns, req.start_exit_ns, req.end_exit_ns), answer, attrs, status, clock))
+    let mut record = assemble(name, server, (req.start_enter_ns, req.start_exit_ns, req.end_exit_ns), answer, net, Domain::Db(fields), clock);
+    match (resp, error) {
+        (None, _) => no_answer(&mut record),
+        (Some(_), Some(code)) => {
+            record.error_type = Some(code);
+            record.status = Status::Error { message: None };
+        }
+        (Some(_), None) => {}
+    }
+    Some(record)
 }

@@ -1,0 +1,173 @@
+//! A span record as an OTLP span: the only place attribute names are written. Both the OTLP
+//! and the jsonl sinks (and `compare`'s memory sink) go through here.
+
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::trace::v1::{Span, Status as OtlpStatus, span, status::StatusCode};
+
+use crate::spans::record::{DbFields, Domain, HttpFields, MessagingFields, Network, RpcFields, SpanKind, SpanRecord, Status, Url};
+
+pub fn kv_str(key: &str, value: impl Into<String>) -> KeyValue {
+    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }), ..Default::default() }
+}
+
+pub fn kv_int(key: &str, value: i64) -> KeyValue {
+    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(Value::IntValue(value)) }), ..Default::default() }
+}
+
+fn kv_bool(key: &str, value: bool) -> KeyValue {
+    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(Value::BoolValue(value)) }), ..Default::default() }
+}
+
+/// Attributes are pushed through this so optional fields read as one line each.
+struct Attrs(Vec<KeyValue>);
+
+impl Attrs {
+    fn str(&mut self, key: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.0.push(kv_str(key, v));
+        }
+    }
+
+    fn int(&mut self, key: &str, value: Option<i64>) {
+        if let Some(v) = value {
+            self.0.push(kv_int(key, v));
+        }
+    }
+}
+
+pub fn span(record: &SpanRecord) -> Span {
+    let mut attrs = Attrs(Vec::with_capacity(14));
+    match &record.domain {
+        Domain::Http(h) => http(h, &mut attrs),
+        Domain::Db(d) => db(d, &mut attrs),
+        Domain::Rpc(r) => rpc(r, &mut attrs),
+        Domain::Messaging(m) => messaging(m, &mut attrs),
+    }
+    network(&record.network, &mut attrs);
+    if record.capture_truncated {
+        attrs.0.push(kv_bool("zerotrace.capture.truncated", true));
+    }
+    attrs.str("error.type", record.error_type.as_deref());
+    let status = match record.status {
+        Status::Unset => OtlpStatus::default(),
+        Status::Error { message } => OtlpStatus { code: StatusCode::Error as i32, message: message.unwrap_or_default().to_string() },
+    };
+    let ids = &record.ids;
+    Span {
+        trace_id: ids.trace_id.to_vec(),
+        span_id: ids.span_id.to_vec(),
+        parent_span_id: ids.parent.map(|p| p.to_vec()).unwrap_or_default(),
+        trace_state: ids.trace_state.clone(),
+        links: ids.links.iter().map(|(trace, span)| span::Link { trace_id: trace.to_vec(), span_id: span.to_vec(), ..Default::default() }).collect(),
+        name: record.name.clone(),
+        kind: match record.kind {
+            SpanKind::Server => span::SpanKind::Server,
+            SpanKind::Client => span::SpanKind::Client,
+            SpanKind::Producer => span::SpanKind::Producer,
+            SpanKind::Consumer => span::SpanKind::Consumer,
+        } as i32,
+        start_time_unix_nano: record.start_unix_ns,
+        end_time_unix_nano: record.end_unix_ns,
+        attributes: attrs.0,
+        status: Some(status),
+        ..Default::default()
+    }
+}
+
+fn http(h: &HttpFields, attrs: &mut Attrs) {
+    attrs.str("http.request.method", Some(&h.method));
+    attrs.str("http.request.method_original", h.method_original.as_deref());
+    attrs.str("network.protocol.version", Some(h.protocol_version));
+    match &h.url {
+        Url::Server { path, scheme } => {
+            attrs.str("url.path", Some(path));
+            attrs.str("url.scheme", Some(scheme));
+        }
+        Url::Client { full } => attrs.str("url.full", Some(full)),
+    }
+    attrs.str("user_agent.original", h.user_agent.as_deref());
+    attrs.int("http.response.status_code", h.status_code.map(i64::from));
+}
+
+fn db(d: &DbFields, attrs: &mut Attrs) {
+    attrs.str("db.system.name", Some(d.system));
+    attrs.str("db.namespace", d.namespace.as_deref());
+    attrs.str("db.query.text", d.query_text.as_deref());
+    attrs.str("db.operation.name", d.operation.as_deref());
+    attrs.str("db.collection.name", d.collection.as_deref());
+    attrs.int("db.response.returned_rows", d.returned_rows.map(|r| r.min(i64::MAX as u64) as i64));
+    attrs.str("db.response.status_code", d.status_code.as_deref());
+}
+
+fn rpc(r: &RpcFields, attrs: &mut Attrs) {
+    attrs.str("rpc.system", Some(r.system));
+    attrs.str("rpc.service", r.service.as_deref());
+    attrs.str("rpc.method", r.method.as_deref());
+    attrs.int("rpc.grpc.status_code", r.grpc_status_code.map(i64::from));
+}
+
+fn messaging(m: &MessagingFields, attrs: &mut Attrs) {
+    attrs.str("messaging.system", Some(m.system));
+    attrs.str("messaging.destination.name", m.destination.as_deref());
+    attrs.str("messaging.operation.type", Some(m.operation_type));
+    attrs.str("messaging.operation.name", m.operation_name.as_deref());
+    attrs.str("messaging.message.id", m.message_id.as_deref());
+    attrs.int("messaging.message.body.size", m.body_size.map(|s| s.min(i64::MAX as u64) as i64));
+}
+
+fn network(n: &Network, attrs: &mut Attrs) {
+    attrs.str("server.address", n.server_address.as_deref());
+    attrs.int("server.port", n.server_port.map(i64::from));
+    attrs.str("client.address", n.client_address.as_deref());
+    attrs.str("network.peer.address", n.peer_address.as_deref());
+    attrs.int("network.peer.port", n.peer_port.map(i64::from));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spans::record::Ids;
+
+    fn record(domain: Domain) -> SpanRecord {
+        SpanRecord {
+            kind: SpanKind::Producer,
+            name: "send orders".into(),
+            start_unix_ns: 10,
+            end_unix_ns: 20,
+            status: Status::Error { message: Some("why") },
+            error_type: Some("timeout".into()),
+            network: Network { server_address: Some("broker".into()), server_port: Some(5672), ..Default::default() },
+            domain,
+            capture_truncated: true,
+            ids: Ids { trace_id: [1; 16], span_id: [2; 8], parent: Some([3; 8]), links: vec![([4; 16], [5; 8])], trace_state: "k=v".into() },
+        }
+    }
+
+    fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
+        span.attributes.iter().find(|a| a.key == key).and_then(|a| a.value.as_ref()?.value.as_ref())
+    }
+
+    #[test]
+    fn every_field_lands_under_its_semconv_name() {
+        let m = MessagingFields { system: "rabbitmq", destination: Some("orders".into()), operation_type: "send", message_id: Some("m1".into()), ..Default::default() };
+        let s = span(&record(Domain::Messaging(m)));
+        assert_eq!(s.kind, span::SpanKind::Producer as i32);
+        assert_eq!((s.trace_id.as_slice(), s.span_id.as_slice(), s.parent_span_id.as_slice()), (&[1u8; 16][..], &[2u8; 8][..], &[3u8; 8][..]));
+        assert_eq!(s.links.len(), 1);
+        assert_eq!(s.trace_state, "k=v");
+        assert_eq!(attr(&s, "messaging.destination.name"), Some(&Value::StringValue("orders".into())));
+        assert_eq!(attr(&s, "messaging.operation.type"), Some(&Value::StringValue("send".into())));
+        assert_eq!(attr(&s, "server.port"), Some(&Value::IntValue(5672)));
+        assert_eq!(attr(&s, "error.type"), Some(&Value::StringValue("timeout".into())));
+        assert_eq!(attr(&s, "zerotrace.capture.truncated"), Some(&Value::BoolValue(true)));
+        assert_eq!(s.status.as_ref().map(|st| (st.code, st.message.as_str())), Some((StatusCode::Error as i32, "why")));
+        // Absent fields are absent, not empty.
+        assert_eq!(attr(&s, "messaging.operation.name"), None);
+        assert_eq!(attr(&s, "client.address"), None);
+
+        let rpc = RpcFields { system: "grpc", service: Some("helloworld.Greeter".into()), method: Some("SayHello".into()), grpc_status_code: Some(0) };
+        let s = span(&record(Domain::Rpc(rpc)));
+        assert_eq!(attr(&s, "rpc.grpc.status_code"), Some(&Value::IntValue(0)));
+        assert_eq!(attr(&s, "rpc.service"), Some(&Value::StringValue("helloworld.Greeter".into())));
+    }
+}

@@ -1,0 +1,148 @@
+//! HTTP spans with the stable HTTP semantic conventions: method, path or URL (query values
+//! never kept), server and client ends, status.
+
+use super::record::{Domain, HttpFields, SpanRecord, Status, Url};
+use super::{Clock, assemble, network, no_answer};
+use crate::conn::{ConnInfo, Role};
+use crate::protocols::http1::{Message, RequestHead, ResponseHead};
+
+/// Methods the semantic conventions know; anything else becomes `_OTHER`.
+const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"];
+
+/// Splits a request target into path and (dropped-by-default) query.
+pub fn path_of(target: &str) -> &str {
+    let no_fragment = target.split('#').next().unwrap_or(target);
+    let path = no_fragment.split('?').next().unwrap_or(no_fragment);
+    // absolute-form (proxies): keep only the path.
+    if let Some(rest) = path.strip_prefix("http://").or_else(|| path.strip_prefix("https://")) {
+        return rest.find('/').map_or("/", |i| &rest[i..]);
+    }
+    path
+}
+
+/// The path as exported: path parameters' values (`;jsessionid=…`, matrix parameters) are
+/// replaced by `REDACTED`, as query values are dropped: they carry session ids and tokens.
+pub fn redact_path_params(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(';') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let mut parts = segment.split(';');
+        out.push_str(parts.next().unwrap_or(""));
+        for param in parts {
+            out.push(';');
+            match param.split_once('=') {
+                Some((name, _)) => {
+                    out.push_str(name);
+                    out.push_str("=REDACTED");
+                }
+                None => out.push_str(param),
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// `host[:port]` from a Host header.
+fn split_host(host: &str) -> (String, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((ip, tail)) = rest.split_once(']')
+    {
+        return (ip.to_string(), tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().ok()),
+        _ => (host.to_string(), None),
+    }
+}
+
+/// Everything a span needs from one exchange.
+pub struct Exchange<'a> {
+    pub conn: &'a ConnInfo,
+    pub request: &'a RequestHead,
+    pub request_msg: &'a Message,
+    pub response: Option<(&'a ResponseHead, &'a Message)>,
+}
+
+/// Builds the span (ids are filled in by the linker later).
+pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> SpanRecord {
+    let req = ex.request;
+    let (method, method_original, name) = if KNOWN_METHODS.contains(&req.method.as_str()) {
+        (req.method.clone(), None, req.method.clone())
+    } else {
+        ("_OTHER".to_string(), Some(req.method.clone()), "HTTP".to_string())
+    };
+    let path = redact_path_params(path_of(&req.target)).into_owned();
+    let server = ex.conn.role == Role::Server;
+    let (host, host_port) = req.host.as_deref().map(split_host).unwrap_or_default();
+    let mut net = network(ex.conn);
+    let url = if server {
+        let port = host_port.or(ex.conn.local.map(|a| a.port()));
+        net.server_address = (!host.is_empty()).then_some(host);
+        net.server_port = port;
+        net.client_address = ex.conn.remote_ip.clone();
+        Url::Server { path, scheme: if ex.conn.tls { "https" } else { "http" } }
+    } else {
+        let remote = ex.conn.remote;
+        let address = if host.is_empty() { ex.conn.remote_ip.clone().unwrap_or_default() } else { host };
+        let (scheme, default_port) = if ex.conn.tls { ("https", 443) } else { ("http", 80) };
+        let port = host_port.or(remote.map(|a| a.port())).unwrap_or(default_port);
+        let authority = if port == default_port {
+            address.clone()
+        } else if address.contains(':') {
+            format!("[{address}]:{port}")
+        } else {
+            format!("{address}:{port}")
+        };
+        let full = format!("{scheme}://{authority}{path}");
+        net.server_address = (!address.is_empty()).then_some(address);
+        net.server_port = Some(port);
+        Url::Client { full }
+    };
+    let fields = HttpFields {
+        method,
+        method_original,
+        protocol_version: if req.minor_version == 0 { "1.0" } else { "1.1" },
+        url,
+        user_agent: req.user_agent.clone(),
+        status_code: ex.response.map(|(r, _)| r.status),
+    };
+    let m = ex.request_msg;
+    let answer = ex.response.map(|(_, r)| (r.end_enter_ns, r.end_exit_ns));
+    let mut record = assemble(name, server, (m.start_enter_ns, m.start_exit_ns, m.end_exit_ns), answer, net, Domain::Http(fields), clock);
+    // The head was longer than the capture: what is missing (headers, the end of a long
+    // target) is not on the span.
+    record.capture_truncated = !req.complete;
+    match ex.response {
+        Some((resp, _)) => {
+            let error = if server { resp.status >= 500 } else { resp.status >= 400 };
+            if error {
+                record.error_type = Some(resp.status.to_string());
+                record.status = Status::Error { message: None };
+            }
+        }
+        None => no_answer(&mut record),
+    }
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_hosts() {
+        assert_eq!(path_of("/a/b?secret=1#f"), "/a/b");
+        assert_eq!(path_of("http://h:1/x?y"), "/x");
+        assert_eq!(path_of("http://h"), "/");
+        assert_eq!(redact_path_params("/cart;jsessionid=ABC123/item;v=2;flag"), "/cart;jsessionid=REDACTED/item;v=REDACTED;flag");
+        assert_eq!(redact_path_params("/plain"), "/plain");
+        assert_eq!(split_host("h:8080"), ("h".to_string(), Some(8080)));
+        assert_eq!(split_host("[::1]:80"), ("::1".to_string(), Some(80)));
+        assert_eq!(split_host("example.com"), ("example.com".to_string(), None));
+    }
+}

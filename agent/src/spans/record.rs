@@ -1,0 +1,175 @@
+//! The typed span record: what the span stage builds and every consumer reads (the OTLP and
+//! jsonl sinks, the terminal tree, later metrics). OTLP attributes exist only in
+//! `export/otlp_span.rs`; nothing downstream re-reads a span by attribute name.
+
+use crate::traceparent::{SpanId, TraceId};
+
+/// The version of the semantic conventions the attribute names follow (the stable database
+/// conventions, `db.system.name` and `db.query.text`, date from 1.33). The OTLP schema URL
+/// is derived from it.
+pub const SEMCONV_VERSION: &str = "1.33.0";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    Server,
+    Client,
+    Producer,
+    Consumer,
+}
+
+impl SpanKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Server => "SERVER",
+            Self::Client => "CLIENT",
+            Self::Producer => "PRODUCER",
+            Self::Consumer => "CONSUMER",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Unset,
+    Error { message: Option<&'static str> },
+}
+
+/// Trace context, filled in by the linker once the parent is known.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ids {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent: Option<SpanId>,
+    /// Candidates when the evidence named several parents (OTel span links).
+    pub links: Vec<(TraceId, SpanId)>,
+    /// Vendor trace state that came with an adopted `traceparent`.
+    pub trace_state: String,
+}
+
+/// Who the span's ends are, per the general network attributes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Network {
+    pub server_address: Option<String>,
+    pub server_port: Option<u16>,
+    pub client_address: Option<String>,
+    pub peer_address: Option<String>,
+    pub peer_port: Option<u16>,
+}
+
+/// HTTP fields (stable HTTP semantic conventions).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpFields {
+    /// A method the conventions know, or `_OTHER`.
+    pub method: String,
+    /// The method as sent, when `method` is `_OTHER`.
+    pub method_original: Option<String>,
+    pub protocol_version: &'static str,
+    pub url: Url,
+    pub user_agent: Option<String>,
+    pub status_code: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Url {
+    /// SERVER spans: path (query dropped, path parameters redacted) and scheme.
+    Server { path: String, scheme: &'static str },
+    /// CLIENT spans: the full URL without its query.
+    Client { full: String },
+}
+
+impl Default for Url {
+    fn default() -> Self {
+        Url::Server { path: String::new(), scheme: "http" }
+    }
+}
+
+/// Database fields (stable database semantic conventions).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DbFields {
+    pub system: &'static str,
+    pub namespace: Option<String>,
+    /// Literals masked unless the user opted in.
+    pub query_text: Option<String>,
+    pub operation: Option<String>,
+    pub collection: Option<String>,
+    pub returned_rows: Option<u64>,
+    pub status_code: Option<String>,
+}
+
+/// RPC fields (RPC semantic conventions).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RpcFields {
+    pub system: &'static str,
+    pub service: Option<String>,
+    pub method: Option<String>,
+    /// gRPC status code from the trailers.
+    pub grpc_status_code: Option<u32>,
+}
+
+/// Messaging fields (messaging semantic conventions). Bodies are never recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessagingFields {
+    pub system: &'static str,
+    pub destination: Option<String>,
+    /// `send`, `receive`, `process`, `create`, `settle`.
+    pub operation_type: &'static str,
+    /// The protocol's own operation name (`publish`, `deliver`).
+    pub operation_name: Option<String>,
+    pub message_id: Option<String>,
+    pub body_size: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Domain {
+    Http(HttpFields),
+    Db(DbFields),
+    Rpc(RpcFields),
+    Messaging(MessagingFields),
+}
+
+/// One finished operation, before export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanRecord {
+    pub kind: SpanKind,
+    /// Low-cardinality: never a raw path or a query.
+    pub name: String,
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    pub status: Status,
+    /// `error.type`: a status code, an error code, or why there is no answer.
+    pub error_type: Option<String>,
+    pub network: Network,
+    pub domain: Domain,
+    /// The request was longer than the capture: what is missing is not on the span.
+    pub capture_truncated: bool,
+    pub ids: Ids,
+}
+
+impl SpanRecord {
+    pub fn http(&self) -> Option<&HttpFields> {
+        match &self.domain {
+            Domain::Http(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// A word on what the span is about, for people: the path or URL, the statement, the
+    /// method or the destination.
+    pub fn detail(&self) -> String {
+        match &self.domain {
+            Domain::Http(h) => {
+                let target = match &h.url {
+                    Url::Server { path, .. } => path.as_str(),
+                    Url::Client { full } => full.as_str(),
+                };
+                match h.status_code {
+                    Some(code) => format!("{target} → {code}"),
+                    None => target.to_string(),
+                }
+            }
+            Domain::Db(d) => d.namespace.clone().unwrap_or_default(),
+            Domain::Rpc(r) => r.grpc_status_code.map(|c| format!("status {c}")).unwrap_or_default(),
+            Domain::Messaging(m) => m.destination.clone().unwrap_or_default(),
+        }
+    }
+}
