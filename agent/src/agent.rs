@@ -300,10 +300,11 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
     while let Some(item) = ring.next() {
         pipeline.record(&item);
     }
-    for ignore in pipeline.ignore_fds.drain(..) {
+    let effects = pipeline.take_effects();
+    for ignore in effects.ignore_fds {
         probes.ignore_fd(ignore);
     }
-    for pid in pipeline.started.drain(..) {
+    for pid in effects.started {
         user.tls.process_started(probes, pid);
         user.runtimes.process_started(probes, pid);
     }

@@ -84,11 +84,14 @@ impl Callbacks {
             return Evidence::Undecided(Why::CallbackWithoutRequest, Vec::new());
         };
         match conn.info.role {
-            Role::Server => match conn.pending.len() {
-                0 => Evidence::Undecided(Why::CallbackWithoutRequest, Vec::new()),
-                1 => Evidence::Serving(conn.pending[0].span, Why::Callback),
-                _ => Evidence::Undecided(Why::Pipelined, conn.pending.iter().map(|p| p.span).collect()),
-            },
+            Role::Server => {
+                let spans = conn.pending.spans();
+                match spans.as_slice() {
+                    [] => Evidence::Undecided(Why::CallbackWithoutRequest, spans),
+                    [one] => Evidence::Serving(*one, Why::Callback),
+                    _ => Evidence::Undecided(Why::Pipelined, spans),
+                }
+            }
             Role::Client | Role::Unknown => {
                 let answers = self.by_thread.get(&(tgid, tid)).filter(|a| (a.fd, a.seq) == (fd, seq));
                 match answers {

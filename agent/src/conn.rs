@@ -12,9 +12,9 @@ use std::collections::VecDeque;
 use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 
-use crate::protocols::db::{DbCodec, DbMessage, DbRequest, DbResponse, DbSystem};
-use crate::protocols::http1::{HalfStream, Head, Message, Segment, Side};
-use crate::protocols::{memcached, mysql, postgres, redis, resp};
+use crate::protocols::message::{Correlation, Message, Request};
+use crate::protocols::parser::{Health, Parser, Segment, Sender};
+use crate::protocols::registry;
 use crate::traceparent::SpanId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub enum Role {
 const MAX_UNRECOGNISED: u32 = 6;
 /// First bytes per direction kept for recognising the protocol.
 const RECOGNISE_BYTES: usize = 256;
+/// Requests waiting for their answer per connection; past this a request's span ends at once
+/// (a client pipelining without bound cannot grow us).
+pub const MAX_PENDING: usize = 256;
 
 /// What the span stage needs to know about a connection.
 #[derive(Clone, Debug)]
@@ -44,18 +47,10 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-/// The protocol a connection speaks, with its parser state. HTTP, the common case, stays
-/// inline (no pointer chase per segment); database codecs are boxed behind one trait.
-#[allow(clippy::large_enum_variant)]
-enum Codec {
-    Undecided,
-    Http { requests: HalfStream, responses: HalfStream },
-    Db(Box<dyn DbCodec>),
-}
-
 pub struct Conn {
     pub info: ConnInfo,
-    codec: Codec,
+    /// The protocol's parser, once recognised.
+    parser: Option<Box<dyn Parser>>,
     /// While no protocol is recognised: the first bytes of each direction (ingress, egress),
     /// since some clients read a 4-byte packet header and its body in two calls.
     first_bytes: [Vec<u8>; 2],
@@ -65,13 +60,10 @@ pub struct Conn {
     /// The server answered in another protocol than the requests looked like (HTTP sent to
     /// PostgreSQL, `get / HTTP/1.1` to nginx): those were no requests of ours.
     pub answer_foreign: bool,
-    /// HTTP answers parsed so far.
-    http_answers: u64,
     /// The server side has sent bytes on this connection.
     pub server_wrote: bool,
-    /// Requests waiting for their response, oldest first (every protocol here answers in
-    /// order).
-    pub pending: VecDeque<PendingRequest>,
+    /// Requests waiting for their response.
+    pub pending: Pending,
     /// Requests started on this connection so far.
     pub requests: u64,
     /// The SERVER span whose event-loop callback opened this connection (connect), if the
@@ -80,28 +72,70 @@ pub struct Conn {
     pub opened_by: Option<SpanId>,
 }
 
-/// What a pending request is.
-#[derive(Debug)]
-pub enum RequestKind {
-    Http(Message),
-    Db(DbRequest),
-}
-
 /// A request whose span has been started and waits for its response.
 #[derive(Debug)]
 pub struct PendingRequest {
-    pub request: RequestKind,
+    pub request: Request,
     pub span: SpanId,
     pub tid: u32,
 }
 
-/// Output of feeding a connection.
-#[derive(Debug)]
-pub enum Parsed {
-    Request { tid: u32, message: Message },
-    Response { tid: u32, message: Message },
-    DbRequest { tid: u32, request: DbRequest },
-    DbResponse { tid: u32, response: DbResponse },
+/// Requests waiting for their answers: in order (oldest first), or by key.
+#[derive(Debug, Default)]
+pub struct Pending {
+    in_order: VecDeque<PendingRequest>,
+    keyed: HashMap<u64, PendingRequest>,
+}
+
+impl Pending {
+    pub fn len(&self) -> usize {
+        self.in_order.len() + self.keyed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `p`; refuses it (and gives back its span, to end) when the connection already
+    /// has `MAX_PENDING` waiting, or when its key is already waiting (a reused key: the first
+    /// keeps it).
+    pub fn push(&mut self, p: PendingRequest) -> Result<(), SpanId> {
+        if self.len() >= MAX_PENDING {
+            return Err(p.span);
+        }
+        match p.request.correlation {
+            Correlation::InOrder => self.in_order.push_back(p),
+            Correlation::Key(k) => {
+                if self.keyed.contains_key(&k) {
+                    return Err(p.span);
+                }
+                self.keyed.insert(k, p);
+            }
+        }
+        Ok(())
+    }
+
+    /// The request an answer with this correlation answers.
+    pub fn answer(&mut self, correlation: Correlation) -> Option<PendingRequest> {
+        match correlation {
+            Correlation::InOrder => self.in_order.pop_front(),
+            Correlation::Key(k) => self.keyed.remove(&k),
+        }
+    }
+
+    /// The spans of the requests waiting.
+    pub fn spans(&self) -> Vec<SpanId> {
+        self.in_order.iter().chain(self.keyed.values()).map(|p| p.span).collect()
+    }
+
+    /// Everything still waiting, oldest first for in-order requests.
+    pub fn drain(&mut self) -> Vec<PendingRequest> {
+        let mut all: Vec<PendingRequest> = self.in_order.drain(..).collect();
+        let mut keyed: Vec<PendingRequest> = self.keyed.drain().map(|(_, p)| p).collect();
+        keyed.sort_by_key(|p| p.request.timing.first_exit_ns);
+        all.extend(keyed);
+        all
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,88 +144,52 @@ pub enum Direction {
     Egress,
 }
 
-/// Who speaks first in what was recognised: the client (a request) or the server (a
-/// greeting or response).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Speaker {
-    Client,
-    Server,
-}
-
-/// Recognises a protocol from the first bytes seen in one direction.
-fn recognise(data: &[u8]) -> Option<(Codec, Speaker)> {
-    if HalfStream::looks_like_start(Side::Request, data) {
-        return Some((Codec::http(), Speaker::Client));
-    }
-    if HalfStream::looks_like_start(Side::Response, data) {
-        return Some((Codec::http(), Speaker::Server));
-    }
-    if postgres::looks_like_frontend(data) {
-        return Some((Codec::Db(Box::new(postgres::Postgres::new())), Speaker::Client));
-    }
-    if mysql::looks_like_greeting(data) {
-        return Some((Codec::Db(Box::new(mysql::Mysql::new(false))), Speaker::Server));
-    }
-    if mysql::looks_like_command(data) {
-        return Some((Codec::Db(Box::new(mysql::Mysql::new(true))), Speaker::Client));
-    }
-    if resp::looks_like_command(data) {
-        return Some((Codec::Db(Box::new(redis::Redis::new())), Speaker::Client));
-    }
-    if memcached::looks_like_command(data) {
-        return Some((Codec::Db(Box::new(memcached::Memcached::new())), Speaker::Client));
-    }
-    None
-}
-
-impl Codec {
-    fn http() -> Self {
-        Codec::Http { requests: HalfStream::new(Side::Request), responses: HalfStream::new(Side::Response) }
-    }
-}
-
 impl Conn {
     pub fn new(info: ConnInfo) -> Self {
         Self {
             info,
-            codec: Codec::Undecided,
+            parser: None,
             first_bytes: [Vec::new(), Vec::new()],
             unrecognised: 0,
             foreign: false,
             answer_foreign: false,
-            http_answers: 0,
             server_wrote: false,
-            pending: VecDeque::new(),
+            pending: Pending::default(),
             requests: 0,
             opened_by: None,
         }
     }
 
+    /// The protocol recognised on this connection, if any.
+    pub fn protocol(&self) -> Option<&'static str> {
+        self.parser.as_ref().map(|p| p.protocol())
+    }
+
     /// Picks the protocol (and, for connections opened before we attached, the role) from
     /// the first bytes. False when nothing we know was recognised.
     fn decide(&mut self, dir: Direction, data: &[u8]) -> bool {
-        let Some((codec, speaker)) = recognise(data) else { return false };
-        let role = match (dir, speaker) {
-            (Direction::Ingress, Speaker::Client) | (Direction::Egress, Speaker::Server) => Role::Server,
+        let Some((sender, parser)) = registry::recognise(data) else { return false };
+        let role = match (dir, sender) {
+            (Direction::Ingress, Sender::Client) | (Direction::Egress, Sender::Server) => Role::Server,
             _ => Role::Client,
         };
         if self.info.role != Role::Unknown && self.info.role != role {
             return false;
         }
         self.info.role = role;
-        self.codec = codec;
+        self.parser = Some(parser);
         true
     }
 
-    pub fn feed(&mut self, dir: Direction, tid: u32, seg: Segment<'_>) -> Vec<Parsed> {
-        let mut out = Vec::new();
+    /// Parses what one syscall moved; appends whole messages to `out`.
+    pub fn feed(&mut self, dir: Direction, seg: Segment<'_>, out: &mut Vec<Message>) {
         self.server_wrote |= matches!((self.info.role, dir), (Role::Server, Direction::Egress) | (Role::Client, Direction::Ingress)) && seg.total > 0;
         if self.foreign {
-            return out;
+            return;
         }
         let mut seg = seg;
         let first_bytes;
-        if matches!(self.codec, Codec::Undecided) {
+        if self.parser.is_none() {
             // Judge this direction's first bytes so far, not only this segment's (a segment
             // with a gap starts over: what follows it is unknown).
             let mut buf = std::mem::take(&mut self.first_bytes[dir as usize]);
@@ -206,7 +204,7 @@ impl Conn {
             if !self.decide(dir, judged) {
                 self.first_bytes[dir as usize] = buf;
                 self.note_unrecognised();
-                return out;
+                return;
             }
             self.first_bytes = [Vec::new(), Vec::new()];
             first_bytes = buf;
@@ -215,43 +213,19 @@ impl Conn {
             }
         }
         let from_client = matches!((self.info.role, dir), (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress));
-        let desynced = match &mut self.codec {
-            Codec::Undecided => true,
-            Codec::Http { requests, responses } => {
-                if from_client {
-                    for message in requests.feed(seg) {
-                        if let Head::Request(r) = &message.head {
-                            responses.expect_response(&r.method);
-                        }
-                        out.push(Parsed::Request { tid, message });
-                    }
-                } else {
-                    let before = out.len();
-                    out.extend(responses.feed(seg).into_iter().map(|message| Parsed::Response { tid, message }));
-                    self.http_answers += (out.len() - before) as u64;
-                    if self.http_answers == 0 && responses.is_desynced() {
-                        self.answer_foreign = true;
-                    }
-                }
-                requests.is_desynced()
-            }
-            Codec::Db(c) => {
-                let mut messages = Vec::new();
-                c.feed(from_client, seg, &mut messages);
-                wrap_db(&mut out, tid, messages);
-                self.answer_foreign |= c.answered_in_another_protocol();
-                c.is_desynced()
-            }
-        };
-        if self.answer_foreign {
+        let Some(parser) = self.parser.as_mut() else { return };
+        let before = out.len();
+        parser.feed(if from_client { Sender::Client } else { Sender::Server }, seg, out);
+        let health = parser.health();
+        if health == Health::Foreign {
+            self.answer_foreign = true;
             self.foreign = true;
         }
-        if !out.is_empty() {
+        if out.len() > before {
             self.unrecognised = 0;
-        } else if desynced && from_client {
+        } else if health == Health::Resyncing && from_client {
             self.note_unrecognised();
         }
-        out
     }
 
     fn note_unrecognised(&mut self) {
@@ -265,40 +239,20 @@ impl Conn {
     /// (the handshake) is discarded and parsing starts over on the plaintext.
     pub fn start_tls(&mut self) {
         self.info.tls = true;
-        // MySQL negotiates TLS inside its handshake: the plaintext goes on with the rest of
-        // it, which only a parser that knows it is in the handshake follows.
-        self.codec = match &self.codec {
-            Codec::Db(c) if matches!(c.system(), DbSystem::Mysql | DbSystem::MariaDb) => Codec::Db(Box::new(mysql::Mysql::new(false))),
-            _ => Codec::Undecided,
-        };
+        self.parser = self.parser.as_ref().and_then(|p| p.after_tls_start());
         self.first_bytes = [Vec::new(), Vec::new()];
         self.unrecognised = 0;
         self.foreign = false;
-        self.pending.clear();
+        self.pending = Pending::default();
     }
 
-    /// The connection closed: a response delimited by close is complete now, and database
-    /// answers whose end was cut off end at the last bytes seen.
-    pub fn close(&mut self, tid: u32) -> Vec<Parsed> {
-        let mut out = Vec::new();
-        match &mut self.codec {
-            Codec::Http { responses, .. } => out.extend(responses.close().map(|message| Parsed::Response { tid, message })),
-            Codec::Db(c) => {
-                let mut messages = Vec::new();
-                c.close(&mut messages);
-                wrap_db(&mut out, tid, messages);
-            }
-            Codec::Undecided => {}
-        };
-        out
+    /// The connection closed: a response delimited by close is complete now, and answers
+    /// whose end was cut off end at the last bytes seen.
+    pub fn close(&mut self, out: &mut Vec<Message>) {
+        if let Some(p) = self.parser.as_mut() {
+            p.close(out);
+        }
     }
-}
-
-fn wrap_db(out: &mut Vec<Parsed>, tid: u32, messages: Vec<DbMessage>) {
-    out.extend(messages.into_iter().map(|m| match m {
-        DbMessage::Request(request) => Parsed::DbRequest { tid, request },
-        DbMessage::Response(response) => Parsed::DbResponse { tid, response },
-    }));
 }
 
 /// All connections of all traced processes.
@@ -357,3 +311,4 @@ impl ConnTable {
         self.conns.remove(&(tgid, fd))
     }
 }
+

@@ -2,15 +2,16 @@
 //! that run in every `cargo test`: arbitrary bytes through the parsers, cut into arbitrary
 //! segments with arbitrary capture gaps, in both directions. They must never panic.
 
-use super::db::{DbCodec, DbMessage};
-use super::http1::Segment;
+use super::message::Message;
+use super::parser::Segment;
+use super::parser::{Parser, Sender};
 use super::sql::{Dialect, mask_literals, summarize};
 use super::{memcached, mysql, postgres, redis};
 
 /// The first byte picks the parser; the next eight choose segment sizes, directions and gaps.
 pub fn database(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else { return };
-    let mut codec: Box<dyn DbCodec> = match which % 5 {
+    let mut codec: Box<dyn Parser> = match which % 5 {
         0 => Box::new(postgres::Postgres::new()),
         1 => Box::new(mysql::Mysql::new(which & 0x10 == 0)),
         2 => Box::new(redis::Redis::new()),
@@ -23,7 +24,7 @@ pub fn database(data: &[u8]) {
         }
     };
     let (control, traffic) = rest.split_at(rest.len().min(8));
-    let mut out: Vec<DbMessage> = Vec::new();
+    let mut out: Vec<Message> = Vec::new();
     let mut remaining = traffic;
     let mut i = 0usize;
     while !remaining.is_empty() {
@@ -31,7 +32,7 @@ pub fn database(data: &[u8]) {
         let n = (c % 61 + 1).min(remaining.len());
         let gap = if c.is_multiple_of(7) { (c * 31) as u64 } else { 0 };
         let seg = Segment { data: &remaining[..n], total: n as u64 + gap, ts_enter_ns: i as u64, ts_exit_ns: i as u64 + 1 };
-        codec.feed(c & 0x40 == 0, seg, &mut out);
+        codec.feed(if c & 0x40 == 0 { Sender::Client } else { Sender::Server }, seg, &mut out);
         remaining = &remaining[n..];
         i += 1;
     }

@@ -5,8 +5,10 @@
 //! with it); quiet meta commands answer only sometimes, so they make no span. Keys and values
 //! are never kept.
 
-use super::db::{DbCodec, DbCommand, DbMessage, DbOutcome, DbRequest, DbResponse, DbSystem};
-use super::http1::Segment;
+use super::message::{Correlation, DbCommand, DbOutcome, DbRequest, Message, Request, RequestFields, Timing, TraceContext};
+use super::parser::{Health, Parser, Segment, Sender};
+use super::registry::{Detector, Layer, Protocol};
+use crate::spans::record::SpanKind;
 
 /// Command lines longer than this are not memcached.
 const MAX_LINE: usize = 8 * 1024;
@@ -44,6 +46,12 @@ const COMMANDS: &[&str] = &[
     "watch",
     "misbehave",
 ];
+
+pub const PROTOCOL: Protocol = Protocol {
+    name: "memcached",
+    // Text commands: a heuristic, after every structural check.
+    detectors: &[Detector { layer: Layer::Heuristic, sender: Sender::Client, matches: looks_like_command, parser: || Box::new(Memcached::new()) }],
+};
 
 /// Does `data` start with a memcached command line?
 pub fn looks_like_command(data: &[u8]) -> bool {
@@ -209,7 +217,7 @@ impl Memcached {
         self.commands.state == State::Desync
     }
 
-    pub fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
+    pub fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<Message>) {
         if from_client {
             if self.commands.state == State::Desync && looks_like_command(seg.data) {
                 self.commands = Lines::new();
@@ -226,27 +234,22 @@ impl Memcached {
                         desync = true;
                         return None;
                     };
-                    let request = |name| {
-                        DbMessage::Request(DbRequest {
-                            system: DbSystem::Memcached,
-                            command: DbCommand::Named(name),
-                            namespace: None,
-                            prepared: false,
-                            start_enter_ns: seg.ts_enter_ns,
-                            start_exit_ns: seg.ts_exit_ns,
-                            end_exit_ns: seg.ts_exit_ns,
-                        })
-                    };
+                    let request = DbRequest { system: PROTOCOL.name, command: DbCommand::Named(cmd.name), namespace: None, prepared: false };
+                    let timing = Timing::single(seg.ts_enter_ns, seg.ts_exit_ns);
                     match cmd.reply {
                         Reply::Answered => {
                             *waiting += 1;
-                            out.push(request(cmd.name));
+                            out.push(Message::db_call(timing, request));
                         }
-                        Reply::Never if *waiting == 0 => {
-                            out.push(request(cmd.name));
-                            out.push(DbMessage::Response(DbResponse { outcome: DbOutcome::Ok, rows: None, end_enter_ns: seg.ts_enter_ns, end_exit_ns: seg.ts_exit_ns }));
-                        }
-                        _ => {}
+                        // `noreply`: a span of its own, whatever waits for an answer.
+                        Reply::Never => out.push(Message::OneWay(Request {
+                            correlation: Correlation::InOrder,
+                            timing,
+                            context: TraceContext::default(),
+                            client_kind: SpanKind::Client,
+                            fields: RequestFields::Db(request),
+                        })),
+                        Reply::Unknown => {}
                     }
                     cmd.block.map(|n| (n, false))
                 },
@@ -303,42 +306,44 @@ impl Memcached {
                     break;
                 }
                 *waiting -= 1;
-                out.push(DbMessage::Response(DbResponse { outcome, rows: None, end_enter_ns: end.0, end_exit_ns: end.1 }));
+                out.push(Message::db_answer(end.0, end.1, outcome, None));
             }
         }
     }
 
-    pub fn close(&mut self, out: &mut Vec<DbMessage>) {
+    pub fn close(&mut self, out: &mut Vec<Message>) {
         if self.answers.state == State::Desync && !self.foreign_answer {
             self.end_blind(out);
         }
     }
 
-    fn end_blind(&mut self, out: &mut Vec<DbMessage>) {
+    fn end_blind(&mut self, out: &mut Vec<Message>) {
         for _ in 0..std::mem::take(&mut self.waiting) {
-            out.push(DbMessage::Response(DbResponse { outcome: DbOutcome::Ok, rows: None, end_enter_ns: self.last_answer.0, end_exit_ns: self.last_answer.1 }));
+            out.push(Message::db_answer(self.last_answer.0, self.last_answer.1, DbOutcome::Ok, None));
         }
         self.answers = Lines::new();
     }
 }
 
-/// The inherent methods do the work (they take precedence in `Memcached::feed`); the trait lets a
-/// connection hold any codec.
-impl DbCodec for Memcached {
-    fn system(&self) -> DbSystem {
-        DbSystem::Memcached
+/// The inherent methods do the work (they take precedence in `Memcached::feed`).
+impl Parser for Memcached {
+    fn protocol(&self) -> &'static str {
+        PROTOCOL.name
     }
-    fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
-        Memcached::feed(self, from_client, seg, out);
+    fn feed(&mut self, from: Sender, seg: Segment<'_>, out: &mut Vec<Message>) {
+        Memcached::feed(self, from == Sender::Client, seg, out);
     }
-    fn close(&mut self, out: &mut Vec<DbMessage>) {
+    fn close(&mut self, out: &mut Vec<Message>) {
         Memcached::close(self, out);
     }
-    fn is_desynced(&self) -> bool {
-        Memcached::is_desynced(self)
-    }
-    fn answered_in_another_protocol(&self) -> bool {
-        self.foreign_answer
+    fn health(&self) -> Health {
+        if self.foreign_answer {
+            Health::Foreign
+        } else if self.is_desynced() {
+            Health::Resyncing
+        } else {
+            Health::InSync
+        }
     }
 }
 
@@ -350,15 +355,17 @@ mod tests {
         Segment { data, total: data.len() as u64, ts_enter_ns: ts, ts_exit_ns: ts + 1 }
     }
 
-    fn summary(out: &[DbMessage]) -> Vec<String> {
+    fn summary(out: &[Message]) -> Vec<String> {
         out.iter()
-            .map(|m| match m {
-                DbMessage::Request(DbRequest { command: DbCommand::Named(n), .. }) => n.clone(),
-                DbMessage::Request(_) => "sql".into(),
-                DbMessage::Response(r) => match &r.outcome {
+            .map(|m| match (m, m.db_request(), m.db_response()) {
+                (Message::OneWay(_), Some(DbRequest { command: DbCommand::Named(n), .. }), _) => format!("{n} (one-way)"),
+                (_, Some(DbRequest { command: DbCommand::Named(n), .. }), _) => n.clone(),
+                (_, Some(_), _) => "sql".into(),
+                (_, None, Some(r)) => match &r.outcome {
                     DbOutcome::Error { code } => format!("err:{code}"),
                     _ => "ok".into(),
                 },
+                _ => "other".into(),
             })
             .collect()
     }
@@ -366,7 +373,8 @@ mod tests {
     #[test]
     fn commands_and_answers_split_anywhere() {
         let client = b"set k 0 0 5\r\nhello\r\nget k missing\r\ndelete k noreply\r\nincr n 1\r\nbogus\r\n";
-        // `delete ... noreply` is sent while answers are pending: no span (it would pair wrongly).
+        // `delete ... noreply` is never answered: a one-way message, so it cannot take the
+        // answer of a command sent before it.
         let server = b"STORED\r\nVALUE k 0 5\r\nhello\r\nEND\r\nNOT_FOUND\r\nERROR\r\n";
         for split in 1..client.len() {
             let mut m = Memcached::new();
@@ -378,7 +386,7 @@ mod tests {
             m.feed(false, seg(&server[s..], 4), &mut out);
             let got = summary(&out);
             let requests: Vec<&String> = got.iter().filter(|s| !s.starts_with("ok") && !s.starts_with("err")).collect();
-            assert_eq!(requests, ["set", "get", "incr"], "split {split}");
+            assert_eq!(requests, ["set", "get", "delete (one-way)", "incr"], "split {split}");
             let answers: Vec<&String> = got.iter().filter(|s| s.starts_with("ok") || s.starts_with("err")).collect();
             assert_eq!(answers, ["ok", "ok", "ok"], "split {split}");
         }
@@ -396,7 +404,7 @@ mod tests {
         assert_eq!(summary(&out), ["mg", "ms", "mn", "stats", "ok", "ok", "ok", "ok", "get", "err:CLIENT_ERROR"]);
         out.clear();
         m.feed(true, seg(b"set a 0 0 1 noreply\r\nx\r\n", 6), &mut out);
-        assert_eq!(summary(&out), ["set", "ok"], "noreply with nothing pending: a span ending at the write");
+        assert_eq!(summary(&out), ["set (one-way)"], "noreply: a span ending at the write");
     }
 
     #[test]
@@ -407,7 +415,7 @@ mod tests {
         m.feed(false, seg(b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n\r\n", 2), &mut out);
         m.close(&mut out);
         assert_eq!(summary(&out), vec!["get"], "the request, and no answer made up for it");
-        assert!(DbCodec::answered_in_another_protocol(&m));
+        assert_eq!(Parser::health(&m), Health::Foreign);
     }
 
     #[test]

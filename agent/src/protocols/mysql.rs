@@ -11,9 +11,10 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::db::{DbCodec, DbCommand, DbMessage, DbOutcome, DbRequest, DbResponse, DbSystem};
 use super::framing::{CountedBody, Progress};
-use super::http1::Segment;
+use super::message::{DbCommand, DbOutcome, DbRequest, Dialect, Message, Timing};
+use super::parser::{Health, Parser, Segment, Sender};
+use super::registry::{Detector, Layer, Protocol};
 
 /// Client packet bytes kept (query text); server packets keep only their first bytes.
 const KEEP_CLIENT: usize = 8 * 1024;
@@ -34,6 +35,15 @@ const CLIENT_SECURE_CONNECTION: u32 = 1 << 15;
 const CLIENT_PLUGIN_AUTH_LENENC: u32 = 1 << 21;
 const CLIENT_QUERY_ATTRIBUTES: u32 = 1 << 27;
 const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
+
+pub const PROTOCOL: Protocol = Protocol {
+    name: "mysql",
+    detectors: &[
+        Detector { layer: Layer::Structure, sender: Sender::Server, matches: looks_like_greeting, parser: || Box::new(Mysql::new(false)) },
+        // A connection opened before we attached: a query packet.
+        Detector { layer: Layer::Structure, sender: Sender::Client, matches: looks_like_command, parser: || Box::new(Mysql::new(true)) },
+    ],
+};
 
 /// Does `data` start with a server greeting (protocol 10)?
 pub fn looks_like_greeting(data: &[u8]) -> bool {
@@ -191,7 +201,8 @@ pub struct Mysql {
     server: Framer,
     handshake_done: bool,
     /// `mysql`, or `mariadb` once the greeting said so.
-    system: DbSystem,
+    /// `db.system.name`: mysql, or mariadb once the greeting says so.
+    system: &'static str,
     capabilities: u32,
     database: Option<String>,
     statements: HashMap<u32, String>,
@@ -209,7 +220,7 @@ impl Mysql {
             client: Framer::new(KEEP_CLIENT),
             server: Framer::new(KEEP_SERVER),
             handshake_done,
-            system: DbSystem::Mysql,
+            system: "mysql",
             capabilities: 0,
             database: None,
             statements: HashMap::default(),
@@ -224,7 +235,7 @@ impl Mysql {
         self.client.state == FrameState::Desync
     }
 
-    pub fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
+    pub fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<Message>) {
         let mut packets = Vec::new();
         if from_client {
             if self.client.state == FrameState::Desync && looks_like_command(seg.data) {
@@ -243,7 +254,7 @@ impl Mysql {
         }
     }
 
-    pub fn close(&mut self, out: &mut Vec<DbMessage>) {
+    pub fn close(&mut self, out: &mut Vec<Message>) {
         if self.server.state == FrameState::Desync {
             self.end_blind(out);
         }
@@ -251,11 +262,11 @@ impl Mysql {
 
     /// The answer was cut by the capture cap across packets: what waited ended at the last
     /// server bytes seen, and the next answer starts a new packet.
-    fn end_blind(&mut self, out: &mut Vec<DbMessage>) {
+    fn end_blind(&mut self, out: &mut Vec<Message>) {
         let (end_enter_ns, end_exit_ns) = self.last_server;
         for e in self.expect.drain(..) {
             if e == Expect::Statement {
-                out.push(DbMessage::Response(DbResponse { outcome: DbOutcome::Ok, rows: None, end_enter_ns, end_exit_ns }));
+                out.push(Message::db_answer(end_enter_ns, end_exit_ns, DbOutcome::Ok, None));
             }
         }
         self.server = Framer::new(KEEP_SERVER);
@@ -263,7 +274,7 @@ impl Mysql {
         self.rows = 0;
     }
 
-    fn on_client(&mut self, p: Packet, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
+    fn on_client(&mut self, p: Packet, seg: Segment<'_>, out: &mut Vec<Message>) {
         if !self.handshake_done {
             // HandshakeResponse41 (or the short SSLRequest before TLS).
             if p.seq >= 1 && p.body.len() >= 32 {
@@ -288,13 +299,13 @@ impl Mysql {
                         sql = r;
                     }
                 }
-                (Some((DbCommand::Sql(text(sql)), false)), Expect::Statement)
+                (Some((DbCommand::Sql(text(sql), Dialect::Mysql), false)), Expect::Statement)
             }
             COM_INIT_DB => (Some((DbCommand::Named("USE".into()), false)), Expect::InitDb(text(args))),
             COM_STMT_PREPARE => (None, Expect::Prepare(text(args))),
             COM_STMT_EXECUTE => {
                 let id = args.get(..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                let command = self.statements.get(&id).map_or_else(|| DbCommand::Named("EXECUTE".into()), |s| DbCommand::Sql(s.clone()));
+                let command = self.statements.get(&id).map_or_else(|| DbCommand::Named("EXECUTE".into()), |s| DbCommand::Sql(s.clone(), Dialect::Mysql));
                 (Some((command, true)), Expect::Statement)
             }
             COM_STMT_CLOSE => {
@@ -307,15 +318,8 @@ impl Mysql {
             _ => (None, Expect::Silent),
         };
         if let Some((command, prepared)) = request {
-            out.push(DbMessage::Request(DbRequest {
-                system: self.system,
-                command,
-                namespace: self.database.clone(),
-                prepared,
-                start_enter_ns: seg.ts_enter_ns,
-                start_exit_ns: seg.ts_exit_ns,
-                end_exit_ns: p.end.1,
-            }));
+            let timing = Timing { first_enter_ns: seg.ts_enter_ns, first_exit_ns: seg.ts_exit_ns, last_enter_ns: p.end.0, last_exit_ns: p.end.1 };
+            out.push(Message::db_call(timing, DbRequest { system: self.system, command, namespace: self.database.clone(), prepared }));
         }
         self.expect.push_back(expect);
     }
@@ -344,11 +348,11 @@ impl Mysql {
         }
     }
 
-    fn on_server(&mut self, p: &Packet, out: &mut Vec<DbMessage>) {
+    fn on_server(&mut self, p: &Packet, out: &mut Vec<Message>) {
         let first = p.body.first().copied().unwrap_or(0);
         if !self.handshake_done {
             if p.seq == 0 && first == 0x0a && p.body.windows(7).any(|w| w == b"MariaDB") {
-                self.system = DbSystem::MariaDb;
+                self.system = "mariadb";
             }
             // Greeting, auth switch, more data... until OK (or ERR) ends the handshake.
             if p.seq > 0 && (first == 0x00 || first == 0xff) {
@@ -385,7 +389,7 @@ impl Mysql {
         }
     }
 
-    fn on_answer_start(&mut self, p: &Packet, out: &mut Vec<DbMessage>) {
+    fn on_answer_start(&mut self, p: &Packet, out: &mut Vec<Message>) {
         let Some(front) = self.expect.front().cloned() else { return };
         let first = p.body.first().copied().unwrap_or(0);
         match first {
@@ -436,11 +440,11 @@ impl Mysql {
     }
 
     /// The answer to the oldest command is complete.
-    fn complete(&mut self, outcome: DbOutcome, rows: Option<u64>, p: &Packet, out: &mut Vec<DbMessage>) {
+    fn complete(&mut self, outcome: DbOutcome, rows: Option<u64>, p: &Packet, out: &mut Vec<Message>) {
         self.answer = Answer::Start;
         self.rows = 0;
         if let Some(Expect::Statement | Expect::InitDb(_)) = self.expect.pop_front() {
-            out.push(DbMessage::Response(DbResponse { outcome, rows, end_enter_ns: p.end.0, end_exit_ns: p.end.1 }));
+            out.push(Message::db_answer(p.end.0, p.end.1, outcome, rows));
         }
     }
 }
@@ -460,20 +464,23 @@ fn error_code(body: &[u8]) -> String {
     body.get(1..3).map_or_else(|| "ERROR".to_string(), |c| u16::from_le_bytes([c[0], c[1]]).to_string())
 }
 
-/// The inherent methods do the work (they take precedence in `Mysql::feed`); the trait lets a
-/// connection hold any codec.
-impl DbCodec for Mysql {
-    fn system(&self) -> DbSystem {
-        self.system
+/// The inherent methods do the work (they take precedence in `Mysql::feed`).
+impl Parser for Mysql {
+    fn protocol(&self) -> &'static str {
+        PROTOCOL.name
     }
-    fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
-        Mysql::feed(self, from_client, seg, out);
+    fn feed(&mut self, from: Sender, seg: Segment<'_>, out: &mut Vec<Message>) {
+        Mysql::feed(self, from == Sender::Client, seg, out);
     }
-    fn close(&mut self, out: &mut Vec<DbMessage>) {
+    fn close(&mut self, out: &mut Vec<Message>) {
         Mysql::close(self, out);
     }
-    fn is_desynced(&self) -> bool {
-        Mysql::is_desynced(self)
+    fn health(&self) -> Health {
+        if self.is_desynced() { Health::Resyncing } else { Health::InSync }
+    }
+    fn after_tls_start(&self) -> Option<Box<dyn Parser>> {
+        // TLS starts inside the handshake: the plaintext goes on with the rest of it.
+        Some(Box::new(Mysql::new(false)))
     }
 }
 
@@ -492,18 +499,19 @@ mod tests {
         Segment { data, total: data.len() as u64, ts_enter_ns: ts, ts_exit_ns: ts + 1 }
     }
 
-    fn summary(out: &[DbMessage]) -> Vec<String> {
+    fn summary(out: &[Message]) -> Vec<String> {
         out.iter()
-            .map(|m| match m {
-                DbMessage::Request(r) => match &r.command {
-                    DbCommand::Sql(s) => format!("{}{s}@{}", if r.prepared { "prep:" } else { "" }, r.namespace.as_deref().unwrap_or("-")),
+            .map(|m| match (m.db_request(), m.db_response()) {
+                (Some(r), _) => match &r.command {
+                    DbCommand::Sql(s, _) => format!("{}{s}@{}", if r.prepared { "prep:" } else { "" }, r.namespace.as_deref().unwrap_or("-")),
                     DbCommand::Named(n) => n.clone(),
                     DbCommand::Unrecognised => "?".into(),
                 },
-                DbMessage::Response(r) => match &r.outcome {
+                (None, Some(r)) => match &r.outcome {
                     DbOutcome::Error { code } => format!("err:{code}"),
                     _ => format!("ok:{}", r.rows.map_or("-".into(), |n| n.to_string())),
                 },
+                (None, None) => "other".into(),
             })
             .collect()
     }

@@ -13,9 +13,10 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::db::{DbCodec, DbCommand, DbMessage, DbOutcome, DbRequest, DbResponse, DbSystem};
 use super::framing::{CountedBody, Progress};
-use super::http1::Segment;
+use super::message::{DbCommand, DbOutcome, DbRequest, Dialect, Message, Timing};
+use super::parser::{Health, Parser, Segment, Sender};
+use super::registry::{Detector, Layer, Protocol};
 
 /// Body bytes kept per message (query text, error fields); the rest is counted, not kept.
 const KEEP: usize = 8 * 1024;
@@ -28,6 +29,24 @@ const PROTOCOL_3: u32 = 196_608;
 const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
 const CANCEL_REQUEST: u32 = 80_877_102;
+
+pub const PROTOCOL: Protocol = Protocol {
+    name: "postgresql",
+    detectors: &[
+        Detector { layer: Layer::Magic, sender: Sender::Client, matches: looks_like_startup, parser: || Box::new(Postgres::new()) },
+        // A connection opened before we attached: a Query or Parse, told by a type byte and
+        // printable text. A heuristic, after HTTP's grammar ('P' starts POST and PUT).
+        Detector { layer: Layer::Heuristic, sender: Sender::Client, matches: looks_like_query, parser: || Box::new(Postgres::new()) },
+    ],
+};
+
+fn looks_like_startup(data: &[u8]) -> bool {
+    data.len() >= 8 && data[0] == 0 && looks_like_frontend(data)
+}
+
+fn looks_like_query(data: &[u8]) -> bool {
+    !(data.len() >= 8 && data[0] == 0) && looks_like_frontend(data)
+}
 
 /// Does `data` start like a frontend message: a startup/SSL request, or a Query or Parse?
 /// Used to recognise PostgreSQL connections from their first bytes, whatever the port.
@@ -223,7 +242,7 @@ impl Postgres {
         self.frontend.state == FrameState::Desync
     }
 
-    pub fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
+    pub fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<Message>) {
         let mut frames = Vec::new();
         if from_client {
             if self.frontend.state == FrameState::Desync && looks_like_frontend(seg.data) {
@@ -243,17 +262,17 @@ impl Postgres {
     }
 
     /// The connection closed: what waits ends at the last response seen, if framing was lost.
-    pub fn close(&mut self, out: &mut Vec<DbMessage>) {
+    pub fn close(&mut self, out: &mut Vec<Message>) {
         if self.backend.state == FrameState::Desync {
             self.end_blind(out);
         }
     }
 
-    fn end_blind(&mut self, out: &mut Vec<DbMessage>) {
+    fn end_blind(&mut self, out: &mut Vec<Message>) {
         let (end_enter_ns, end_exit_ns) = self.last_backend;
         for e in self.expect.drain(..) {
             if e != Expect::Sync {
-                out.push(DbMessage::Response(DbResponse { outcome: DbOutcome::Ok, rows: None, end_enter_ns, end_exit_ns }));
+                out.push(Message::db_answer(end_enter_ns, end_exit_ns, DbOutcome::Ok, None));
             }
         }
         self.simple = SimpleOutcome::default();
@@ -261,19 +280,12 @@ impl Postgres {
         self.backend.reset();
     }
 
-    fn request(&self, command: DbCommand, prepared: bool, seg: Segment<'_>, end: (u64, u64)) -> DbMessage {
-        DbMessage::Request(DbRequest {
-            system: DbSystem::Postgres,
-            command,
-            namespace: self.database.clone(),
-            prepared,
-            start_enter_ns: seg.ts_enter_ns,
-            start_exit_ns: seg.ts_exit_ns,
-            end_exit_ns: end.1,
-        })
+    fn request(&self, command: DbCommand, prepared: bool, seg: Segment<'_>, end: (u64, u64)) -> Message {
+        let timing = Timing { first_enter_ns: seg.ts_enter_ns, first_exit_ns: seg.ts_exit_ns, last_enter_ns: end.0, last_exit_ns: end.1 };
+        Message::db_call(timing, DbRequest { system: PROTOCOL.name, command, namespace: self.database.clone(), prepared })
     }
 
-    fn on_frontend(&mut self, f: Frame, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
+    fn on_frontend(&mut self, f: Frame, seg: Segment<'_>, out: &mut Vec<Message>) {
         if f.kind != 0 && self.backend.state == FrameState::Desync {
             // A new request: the previous answer is over, even if we lost its end.
             self.end_blind(out);
@@ -283,7 +295,7 @@ impl Postgres {
             b'Q' => {
                 let (sql, _) = cstr(&f.body);
                 self.expect.push_back(Expect::Simple);
-                out.push(self.request(DbCommand::Sql(text(sql)), false, seg, f.end));
+                out.push(self.request(DbCommand::Sql(text(sql), Dialect::Postgres), false, seg, f.end));
             }
             b'P' => {
                 let (name, rest) = cstr(&f.body);
@@ -305,7 +317,7 @@ impl Postgres {
             b'E' => {
                 let (portal, _) = cstr(&f.body);
                 let (sql, prepared) = self.portals.get(portal).cloned().unwrap_or_default();
-                let command = if sql.is_empty() { DbCommand::Named("EXECUTE".into()) } else { DbCommand::Sql(sql) };
+                let command = if sql.is_empty() { DbCommand::Named("EXECUTE".into()) } else { DbCommand::Sql(sql, Dialect::Postgres) };
                 self.expect.push_back(Expect::Execute);
                 out.push(self.request(command, prepared, seg, f.end));
             }
@@ -347,8 +359,8 @@ impl Postgres {
         }
     }
 
-    fn on_backend(&mut self, f: Frame, out: &mut Vec<DbMessage>) {
-        let response = |outcome, rows| DbMessage::Response(DbResponse { outcome, rows, end_enter_ns: f.end.0, end_exit_ns: f.end.1 });
+    fn on_backend(&mut self, f: Frame, out: &mut Vec<Message>) {
+        let response = |outcome, rows| Message::db_answer(f.end.0, f.end.1, outcome, rows);
         match f.kind {
             b'C' | b'I' | b's' => {
                 let rows = if f.kind == b'C' { rows_of(&f.body) } else { None };
@@ -417,20 +429,19 @@ fn sqlstate(body: &[u8]) -> String {
     "ERROR".to_string()
 }
 
-/// The inherent methods do the work (they take precedence in `Postgres::feed`); the trait lets a
-/// connection hold any codec.
-impl DbCodec for Postgres {
-    fn system(&self) -> DbSystem {
-        DbSystem::Postgres
+/// The inherent methods do the work (they take precedence in `Postgres::feed`).
+impl Parser for Postgres {
+    fn protocol(&self) -> &'static str {
+        PROTOCOL.name
     }
-    fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
-        Postgres::feed(self, from_client, seg, out);
+    fn feed(&mut self, from: Sender, seg: Segment<'_>, out: &mut Vec<Message>) {
+        Postgres::feed(self, from == Sender::Client, seg, out);
     }
-    fn close(&mut self, out: &mut Vec<DbMessage>) {
+    fn close(&mut self, out: &mut Vec<Message>) {
         Postgres::close(self, out);
     }
-    fn is_desynced(&self) -> bool {
-        Postgres::is_desynced(self)
+    fn health(&self) -> Health {
+        if self.is_desynced() { Health::Resyncing } else { Health::InSync }
     }
 }
 
@@ -462,19 +473,20 @@ mod tests {
     }
 
     /// Requests and responses as short strings.
-    fn summary(out: &[DbMessage]) -> Vec<String> {
+    fn summary(out: &[Message]) -> Vec<String> {
         out.iter()
-            .map(|m| match m {
-                DbMessage::Request(r) => match &r.command {
-                    DbCommand::Sql(s) => format!("{}{s}@{}", if r.prepared { "prep:" } else { "" }, r.namespace.as_deref().unwrap_or("-")),
+            .map(|m| match (m.db_request(), m.db_response()) {
+                (Some(r), _) => match &r.command {
+                    DbCommand::Sql(s, _) => format!("{}{s}@{}", if r.prepared { "prep:" } else { "" }, r.namespace.as_deref().unwrap_or("-")),
                     DbCommand::Named(n) => n.clone(),
                     DbCommand::Unrecognised => "?".into(),
                 },
-                DbMessage::Response(r) => match &r.outcome {
+                (None, Some(r)) => match &r.outcome {
                     DbOutcome::Ok => format!("ok:{}", r.rows.map_or("-".into(), |n| n.to_string())),
                     DbOutcome::Error { code } => format!("err:{code}"),
                     DbOutcome::NotExecuted => "skipped".into(),
                 },
+                (None, None) => "other".into(),
             })
             .collect()
     }
@@ -574,8 +586,8 @@ mod tests {
         assert_eq!(out.len(), 1);
         pg.feed(true, seg(&msg(b'Q', b"SELECT 1\0"), 9), &mut out);
         assert_eq!(summary(&out), ["SELECT * FROM big@-", "ok:-", "SELECT 1@-"]);
-        let DbMessage::Response(r) = &out[1] else { panic!() };
-        assert_eq!(r.end_exit_ns, 8);
+        assert!(out[1].db_response().is_some());
+        assert_eq!(out[1].timing().last_exit_ns, 8);
         pg.feed(false, seg(&[msg(b'C', b"SELECT 1\0"), ready()].concat(), 10), &mut out);
         assert_eq!(summary(&out)[3..], ["ok:1"]);
     }
@@ -626,7 +638,7 @@ mod tests {
             // (garbage can make requests; it must never make answers out of nothing).
             let mut outstanding = 0i64;
             for m in &out {
-                outstanding += if matches!(m, DbMessage::Request(_)) { 1 } else { -1 };
+                outstanding += if matches!(m, Message::Request(_)) { 1 } else { -1 };
                 assert!(outstanding >= 0, "an answer without a request: {:?}", summary(&out));
             }
         }

@@ -2,9 +2,15 @@
 //! and one response per reply. Pub/sub connections stop producing spans (their messages answer
 //! no command); RESP3 pushes are skipped.
 
-use super::db::{DbCodec, DbCommand, DbMessage, DbOutcome, DbRequest, DbResponse, DbSystem};
-use super::http1::Segment;
+use super::message::{DbCommand, DbOutcome, DbRequest, Message, Timing};
+use super::parser::{Health, Parser, Segment, Sender};
+use super::registry::{Detector, Layer, Protocol};
 use super::resp::{Direction, RespStream, RespValue};
+
+pub const PROTOCOL: Protocol = Protocol {
+    name: "redis",
+    detectors: &[Detector { layer: Layer::Structure, sender: Sender::Client, matches: super::resp::looks_like_command, parser: || Box::new(Redis::new()) }],
+};
 
 pub struct Redis {
     commands: RespStream,
@@ -30,7 +36,7 @@ impl Redis {
         self.commands.is_desynced()
     }
 
-    pub fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
+    pub fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<Message>) {
         if from_client {
             for m in self.commands.feed(seg) {
                 if self.replies.is_desynced() {
@@ -46,16 +52,10 @@ impl Redis {
                     continue;
                 }
                 self.waiting += 1;
-                out.push(DbMessage::Request(DbRequest {
-                    system: DbSystem::Redis,
-                    // A name Redis does not define may be anything the client typed.
-                    command: if super::redis_commands::is_known(&name) { DbCommand::Named(name) } else { DbCommand::Unrecognised },
-                    namespace: None,
-                    prepared: false,
-                    start_enter_ns: m.start_enter_ns,
-                    start_exit_ns: m.start_exit_ns,
-                    end_exit_ns: m.end_exit_ns,
-                }));
+                // A name Redis does not define may be anything the client typed.
+                let command = if super::redis_commands::is_known(&name) { DbCommand::Named(name) } else { DbCommand::Unrecognised };
+                let timing = Timing { first_enter_ns: m.start_enter_ns, first_exit_ns: m.start_exit_ns, last_enter_ns: m.end_enter_ns, last_exit_ns: m.end_exit_ns };
+                out.push(Message::db_call(timing, DbRequest { system: PROTOCOL.name, command, namespace: None, prepared: false }));
             }
         } else {
             self.last_reply = (seg.ts_enter_ns, seg.ts_exit_ns);
@@ -69,37 +69,36 @@ impl Redis {
                     Some(code) => DbOutcome::Error { code },
                     None => DbOutcome::Ok,
                 };
-                out.push(DbMessage::Response(DbResponse { outcome, rows: None, end_enter_ns: m.end_enter_ns, end_exit_ns: m.end_exit_ns }));
+                out.push(Message::db_answer(m.end_enter_ns, m.end_exit_ns, outcome, None));
             }
         }
     }
 
-    pub fn close(&mut self, out: &mut Vec<DbMessage>) {
+    pub fn close(&mut self, out: &mut Vec<Message>) {
         if self.replies.is_desynced() {
             self.end_blind(out);
         }
     }
 
-    fn end_blind(&mut self, out: &mut Vec<DbMessage>) {
+    fn end_blind(&mut self, out: &mut Vec<Message>) {
         for _ in 0..std::mem::take(&mut self.waiting) {
-            out.push(DbMessage::Response(DbResponse { outcome: DbOutcome::Ok, rows: None, end_enter_ns: self.last_reply.0, end_exit_ns: self.last_reply.1 }));
+            out.push(Message::db_answer(self.last_reply.0, self.last_reply.1, DbOutcome::Ok, None));
         }
         self.replies = RespStream::new(Direction::Replies);
     }
 }
-/// The inherent methods do the work (they take precedence in `Redis::feed`); the trait lets a
-/// connection hold any codec.
-impl DbCodec for Redis {
-    fn system(&self) -> DbSystem {
-        DbSystem::Redis
+/// The inherent methods do the work (they take precedence in `Redis::feed`).
+impl Parser for Redis {
+    fn protocol(&self) -> &'static str {
+        PROTOCOL.name
     }
-    fn feed(&mut self, from_client: bool, seg: Segment<'_>, out: &mut Vec<DbMessage>) {
-        Redis::feed(self, from_client, seg, out);
+    fn feed(&mut self, from: Sender, seg: Segment<'_>, out: &mut Vec<Message>) {
+        Redis::feed(self, from == Sender::Client, seg, out);
     }
-    fn close(&mut self, out: &mut Vec<DbMessage>) {
+    fn close(&mut self, out: &mut Vec<Message>) {
         Redis::close(self, out);
     }
-    fn is_desynced(&self) -> bool {
-        Redis::is_desynced(self)
+    fn health(&self) -> Health {
+        if self.is_desynced() { Health::Resyncing } else { Health::InSync }
     }
 }

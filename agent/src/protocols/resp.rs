@@ -3,7 +3,7 @@
 //! counting, so large bulk strings cut by the capture cap cost nothing; only the command name
 //! and an error reply's prefix are read — keys and values are never kept.
 
-use super::http1::Segment;
+use super::parser::Segment;
 
 /// Lines (type byte to CRLF) longer than this are not RESP we can follow.
 const MAX_LINE: usize = 64 * 1024;

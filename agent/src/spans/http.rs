@@ -1,10 +1,10 @@
 //! HTTP spans with the stable HTTP semantic conventions: method, path or URL (query values
 //! never kept), server and client ends, status.
 
-use super::record::{Domain, HttpFields, SpanRecord, Status, Url};
-use super::{Clock, assemble, network, no_answer};
-use crate::conn::{ConnInfo, Role};
-use crate::protocols::http1::{Message, RequestHead, ResponseHead};
+use super::record::{Domain, HttpFields, SpanKind, SpanRecord, Status, Url};
+use super::{network, record};
+use crate::conn::ConnInfo;
+use crate::protocols::message::HttpRequest;
 
 /// Methods the semantic conventions know; anything else becomes `_OTHER`.
 const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"];
@@ -60,37 +60,27 @@ fn split_host(host: &str) -> (String, Option<u16>) {
     }
 }
 
-/// Everything a span needs from one exchange.
-pub struct Exchange<'a> {
-    pub conn: &'a ConnInfo,
-    pub request: &'a RequestHead,
-    pub request_msg: &'a Message,
-    pub response: Option<(&'a ResponseHead, &'a Message)>,
-}
-
-/// Builds the span (ids are filled in by the linker later).
-pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> SpanRecord {
-    let req = ex.request;
+/// The span of an HTTP request, and of its answer's status when it has one.
+pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &HttpRequest, status: Option<u16>) -> SpanRecord {
     let (method, method_original, name) = if KNOWN_METHODS.contains(&req.method.as_str()) {
         (req.method.clone(), None, req.method.clone())
     } else {
         ("_OTHER".to_string(), Some(req.method.clone()), "HTTP".to_string())
     };
     let path = redact_path_params(path_of(&req.target)).into_owned();
-    let server = ex.conn.role == Role::Server;
+    let server = kind == SpanKind::Server;
     let (host, host_port) = req.host.as_deref().map(split_host).unwrap_or_default();
-    let mut net = network(ex.conn);
+    let mut net = network(conn);
     let url = if server {
-        let port = host_port.or(ex.conn.local.map(|a| a.port()));
+        let port = host_port.or(conn.local.map(|a| a.port()));
         net.server_address = (!host.is_empty()).then_some(host);
         net.server_port = port;
-        net.client_address = ex.conn.remote_ip.clone();
-        Url::Server { path, scheme: if ex.conn.tls { "https" } else { "http" } }
+        net.client_address = conn.remote_ip.clone();
+        Url::Server { path, scheme: if conn.tls { "https" } else { "http" } }
     } else {
-        let remote = ex.conn.remote;
-        let address = if host.is_empty() { ex.conn.remote_ip.clone().unwrap_or_default() } else { host };
-        let (scheme, default_port) = if ex.conn.tls { ("https", 443) } else { ("http", 80) };
-        let port = host_port.or(remote.map(|a| a.port())).unwrap_or(default_port);
+        let address = if host.is_empty() { conn.remote_ip.clone().unwrap_or_default() } else { host };
+        let (scheme, default_port) = if conn.tls { ("https", 443) } else { ("http", 80) };
+        let port = host_port.or(conn.remote.map(|a| a.port())).unwrap_or(default_port);
         let authority = if port == default_port {
             address.clone()
         } else if address.contains(':') {
@@ -103,29 +93,17 @@ pub fn http_span(ex: &Exchange<'_>, clock: &Clock) -> SpanRecord {
         net.server_port = Some(port);
         Url::Client { full }
     };
-    let fields = HttpFields {
-        method,
-        method_original,
-        protocol_version: if req.minor_version == 0 { "1.0" } else { "1.1" },
-        url,
-        user_agent: req.user_agent.clone(),
-        status_code: ex.response.map(|(r, _)| r.status),
-    };
-    let m = ex.request_msg;
-    let answer = ex.response.map(|(_, r)| (r.end_enter_ns, r.end_exit_ns));
-    let mut record = assemble(name, server, (m.start_enter_ns, m.start_exit_ns, m.end_exit_ns), answer, net, Domain::Http(fields), clock);
+    let fields = HttpFields { method, method_original, protocol_version: req.version, url, user_agent: req.user_agent.clone(), status_code: status };
+    let mut record = record(name, kind, net, Domain::Http(fields));
     // The head was longer than the capture: what is missing (headers, the end of a long
     // target) is not on the span.
     record.capture_truncated = !req.complete;
-    match ex.response {
-        Some((resp, _)) => {
-            let error = if server { resp.status >= 500 } else { resp.status >= 400 };
-            if error {
-                record.error_type = Some(resp.status.to_string());
-                record.status = Status::Error { message: None };
-            }
+    if let Some(status) = status {
+        let error = if server { status >= 500 } else { status >= 400 };
+        if error {
+            record.error_type = Some(status.to_string());
+            record.status = Status::Error { message: None };
         }
-        None => no_answer(&mut record),
     }
     record
 }

@@ -1,14 +1,80 @@
-//! Request/response pairs to OpenTelemetry spans with the stable HTTP and database semantic
-//! conventions.
+//! Requests and their answers to span records, per domain (HTTP, database, messaging) with
+//! the stable semantic conventions. Protocols do not appear here: a protocol emits messages
+//! with domain fields (`protocols::message`), and this stage knows domains.
 
 mod db;
 mod http;
+mod messaging;
 pub mod record;
-pub use db::{DbSpanOptions, db_span};
-pub use http::{Exchange, http_span, path_of, redact_path_params};
+mod rpc;
+pub use db::DbSpanOptions;
+pub use http::{path_of, redact_path_params};
 
-use crate::conn::ConnInfo;
+use crate::conn::{ConnInfo, Role};
+use crate::protocols::message::{Request, RequestFields, Response, ResponseFields};
 use record::{Domain, Ids, Network, SpanKind, SpanRecord, Status};
+
+/// What became of a request.
+#[derive(Clone, Copy, Debug)]
+pub enum Answer<'a> {
+    Answered(&'a Response),
+    /// The connection ended first: an error.
+    Unanswered,
+    /// None was expected (a one-way message or a push): the span ends with the request.
+    NoneExpected,
+}
+
+/// The span of `request` on `conn` (ids are filled in by the linker later). None when the
+/// answer says the request never ran, or belongs to another domain (a protocol change in the
+/// middle of a connection cannot pair across).
+pub fn build(conn: &ConnInfo, request: &Request, answer: Answer<'_>, options: DbSpanOptions, clock: &Clock) -> Option<SpanRecord> {
+    let kind = if conn.role == Role::Server { SpanKind::Server } else { request.client_kind };
+    let response = match answer {
+        Answer::Answered(r) => Some(r),
+        _ => None,
+    };
+    let mut record = match (&request.fields, response.map(|r| &r.fields)) {
+        (RequestFields::Http(req), None | Some(ResponseFields::Http(_))) => {
+            let status = response.and_then(|r| match &r.fields {
+                ResponseFields::Http(h) => Some(h.status),
+                _ => None,
+            });
+            http::span(conn, kind, req, status)
+        }
+        (RequestFields::Db(req), None | Some(ResponseFields::Db(_))) => {
+            let resp = response.and_then(|r| match &r.fields {
+                ResponseFields::Db(d) => Some(d),
+                _ => None,
+            });
+            db::span(conn, kind, req, resp, options)?
+        }
+        (RequestFields::Rpc(req), None | Some(ResponseFields::Rpc { .. })) => {
+            let (status, error) = match response.map(|r| &r.fields) {
+                Some(ResponseFields::Rpc { status_code, error }) => (*status_code, error.clone()),
+                _ => (None, None),
+            };
+            rpc::span(conn, kind, req, status, error)
+        }
+        (RequestFields::Messaging(req), None | Some(ResponseFields::Messaging { .. })) => {
+            let error = response.and_then(|r| match &r.fields {
+                ResponseFields::Messaging { error } => error.clone(),
+                _ => None,
+            });
+            messaging::span(conn, kind, req, error)
+        }
+        _ => return None,
+    };
+    time(&mut record, request, response, clock);
+    if let (Some(state), Some(_)) = (&request.context.tracestate, request.context.traceparent.as_deref().and_then(crate::traceparent::parse)) {
+        // Vendor trace state travels with the context it came with.
+        record.ids.trace_state = state.chars().take(512).collect();
+    }
+    if let Answer::Unanswered = answer {
+        record.error_type = Some("no_response".to_string());
+        record.status = Status::Error { message: Some("connection closed before a response") };
+    }
+    Some(record)
+}
 
 /// Converts kernel monotonic timestamps to Unix time.
 #[derive(Clone, Copy, Debug)]
@@ -35,6 +101,20 @@ impl Clock {
     }
 }
 
+/// Both ends of a span by the connection's addresses: the server's port and the client's
+/// address on the server's side, the server's address and port on the client's.
+pub(crate) fn ends(conn: &ConnInfo, kind: SpanKind) -> Network {
+    let mut net = network(conn);
+    if kind == SpanKind::Server {
+        net.client_address = conn.remote_ip.clone();
+        net.server_port = conn.local.map(|l| l.port());
+    } else if let (Some(ip), Some(remote)) = (&conn.remote_ip, conn.remote) {
+        net.server_address = Some(ip.clone());
+        net.server_port = Some(remote.port());
+    }
+    net
+}
+
 pub(crate) fn network(conn: &ConnInfo) -> Network {
     let mut network = Network::default();
     if let (Some(a), Some(ip)) = (conn.remote, &conn.remote_ip) {
@@ -42,12 +122,6 @@ pub(crate) fn network(conn: &ConnInfo) -> Network {
         network.peer_port = Some(a.port());
     }
     network
-}
-
-/// The error of an exchange whose connection closed before it was answered.
-pub(crate) fn no_answer(record: &mut SpanRecord) {
-    record.error_type = Some("no_response".to_string());
-    record.status = Status::Error { message: Some("connection closed before a response") };
 }
 
 /// An exchange cut off because its process ended (killed, crashed) at `at_ns`: it lasted until
@@ -60,27 +134,27 @@ pub fn cut_off_by_exit(record: &mut SpanRecord, at_ns: u64, clock: &Clock) {
     record.status = Status::Error { message: Some("the process ended before the answer") };
 }
 
-/// The span of one exchange, timed by one rule for every protocol. `request`: entry and exit
-/// of the syscall that carried its first byte, and exit of the one that carried its last;
-/// `answer`: entry and exit of the syscall that carried the answer's last byte.
+/// Times a span by one rule for every protocol, from the syscalls that carried the request's
+/// first and last bytes and the answer's last byte.
 ///
 /// SERVER: from the read that delivered the request to the start of the write that sent the
 /// last answer byte (the peer can have the bytes before that write returns; ending at its
-/// return would put a preempted server's end after its caller's). CLIENT: from the start of
-/// the request write to the return of the read that completed the answer.
-pub(crate) fn assemble(name: String, server: bool, request: (u64, u64, u64), answer: Option<(u64, u64)>, network: Network, domain: Domain, clock: &Clock) -> SpanRecord {
-    let (start_enter, start_exit, request_end) = request;
-    let (start, end) = if server { (start_exit, answer.map_or(request_end, |(enter, _)| enter)) } else { (start_enter, answer.map_or(request_end, |(_, exit)| exit)) };
-    SpanRecord {
-        name,
-        kind: if server { SpanKind::Server } else { SpanKind::Client },
-        start_unix_ns: clock.unix_ns(start),
-        end_unix_ns: clock.unix_ns(end.max(start)),
-        status: Status::Unset,
-        error_type: None,
-        network,
-        domain,
-        capture_truncated: false,
-        ids: Ids::default(),
-    }
+/// return would put a preempted server's end after its caller's). Every other kind: from the
+/// start of the request's write (or read, for a push) to the return of the read that completed
+/// the answer. Without an answer, the span ends with the request.
+fn time(record: &mut SpanRecord, request: &Request, response: Option<&Response>, clock: &Clock) {
+    let t = &request.timing;
+    let server = record.kind == SpanKind::Server;
+    let (start, end) = if server {
+        (t.first_exit_ns, response.map_or(t.last_exit_ns, |r| r.timing.last_enter_ns))
+    } else {
+        (t.first_enter_ns, response.map_or(t.last_exit_ns, |r| r.timing.last_exit_ns))
+    };
+    record.start_unix_ns = clock.unix_ns(start);
+    record.end_unix_ns = clock.unix_ns(end.max(start));
+}
+
+/// A record with its name, kind, ends and domain; timing and status are filled in by `build`.
+pub(crate) fn record(name: String, kind: SpanKind, network: Network, domain: Domain) -> SpanRecord {
+    SpanRecord { name, kind, start_unix_ns: 0, end_unix_ns: 0, status: Status::Unset, error_type: None, network, domain, capture_truncated: false, ids: Ids::default() }
 }

@@ -4,10 +4,14 @@
 
 mod head;
 mod lenient;
+mod parser;
 mod stream;
 
 pub use head::{Framing, HeadParse, RequestHead, ResponseHead, parse_request_head, parse_response_head};
-pub use stream::{HalfStream, Head, Message, Segment, Side};
+pub use parser::{Http1, PROTOCOL};
+pub use stream::{HalfStream, Head, Message, Side};
+
+use crate::protocols::parser::Segment;
 
 /// One fuzz iteration, shared by the cargo-fuzz target and the randomized unit test: the
 /// first bytes choose segment sizes and gaps, the rest is traffic. Must never panic.

@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 
+pub use crate::protocols::parser::Segment;
+
 use super::head::{Framing, HeadParse, RequestHead, ResponseHead, parse_request_head, parse_response_head};
 
 /// Heads larger than this are treated like heads cut by the capture cap.
@@ -17,16 +19,6 @@ const MAX_HEAD: usize = 16 * 1024;
 pub enum Side {
     Request,
     Response,
-}
-
-/// What one syscall moved in this direction.
-#[derive(Clone, Copy, Debug)]
-pub struct Segment<'a> {
-    pub data: &'a [u8],
-    /// Bytes transferred (≥ data.len()); the difference is a gap after `data`.
-    pub total: u64,
-    pub ts_enter_ns: u64,
-    pub ts_exit_ns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

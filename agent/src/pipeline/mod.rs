@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::callbacks::Callbacks;
-use crate::conn::{ConnInfo, ConnTable, Direction, Parsed, PendingRequest, RequestKind, Role};
+use crate::conn::{ConnInfo, ConnTable, Direction, PendingRequest, Role};
 use crate::events::{Cause, Event};
 use crate::link::{CalleeEnd, Decision, Evidence, LinkStats, Linker, PeerKey, RequestFacts, StitchStats, Why};
 use crate::process::{FdKind, ProcessResource};
-use crate::protocols::db::DbResponse;
-use crate::protocols::http1::{Head, Message, Segment};
+use crate::protocols::message::{Message, Request, RequestFields, Response};
+use crate::protocols::parser::Segment;
 use crate::spans::record::SpanRecord;
-use crate::spans::{Clock, DbSpanOptions, Exchange, db_span, http_span, path_of};
+use crate::spans::{Answer, Clock, DbSpanOptions, path_of};
 use crate::traceparent::SpanId;
 
 /// Listening sockets whose address is remembered (a bound on a map of long-lived sockets).
@@ -68,6 +68,16 @@ pub struct IgnoreFd {
     pub socket: bool,
 }
 
+/// What the pipeline asks of the agent, which owns the probes: it has no I/O of its own.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// fds the probes should stop capturing (not sockets, or no protocol we know).
+    pub ignore_fds: Vec<IgnoreFd>,
+    /// Processes that appeared (fork) or changed program (exec), for the agent to attach
+    /// per-process probes to.
+    pub started: Vec<u32>,
+}
+
 struct Waiting {
     id: SpanId,
     tgid: u32,
@@ -93,12 +103,6 @@ pub struct PipelineStats {
     pub after_close: u64,
 }
 
-/// An answer, of whichever protocol the connection speaks.
-enum Answer {
-    Http(Message),
-    Db(DbResponse),
-}
-
 pub struct Pipeline<H: Host> {
     host: H,
     clock: Clock,
@@ -111,11 +115,8 @@ pub struct Pipeline<H: Host> {
     listeners: HashMap<(u32, u32), Option<std::net::SocketAddr>>,
     /// Command names from the kernel, for processes gone before /proc could be read.
     comms: HashMap<u32, String>,
-    /// fds the probes should stop capturing (not sockets, or no protocol we know).
-    pub ignore_fds: Vec<IgnoreFd>,
-    /// Processes that appeared (fork) or changed program (exec) since the last drain, for the
-    /// agent to attach per-process probes to.
-    pub started: Vec<u32>,
+    /// What the agent must do about what the events said, since `take_effects`.
+    effects: Effects,
     memory_bio: MemoryBioHold,
     /// Event-loop callbacks: what each thread's current callback has read.
     callbacks: Callbacks,
@@ -129,6 +130,8 @@ pub struct Pipeline<H: Host> {
     pub stats: PipelineStats,
     /// ZEROTRACE_DEBUG=1: print connection events (development aid).
     debug: bool,
+    /// Messages parsed from the segment being handled (kept to reuse its allocation).
+    parsed: Vec<Message>,
 }
 
 impl<H: Host> Pipeline<H> {
@@ -143,8 +146,7 @@ impl<H: Host> Pipeline<H> {
             resources: HashMap::default(),
             listeners: HashMap::default(),
             comms: HashMap::default(),
-            ignore_fds: Vec::new(),
-            started: Vec::new(),
+            effects: Effects::default(),
             memory_bio: MemoryBioHold::default(),
             callbacks: Callbacks::default(),
             cause: Cause::Thread,
@@ -152,6 +154,7 @@ impl<H: Host> Pipeline<H> {
             dead_since: HashMap::default(),
             stats: PipelineStats::default(),
             debug: std::env::var_os("ZEROTRACE_DEBUG").is_some(),
+            parsed: Vec::new(),
         }
     }
 
@@ -250,16 +253,18 @@ impl<H: Host> Pipeline<H> {
                 }
                 let dir = if ingress { Direction::Ingress } else { Direction::Egress };
                 let seg = Segment { data: payload, total, ts_enter_ns, ts_exit_ns };
-                let parsed = conn.feed(dir, tid, seg);
+                let mut parsed = std::mem::take(&mut self.parsed);
+                conn.feed(dir, seg, &mut parsed);
                 if conn.foreign && !conn.info.tls {
-                    self.ignore_fds.push(IgnoreFd { tgid, fd, socket: true });
+                    self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: true });
                 }
                 if conn.answer_foreign {
                     self.discard_pending(tgid, fd, |stats| &mut stats.answered_in_another_protocol);
                 }
-                for p in parsed {
-                    self.on_parsed(tgid, fd, p);
+                for m in parsed.drain(..) {
+                    self.on_message(tgid, fd, tid, m);
                 }
+                self.parsed = parsed;
             }
             Event::Close { tgid, tid, fd, ts_ns } => {
                 if let Some(conn) = self.conns.remove(tgid, fd) {
@@ -282,7 +287,7 @@ impl<H: Host> Pipeline<H> {
             }
             Event::Process { pid, .. } => {
                 // A new process or an exec; the probes do not report new threads.
-                self.started.push(pid);
+                self.effects.started.push(pid);
             }
             Event::TlsSocket { tgid, tid, fd } => {
                 for held in self.memory_bio.release(tgid, tid) {
@@ -348,6 +353,11 @@ impl<H: Host> Pipeline<H> {
         }
     }
 
+    /// What the agent must act on since the last call.
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.effects)
+    }
+
     /// The thread rule does not hold for this process's plain sockets (a Go program).
     pub fn thread_rule_off(&mut self, tgid: u32) {
         self.thread_rule_off.insert(tgid);
@@ -385,7 +395,7 @@ impl<H: Host> Pipeline<H> {
             FdKind::Socket(inode) => self.host.socket_ends(tgid, fd, inode).unwrap_or((None, None)),
             FdKind::Gone => (None, None),
             FdKind::Other => {
-                self.ignore_fds.push(IgnoreFd { tgid, fd, socket: false });
+                self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: false });
                 return false;
             }
         };
@@ -393,23 +403,31 @@ impl<H: Host> Pipeline<H> {
         true
     }
 
-    fn on_parsed(&mut self, tgid: u32, fd: u32, parsed: Parsed) {
-        let (tid, request) = match parsed {
-            Parsed::Request { tid, message } => (tid, RequestKind::Http(message)),
-            Parsed::DbRequest { tid, request } => (tid, RequestKind::Db(request)),
-            Parsed::Response { tid, message } => return self.answer(tgid, fd, tid, Answer::Http(message)),
-            Parsed::DbResponse { tid, response } => return self.answer(tgid, fd, tid, Answer::Db(response)),
-        };
+    fn on_message(&mut self, tgid: u32, fd: u32, tid: u32, message: Message) {
+        match message {
+            Message::Request(request) => self.on_request(tgid, fd, tid, request, Answer::Unanswered),
+            Message::OneWay(request) | Message::Push(request) => self.on_request(tgid, fd, tid, request, Answer::NoneExpected),
+            Message::Response(response) => self.answer(tgid, fd, tid, response),
+        }
+    }
+
+    /// Starts the span of a request. One that expects no answer (`Answer::NoneExpected`) is
+    /// complete at once; the others wait for their answer.
+    fn on_request(&mut self, tgid: u32, fd: u32, tid: u32, request: Request, answer: Answer<'_>) {
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
-        // Borrowed from the request, which moves into the pending queue once the span exists.
-        let (path, traceparent, start_enter_ns, start_exit_ns) = match &request {
-            RequestKind::Http(m) => {
-                let Head::Request(req) = &m.head else { return };
-                (path_of(&req.target), req.traceparent.as_deref(), m.start_enter_ns, m.start_exit_ns)
-            }
-            RequestKind::Db(r) => ("", None, r.start_enter_ns, r.start_exit_ns),
+        let path = match &request.fields {
+            RequestFields::Http(h) => path_of(&h.target),
+            _ => "",
         };
-        let facts = RequestFacts { tid, conn_id: conn.info.id, path, traceparent, start_enter_ns, start_exit_ns };
+        let t = &request.timing;
+        let facts = RequestFacts {
+            tid,
+            conn_id: conn.info.id,
+            path,
+            traceparent: request.context.traceparent.as_deref(),
+            start_enter_ns: t.first_enter_ns,
+            start_exit_ns: t.first_exit_ns,
+        };
         let span = match conn.info.role {
             Role::Server => {
                 let end = conn.info.remote.map(|r| CalleeEnd { client: PeerKey::new(r), server_port: conn.info.local.map(|l| l.port()) });
@@ -434,16 +452,19 @@ impl<H: Host> Pipeline<H> {
         };
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return self.linker.finish(span) };
         conn.requests += 1;
-        if conn.pending.len() < 256 {
-            conn.pending.push_back(PendingRequest { request, span, tid });
-        } else {
+        let pending = PendingRequest { request, span, tid };
+        if let Answer::NoneExpected = answer {
+            let info = conn.info.clone();
+            return self.complete(&info, pending, tid, answer);
+        }
+        if let Err(span) = conn.pending.push(pending) {
             self.linker.finish(span);
         }
     }
 
-    fn answer(&mut self, tgid: u32, fd: u32, tid: u32, answer: Answer) {
+    fn answer(&mut self, tgid: u32, fd: u32, tid: u32, response: Response) {
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
-        let Some(req) = conn.pending.pop_front() else {
+        let Some(req) = conn.pending.answer(response.correlation) else {
             // Its request was not captured: past the capture cap in a large write (a
             // pipeline), or sent before the agent attached. The loss is counted.
             self.stats.answers_without_request += 1;
@@ -453,54 +474,25 @@ impl<H: Host> Pipeline<H> {
         if info.role != Role::Server {
             self.callbacks.answered(tgid, tid, fd, self.cause, req.span);
         }
-        let closing = matches!(&answer, Answer::Http(Message { head: Head::Response(r), .. }) if r.close);
-        self.complete(&info, req, Some((tid, answer)));
-        if closing {
+        self.complete(&info, req, tid, Answer::Answered(&response));
+        if response.closes_connection {
             self.discard_pending(tgid, fd, |stats| &mut stats.after_close);
         }
     }
 
-    fn complete(&mut self, info: &ConnInfo, req: PendingRequest, answer: Option<(u32, Answer)>) {
-        let span = match (&req.request, &answer) {
-            (RequestKind::Http(message), None | Some((_, Answer::Http(_)))) => {
-                let Head::Request(request) = &message.head else { return self.linker.finish(req.span) };
-                let response = match &answer {
-                    Some((_, Answer::Http(m))) => match &m.head {
-                        Head::Response(r) => Some((r, m)),
-                        Head::Request(_) => None,
-                    },
-                    _ => None,
-                };
-                let mut span = http_span(&Exchange { conn: info, request, request_msg: message, response }, &self.clock);
-                if let (Some(state), Some(_)) = (&request.tracestate, request.traceparent.as_deref().and_then(crate::traceparent::parse)) {
-                    // Vendor trace state travels with the context it came with.
-                    span.ids.trace_state = state.chars().take(512).collect();
-                }
-                Some(span)
-            }
-            (RequestKind::Db(request), None | Some((_, Answer::Db(_)))) => {
-                let response = match &answer {
-                    Some((_, Answer::Db(r))) => Some(r),
-                    _ => None,
-                };
-                db_span(info, request, response, self.db_options, &self.clock)
-            }
-            // A protocol change mid-connection cannot pair across protocols.
-            _ => None,
-        };
+    /// A request's exchange is over: its span is built, the linker told, and the span queued
+    /// for its trace context. `tid`: the thread that wrote the answer (or saw the end).
+    fn complete(&mut self, info: &ConnInfo, req: PendingRequest, tid: u32, answer: Answer<'_>) {
+        let span = crate::spans::build(info, &req.request, answer, self.db_options, &self.clock);
         if info.role == Role::Server {
-            let tid = answer.as_ref().map_or(req.tid, |(t, _)| *t);
             self.linker.end_server(tid, info.id, req.span);
-            let read_ns = match &req.request {
-                RequestKind::Http(m) => m.start_exit_ns,
-                RequestKind::Db(r) => r.start_exit_ns,
-            };
-            match (&answer, self.cause) {
+            let read_ns = req.request.timing.first_exit_ns;
+            match (answer, self.cause) {
                 // The asyncio task that wrote the answer served this request.
-                (Some(_), Cause::Task(task)) => self.linker.unit_answered((info.tgid, task), req.span, read_ns),
+                (Answer::Answered(_), Cause::Task(task)) => self.linker.unit_answered((info.tgid, task), req.span, read_ns),
                 // The libuv callback that wrote it continues the calls whose answers it read.
-                (Some((tid, _)), Cause::Callback { fd, seq }) => {
-                    let answers = self.callbacks.answers(info.tgid, *tid, fd, seq);
+                (Answer::Answered(_), Cause::Callback { fd, seq }) => {
+                    let answers = self.callbacks.answers(info.tgid, tid, fd, seq);
                     self.linker.chain_answered(answers, req.span, read_ns);
                 }
                 _ => {}
@@ -518,7 +510,7 @@ impl<H: Host> Pipeline<H> {
     /// Requests on a connection that the server never handled: they end without spans, counted.
     fn discard_pending(&mut self, tgid: u32, fd: u32, counter: impl Fn(&mut PipelineStats) -> &mut u64) {
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
-        let spans: Vec<SpanId> = conn.pending.drain(..).map(|p| p.span).collect();
+        let spans: Vec<SpanId> = conn.pending.drain().into_iter().map(|p| p.span).collect();
         *counter(&mut self.stats) += spans.len() as u64;
         for span in spans {
             self.linker.finish(span);
@@ -532,25 +524,26 @@ impl<H: Host> Pipeline<H> {
         if info.role == Role::Server && !conn.server_wrote && cut_off_ns.is_none() {
             // The server closed without a byte of answer: whatever the client sent, it was no
             // exchange (HTTP sent to PostgreSQL); a server killed mid-request has `cut_off_ns`.
-            self.stats.closed_unanswered += conn.pending.len() as u64;
-            for req in conn.pending.drain(..) {
+            let unanswered = conn.pending.drain();
+            self.stats.closed_unanswered += unanswered.len() as u64;
+            for req in unanswered {
                 self.linker.finish(req.span);
             }
         }
-        for parsed in conn.close(tid) {
-            let (tid, answer) = match parsed {
-                Parsed::Response { tid, message } => (tid, Answer::Http(message)),
-                Parsed::DbResponse { tid, response } => (tid, Answer::Db(response)),
-                _ => continue,
-            };
-            if let Some(req) = conn.pending.pop_front() {
-                self.complete(&info, req, Some((tid, answer)));
+        let mut last = Vec::new();
+        conn.close(&mut last);
+        for message in last {
+            if let Message::Response(response) = message
+                && let Some(req) = conn.pending.answer(response.correlation)
+            {
+                self.complete(&info, req, tid, Answer::Answered(&response));
             }
         }
         // Requests that never got an answer still become spans, marked as errors.
-        while let Some(req) = conn.pending.pop_front() {
+        for req in conn.pending.drain() {
             let before = self.waiting.len();
-            self.complete(&info, req, None);
+            let req_tid = req.tid;
+            self.complete(&info, req, req_tid, Answer::Unanswered);
             if let Some(at) = cut_off_ns
                 && self.waiting.len() > before
                 && let Some(last) = self.waiting.last_mut()

@@ -1,0 +1,113 @@
+//! HTTP/1 behind the protocol interface: both directions of a connection, requests answered
+//! in order.
+
+use super::stream::{HalfStream, Head, Message as Http1Message, Side};
+use crate::protocols::message::{Correlation, HttpRequest, HttpResponse, Message, Request, RequestFields, Response, ResponseFields, Timing, TraceContext};
+use crate::protocols::parser::{Health, Parser, Segment, Sender};
+use crate::protocols::registry::{Detector, Layer, Protocol};
+use crate::spans::record::SpanKind;
+
+pub const PROTOCOL: Protocol = Protocol {
+    name: "http",
+    detectors: &[
+        Detector { layer: Layer::Structure, sender: Sender::Client, matches: |d| HalfStream::looks_like_start(Side::Request, d), parser: || Box::new(Http1::new()) },
+        Detector { layer: Layer::Structure, sender: Sender::Server, matches: |d| HalfStream::looks_like_start(Side::Response, d), parser: || Box::new(Http1::new()) },
+    ],
+};
+
+pub struct Http1 {
+    requests: HalfStream,
+    responses: HalfStream,
+    /// Answers parsed so far: a response side that desyncs before its first answer is a
+    /// server speaking another protocol.
+    answers: u64,
+    resyncs: u64,
+    was_desynced: bool,
+}
+
+impl Default for Http1 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http1 {
+    pub fn new() -> Self {
+        Self { requests: HalfStream::new(Side::Request), responses: HalfStream::new(Side::Response), answers: 0, resyncs: 0, was_desynced: false }
+    }
+}
+
+fn timing(m: &Http1Message) -> Timing {
+    Timing { first_enter_ns: m.start_enter_ns, first_exit_ns: m.start_exit_ns, last_enter_ns: m.end_enter_ns, last_exit_ns: m.end_exit_ns }
+}
+
+fn message(m: Http1Message) -> Message {
+    let timing = timing(&m);
+    match m.head {
+        Head::Request(h) => Message::Request(Request {
+            correlation: Correlation::InOrder,
+            timing,
+            context: TraceContext { traceparent: h.traceparent, tracestate: h.tracestate },
+            client_kind: SpanKind::Client,
+            fields: RequestFields::Http(HttpRequest {
+                method: h.method,
+                target: h.target,
+                version: if h.minor_version == 0 { "1.0" } else { "1.1" },
+                host: h.host,
+                user_agent: h.user_agent,
+                complete: h.complete,
+            }),
+        }),
+        Head::Response(h) => {
+            Message::Response(Response { correlation: Correlation::InOrder, timing, closes_connection: h.close, fields: ResponseFields::Http(HttpResponse { status: h.status }) })
+        }
+    }
+}
+
+impl Parser for Http1 {
+    fn protocol(&self) -> &'static str {
+        PROTOCOL.name
+    }
+
+    fn feed(&mut self, from: Sender, seg: Segment<'_>, out: &mut Vec<Message>) {
+        match from {
+            Sender::Client => {
+                for m in self.requests.feed(seg) {
+                    if let Head::Request(r) = &m.head {
+                        // A HEAD request's answer has no body: the response side must know.
+                        self.responses.expect_response(&r.method);
+                    }
+                    out.push(message(m));
+                }
+            }
+            Sender::Server => {
+                let answers = self.responses.feed(seg);
+                self.answers += answers.len() as u64;
+                out.extend(answers.into_iter().map(message));
+            }
+        }
+        let desynced = self.requests.is_desynced();
+        if desynced && !self.was_desynced {
+            self.resyncs += 1;
+        }
+        self.was_desynced = desynced;
+    }
+
+    fn close(&mut self, out: &mut Vec<Message>) {
+        out.extend(self.responses.close().map(message));
+    }
+
+    fn health(&self) -> Health {
+        if self.answers == 0 && self.responses.is_desynced() {
+            Health::Foreign
+        } else if self.requests.is_desynced() {
+            Health::Resyncing
+        } else {
+            Health::InSync
+        }
+    }
+
+    fn resyncs(&self) -> u64 {
+        self.resyncs
+    }
+}

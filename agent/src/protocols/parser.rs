@@ -1,0 +1,57 @@
+//! The one interface every protocol parser implements, per connection, both directions.
+
+use super::message::Message;
+
+/// What one syscall moved in one direction.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment<'a> {
+    pub data: &'a [u8],
+    /// Bytes transferred (≥ data.len()); the difference is a gap after `data`.
+    pub total: u64,
+    pub ts_enter_ns: u64,
+    pub ts_exit_ns: u64,
+}
+
+/// Which end of the connection sent the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    Client,
+    Server,
+}
+
+/// How well a parser follows its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    InSync,
+    /// The client's side lost the framing (a capture gap where a header was due, or bytes
+    /// that are not this protocol); it resyncs on a message start. A connection that stays
+    /// here is given up as foreign.
+    Resyncing,
+    /// The server answered in another protocol: the requests were not this protocol's (HTTP
+    /// sent to PostgreSQL). Nothing on the connection becomes a span.
+    Foreign,
+}
+
+/// A protocol parser for both directions of one connection. Pure: bytes in, messages out, no
+/// I/O and no clock, so it can be unit-tested and fuzzed. Never panics on any input.
+pub trait Parser: Send {
+    /// The protocol's name in the registry.
+    fn protocol(&self) -> &'static str;
+    /// Parses what one syscall moved; appends whole messages in wire order.
+    fn feed(&mut self, from: Sender, seg: Segment<'_>, out: &mut Vec<Message>);
+    /// The connection closed: a response delimited by the close is complete now, and answers
+    /// whose end was cut off end at the last bytes seen.
+    fn close(&mut self, out: &mut Vec<Message>);
+    fn health(&self) -> Health;
+    /// Resyncs so far: how often framing was lost and found again.
+    fn resyncs(&self) -> u64 {
+        0
+    }
+    /// The connection switched to TLS (the first plaintext from the TLS probes): the parser
+    /// that goes on with the plaintext, or None to recognise the protocol again. MySQL
+    /// negotiates TLS inside its handshake, which only a parser that knows it is in the
+    /// handshake follows.
+    fn after_tls_start(&self) -> Option<Box<dyn Parser>> {
+        None
+    }
+}

@@ -1,0 +1,36 @@
+//! Messaging spans with the messaging semantic conventions: PRODUCER for a send, CONSUMER for
+//! a delivery, named `send {destination}` / `process {destination}`. Bodies are never kept.
+
+use super::record::{Domain, MessagingFields, SpanKind, SpanRecord, Status};
+use super::{ends, record};
+use crate::conn::ConnInfo;
+use crate::protocols::message::MessagingRequest;
+
+pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &MessagingRequest, error: Option<String>) -> SpanRecord {
+    let operation_type = match kind {
+        SpanKind::Producer => "send",
+        SpanKind::Consumer => "process",
+        // A call to the broker (a fetch, a get) or the broker's own side of one.
+        SpanKind::Client | SpanKind::Server => "receive",
+    };
+    let verb = if operation_type == "receive" { req.operation.as_str() } else { operation_type };
+    let name = match &req.destination {
+        Some(d) => format!("{verb} {d}"),
+        None => verb.to_string(),
+    };
+    let net = ends(conn, kind);
+    let fields = MessagingFields {
+        system: req.system,
+        destination: req.destination.clone(),
+        operation_type,
+        operation_name: Some(req.operation.clone()),
+        message_id: req.message_id.clone(),
+        body_size: req.body_size,
+    };
+    let mut record = record(name, kind, net, Domain::Messaging(fields));
+    if let Some(e) = error {
+        record.error_type = Some(e);
+        record.status = Status::Error { message: None };
+    }
+    record
+}
