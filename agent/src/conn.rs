@@ -312,3 +312,88 @@ impl ConnTable {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::message::{RequestFields, Timing, TraceContext};
+    use crate::spans::record::SpanKind;
+
+    fn pending(correlation: Correlation, span: u8) -> PendingRequest {
+        let request = Request {
+            correlation,
+            timing: Timing::single(u64::from(span), u64::from(span)),
+            context: TraceContext::default(),
+            client_kind: SpanKind::Client,
+            fields: RequestFields::Http(Default::default()),
+        };
+        PendingRequest { request, span: [span; 8], tid: 1 }
+    }
+
+    #[test]
+    fn answers_find_their_requests_in_order_or_by_key() {
+        let mut p = Pending::default();
+        for (c, s) in [(Correlation::InOrder, 1), (Correlation::Key(7), 2), (Correlation::InOrder, 3), (Correlation::Key(9), 4)] {
+            assert!(p.push(pending(c, s)).is_ok());
+        }
+        // A second request under a waiting key is refused: the first keeps it.
+        assert!(p.push(pending(Correlation::Key(7), 5)).is_err());
+        assert_eq!(p.answer(Correlation::Key(9)).map(|r| r.span[0]), Some(4));
+        assert_eq!(p.answer(Correlation::InOrder).map(|r| r.span[0]), Some(1));
+        assert_eq!(p.answer(Correlation::Key(9)).map(|r| r.span[0]), None);
+        assert_eq!(p.drain().iter().map(|r| r.span[0]).collect::<Vec<_>>(), [3, 2]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_connection_holds_a_bounded_number_of_requests() {
+        let mut p = Pending::default();
+        for i in 0..MAX_PENDING {
+            assert!(p.push(pending(Correlation::InOrder, i as u8)).is_ok());
+        }
+        assert!(p.push(pending(Correlation::InOrder, 0)).is_err());
+    }
+
+    fn conn(role: Role) -> Conn {
+        Conn::new(ConnInfo { id: 1, tgid: 1, role, local: None, remote: None, remote_ip: None, tls: false })
+    }
+
+    fn seg(data: &[u8]) -> Segment<'_> {
+        Segment { data, total: data.len() as u64, ts_enter_ns: 1, ts_exit_ns: 2 }
+    }
+
+    #[test]
+    fn a_protocol_is_recognised_across_reads_and_again_after_tls_starts() {
+        let mut c = conn(Role::Unknown);
+        let mut out = Vec::new();
+        // A client that reads a packet header and its body in two calls (MySQL's greeting).
+        let greeting = b"\x4a\x00\x00\x00\x0a8.0.36\x00\x08\x00\x00\x00abcdefgh\x00\xff\xff\x08\x02\x00\xff\xdf\x15\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00ijklmnopqrst\x00mysql_native_password\x00";
+        c.feed(Direction::Ingress, seg(&greeting[..4]), &mut out);
+        assert_eq!(c.protocol(), None);
+        c.feed(Direction::Ingress, seg(&greeting[4..]), &mut out);
+        assert_eq!((c.protocol(), c.info.role), (Some("mysql"), Role::Client));
+        // MySQL's TLS starts inside its handshake: the parser goes on.
+        c.start_tls();
+        assert_eq!(c.protocol(), Some("mysql"));
+        // HTTP over TLS: the ciphertext's parse is thrown away, and the plaintext recognised.
+        let mut h = conn(Role::Server);
+        h.feed(Direction::Ingress, seg(b"GET / HTTP/1.1\r\n\r\n"), &mut out);
+        h.start_tls();
+        assert_eq!(h.protocol(), None);
+        h.feed(Direction::Ingress, seg(b"GET /s HTTP/1.1\r\n\r\n"), &mut out);
+        assert_eq!(h.protocol(), Some("http"));
+    }
+
+    #[test]
+    fn bytes_in_the_wrong_direction_for_the_role_are_not_recognised() {
+        // A server that writes a request: not HTTP as far as this connection goes.
+        let mut c = conn(Role::Server);
+        let mut out = Vec::new();
+        c.feed(Direction::Egress, seg(b"GET / HTTP/1.1\r\n\r\n"), &mut out);
+        assert_eq!(c.protocol(), None);
+        for _ in 0..MAX_UNRECOGNISED {
+            c.feed(Direction::Egress, seg(b"GET / HTTP/1.1\r\n\r\n"), &mut out);
+        }
+        assert!(c.foreign);
+        assert!(out.is_empty());
+    }
+}

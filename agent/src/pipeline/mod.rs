@@ -631,3 +631,6 @@ impl<H: Host> Pipeline<H> {
         let _ = self.resource(tgid);
     }
 }
+
+#[cfg(test)]
+mod tests;

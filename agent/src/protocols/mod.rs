@@ -17,3 +17,5 @@ mod redis_commands;
 pub mod registry;
 pub mod resp;
 pub mod sql;
+#[cfg(test)]
+mod toy;

@@ -47,6 +47,9 @@ pub const PROTOCOLS: &[&Protocol] = &[
     &mysql::PROTOCOL,
     &redis::PROTOCOL,
     &memcached::PROTOCOL,
+    // The worked example of docs/ARCHITECTURE.md, in test builds only.
+    #[cfg(test)]
+    &super::toy::PROTOCOL,
 ];
 
 /// The protocol `data` (the first bytes of one direction) starts, who sent it, and a parser.

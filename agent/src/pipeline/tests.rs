@@ -1,0 +1,193 @@
+//! The pipeline on recorded event sequences: what the probes would send for a few exchanges,
+//! and the spans (or counted losses) that must come out. No kernel, no /proc.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{FinishedSpan, Host, Pipeline};
+use crate::conn::Role;
+use crate::events::{Cause, Event};
+use crate::process::{FdKind, ProcessResource};
+use crate::spans::Clock;
+use crate::spans::record::{Domain, SpanKind, Status};
+
+/// A machine where every fd is a socket that is already gone from /proc.
+struct Recorded;
+
+impl Host for Recorded {
+    fn fd_kind(&mut self, _: u32, _: u32) -> FdKind {
+        FdKind::Gone
+    }
+    fn socket_ends(&mut self, _: u32, _: u32, _: u64) -> Option<(Option<SocketAddr>, Option<SocketAddr>)> {
+        None
+    }
+    fn resource(&mut self, tgid: u32) -> Option<ProcessResource> {
+        Some(ProcessResource { pid: tgid, service_name: format!("svc-{tgid}"), executable_name: "svc".into(), ..Default::default() })
+    }
+    fn is_alive(&mut self, _: u32) -> bool {
+        true
+    }
+}
+
+const TGID: u32 = 100;
+
+struct Script {
+    pipeline: Pipeline<Recorded>,
+    ts: u64,
+}
+
+impl Script {
+    fn new() -> Self {
+        Self { pipeline: Pipeline::new(Recorded, Clock::now()), ts: 1_000 }
+    }
+
+    fn open(&mut self, fd: u32, role: Role, local_port: u16, remote_port: u16) {
+        self.ts += 10;
+        let local = Some(SocketAddr::from(([127, 0, 0, 1], local_port)));
+        let remote = Some(SocketAddr::from(([127, 0, 0, 1], remote_port)));
+        self.pipeline.handle(Event::ConnOpen { tgid: TGID, tid: TGID, fd, role, listen_fd: None, local, remote, ts_ns: self.ts, comm: "svc".into(), cause: Cause::Thread });
+    }
+
+    /// One syscall: `ingress` bytes read by the traced process, else written.
+    fn data(&mut self, fd: u32, ingress: bool, bytes: &[u8]) {
+        self.ts += 10;
+        let ts = self.ts;
+        self.pipeline.handle(Event::Data {
+            tgid: TGID,
+            tid: TGID,
+            fd,
+            ingress,
+            ts_enter_ns: ts,
+            ts_exit_ns: ts + 5,
+            total: bytes.len() as u64,
+            payload: bytes,
+            tls: false,
+            cause: Cause::Thread,
+        });
+    }
+
+    fn close(&mut self, fd: u32) {
+        self.ts += 10;
+        self.pipeline.handle(Event::Close { tgid: TGID, tid: TGID, fd, ts_ns: self.ts });
+    }
+
+    fn spans(&mut self) -> Vec<FinishedSpan> {
+        let mut spans = self.pipeline.tick(Instant::now() + Duration::from_secs(60));
+        spans.sort_by(|a, b| (a.span.start_unix_ns, &a.span.name).cmp(&(b.span.start_unix_ns, &b.span.name)));
+        spans
+    }
+}
+
+fn names(spans: &[FinishedSpan]) -> Vec<String> {
+    spans.iter().map(|s| format!("{} {}", s.span.kind.name(), s.span.name)).collect()
+}
+
+#[test]
+fn pipelined_http_requests_pair_in_order_and_nothing_after_a_close_answer_is_a_span() {
+    let mut s = Script::new();
+    s.open(5, Role::Server, 8080, 40_000);
+    s.data(5, true, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /c HTTP/1.1\r\n\r\n");
+    s.data(5, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    s.close(5);
+    let spans = s.spans();
+    assert_eq!(names(&spans), ["SERVER GET", "SERVER POST"]);
+    let status: Vec<Option<u16>> = spans.iter().map(|s| s.span.http().and_then(|h| h.status_code)).collect();
+    assert_eq!(status, [Some(200), Some(503)]);
+    assert_eq!(spans[1].span.error_type.as_deref(), Some("503"));
+    // GET /c came after the answer that closed the connection: the server never read it.
+    assert_eq!(s.pipeline.stats.after_close, 1);
+    assert!(spans.iter().all(|s| s.resource.service_name == "svc-100"));
+}
+
+#[test]
+fn a_server_that_closes_without_answering_makes_no_span_and_a_client_gets_an_error_span() {
+    let mut s = Script::new();
+    // HTTP sent to a server that never answers and closes: no exchange happened.
+    s.open(5, Role::Server, 5432, 40_001);
+    s.data(5, true, b"GET / HTTP/1.1\r\n\r\n");
+    s.close(5);
+    // A client whose server hung up before answering: the call failed.
+    s.open(6, Role::Client, 40_002, 6379);
+    s.data(6, false, b"*1\r\n$4\r\nPING\r\n");
+    s.close(6);
+    let spans = s.spans();
+    assert_eq!(names(&spans), ["CLIENT PING"]);
+    assert_eq!(spans[0].span.error_type.as_deref(), Some("no_response"));
+    assert!(matches!(spans[0].span.status, Status::Error { .. }));
+    assert_eq!(s.pipeline.stats.closed_unanswered, 1);
+}
+
+#[test]
+fn a_process_killed_mid_request_ends_its_spans_at_the_exit() {
+    let mut s = Script::new();
+    s.open(5, Role::Server, 8080, 40_000);
+    s.data(5, true, b"GET /slow HTTP/1.1\r\n\r\n");
+    s.ts += 1_000_000;
+    let exit_ns = s.ts;
+    s.pipeline.handle(Event::Exit { tgid: TGID, ts_ns: exit_ns, code: None });
+    let spans = s.spans();
+    assert_eq!(names(&spans), ["SERVER GET"]);
+    assert_eq!(spans[0].span.error_type.as_deref(), Some("process_exited"));
+    let lasted = spans[0].span.end_unix_ns - spans[0].span.start_unix_ns;
+    assert!((999_000..=1_000_000).contains(&lasted), "lasted {lasted} ns, until the exit");
+}
+
+#[test]
+fn an_adopted_connection_takes_its_role_from_the_first_bytes() {
+    let mut s = Script::new();
+    // No ConnOpen: a connection open before the agent attached. Its first bytes are a
+    // request the process read, so the process is the server.
+    s.data(7, true, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    s.data(7, false, b"$-1\r\n");
+    let spans = s.spans();
+    assert_eq!(names(&spans), ["SERVER GET"]);
+    let Domain::Db(db) = &spans[0].span.domain else { panic!("a database span") };
+    assert_eq!(db.system, "redis");
+}
+
+#[test]
+fn a_connection_speaking_nothing_we_know_is_given_up_and_its_fd_released() {
+    let mut s = Script::new();
+    s.open(5, Role::Client, 40_000, 9999);
+    for _ in 0..6 {
+        s.data(5, false, b"\x16\x03\x01\x02\x00binary");
+    }
+    assert!(s.spans().is_empty());
+    let effects = s.pipeline.take_effects();
+    assert!(effects.ignore_fds.iter().any(|i| i.fd == 5 && i.socket), "the probes are told to stop capturing it");
+}
+
+/// The toy protocol (protocols/toy) through the whole pipeline: answers by key in any order,
+/// a one-way publish and a pushed delivery, each becoming its own span of the right kind.
+#[test]
+fn keyed_answers_one_way_sends_and_pushes_become_spans_of_their_kinds() {
+    let mut s = Script::new();
+    s.open(5, Role::Client, 40_000, 7000);
+    s.data(5, false, b"TOY CALL 1 calc/add\nTOY CALL 2 calc/mul\n");
+    s.data(5, false, b"TOY PUB news\n");
+    s.data(5, true, b"TOY DONE 2 ok\n");
+    s.data(5, true, b"TOY MSG news\nTOY DONE 1 overflow\n");
+    let spans = s.spans();
+    assert_eq!(names(&spans), ["CLIENT calc/add", "CLIENT calc/mul", "PRODUCER send news", "CONSUMER process news"]);
+    // Each answer found its own call: call 2 ended at the first read, call 1 at the second.
+    assert!(spans[1].span.end_unix_ns < spans[0].span.end_unix_ns);
+    assert_eq!(spans[0].span.error_type.as_deref(), Some("overflow"));
+    assert_eq!(spans[1].span.status, Status::Unset);
+    // A one-way message is no error for want of an answer.
+    assert_eq!((spans[2].span.status.clone(), spans[2].span.error_type.clone()), (Status::Unset, None));
+    assert_eq!(spans[3].span.kind, SpanKind::Consumer);
+    assert_eq!(s.pipeline.stats.answers_without_request, 0);
+}
+
+#[test]
+fn an_answer_to_an_unknown_key_is_counted_not_paired() {
+    let mut s = Script::new();
+    s.open(5, Role::Client, 40_000, 7000);
+    s.data(5, false, b"TOY CALL 1 a/b\n");
+    s.data(5, true, b"TOY DONE 9 ok\n");
+    s.close(5);
+    let spans = s.spans();
+    assert_eq!(names(&spans), ["CLIENT a/b"]);
+    assert_eq!(spans[0].span.error_type.as_deref(), Some("no_response"));
+    assert_eq!(s.pipeline.stats.answers_without_request, 1);
+}
