@@ -12,6 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::cli::{Exporter, RunArgs, TraceArgs};
+use crate::discovery::Discovery;
 use crate::export::{self, ExportStats, SpanSink};
 use crate::pipeline::{Pipeline, ProcHost};
 use crate::probes::{Probes, Settings};
@@ -117,8 +118,9 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
     };
     let go_goroutines = settings.go_goroutines;
     let (mut probes, ring) = Probes::load(&settings)?;
+    let mut discovery = Discovery::default();
     for &pid in &pids {
-        probes.trace_pid(pid)?;
+        discovery.add(&mut probes, pid)?;
     }
     let mut known_cgroups: std::collections::HashSet<u64> = cgroup_ids.iter().copied().collect();
     for &id in &cgroup_ids {

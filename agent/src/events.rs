@@ -116,10 +116,25 @@ pub fn socket_addr(a: &SockAddr) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, a.port))
 }
 
+fn data<'a>(h: &zerotrace_abi::DataHeader, payload: &'a [u8]) -> Event<'a> {
+    Event::Data {
+        tgid: h.header.tgid,
+        tid: h.tid,
+        fd: h.fd,
+        ingress: h.direction == direction::INGRESS,
+        ts_enter_ns: h.ts_enter_ns,
+        ts_exit_ns: h.ts_exit_ns,
+        total: h.total_len,
+        payload,
+        tls: h.flags & zerotrace_abi::data_flags::TLS != 0,
+        cause: Cause::from_abi(h.cause_kind, h.cause_id),
+    }
+}
+
 pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
     Ok(match decode::record(bytes)? {
         decode::Record::ConnOpen(e) => Event::ConnOpen {
-            tgid: e.tgid,
+            tgid: e.header.tgid,
             tid: e.tid,
             fd: e.fd,
             role: match e.role {
@@ -134,24 +149,15 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
             comm: String::from_utf8_lossy(e.comm.split(|b| *b == 0).next().unwrap_or(&[])).into_owned(),
             cause: Cause::from_abi(e.cause_kind, e.cause_id),
         },
-        decode::Record::Data(h, payload) => Event::Data {
-            tgid: h.tgid,
-            tid: h.tid,
-            fd: h.fd,
-            ingress: h.direction == direction::INGRESS,
-            ts_enter_ns: h.ts_enter_ns,
-            ts_exit_ns: h.ts_exit_ns,
-            total: h.total_len,
-            payload,
-            tls: h.flags & zerotrace_abi::data_flags::TLS != 0,
-            cause: Cause::from_abi(h.cause_kind, h.cause_id),
-        },
-        decode::Record::Close(c) => Event::Close { tgid: c.tgid, tid: c.tid, fd: c.fd, ts_ns: c.ts_ns },
-        decode::Record::Inherit(i) => Event::Inherit { parent_tgid: i.parent_tgid, child: i.child, fd: i.fd },
-        decode::Record::Process(p) => Event::Process { pid: p.pid, parent_tgid: p.parent_tgid },
-        decode::Record::TlsSocket(t) => Event::TlsSocket { tgid: t.tgid, tid: t.tid, fd: t.fd },
-        decode::Record::HandOff(h) => Event::HandOff { tgid: h.tgid, tid: h.tid, take: h.take != 0, item: h.item, cause: Cause::from_abi(h.cause_kind, h.cause_id) },
-        decode::Record::Exit(e) => Event::Exit { tgid: e.tgid, ts_ns: e.ts_ns, code: (e.voluntary != 0).then_some(e.code) },
-        decode::Record::UnitSpawn(u) => Event::UnitSpawn { tgid: u.tgid, parent: Cause::from_abi(u.parent_kind, u.parent_id), child: u.child_id, ts_ns: u.ts_ns },
+        decode::Record::Data(h, payload) => data(&h, payload),
+        // No probe sends datagrams yet; their peer is for the datagram protocols (DNS) to come.
+        decode::Record::Datagram(h, _peer, payload) => data(&h, payload),
+        decode::Record::Close(c) => Event::Close { tgid: c.header.tgid, tid: c.tid, fd: c.fd, ts_ns: c.ts_ns },
+        decode::Record::Inherit(i) => Event::Inherit { parent_tgid: i.header.tgid, child: i.child, fd: i.fd },
+        decode::Record::Process(p) => Event::Process { pid: p.header.tgid, parent_tgid: p.parent_tgid },
+        decode::Record::TlsSocket(t) => Event::TlsSocket { tgid: t.header.tgid, tid: t.tid, fd: t.fd },
+        decode::Record::HandOff(h) => Event::HandOff { tgid: h.header.tgid, tid: h.tid, take: h.take != 0, item: h.item, cause: Cause::from_abi(h.cause_kind, h.cause_id) },
+        decode::Record::Exit(e) => Event::Exit { tgid: e.header.tgid, ts_ns: e.ts_ns, code: (e.voluntary != 0).then_some(e.code) },
+        decode::Record::UnitSpawn(u) => Event::UnitSpawn { tgid: u.header.tgid, parent: Cause::from_abi(u.parent_kind, u.parent_id), child: u.child_id, ts_ns: u.ts_ns },
     })
 }

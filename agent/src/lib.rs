@@ -11,6 +11,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod compare;
 pub mod conn;
+pub mod discovery;
 pub mod events;
 pub mod export;
 pub mod fuzz;

@@ -10,43 +10,44 @@ use aya::programs::{
     uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
 };
 use aya::{Ebpf, EbpfLoader};
-use zerotrace_abi::{PID_WORDS, fd_key, fd_state, stat};
+use zerotrace_abi::names::{map, program, setting};
+use zerotrace_abi::{FdState, PID_WORDS, fd_key, fd_state, stat};
 
 /// The probe object built by `cargo xtask build-ebpf` (checked by build.rs).
 static PROBES: &[u8] = aya::include_bytes_aligned!(env!("ZEROTRACE_PROBES_OBJECT"));
 
 /// (program, tracepoint category, tracepoint name). One program may serve several hooks.
 const ATTACH: &[(&str, &str, &str)] = &[
-    ("sys_enter_read", "syscalls", "sys_enter_read"),
-    ("sys_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
-    ("sys_enter_write", "syscalls", "sys_enter_write"),
-    ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
-    ("sys_enter_readv", "syscalls", "sys_enter_readv"),
-    ("sys_enter_writev", "syscalls", "sys_enter_writev"),
-    ("sys_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
-    ("sys_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
-    ("sys_enter_sendfile64", "syscalls", "sys_enter_sendfile64"),
-    ("sys_exit_data", "syscalls", "sys_exit_read"),
-    ("sys_exit_data", "syscalls", "sys_exit_recvfrom"),
-    ("sys_exit_data", "syscalls", "sys_exit_write"),
-    ("sys_exit_data", "syscalls", "sys_exit_sendto"),
-    ("sys_exit_data", "syscalls", "sys_exit_readv"),
-    ("sys_exit_data", "syscalls", "sys_exit_writev"),
-    ("sys_exit_data", "syscalls", "sys_exit_recvmsg"),
-    ("sys_exit_data", "syscalls", "sys_exit_sendmsg"),
-    ("sys_exit_data", "syscalls", "sys_exit_sendfile64"),
-    ("sys_enter_accept", "syscalls", "sys_enter_accept"),
-    ("sys_enter_accept", "syscalls", "sys_enter_accept4"),
-    ("sys_exit_accept", "syscalls", "sys_exit_accept"),
-    ("sys_exit_accept", "syscalls", "sys_exit_accept4"),
-    ("sys_enter_connect", "syscalls", "sys_enter_connect"),
-    ("sys_exit_connect", "syscalls", "sys_exit_connect"),
-    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
-    ("sys_enter_close", "syscalls", "sys_enter_close"),
-    ("task_newtask", "task", "task_newtask"),
-    ("sched_process_exec", "sched", "sched_process_exec"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
-    ("sys_enter_exit_group", "syscalls", "sys_enter_exit_group"),
+    (program::SYS_ENTER_READ, "syscalls", "sys_enter_read"),
+    (program::SYS_ENTER_RECVFROM, "syscalls", "sys_enter_recvfrom"),
+    (program::SYS_ENTER_WRITE, "syscalls", "sys_enter_write"),
+    (program::SYS_ENTER_SENDTO, "syscalls", "sys_enter_sendto"),
+    (program::SYS_ENTER_READV, "syscalls", "sys_enter_readv"),
+    (program::SYS_ENTER_WRITEV, "syscalls", "sys_enter_writev"),
+    (program::SYS_ENTER_RECVMSG, "syscalls", "sys_enter_recvmsg"),
+    (program::SYS_ENTER_SENDMSG, "syscalls", "sys_enter_sendmsg"),
+    (program::SYS_ENTER_SENDFILE64, "syscalls", "sys_enter_sendfile64"),
+    (program::SYS_EXIT_DATA, "syscalls", "sys_exit_read"),
+    (program::SYS_EXIT_DATA, "syscalls", "sys_exit_recvfrom"),
+    (program::SYS_EXIT_DATA, "syscalls", "sys_exit_write"),
+    (program::SYS_EXIT_DATA, "syscalls", "sys_exit_sendto"),
+    (program::SYS_EXIT_DATA, "syscalls", "sys_exit_readv"),
+    (program::SYS_EXIT_DATA, "syscalls", "sys_exit_writev"),
+    (program::SYS_EXIT_DATA, "syscalls", "sys_exit_recvmsg"),
+    (program::SYS_EXIT_DATA, "syscalls", "sys_exit_sendmsg"),
+    (program::SYS_EXIT_DATA, "syscalls", "sys_exit_sendfile64"),
+    (program::SYS_ENTER_ACCEPT, "syscalls", "sys_enter_accept"),
+    (program::SYS_ENTER_ACCEPT, "syscalls", "sys_enter_accept4"),
+    (program::SYS_EXIT_ACCEPT, "syscalls", "sys_exit_accept"),
+    (program::SYS_EXIT_ACCEPT, "syscalls", "sys_exit_accept4"),
+    (program::SYS_ENTER_CONNECT, "syscalls", "sys_enter_connect"),
+    (program::SYS_EXIT_CONNECT, "syscalls", "sys_exit_connect"),
+    (program::INET_SOCK_SET_STATE, "sock", "inet_sock_set_state"),
+    (program::SYS_ENTER_CLOSE, "syscalls", "sys_enter_close"),
+    (program::TASK_NEWTASK, "task", "task_newtask"),
+    (program::SCHED_PROCESS_EXEC, "sched", "sched_process_exec"),
+    (program::SCHED_PROCESS_EXIT, "sched", "sched_process_exit"),
+    (program::SYS_ENTER_EXIT_GROUP, "syscalls", "sys_enter_exit_group"),
 ];
 
 pub struct Settings {
@@ -81,7 +82,8 @@ pub struct Probes {
     uprobe_links: std::collections::HashMap<u64, (&'static str, UProbeLinkId)>,
     next_uprobe_link: u64,
     cgroups: BpfHashMap<MapData, u64, u8>,
-    fd_states: BpfHashMap<MapData, u64, u8>,
+    /// `FdState` entries as words (see `FdState::to_word`).
+    fd_states: BpfHashMap<MapData, u64, u32>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -105,21 +107,21 @@ impl Probes {
             // The probes use no CO-RE relocations: skipping the kernel's BTF saves parsing
             // /sys/kernel/btf/vmlinux (tens of MiB resident) and works on kernels without it.
             .btf(None)
-            .override_global("PAYLOAD_CAP", &settings.payload_cap, true)
-            .override_global("CGROUP_FILTER", &cgroup_filter, true)
-            .override_global("HOOKS_ONLY", &hooks_only, true)
-            .override_global("GO_GOROUTINES", &go_goroutines, true)
-            .override_global("WAKEUP_BYTES", &settings.wakeup_bytes, true)
-            .override_global("AGENT_TGID", &std::process::id(), true)
+            .override_global(setting::PAYLOAD_CAP, &settings.payload_cap, true)
+            .override_global(setting::CGROUP_FILTER, &cgroup_filter, true)
+            .override_global(setting::HOOKS_ONLY, &hooks_only, true)
+            .override_global(setting::GO_GOROUTINES, &go_goroutines, true)
+            .override_global(setting::WAKEUP_BYTES, &settings.wakeup_bytes, true)
+            .override_global(setting::AGENT_TGID, &std::process::id(), true)
             .load(PROBES)
             .map_err(|e| anyhow!(explain_load_error(&e)))?;
         let take = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the probe object"));
-        let events = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)?;
-        let targets = Array::try_from(take(&mut ebpf, "TARGET_PIDS")?)?;
-        let go_pids = Array::try_from(take(&mut ebpf, "GO_PIDS")?)?;
-        let cgroups = BpfHashMap::try_from(take(&mut ebpf, "TARGET_CGROUPS")?)?;
-        let fd_states = BpfHashMap::try_from(take(&mut ebpf, "FD_STATE")?)?;
-        let stats = PerCpuArray::try_from(take(&mut ebpf, "STATS")?)?;
+        let events = RingBuf::try_from(take(&mut ebpf, map::EVENTS)?)?;
+        let targets = Array::try_from(take(&mut ebpf, map::TARGET_PIDS)?)?;
+        let go_pids = Array::try_from(take(&mut ebpf, map::GO_PIDS)?)?;
+        let cgroups = BpfHashMap::try_from(take(&mut ebpf, map::TARGET_CGROUPS)?)?;
+        let fd_states = BpfHashMap::try_from(take(&mut ebpf, map::FD_STATE)?)?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, map::STATS)?)?;
         Ok((
             Self {
                 ebpf,
@@ -184,10 +186,11 @@ impl Probes {
         }
     }
 
-    /// Marks a pid as traced. Only before `attach` (see there).
+    /// Marks a pid as traced. Only before `attach` (see there); afterwards `Discovery` adds
+    /// and removes pids through the kernel.
     pub fn trace_pid(&mut self, pid: u32) -> Result<()> {
         if self.attached {
-            anyhow::bail!("internal: pids are added before the probes are attached");
+            anyhow::bail!("internal: after attach, pids are added by discovery::Discovery");
         }
         let index = pid >> 6;
         if index >= PID_WORDS {
@@ -219,9 +222,28 @@ impl Probes {
         for entry in dir.flatten() {
             let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
             if matches!(crate::process::fd_kind(tgid, fd), crate::process::FdKind::Socket(_)) {
-                let _ = self.fd_states.insert(fd_key(tgid, fd), fd_state::SOCKET, 1);
+                let _ = self.fd_states.insert(fd_key(tgid, fd), FdState::new(fd_state::SOCKET).to_word(), 1);
             }
         }
+    }
+
+    /// Copies at most `cap` bytes per syscall on socket `fd` of `tgid` from now on (0: the
+    /// global cap again), for a parser that needs only a prefix. Only a socket the probes
+    /// capture takes it (BPF_EXIST on an entry the agent then overwrites as a plain socket:
+    /// a socket found foreign or TLS since keeps that verdict only if it came later).
+    pub fn set_capture_cap(&mut self, tgid: u32, fd: u32, cap: u16) -> Result<()> {
+        let key = fd_key(tgid, fd);
+        let current = self.fd_states.get(&key, 0).map(FdState::from_word).with_context(|| format!("fd {fd} of pid {tgid} is not a socket the probes know"))?;
+        if current.state != fd_state::SOCKET {
+            anyhow::bail!("fd {fd} of pid {tgid} is not captured (state {})", current.state);
+        }
+        let entry = FdState { capture_cap: cap, ..current };
+        // BPF_EXIST (2): never creates an entry for an fd closed meanwhile.
+        self.fd_states.insert(key, entry.to_word(), 2).with_context(|| format!("setting the capture cap of fd {fd} of pid {tgid}"))
+    }
+
+    pub fn is_attached(&self) -> bool {
+        self.attached
     }
 
     pub fn ignore_fd(&mut self, ignore: crate::pipeline::IgnoreFd) {
@@ -229,7 +251,7 @@ impl Probes {
         // socket with the same number, whose state connect/accept has set. Only a socket's
         // verdict may overwrite (BPF_ANY); a file's only fills an empty slot (BPF_NOEXIST).
         let (state, flags) = if ignore.socket { (fd_state::FOREIGN, 0) } else { (fd_state::NOT_SOCKET, 1) };
-        let _ = self.fd_states.insert(fd_key(ignore.tgid, ignore.fd), state, flags);
+        let _ = self.fd_states.insert(fd_key(ignore.tgid, ignore.fd), FdState::new(state).to_word(), flags);
     }
 
     /// Records the probes could not deliver, by reason, summed over CPUs.
@@ -282,5 +304,23 @@ impl Probes {
                 scope.spawn(move || drop(link));
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent names maps, settings and programs by `zerotrace_abi::names`; the kernel side
+    /// by its identifiers. The built object must define every name.
+    #[test]
+    fn probe_object_defines_every_name() {
+        let elf = zerotrace_symbols::elf::ElfSymbols::parse(std::path::Path::new("zerotrace-probes.o"), PROBES.to_vec()).expect("the probe object parses");
+        for name in map::ALL.iter().chain(setting::ALL).chain(program::ALL) {
+            assert!(elf.has_symbol(name), "the probe object has no {name}; rename it in ebpf-probes/abi/src/names.rs or in the probes");
+        }
+        for (program, _, _) in ATTACH {
+            assert!(program::ALL.contains(program), "{program} is attached but not listed in names::program::ALL");
+        }
     }
 }

@@ -27,6 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use zerotrace_abi::names::program;
 
 use crate::probes::UprobeLink;
 use anyhow::{Context, Result};
@@ -209,7 +210,7 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         let offset = symbols.file_offset(site.address()).with_context(|| format!("{UV_STREAM_IO}: probe site outside the file's segments"))?;
         return Ok(Some(Plan {
             runtime: Some(Runtime::Libuv),
-            uprobes: vec![("uv_stream_io", offset, None), ("unit_ret", offset, None)],
+            uprobes: vec![(program::UV_STREAM_IO, offset, None), (program::UNIT_RET, offset, None)],
             described: format!("libuv stream callbacks{}", single_stepped(&site)),
         }));
     }
@@ -220,20 +221,20 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         let address = symbols.address(TASK_STEP)?;
         let site = site::site(&symbols, address, &SYSV_ARGS[..=task_arg], false);
         let offset = symbols.file_offset(site.address()).with_context(|| format!("{TASK_STEP}: probe site outside the file's segments"))?;
-        let entry = if task_arg == 0 { "asyncio_task_step" } else { "asyncio_task_step_state" };
-        let mut uprobes = vec![(entry, offset, None), ("unit_ret", offset, None)];
+        let entry = if task_arg == 0 { program::ASYNCIO_TASK_STEP } else { program::ASYNCIO_TASK_STEP_STATE };
+        let mut uprobes = vec![(entry, offset, None), (program::UNIT_RET, offset, None)];
         // Optional: without it, work a handler hands to a child task gets no parent.
         if let Ok(init) = symbols.address(TASK_INIT) {
             let site = site::site(&symbols, init, &SYSV_ARGS[..1], false);
             if let Some(offset) = symbols.file_offset(site.address()) {
-                uprobes.push(("asyncio_task_init", offset, None));
+                uprobes.push((program::ASYNCIO_TASK_INIT, offset, None));
             }
         }
         return Ok(Some(Plan { runtime: Some(Runtime::Asyncio), uprobes, described: format!("CPython 3.{minor} asyncio task steps{}", single_stepped(&site)) }));
     }
     if symbols.defines(QUEUE_PUT) && symbols.defines(QUEUE_GET) {
         let mut uprobes = Vec::new();
-        for (function, program, args) in [(QUEUE_PUT, "py_queue_put", 2), (QUEUE_GET, "py_queue_get_ret", 0)] {
+        for (function, program, args) in [(QUEUE_PUT, program::PY_QUEUE_PUT, 2), (QUEUE_GET, program::PY_QUEUE_GET_RET, 0)] {
             let address = symbols.address(function)?;
             let site = site::site(&symbols, address, &SYSV_ARGS[..args], false);
             let offset = symbols.file_offset(site.address()).with_context(|| format!("{function}: probe site outside the file's segments"))?;

@@ -19,6 +19,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use zerotrace_abi::names::program;
 
 use crate::probes::UprobeLink;
 use anyhow::{Context, Result};
@@ -52,10 +53,10 @@ struct TlsFunction {
 /// The `_ex` forms first: where they lead into an internal function that the plain forms
 /// also call, one probe there serves both.
 const TLS_FUNCTIONS: [TlsFunction; 4] = [
-    TlsFunction { function: "SSL_read_ex", program: "ssl_read_ex", direction: "read", ex: true },
-    TlsFunction { function: "SSL_write_ex", program: "ssl_write_ex", direction: "write", ex: true },
-    TlsFunction { function: "SSL_read", program: "ssl_read", direction: "read", ex: false },
-    TlsFunction { function: "SSL_write", program: "ssl_write", direction: "write", ex: false },
+    TlsFunction { function: "SSL_read_ex", program: program::SSL_READ_EX, direction: "read", ex: true },
+    TlsFunction { function: "SSL_write_ex", program: program::SSL_WRITE_EX, direction: "write", ex: true },
+    TlsFunction { function: "SSL_read", program: program::SSL_READ, direction: "read", ex: false },
+    TlsFunction { function: "SSL_write", program: program::SSL_WRITE, direction: "write", ex: false },
 ];
 
 /// One uprobe to attach: a program at a file offset, with the cookie it reads, if any.
@@ -257,7 +258,7 @@ fn openssl_plan(symbols: &ElfSymbols) -> Result<Plan> {
         };
         let offset = symbols.file_offset(site.address()).with_context(|| format!("{}: probe site {:#x} outside the file's segments", tls.function, site.address()))?;
         plan.uprobes.push(Uprobe { program: tls.program, offset, cookie: None });
-        plan.uprobes.push(Uprobe { program: "ssl_ret", offset, cookie: None });
+        plan.uprobes.push(Uprobe { program: program::SSL_RET, offset, cookie: None });
         plan.described.push(match site {
             Site::Emulated { address: at } if at == address => tls.function.to_string(),
             Site::Emulated { address: at } => format!("{}+{:#x}", tls.function, at - address),

@@ -107,6 +107,11 @@ impl ElfSymbols {
         self.functions.contains_key(symbol)
     }
 
+    /// Whether any symbol, code or data, has this name (a BPF object's maps and globals).
+    pub fn has_symbol(&self, symbol: &str) -> bool {
+        self.object().is_ok_and(|o| o.symbols().chain(o.dynamic_symbols()).any(|s| s.name() == Ok(symbol)))
+    }
+
     /// The file offset of `symbol`'s first instruction: what a uprobe attaches at. For PIE,
     /// non-PIE and shared objects alike it is the address relative to its PT_LOAD segment
     /// plus that segment's file offset.

@@ -3,6 +3,7 @@
 //! result on each of its `ret` instructions, and the fd offsets in the probes' cookie.
 
 use std::collections::HashMap;
+use zerotrace_abi::names::program;
 
 use anyhow::{Context, Result, bail};
 use zerotrace_abi::go_cookie;
@@ -30,14 +31,14 @@ pub(super) fn plan(symbols: &ElfSymbols) -> Result<Option<Plan>> {
     let offsets = go::tls_conn_offsets(symbols);
     let cookie = cookie(&offsets)?;
     let mut plan = Plan::default();
-    plan.uprobes.push(Uprobe { program: "go_tls_write", offset: entry(symbols, WRITE, write)?, cookie: Some(cookie) });
-    plan.uprobes.push(Uprobe { program: "go_tls_read", offset: entry(symbols, READ, read)?, cookie: Some(cookie) });
+    plan.uprobes.push(Uprobe { program: program::GO_TLS_WRITE, offset: entry(symbols, WRITE, write)?, cookie: Some(cookie) });
+    plan.uprobes.push(Uprobe { program: program::GO_TLS_READ, offset: entry(symbols, READ, read)?, cookie: Some(cookie) });
     let read_how = read_result(symbols, &binary.functions, read, read_end, &mut plan)?;
     plan.described.push(format!("{}: crypto/tls Conn.Write, Conn.Read {read_how}", binary.version));
     plan.described.push(format!("fd offsets from {}", if offsets.from_dwarf { "DWARF" } else { "the built-in table" }));
     // The client hand-over is optional: without it Go HTTPS calls are still traced, only not
     // linked under the request their caller serves.
-    let hand_over = [(ROUND_TRIP, "go_http_round_trip"), (REQUEST_WRITE, "go_http_request_write")]
+    let hand_over = [(ROUND_TRIP, program::GO_HTTP_ROUND_TRIP), (REQUEST_WRITE, program::GO_HTTP_REQUEST_WRITE)]
         .map(|(function, program)| binary.functions.get(function).and_then(|&(start, _)| entry(symbols, function, start).ok()).map(|offset| (program, offset)));
     if let [Some((trip, trip_at)), Some((write, write_at))] = hand_over {
         plan.uprobes.push(Uprobe { program: trip, offset: trip_at, cookie: None });
@@ -53,11 +54,11 @@ pub(super) fn plan(symbols: &ElfSymbols) -> Result<Option<Plan>> {
 fn read_result(symbols: &ElfSymbols, functions: &HashMap<String, (u64, u64)>, read: u64, read_end: u64, plan: &mut Plan) -> Result<String> {
     let copies = functions.get(MEMMOVE).map(|&(memmove, _)| go::call_sites(symbols, read, read_end, memmove)).unwrap_or_default();
     let (program, sites, how) = match copies[..] {
-        [copy] => ("go_tls_read_copy", vec![copy], "at its copy".to_string()),
+        [copy] => (program::GO_TLS_READ_COPY, vec![copy], "at its copy".to_string()),
         _ => {
             let returns = go::return_sites(symbols, read, read_end);
             let how = format!("at its {} returns (single-stepped)", returns.len());
-            ("go_tls_read_ret", returns, how)
+            (program::GO_TLS_READ_RET, returns, how)
         }
     };
     if sites.is_empty() {

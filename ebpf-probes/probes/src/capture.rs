@@ -5,7 +5,8 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
 };
 use zerotrace_abi::{
-    CloseEvent, ConnOpenEvent, DataHeader, ExitEvent, HandOffEvent, InheritEvent, MAX_PAYLOAD, ProcessEvent, SockAddr, TlsSocketEvent, UnitSpawnEvent, direction, kind, stat,
+    CloseEvent, ConnOpenEvent, DataHeader, ExitEvent, HandOffEvent, InheritEvent, MAX_PAYLOAD, ProcessEvent, RecordHeader, SockAddr, TlsSocketEvent, UnitSpawnEvent, direction,
+    kind, stat,
 };
 
 use crate::maps::{EVENTS, Inflight, PAYLOAD_CAP, SCRATCH, WAKEUP_BYTES, count, op, setting_u32, setting_u64};
@@ -42,9 +43,8 @@ fn submit<T>(record: &T) {
 pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, listen_fd: u32, local: SockAddr, remote: SockAddr) {
     let (cause_kind, cause_id) = crate::units::current(pid_tgid as u32);
     let event = ConnOpenEvent {
-        kind: kind::CONN_OPEN,
+        header: RecordHeader::new(kind::CONN_OPEN, (pid_tgid >> 32) as u32),
         role,
-        tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         fd,
         listen_fd,
@@ -62,8 +62,7 @@ pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, listen_fd: u32, local: SockA
 
 pub fn close(pid_tgid: u64, fd: u32) {
     let event = CloseEvent {
-        kind: kind::CLOSE,
-        tgid: (pid_tgid >> 32) as u32,
+        header: RecordHeader::new(kind::CLOSE, (pid_tgid >> 32) as u32),
         tid: pid_tgid as u32,
         fd,
         // SAFETY: helper without arguments.
@@ -73,18 +72,17 @@ pub fn close(pid_tgid: u64, fd: u32) {
 }
 
 pub fn inherit(parent_tgid: u32, child: u32, fd: u32) {
-    submit(&InheritEvent { kind: kind::INHERIT, parent_tgid, child, fd });
+    submit(&InheritEvent { header: RecordHeader::new(kind::INHERIT, parent_tgid), child, fd });
 }
 
 pub fn tls_socket(pid_tgid: u64, fd: u32) {
-    submit(&TlsSocketEvent { kind: kind::TLS_SOCKET, tgid: (pid_tgid >> 32) as u32, tid: pid_tgid as u32, fd });
+    submit(&TlsSocketEvent { header: RecordHeader::new(kind::TLS_SOCKET, (pid_tgid >> 32) as u32), tid: pid_tgid as u32, fd });
 }
 
 /// A unit of work (an asyncio task) was created by thread `pid_tgid`, inside `parent`.
 pub fn unit_spawn(pid_tgid: u64, parent: (u32, u64), child_id: u64) {
     submit(&UnitSpawnEvent {
-        kind: kind::UNIT_SPAWN,
-        tgid: (pid_tgid >> 32) as u32,
+        header: RecordHeader::new(kind::UNIT_SPAWN, (pid_tgid >> 32) as u32),
         tid: pid_tgid as u32,
         parent_kind: parent.0,
         parent_id: parent.1,
@@ -97,8 +95,7 @@ pub fn unit_spawn(pid_tgid: u64, parent: (u32, u64), child_id: u64) {
 /// Thread `pid_tgid` put `item` on a watched queue (`take` false, inside `cause`) or took it.
 pub fn hand_off(pid_tgid: u64, take: bool, item: u64, cause: (u32, u64)) {
     submit(&HandOffEvent {
-        kind: kind::HAND_OFF,
-        tgid: (pid_tgid >> 32) as u32,
+        header: RecordHeader::new(kind::HAND_OFF, (pid_tgid >> 32) as u32),
         tid: pid_tgid as u32,
         take: u32::from(take),
         item,
@@ -111,14 +108,14 @@ pub fn hand_off(pid_tgid: u64, take: bool, item: u64, cause: (u32, u64)) {
 /// A new traced process (or thread) or an exec. Wakes the agent at once: it has uprobes to
 /// attach for the process, and forks and execs are rare next to data.
 pub fn process(pid: u32, parent_tgid: u32) {
-    submit_with(&ProcessEvent { kind: kind::PROCESS, pid, parent_tgid, _pad: 0 }, BPF_RB_FORCE_WAKEUP as u64);
+    submit_with(&ProcessEvent { header: RecordHeader::new(kind::PROCESS, pid), parent_tgid, _pad: 0 }, BPF_RB_FORCE_WAKEUP as u64);
 }
 
 /// A traced process ended; its cut-off requests can wait for the next drain (no wakeup).
 pub fn process_exit(tgid: u32, code: Option<i32>) {
     // SAFETY: helper without arguments.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    submit(&ExitEvent { kind: kind::EXIT, tgid, ts_ns, voluntary: u32::from(code.is_some()), code: code.unwrap_or(0) });
+    submit(&ExitEvent { header: RecordHeader::new(kind::EXIT, tgid), ts_ns, voluntary: u32::from(code.is_some()), code: code.unwrap_or(0) });
 }
 
 /// One `struct iovec`.
@@ -196,7 +193,9 @@ pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
         op::SENDFILE => (direction::EGRESS, false),
         _ => return,
     };
-    let cap = setting_u32(&PAYLOAD_CAP) as u64;
+    // The connection's own cap, when the agent set one, only ever lowers the global one.
+    let global = setting_u32(&PAYLOAD_CAP) as u64;
+    let cap = if call.capture_cap != 0 && (call.capture_cap as u64) < global { call.capture_cap as u64 } else { global };
     let mut want = if transferred < cap { transferred } else { cap };
     if want > MAX_PAYLOAD as u64 {
         want = MAX_PAYLOAD as u64;
@@ -211,10 +210,9 @@ pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
     };
     let event = &mut scratch.event;
     let (cause_kind, cause_id) = crate::units::current(pid_tgid as u32);
-    event.header = DataHeader {
-        kind: kind::DATA,
+    event.fixed = DataHeader {
+        header: RecordHeader::new(kind::DATA, (pid_tgid >> 32) as u32),
         direction: dir,
-        tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         fd: call.fd,
         captured: n as u32,

@@ -27,7 +27,7 @@ use aya_ebpf::{
     maps::{Array, LruHashMap},
     programs::ProbeContext,
 };
-use zerotrace_abi::{GOROUTINE_ACTOR, PID_WORDS, data_flags, fd_key, fd_state, go_cookie};
+use zerotrace_abi::{FdState, GOROUTINE_ACTOR, PID_WORDS, data_flags, fd_key, fd_state, go_cookie};
 
 use crate::maps::{FD_STATE, GO_GOROUTINES, Inflight, op, setting_u8};
 use crate::{capture, filter};
@@ -186,11 +186,11 @@ fn conn_fd(ctx: &ProbeContext, tgid: u32, conn: u64) -> Option<u32> {
     let fd = sysfd as u32;
     let key = fd_key(tgid, fd);
     // SAFETY: lookup; the value is copied.
-    match unsafe { FD_STATE.get(&key) }.copied() {
+    match unsafe { FD_STATE.get(&key) }.map(|e| e.state) {
         Some(fd_state::TLS) => {}
         // Another kind of net.Conn under the TLS one, or an fd we never saw: not ours to read.
         Some(fd_state::SOCKET | fd_state::FOREIGN) => {
-            let _ = FD_STATE.insert(&key, &fd_state::TLS, 0);
+            let _ = FD_STATE.insert(&key, &FdState::new(fd_state::TLS), 0);
         }
         _ => return None,
     }

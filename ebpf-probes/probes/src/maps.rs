@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use zerotrace_abi::{DataEvent, PID_WORDS, SockAddr, stat};
+use zerotrace_abi::{DataEvent, FdState, PID_WORDS, SockAddr, stat};
 
 /// Payload capture cap, set by the agent at load time (≤ MAX_PAYLOAD).
 #[unsafe(no_mangle)]
@@ -40,9 +40,10 @@ pub static TARGET_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(4096, 0)
 /// Exit codes of traced processes that called exit_group, until their last thread is gone.
 #[map]
 pub static EXIT_CODES: LruHashMap<u32, i32> = LruHashMap::with_max_entries(4096, 0);
-/// Per-(tgid, fd) state: socket / not a socket. LRU so leaked entries can never fill it.
+/// Per-(tgid, fd) state: socket / not a socket, and the fd's capture cap. LRU so leaked
+/// entries can never fill it.
 #[map]
-pub static FD_STATE: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
+pub static FD_STATE: LruHashMap<u64, FdState> = LruHashMap::with_max_entries(65536, 0);
 /// In-flight slots: `INFLIGHT_SLOTS` of them, a power of two. The kernel's default pid_max
 /// (32768) fits, so threads never share a slot there; above it, two traced threads whose ids
 /// are equal modulo the count can, and the later one's call is counted as lost while the
@@ -86,7 +87,8 @@ pub struct Inflight {
     /// socket: this is how its SSL learns its socket.
     pub last_fd: u32,
     pub last_op: u32,
-    pub _pad: u32,
+    /// The fd's own capture cap (`FdState::capture_cap`), for the exit handler; 0: global.
+    pub capture_cap: u32,
     /// User pointer: the data buffer, the iovec array, or the sockaddr.
     pub ptr: u64,
     pub ts_enter_ns: u64,
@@ -123,7 +125,7 @@ impl Inflight {
         owner: 0,
         last_fd: 0,
         last_op: op::NONE,
-        _pad: 0,
+        capture_cap: 0,
         ptr: 0,
         ts_enter_ns: 0,
         local: SockAddr { family: 0, port: 0, _pad: 0, addr: [0; 16] },

@@ -14,7 +14,7 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-use zerotrace_abi::{FD_UNKNOWN, data_flags, fd_key, fd_state};
+use zerotrace_abi::{FD_UNKNOWN, FdState, data_flags, fd_key, fd_state};
 
 use crate::maps::{self, FD_STATE, Inflight, TlsCall, op};
 use crate::{capture, filter};
@@ -130,6 +130,6 @@ pub fn note_ciphertext_fd(pid_tgid: u64, ssl: u64, fd: u32, state: Option<u8>) {
         let _ = SSL_FDS.insert(&key, &fd, 0);
     }
     if state != Some(fd_state::TLS) {
-        let _ = FD_STATE.insert(&fd_key(tgid as u32, fd), &fd_state::TLS, 0);
+        let _ = FD_STATE.insert(&fd_key(tgid as u32, fd), &FdState::new(fd_state::TLS), 0);
     }
 }

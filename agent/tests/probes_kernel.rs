@@ -1,0 +1,108 @@
+//! The probes in the real kernel, driven through the agent's library: a process added after
+//! the programs are attached is traced from then on, removed it is not, and a per-connection
+//! capture cap limits what is copied. Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN);
+//! without it the test fails and says so.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use zerotrace::discovery::Discovery;
+use zerotrace::events::{Event, from_record};
+use zerotrace::probes::{Probes, Settings};
+
+const CHUNK: usize = 3000;
+
+/// Data records of `pid` seen until `deadline`, as (egress, captured, total), and the fds of
+/// its connections.
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pid: u32, wait: Duration) -> (Vec<(bool, usize, u64)>, Vec<u32>) {
+    let deadline = Instant::now() + wait;
+    let (mut data, mut fds) = (Vec::new(), Vec::new());
+    while Instant::now() < deadline {
+        while let Some(item) = ring.next() {
+            match from_record(&item) {
+                Ok(Event::Data { tgid, ingress, payload, total, .. }) if tgid == pid => data.push((!ingress, payload.len(), total)),
+                Ok(Event::ConnOpen { tgid, fd, .. }) if tgid == pid => fds.push(fd),
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (data, fds)
+}
+
+#[test]
+fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_holds() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    assert!(uid == 0, "this test loads eBPF programs and needs root (run the suite as root, as CI does): it cannot run as uid {uid}");
+    let settings = Settings { payload_cap: 1024, cgroup_filter: false, wakeup_bytes: 1 << 20, hooks_only: false, go_goroutines: false };
+    let (mut probes, mut ring) = Probes::load(&settings).expect("the probes load");
+    probes.attach().expect("the probes attach");
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; 65536];
+        while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    // A client that sends CHUNK bytes each time it reads a line, on one connection.
+    let script = format!(
+        "import socket, sys\ns = socket.create_connection(('127.0.0.1', {port}))\nprint('connected', flush=True)\nfor line in sys.stdin:\n    s.sendall(b'x' * {CHUNK})\n    print('sent', flush=True)\n"
+    );
+    let mut child = Command::new("python3").args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3 runs");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let mut connected = String::new();
+    stdout.read_line(&mut connected).expect("the client connects");
+    assert_eq!(connected.trim(), "connected");
+    let mut step = |stdin: &mut std::process::ChildStdin| {
+        stdin.write_all(b"go\n").expect("tell the client");
+        line.clear();
+        stdout.read_line(&mut line).expect("the client answers");
+    };
+
+    // Not traced yet: bytes sent before the add are not seen.
+    step(&mut stdin);
+    let (before, _) = drain(&mut ring, pid, Duration::from_millis(200));
+    assert!(before.is_empty(), "nothing of an untraced process: {before:?}");
+
+    let mut discovery = Discovery::default();
+    discovery.add(&mut probes, pid).expect("added after attach");
+    // Its socket predates the add: the agent marks the open sockets, as for any target.
+    probes.adopt_open_sockets(pid);
+    step(&mut stdin);
+    let (seen, _) = drain(&mut ring, pid, Duration::from_millis(300));
+    let sends: Vec<_> = seen.iter().filter(|(egress, _, total)| *egress && *total == CHUNK as u64).collect();
+    assert_eq!(sends.len(), 1, "the send after the add is captured: {seen:?}");
+    assert_eq!(sends[0].1, 1024, "up to the global cap");
+
+    // A per-connection cap: the socket's fd is the one the client holds (found in /proc).
+    let fd = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, std::fs::read_link(e.path()).ok()?)))
+        .find(|(_, target)| target.to_string_lossy().starts_with("socket:"))
+        .map(|(fd, _)| fd)
+        .expect("the client's socket");
+    probes.set_capture_cap(pid, fd, 16).expect("cap set");
+    step(&mut stdin);
+    let (capped, _) = drain(&mut ring, pid, Duration::from_millis(300));
+    let sends: Vec<_> = capped.iter().filter(|(egress, _, _)| *egress).collect();
+    assert_eq!(sends.len(), 1, "{capped:?}");
+    assert_eq!((sends[0].1, sends[0].2), (16, CHUNK as u64), "16 bytes copied of {CHUNK} moved");
+
+    discovery.remove(&mut probes, pid).expect("removed");
+    step(&mut stdin);
+    let (after, _) = drain(&mut ring, pid, Duration::from_millis(300));
+    assert!(after.is_empty(), "nothing once removed: {after:?}");
+
+    drop(stdin);
+    let _ = child.wait();
+    let _ = server.join();
+    probes.detach_all();
+}

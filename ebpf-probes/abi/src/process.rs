@@ -1,0 +1,68 @@
+//! Process and runtime records: forks and execs, exits, TLS sockets learnt late, units of work
+//! created and handed between threads.
+
+use crate::RecordHeader;
+
+/// A traced process forked (`pid` may also be a new thread; the agent checks) or a traced
+/// task called exec (the header's tgid is `pid`). Sent with a wakeup: the agent attaches
+/// per-process uprobes (TLS) to the new process before it gets far.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessEvent {
+    pub header: RecordHeader,
+    /// The forking process; 0 for an exec.
+    pub parent_tgid: u32,
+    pub _pad: u32,
+}
+
+/// A traced process ended (its last thread exited) at `ts_ns`: the requests it was serving or
+/// waiting on end there, cut off. `voluntary` is 1 when it called exit_group (with `code`), 0
+/// when it was killed (a signal's default action never calls it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub header: RecordHeader,
+    pub ts_ns: u64,
+    pub voluntary: u32,
+    pub code: i32,
+}
+
+/// Thread `tid` just wrote the ciphertext of its last TLS write to socket `fd`: the TLS records
+/// it sent with an unknown fd (a memory BIO, as in node) belong to that socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TlsSocketEvent {
+    pub header: RecordHeader,
+    pub tid: u32,
+    pub fd: u32,
+}
+
+/// A unit of work was created (an asyncio task): `parent_kind`/`parent_id` name the unit the
+/// creating thread was running (`cause::*`), so work handed to a child task stays with the
+/// request its creator serves. Sent for every creation, also outside any unit (`parent_kind`
+/// NONE or OUTSIDE), because a new task may reuse a freed task's address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnitSpawnEvent {
+    pub header: RecordHeader,
+    pub tid: u32,
+    pub parent_kind: u32,
+    pub parent_id: u64,
+    pub child_id: u64,
+    pub ts_ns: u64,
+}
+
+/// Work handed between threads through a queue the probes watch (CPython's `SimpleQueue`,
+/// which `ThreadPoolExecutor` uses): thread `tid` put `item` (`take` 0, with the unit it was
+/// running), or took it (`take` 1). The agent pairs the two by `item`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandOffEvent {
+    pub header: RecordHeader,
+    pub tid: u32,
+    pub take: u32,
+    pub item: u64,
+    pub cause_kind: u32,
+    pub _pad: u32,
+    pub cause_id: u64,
+}
