@@ -52,9 +52,22 @@ pub fn require_program(name: &str, install_hint: &str) -> PathBuf {
 }
 
 /// A free TCP port on loopback.
+/// A port free for a test server to bind. Taken below the kernel's ephemeral range
+/// (32768–60999 by default), never from it: a port the kernel handed out and took back could
+/// be given to any client connection of a test running alongside before our server binds it
+/// ("Address already in use"). Ports are spread by process and never repeat within one.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7_919);
+    loop {
+        let port = (FIRST + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn python_app(name: &str) -> PathBuf {
