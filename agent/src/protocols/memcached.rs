@@ -337,23 +337,14 @@ impl Parser for Memcached {
         Memcached::close(self, out);
     }
     fn health(&self) -> Health {
-        if self.foreign_answer {
-            Health::Foreign
-        } else if self.is_desynced() {
-            Health::Resyncing
-        } else {
-            Health::InSync
-        }
+        Health::of(self.foreign_answer, self.is_desynced())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn seg(data: &[u8], ts: u64) -> Segment<'_> {
-        Segment { data, total: data.len() as u64, ts_enter_ns: ts, ts_exit_ns: ts + 1 }
-    }
+    use crate::protocols::parser::seg;
 
     fn summary(out: &[Message]) -> Vec<String> {
         out.iter()

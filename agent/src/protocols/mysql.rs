@@ -476,7 +476,7 @@ impl Parser for Mysql {
         Mysql::close(self, out);
     }
     fn health(&self) -> Health {
-        if self.is_desynced() { Health::Resyncing } else { Health::InSync }
+        Health::of(false, self.is_desynced())
     }
     fn after_tls_start(&self) -> Option<Box<dyn Parser>> {
         // TLS starts inside the handshake: the plaintext goes on with the rest of it.
@@ -487,16 +487,13 @@ impl Parser for Mysql {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocols::parser::seg;
 
     fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
         let mut v = (payload.len() as u32).to_le_bytes()[..3].to_vec();
         v.push(seq);
         v.extend_from_slice(payload);
         v
-    }
-
-    fn seg(data: &[u8], ts: u64) -> Segment<'_> {
-        Segment { data, total: data.len() as u64, ts_enter_ns: ts, ts_exit_ns: ts + 1 }
     }
 
     fn summary(out: &[Message]) -> Vec<String> {

@@ -32,6 +32,26 @@ pub enum Health {
     Foreign,
 }
 
+impl Health {
+    /// The health of a parser that knows whether the server answered in another protocol and
+    /// whether its client side lost the framing.
+    pub fn of(answered_in_another_protocol: bool, client_side_lost: bool) -> Self {
+        if answered_in_another_protocol {
+            Health::Foreign
+        } else if client_side_lost {
+            Health::Resyncing
+        } else {
+            Health::InSync
+        }
+    }
+}
+
+/// A whole syscall's bytes (no gap), entering at `ts` and returning 1 ns later: for tests.
+#[cfg(test)]
+pub(crate) fn seg(data: &[u8], ts: u64) -> Segment<'_> {
+    Segment { data, total: data.len() as u64, ts_enter_ns: ts, ts_exit_ns: ts + 1 }
+}
+
 /// A protocol parser for both directions of one connection. Pure: bytes in, messages out, no
 /// I/O and no clock, so it can be unit-tested and fuzzed. Never panics on any input.
 pub trait Parser: Send {

@@ -441,23 +441,20 @@ impl Parser for Postgres {
         Postgres::close(self, out);
     }
     fn health(&self) -> Health {
-        if self.is_desynced() { Health::Resyncing } else { Health::InSync }
+        Health::of(false, self.is_desynced())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocols::parser::seg;
 
     fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
         let mut v = vec![kind];
         v.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
         v.extend_from_slice(body);
         v
-    }
-
-    fn seg(data: &[u8], ts: u64) -> Segment<'_> {
-        Segment { data, total: data.len() as u64, ts_enter_ns: ts, ts_exit_ns: ts + 1 }
     }
 
     fn startup(user: &str, db: &str) -> Vec<u8> {

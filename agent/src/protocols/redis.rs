@@ -99,6 +99,6 @@ impl Parser for Redis {
         Redis::close(self, out);
     }
     fn health(&self) -> Health {
-        if self.is_desynced() { Health::Resyncing } else { Health::InSync }
+        Health::of(false, self.is_desynced())
     }
 }

@@ -54,12 +54,8 @@ pub const PROTOCOLS: &[&Protocol] = &[
 
 /// The protocol `data` (the first bytes of one direction) starts, who sent it, and a parser.
 pub fn recognise(data: &[u8]) -> Option<(Sender, Box<dyn Parser>)> {
-    recognise_in(PROTOCOLS, data)
-}
-
-pub(crate) fn recognise_in(protocols: &[&Protocol], data: &[u8]) -> Option<(Sender, Box<dyn Parser>)> {
     for layer in [Layer::Magic, Layer::Structure, Layer::Heuristic] {
-        for protocol in protocols {
+        for protocol in PROTOCOLS {
             for d in protocol.detectors.iter().filter(|d| d.layer == layer) {
                 if (d.matches)(data) {
                     return Some((d.sender, (d.parser)()));

@@ -286,10 +286,7 @@ impl RespStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn seg(data: &[u8], ts: u64) -> Segment<'_> {
-        Segment { data, total: data.len() as u64, ts_enter_ns: ts, ts_exit_ns: ts + 1 }
-    }
+    use crate::protocols::parser::seg;
 
     fn names(msgs: &[RespMessage]) -> Vec<String> {
         msgs.iter()

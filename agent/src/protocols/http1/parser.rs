@@ -98,13 +98,7 @@ impl Parser for Http1 {
     }
 
     fn health(&self) -> Health {
-        if self.answers == 0 && self.responses.is_desynced() {
-            Health::Foreign
-        } else if self.requests.is_desynced() {
-            Health::Resyncing
-        } else {
-            Health::InSync
-        }
+        Health::of(self.answers == 0 && self.responses.is_desynced(), self.requests.is_desynced())
     }
 
     fn resyncs(&self) -> u64 {

@@ -115,23 +115,14 @@ impl Parser for Toy {
     fn close(&mut self, _: &mut Vec<Message>) {}
 
     fn health(&self) -> Health {
-        if self.answered == 0 && self.bad_answers > 0 {
-            Health::Foreign
-        } else if self.bad_requests > 0 || self.requests.lost {
-            Health::Resyncing
-        } else {
-            Health::InSync
-        }
+        Health::of(self.answered == 0 && self.bad_answers > 0, self.bad_requests > 0 || self.requests.lost)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn seg(data: &[u8], ts: u64) -> Segment<'_> {
-        Segment { data, total: data.len() as u64, ts_enter_ns: ts, ts_exit_ns: ts + 1 }
-    }
+    use crate::protocols::parser::seg;
 
     #[test]
     fn calls_pair_by_key_and_pushes_stand_alone() {
