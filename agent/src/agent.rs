@@ -386,6 +386,9 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
         s.after_close,
         pipeline.in_flight(),
     );
+    let protocols: Vec<String> =
+        pipeline.protocol_stats().iter().map(|(name, p)| format!("{name}: {} connection(s), {} request(s), {} resync(s)", p.connections, p.requests, p.resyncs)).collect();
+    eprintln!("zerotrace: protocols — {}", if protocols.is_empty() { "none recognised".to_string() } else { protocols.join("; ") });
     eprintln!("zerotrace: client span parents — {}", pipeline.link_stats().summary());
     eprintln!("zerotrace: same-host callees — {}", pipeline.stitch_stats().summary());
 }

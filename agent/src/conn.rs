@@ -165,6 +165,11 @@ impl Conn {
         self.parser.as_ref().map(|p| p.protocol())
     }
 
+    /// How often the parser lost the framing and found it again.
+    pub fn resyncs(&self) -> u64 {
+        self.parser.as_ref().map_or(0, |p| p.resyncs())
+    }
+
     /// Picks the protocol (and, for connections opened before we attached, the role) from
     /// the first bytes. False when nothing we know was recognised.
     fn decide(&mut self, dir: Direction, data: &[u8]) -> bool {
@@ -293,6 +298,11 @@ impl ConnTable {
     pub fn remove_process(&mut self, tgid: u32) -> Vec<Conn> {
         let keys: Vec<(u32, u32)> = self.conns.keys().filter(|(t, _)| *t == tgid).copied().collect();
         keys.into_iter().filter_map(|k| self.conns.remove(&k)).collect()
+    }
+
+    /// Every open connection.
+    pub fn iter(&self) -> impl Iterator<Item = &Conn> {
+        self.conns.values()
     }
 
     pub fn pending_requests(&self) -> u64 {

@@ -6,8 +6,6 @@
 //! with the same atomic add. Children of a traced process are traced by the fork hook, and
 //! exited processes leave the bitmap by the exit hook, whoever added them.
 
-use std::collections::BTreeSet;
-
 use anyhow::{Context, Result};
 use zerotrace_abi::names::program;
 
@@ -23,9 +21,8 @@ pub extern "C" fn zerotrace_discovery_mark(pid: u32, traced: u32) {
 
 #[derive(Default)]
 pub struct Discovery {
+    /// The uprobe on `zerotrace_discovery_mark`, attached at the first change after attach.
     marker: Option<UprobeLink>,
-    /// Processes added here and not removed (their children are traced too, by the kernel).
-    added: BTreeSet<u32>,
 }
 
 impl Discovery {
@@ -36,20 +33,12 @@ impl Discovery {
         } else {
             probes.trace_pid(pid)?;
         }
-        self.added.insert(pid);
         Ok(())
     }
 
     /// Stops tracing `pid` (its children already forked stay traced until they exit).
     pub fn remove(&mut self, probes: &mut Probes, pid: u32) -> Result<()> {
-        self.mark(probes, pid, false)?;
-        self.added.remove(&pid);
-        Ok(())
-    }
-
-    /// Processes added and not removed (some may have exited since).
-    pub fn added(&self) -> impl Iterator<Item = u32> + '_ {
-        self.added.iter().copied()
+        self.mark(probes, pid, false)
     }
 
     fn mark(&mut self, probes: &mut Probes, pid: u32, traced: bool) -> Result<()> {

@@ -68,6 +68,23 @@ pub struct IgnoreFd {
     pub socket: bool,
 }
 
+/// What the connections of one protocol amounted to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProtocolStats {
+    pub connections: u64,
+    pub requests: u64,
+    /// Times a parser lost the framing and found it again.
+    pub resyncs: u64,
+}
+
+impl ProtocolStats {
+    fn add(&mut self, conn: &crate::conn::Conn) {
+        self.connections += 1;
+        self.requests += conn.requests;
+        self.resyncs += conn.resyncs();
+    }
+}
+
 /// What the pipeline asks of the agent, which owns the probes: it has no I/O of its own.
 #[derive(Debug, Default)]
 pub struct Effects {
@@ -132,6 +149,8 @@ pub struct Pipeline<H: Host> {
     debug: bool,
     /// Messages parsed from the segment being handled (kept to reuse its allocation).
     parsed: Vec<Message>,
+    /// Per protocol, the connections that ended (open ones are added in `protocol_stats`).
+    ended: std::collections::BTreeMap<&'static str, ProtocolStats>,
 }
 
 impl<H: Host> Pipeline<H> {
@@ -155,6 +174,7 @@ impl<H: Host> Pipeline<H> {
             stats: PipelineStats::default(),
             debug: std::env::var_os("ZEROTRACE_DEBUG").is_some(),
             parsed: Vec::new(),
+            ended: Default::default(),
         }
     }
 
@@ -520,6 +540,9 @@ impl<H: Host> Pipeline<H> {
     /// A connection ended (closed, or replaced by a new one on the same fd), or its process
     /// ended at `cut_off_ns`.
     fn drop_conn(&mut self, mut conn: crate::conn::Conn, tid: u32, cut_off_ns: Option<u64>) {
+        if let Some(protocol) = conn.protocol() {
+            self.ended.entry(protocol).or_default().add(&conn);
+        }
         let info = conn.info.clone();
         if info.role == Role::Server && !conn.server_wrote && cut_off_ns.is_none() {
             // The server closed without a byte of answer: whatever the client sent, it was no
@@ -619,6 +642,17 @@ impl<H: Host> Pipeline<H> {
         }));
         self.resources.insert(tgid, r.clone());
         r
+    }
+
+    /// Per protocol: connections recognised, requests, resyncs, ended and open alike.
+    pub fn protocol_stats(&self) -> std::collections::BTreeMap<&'static str, ProtocolStats> {
+        let mut all = self.ended.clone();
+        for conn in self.conns.iter() {
+            if let Some(protocol) = conn.protocol() {
+                all.entry(protocol).or_default().add(conn);
+            }
+        }
+        all
     }
 
     /// Requests still waiting for their answer (at shutdown: they get no span).

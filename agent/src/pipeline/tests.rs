@@ -96,6 +96,8 @@ fn pipelined_http_requests_pair_in_order_and_nothing_after_a_close_answer_is_a_s
     assert_eq!(spans[1].span.error_type.as_deref(), Some("503"));
     // GET /c came after the answer that closed the connection: the server never read it.
     assert_eq!(s.pipeline.stats.after_close, 1);
+    let http = s.pipeline.protocol_stats().get("http").copied().unwrap_or_default();
+    assert_eq!((http.connections, http.requests), (1, 3));
     assert!(spans.iter().all(|s| s.resource.service_name == "svc-100"));
 }
 
