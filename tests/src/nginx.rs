@@ -23,6 +23,18 @@ pub fn https_static(port: u16, cert: &std::path::Path) -> Nginx {
     start(port, &format!("listen 127.0.0.1:{port} ssl; ssl_certificate {c}; ssl_certificate_key {c}; location / {{ return 200 \"hello over tls\\n\"; }}"))
 }
 
+/// nginx speaking HTTP/2: cleartext with prior knowledge (h2c) on `port`, and over TLS with
+/// the PEM certificate+key `cert` on `tls_port`; every path answers a small static body.
+pub fn http2_static(port: u16, tls_port: u16, cert: &std::path::Path) -> Nginx {
+    let c = cert.display();
+    start(
+        port,
+        &format!(
+            "listen 127.0.0.1:{port} http2; listen 127.0.0.1:{tls_port} ssl http2; ssl_certificate {c}; ssl_certificate_key {c}; location / {{ return 200 \"ok over h2\\n\"; }}"
+        ),
+    )
+}
+
 /// nginx answering every path with a small static body.
 pub fn static_ok(port: u16) -> Nginx {
     start(port, &format!("listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }}"))

@@ -75,15 +75,15 @@ pub fn span(record: &SpanRecord) -> Span {
 }
 
 fn http(h: &HttpFields, attrs: &mut Attrs) {
-    attrs.str("http.request.method", Some(&h.method));
+    attrs.str("http.request.method", h.method.as_deref());
     attrs.str("http.request.method_original", h.method_original.as_deref());
     attrs.str("network.protocol.version", Some(h.protocol_version));
     match &h.url {
         Url::Server { path, scheme } => {
-            attrs.str("url.path", Some(path));
+            attrs.str("url.path", path.as_deref());
             attrs.str("url.scheme", Some(scheme));
         }
-        Url::Client { full } => attrs.str("url.full", Some(full)),
+        Url::Client { full } => attrs.str("url.full", full.as_deref()),
     }
     attrs.str("user_agent.original", h.user_agent.as_deref());
     attrs.int("http.response.status_code", h.status_code.map(i64::from));

@@ -59,6 +59,8 @@ enum Origin {
     AwaitPeer {
         end: CalleeEnd,
         request_exit_ns: u64,
+        /// The request's key on its connection (HTTP/2 stream id), when it has one.
+        key: Option<u64>,
         fallback: Context,
     },
     /// A CLIENT span written by a unit of work (an asyncio task, a chain of libuv callbacks)
@@ -99,6 +101,9 @@ pub struct RequestFacts<'a> {
     pub traceparent: Option<&'a str>,
     pub start_enter_ns: u64,
     pub start_exit_ns: u64,
+    /// What pairs the request on its connection when it is not order (an HTTP/2 stream id):
+    /// both ends of a connection see the same key, so stitching matches by it.
+    pub key: Option<u64>,
 }
 
 #[derive(Default)]
@@ -195,7 +200,7 @@ impl Linker {
             None => Context { trace_id: new_trace_id(), parent: None },
         };
         let origin = match end.filter(|e| self.clients.may_be_traced(e, facts.start_exit_ns)) {
-            Some(end) => Origin::AwaitPeer { end, request_exit_ns: facts.start_exit_ns, fallback },
+            Some(end) => Origin::AwaitPeer { end, request_exit_ns: facts.start_exit_ns, key: facts.key, fallback },
             None => Origin::Known(fallback),
         };
         self.nodes.insert(span, Node { origin, incoming, links: Vec::new(), made_for: None, resolved: None, finished: None, referable: false });
@@ -464,7 +469,7 @@ impl Linker {
         let made_for = serving.map(|s| s.0);
         self.nodes.insert(span, Node { origin, incoming: None, links: candidates, made_for, resolved: None, finished: None, referable: true });
         if let Some((local, remote)) = ends {
-            self.clients.sent(local, remote, facts.start_enter_ns, span);
+            self.clients.sent(local, remote, facts.start_enter_ns, facts.key, span);
         }
         span
     }
@@ -553,9 +558,9 @@ impl Linker {
                 }
                 _ => return None,
             },
-            Origin::AwaitPeer { end, request_exit_ns, fallback } => {
+            Origin::AwaitPeer { end, request_exit_ns, key, fallback } => {
                 let waited = finished.map(|t| now.saturating_duration_since(t));
-                match self.clients.caller(&end, request_exit_ns) {
+                match self.clients.caller(&end, request_exit_ns, key) {
                     Caller::Span(caller) if depth <= 64 && self.nodes.contains_key(&caller) => match self.resolve_depth(caller, now, depth + 1) {
                         Some(p) => {
                             self.stitch.stitched += 1;

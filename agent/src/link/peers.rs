@@ -62,8 +62,8 @@ struct Generation {
     opened_ns: u64,
     closed_ns: Option<u64>,
     last_seen: Instant,
-    /// CLIENT spans in sending order: (write time, span).
-    spans: Vec<(u64, SpanId)>,
+    /// CLIENT spans in sending order: (write time, key on the connection, span).
+    spans: Vec<(u64, Option<u64>, SpanId)>,
 }
 
 impl Generation {
@@ -117,8 +117,9 @@ impl ClientConns {
         }
     }
 
-    /// A CLIENT span was written on the connection from `local` (to `remote`) at `write_ns`.
-    pub fn sent(&mut self, local: SocketAddr, remote: Option<SocketAddr>, write_ns: u64, span: SpanId) {
+    /// A CLIENT span was written on the connection from `local` (to `remote`) at `write_ns`,
+    /// with its key on the connection when it has one (an HTTP/2 stream id).
+    pub fn sent(&mut self, local: SocketAddr, remote: Option<SocketAddr>, write_ns: u64, key: Option<u64>, span: SpanId) {
         let generations = self.by_client.entry(PeerKey::new(local)).or_default();
         let open = generations.iter().rposition(|g| g.closed_ns.is_none() && (g.server.is_none() || remote.is_none() || g.server == remote));
         let generation = match open {
@@ -136,7 +137,7 @@ impl ClientConns {
         if generation.spans.len() >= MAX_SPANS {
             generation.spans.remove(0);
         }
-        generation.spans.push((write_ns, span));
+        generation.spans.push((write_ns, key, span));
     }
 
     /// Whether a traced process may have sent a request read at `read_ns` on this end.
@@ -144,9 +145,10 @@ impl ClientConns {
         self.by_client.get(&end.client).is_some_and(|gs| gs.iter().any(|g| g.serves(end, read_ns)))
     }
 
-    /// The CLIENT span that sent the request the callee read at `read_ns`: the latest one
-    /// written before then on the generation that was open then.
-    pub fn caller(&self, end: &CalleeEnd, read_ns: u64) -> Caller {
+    /// The CLIENT span that sent the request the callee read at `read_ns`: the one with the
+    /// same key (streams multiplexed on one connection), else the latest one written before
+    /// then on the generation that was open then.
+    pub fn caller(&self, end: &CalleeEnd, read_ns: u64, key: Option<u64>) -> Caller {
         let Some(generations) = self.by_client.get(&end.client) else { return Caller::None };
         let mut open = generations.iter().rev().filter(|g| g.serves(end, read_ns));
         let Some(generation) = open.next() else { return Caller::None };
@@ -155,8 +157,8 @@ impl ClientConns {
             // different server addresses): nothing tells them apart.
             return Caller::None;
         }
-        match generation.spans.iter().rev().find(|(written, _)| *written <= read_ns) {
-            Some((_, span)) => Caller::Span(*span),
+        match generation.spans.iter().rev().find(|(written, sent_key, _)| *written <= read_ns && (key.is_none() || *sent_key == key)) {
+            Some((_, _, span)) => Caller::Span(*span),
             None => Caller::NotYet,
         }
     }
@@ -174,5 +176,27 @@ impl ClientConns {
             });
             !generations.is_empty()
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiplexed_streams_find_their_own_caller_by_key() {
+        let client: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        let server: SocketAddr = "127.0.0.1:50051".parse().expect("addr");
+        let mut conns = ClientConns::default();
+        conns.connected(client, Some(server), 10);
+        // Streams 1 and 3 written at 20 and 30 on one connection; the callee reads stream 1
+        // after both were written: the latest-written rule would pick stream 3's span.
+        conns.sent(client, Some(server), 20, Some(1), [1; 8]);
+        conns.sent(client, Some(server), 30, Some(3), [3; 8]);
+        let end = CalleeEnd { client: PeerKey::new(client), server_port: Some(server.port()) };
+        assert!(matches!(conns.caller(&end, 40, Some(1)), Caller::Span(s) if s == [1; 8]));
+        assert!(matches!(conns.caller(&end, 40, Some(3)), Caller::Span(s) if s == [3; 8]));
+        // Stream 5's CLIENT span is not known yet: wait, do not take another stream's.
+        assert!(matches!(conns.caller(&end, 40, Some(5)), Caller::NotYet));
     }
 }

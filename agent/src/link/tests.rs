@@ -3,7 +3,7 @@
 use super::*;
 
 fn facts<'a>(tid: u32, path: &'a str, tp: Option<&'a str>, ts: u64) -> RequestFacts<'a> {
-    RequestFacts { tid, conn_id: 1, path, traceparent: tp, start_enter_ns: ts, start_exit_ns: ts + 1 }
+    RequestFacts { tid, conn_id: 1, path, traceparent: tp, start_enter_ns: ts, start_exit_ns: ts + 1, key: None }
 }
 
 #[test]

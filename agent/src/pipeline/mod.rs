@@ -11,7 +11,7 @@ use crate::conn::{ConnInfo, ConnTable, Direction, PendingRequest, Role};
 use crate::events::{Cause, Event};
 use crate::link::{CalleeEnd, Decision, Evidence, LinkStats, Linker, PeerKey, RequestFacts, StitchStats, Why};
 use crate::process::{FdKind, ProcessResource};
-use crate::protocols::message::{Message, Request, RequestFields, Response};
+use crate::protocols::message::{Correlation, Message, Request, RequestFields, Response};
 use crate::protocols::parser::Segment;
 use crate::spans::record::SpanRecord;
 use crate::spans::{Answer, Clock, DbSpanOptions, path_of};
@@ -436,7 +436,7 @@ impl<H: Host> Pipeline<H> {
     fn on_request(&mut self, tgid: u32, fd: u32, tid: u32, request: Request, answer: Answer<'_>) {
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
         let path = match &request.fields {
-            RequestFields::Http(h) => path_of(&h.target),
+            RequestFields::Http(h) => h.target.as_deref().map_or("", path_of),
             _ => "",
         };
         let t = &request.timing;
@@ -447,6 +447,10 @@ impl<H: Host> Pipeline<H> {
             traceparent: request.context.traceparent.as_deref(),
             start_enter_ns: t.first_enter_ns,
             start_exit_ns: t.first_exit_ns,
+            key: match request.correlation {
+                Correlation::Key(k) => Some(k),
+                Correlation::InOrder => None,
+            },
         };
         let span = match conn.info.role {
             Role::Server => {

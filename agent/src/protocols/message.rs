@@ -94,13 +94,21 @@ pub enum ResponseFields {
     Messaging {
         error: Option<String>,
     },
+    /// The exchange failed below its domain (an HTTP/2 stream reset, a GOAWAY): `error` is
+    /// the `error.type`, whatever the request's domain.
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpRequest {
-    pub method: String,
-    /// The request target as sent (origin-form path and query, or absolute-form).
-    pub target: String,
+    /// None when it cannot be known (an HTTP/2 header naming an HPACK entry the agent never
+    /// saw): never guessed.
+    pub method: Option<String>,
+    /// The request target as sent (origin-form path and query, or absolute-form); None as
+    /// for `method`.
+    pub target: Option<String>,
     /// `network.protocol.version`: "1.0", "1.1", "2".
     pub version: &'static str,
     pub host: Option<String>,

@@ -7,6 +7,7 @@
 mod framing;
 pub mod fuzz;
 pub mod http1;
+pub mod http2;
 pub mod memcached;
 pub mod message;
 pub mod mysql;

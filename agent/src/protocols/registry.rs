@@ -8,7 +8,7 @@
 //! `PROTOCOLS`' order decides.
 
 use super::parser::{Parser, Sender};
-use super::{http1, memcached, mysql, postgres, redis};
+use super::{http1, http2, memcached, mysql, postgres, redis};
 
 /// How certain a detector is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,6 +43,8 @@ pub const PROTOCOLS: &[&Protocol] = &[
     // HTTP first among the structural checks: its grammar is the strictest (a method from a
     // closed list, a target, `HTTP/1.x`) and the most common traffic by far.
     &http1::PROTOCOL,
+    // The client preface is magic: checked before every structural check.
+    &http2::PROTOCOL,
     &postgres::PROTOCOL,
     &mysql::PROTOCOL,
     &redis::PROTOCOL,
@@ -77,6 +79,7 @@ mod tests {
     #[test]
     fn first_bytes_name_the_protocol_and_who_spoke() {
         assert_eq!(name(b"GET / HTTP/1.1\r\n"), Some(("http", Sender::Client)));
+        assert_eq!(name(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04"), Some(("http2", Sender::Client)));
         assert_eq!(name(b"HTTP/1.1 200 OK\r\n"), Some(("http", Sender::Server)));
         assert_eq!(name(b"\x00\x00\x00\x08\x04\xd2\x16\x2f"), Some(("postgresql", Sender::Client)));
         assert_eq!(name(b"Q\x00\x00\x00\x0dSELECT 1\x00"), Some(("postgresql", Sender::Client)));

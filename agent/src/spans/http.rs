@@ -62,12 +62,14 @@ fn split_host(host: &str) -> (String, Option<u16>) {
 
 /// The span of an HTTP request, and of its answer's status when it has one.
 pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &HttpRequest, status: Option<u16>) -> SpanRecord {
-    let (method, method_original, name) = if KNOWN_METHODS.contains(&req.method.as_str()) {
-        (req.method.clone(), None, req.method.clone())
-    } else {
-        ("_OTHER".to_string(), Some(req.method.clone()), "HTTP".to_string())
+    let (method, method_original, name) = match req.method.as_deref() {
+        Some(m) if KNOWN_METHODS.contains(&m) => (Some(m.to_string()), None, m.to_string()),
+        Some(m) => (Some("_OTHER".to_string()), Some(m.to_string()), "HTTP".to_string()),
+        // Not known (HTTP/2 on a connection whose header table the agent joined late): left
+        // out, never guessed.
+        None => (None, None, "HTTP".to_string()),
     };
-    let path = redact_path_params(path_of(&req.target)).into_owned();
+    let path = req.target.as_deref().map(|t| redact_path_params(path_of(t)).into_owned());
     let server = kind == SpanKind::Server;
     let (host, host_port) = req.host.as_deref().map(split_host).unwrap_or_default();
     let mut net = network(conn);
@@ -88,7 +90,7 @@ pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &HttpRequest, status: O
         } else {
             format!("{address}:{port}")
         };
-        let full = format!("{scheme}://{authority}{path}");
+        let full = path.map(|path| format!("{scheme}://{authority}{path}"));
         net.server_address = (!address.is_empty()).then_some(address);
         net.server_port = Some(port);
         Url::Client { full }

@@ -29,9 +29,10 @@ pub enum Answer<'a> {
 /// middle of a connection cannot pair across).
 pub fn build(conn: &ConnInfo, request: &Request, answer: Answer<'_>, options: DbSpanOptions, clock: &Clock) -> Option<SpanRecord> {
     let kind = if conn.role == Role::Server { SpanKind::Server } else { request.client_kind };
-    let response = match answer {
-        Answer::Answered(r) => Some(r),
-        _ => None,
+    let (response, failed) = match answer {
+        Answer::Answered(Response { fields: ResponseFields::Failed { error }, .. }) => (None, Some(error.clone())),
+        Answer::Answered(r) => (Some(r), None),
+        _ => (None, None),
     };
     let mut record = match (&request.fields, response.map(|r| &r.fields)) {
         (RequestFields::Http(req), None | Some(ResponseFields::Http(_))) => {
@@ -53,7 +54,7 @@ pub fn build(conn: &ConnInfo, request: &Request, answer: Answer<'_>, options: Db
                 Some(ResponseFields::Rpc { status_code, error }) => (*status_code, error.clone()),
                 _ => (None, None),
             };
-            rpc::span(conn, kind, req, status, error)
+            rpc::span(conn, kind, req, status, error, response.is_some())
         }
         (RequestFields::Messaging(req), None | Some(ResponseFields::Messaging { .. })) => {
             let error = response.and_then(|r| match &r.fields {
@@ -64,7 +65,15 @@ pub fn build(conn: &ConnInfo, request: &Request, answer: Answer<'_>, options: Db
         }
         _ => return None,
     };
-    time(&mut record, request, response, clock);
+    let answered = match answer {
+        Answer::Answered(r) => Some(r),
+        _ => None,
+    };
+    time(&mut record, request, answered, clock);
+    if let Some(error) = failed {
+        record.error_type = Some(error);
+        record.status = Status::Error { message: None };
+    }
     if let (Some(state), Some(_)) = (&request.context.tracestate, request.context.traceparent.as_deref().and_then(crate::traceparent::parse)) {
         // Vendor trace state travels with the context it came with.
         record.ids.trace_state = state.chars().take(512).collect();

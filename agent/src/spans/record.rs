@@ -59,8 +59,8 @@ pub struct Network {
 /// HTTP fields (stable HTTP semantic conventions).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpFields {
-    /// A method the conventions know, or `_OTHER`.
-    pub method: String,
+    /// A method the conventions know, or `_OTHER`; None when it could not be known.
+    pub method: Option<String>,
     /// The method as sent, when `method` is `_OTHER`.
     pub method_original: Option<String>,
     pub protocol_version: &'static str,
@@ -71,15 +71,16 @@ pub struct HttpFields {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Url {
-    /// SERVER spans: path (query dropped, path parameters redacted) and scheme.
-    Server { path: String, scheme: &'static str },
-    /// CLIENT spans: the full URL without its query.
-    Client { full: String },
+    /// SERVER spans: path (query dropped, path parameters redacted) and scheme. The path is
+    /// None when it could not be known.
+    Server { path: Option<String>, scheme: &'static str },
+    /// CLIENT spans: the full URL without its query, when the path is known.
+    Client { full: Option<String> },
 }
 
 impl Default for Url {
     fn default() -> Self {
-        Url::Server { path: String::new(), scheme: "http" }
+        Url::Server { path: None, scheme: "http" }
     }
 }
 
@@ -159,8 +160,8 @@ impl SpanRecord {
         match &self.domain {
             Domain::Http(h) => {
                 let target = match &h.url {
-                    Url::Server { path, .. } => path.as_str(),
-                    Url::Client { full } => full.as_str(),
+                    Url::Server { path, .. } => path.as_deref().unwrap_or("?"),
+                    Url::Client { full } => full.as_deref().unwrap_or("?"),
                 };
                 match h.status_code {
                     Some(code) => format!("{target} → {code}"),

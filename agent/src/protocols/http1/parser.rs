@@ -50,8 +50,8 @@ fn message(m: Http1Message) -> Message {
             context: TraceContext { traceparent: h.traceparent, tracestate: h.tracestate },
             client_kind: SpanKind::Client,
             fields: RequestFields::Http(HttpRequest {
-                method: h.method,
-                target: h.target,
+                method: Some(h.method),
+                target: Some(h.target),
                 version: if h.minor_version == 0 { "1.0" } else { "1.1" },
                 host: h.host,
                 user_agent: h.user_agent,

@@ -1,0 +1,395 @@
+//! HPACK (RFC 7541) header block decoding for one direction of a connection, that keeps going
+//! when it does not know the whole dynamic table.
+//!
+//! Written here rather than taken from a crate because of that last part: a decoder that
+//! missed a header block (a capture gap, a connection opened before the agent attached) no
+//! longer knows the older entries of the dynamic table, and every decoder we know of then
+//! fails the block. This one tracks what it does know: entries inserted since it lost track
+//! are at the front of the table and stay there until they are evicted, which happens only
+//! when they alone exceed the table's size (older, unknown entries go first). A field that
+//! names an unknown entry is `Unknown`; every other field of the block is exact. Huffman
+//! strings are decoded by `httlib-huffman`.
+
+use std::collections::VecDeque;
+
+/// Per RFC 7541 §4.1: an entry's size is its name and value lengths plus 32.
+const ENTRY_OVERHEAD: usize = 32;
+/// The table size a peer starts with (SETTINGS_HEADER_TABLE_SIZE's default).
+pub const DEFAULT_TABLE_SIZE: usize = 4096;
+/// A table size update above this is refused (a table-size attack): the peer's own setting
+/// cannot make us hold more than this per direction.
+const MAX_TABLE_SIZE: usize = 64 * 1024;
+/// Integers longer than this many continuation bytes are malformed.
+const MAX_INTEGER_BYTES: usize = 5;
+/// Decoded strings longer than this are cut (values we export are short).
+const MAX_STRING: usize = 8 * 1024;
+
+/// RFC 7541 Appendix A.
+const STATIC_TABLE: [(&str, &str); 61] = [
+    (":authority", ""),
+    (":method", "GET"),
+    (":method", "POST"),
+    (":path", "/"),
+    (":path", "/index.html"),
+    (":scheme", "http"),
+    (":scheme", "https"),
+    (":status", "200"),
+    (":status", "204"),
+    (":status", "206"),
+    (":status", "304"),
+    (":status", "400"),
+    (":status", "404"),
+    (":status", "500"),
+    ("accept-charset", ""),
+    ("accept-encoding", "gzip, deflate"),
+    ("accept-language", ""),
+    ("accept-ranges", ""),
+    ("accept", ""),
+    ("access-control-allow-origin", ""),
+    ("age", ""),
+    ("allow", ""),
+    ("authorization", ""),
+    ("cache-control", ""),
+    ("content-disposition", ""),
+    ("content-encoding", ""),
+    ("content-language", ""),
+    ("content-length", ""),
+    ("content-location", ""),
+    ("content-range", ""),
+    ("content-type", ""),
+    ("cookie", ""),
+    ("date", ""),
+    ("etag", ""),
+    ("expect", ""),
+    ("expires", ""),
+    ("from", ""),
+    ("host", ""),
+    ("if-match", ""),
+    ("if-modified-since", ""),
+    ("if-none-match", ""),
+    ("if-range", ""),
+    ("if-unmodified-since", ""),
+    ("last-modified", ""),
+    ("link", ""),
+    ("location", ""),
+    ("max-forwards", ""),
+    ("proxy-authenticate", ""),
+    ("proxy-authorization", ""),
+    ("range", ""),
+    ("referer", ""),
+    ("refresh", ""),
+    ("retry-after", ""),
+    ("server", ""),
+    ("set-cookie", ""),
+    ("strict-transport-security", ""),
+    ("transfer-encoding", ""),
+    ("user-agent", ""),
+    ("vary", ""),
+    ("via", ""),
+    ("www-authenticate", ""),
+];
+
+/// A name or value: known bytes, or an entry of the table we do not know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Text {
+    Known(Vec<u8>),
+    Unknown,
+}
+
+impl Text {
+    pub fn known(&self) -> Option<&[u8]> {
+        match self {
+            Text::Known(b) => Some(b),
+            Text::Unknown => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: Text,
+    pub value: Text,
+}
+
+/// Why a block could not be decoded. Either way the table is no longer fully known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HpackError {
+    /// Ends inside a field.
+    Truncated,
+    /// An index past the table, or an integer too long.
+    BadIndex,
+    BadHuffman,
+    /// A table size update above what we accept.
+    TableTooLarge,
+}
+
+pub struct Decoder {
+    /// Known entries, newest first (HPACK index 62 is the front).
+    known: VecDeque<(Vec<u8>, Vec<u8>)>,
+    known_size: usize,
+    /// The table's maximum size, as the last size update set it.
+    max_size: usize,
+    /// Entries older than `known` may exist and are unknown.
+    lost: bool,
+    /// Times the decoder lost track (a block missed or undecodable).
+    pub losses: u64,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self { known: VecDeque::new(), known_size: 0, max_size: DEFAULT_TABLE_SIZE, lost: false, losses: 0 }
+    }
+
+    /// Whether every entry of the table is known.
+    #[cfg(test)]
+    pub fn complete(&self) -> bool {
+        !self.lost
+    }
+
+    /// A header block was not seen (a capture gap): its insertions are unknown.
+    pub fn lose(&mut self) {
+        self.lost = true;
+        self.losses += 1;
+    }
+
+    /// Decodes one whole header block (HEADERS plus its CONTINUATIONs). On an error the fields
+    /// decoded before it are returned too, and the table is marked as not fully known.
+    pub fn decode(&mut self, block: &[u8]) -> (Vec<Field>, Option<HpackError>) {
+        let mut fields = Vec::new();
+        let mut rest = block;
+        while !rest.is_empty() {
+            match self.field(&mut rest) {
+                Ok(Some(f)) => fields.push(f),
+                Ok(None) => {}
+                Err(e) => {
+                    self.lose();
+                    return (fields, Some(e));
+                }
+            }
+        }
+        (fields, None)
+    }
+
+    /// One representation (RFC 7541 §6); None for a table size update.
+    fn field(&mut self, rest: &mut &[u8]) -> Result<Option<Field>, HpackError> {
+        let first = *rest.first().ok_or(HpackError::Truncated)?;
+        if first & 0x80 != 0 {
+            // Indexed header field.
+            let index = integer(rest, 7)?;
+            let (name, value) = self.entry(index)?;
+            return Ok(Some(Field { name, value }));
+        }
+        if first & 0xe0 == 0x20 {
+            // Dynamic table size update.
+            let size = integer(rest, 5)?;
+            if size > MAX_TABLE_SIZE {
+                return Err(HpackError::TableTooLarge);
+            }
+            self.max_size = size;
+            if size == 0 {
+                // Everything is evicted: the table is fully known again.
+                self.lost = false;
+            }
+            self.evict();
+            return Ok(None);
+        }
+        // Literals: with incremental indexing (01), without (0000) or never indexed (0001).
+        let indexing = first & 0xc0 == 0x40;
+        let prefix = if indexing { 6 } else { 4 };
+        let index = integer(rest, prefix)?;
+        let name = if index == 0 { Text::Known(string(rest)?) } else { self.entry(index)?.0 };
+        let value = Text::Known(string(rest)?);
+        if indexing {
+            self.insert(&name, &value);
+        }
+        Ok(Some(Field { name, value }))
+    }
+
+    fn entry(&self, index: usize) -> Result<(Text, Text), HpackError> {
+        match index {
+            0 => Err(HpackError::BadIndex),
+            1..=61 => {
+                let (n, v) = STATIC_TABLE[index - 1];
+                Ok((Text::Known(n.as_bytes().to_vec()), Text::Known(v.as_bytes().to_vec())))
+            }
+            _ => match self.known.get(index - 62) {
+                Some((n, v)) => Ok((Text::Known(n.clone()), Text::Known(v.clone()))),
+                None if self.lost => Ok((Text::Unknown, Text::Unknown)),
+                None => Err(HpackError::BadIndex),
+            },
+        }
+    }
+
+    fn insert(&mut self, name: &Text, value: &Text) {
+        match (name, value) {
+            (Text::Known(n), Text::Known(v)) => {
+                let size = n.len() + v.len() + ENTRY_OVERHEAD;
+                if size > self.max_size {
+                    // Larger than the table: it empties the table (§4.4), known and unknown.
+                    self.known.clear();
+                    self.known_size = 0;
+                    self.lost = false;
+                    return;
+                }
+                self.known.push_front((n.clone(), v.clone()));
+                self.known_size += size;
+                self.evict();
+            }
+            // The name came from an unknown entry: the new entry is unknown, and so is where
+            // the known ones now sit.
+            _ => {
+                self.known.clear();
+                self.known_size = 0;
+                self.lost = true;
+            }
+        }
+    }
+
+    /// Evicts from the oldest end. Unknown entries are older than every known one, so a
+    /// known entry goes only when the known ones alone exceed the size.
+    fn evict(&mut self) {
+        while self.known_size > self.max_size {
+            let Some((n, v)) = self.known.pop_back() else { break };
+            self.known_size -= n.len() + v.len() + ENTRY_OVERHEAD;
+        }
+        if self.known.is_empty() && self.max_size == 0 {
+            self.lost = false;
+        }
+    }
+}
+
+/// An HPACK integer with an `n`-bit prefix (§5.1); consumes it from `rest`.
+fn integer(rest: &mut &[u8], n: u8) -> Result<usize, HpackError> {
+    let (&first, mut tail) = rest.split_first().ok_or(HpackError::Truncated)?;
+    let mask = (1u16 << n) as usize - 1;
+    let mut value = first as usize & mask;
+    if value == mask {
+        let mut shift = 0;
+        loop {
+            let (&b, t) = tail.split_first().ok_or(HpackError::Truncated)?;
+            tail = t;
+            value += ((b & 0x7f) as usize) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+            if shift >= 7 * MAX_INTEGER_BYTES {
+                return Err(HpackError::BadIndex);
+            }
+        }
+    }
+    *rest = tail;
+    Ok(value)
+}
+
+/// A string literal (§5.2): Huffman-coded or raw; consumes it from `rest`.
+fn string(rest: &mut &[u8]) -> Result<Vec<u8>, HpackError> {
+    let huffman = rest.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
+    let len = integer(rest, 7)?;
+    if len > rest.len() {
+        return Err(HpackError::Truncated);
+    }
+    let (raw, tail) = rest.split_at(len);
+    *rest = tail;
+    let raw = &raw[..raw.len().min(MAX_STRING)];
+    if !huffman {
+        return Ok(raw.to_vec());
+    }
+    let mut out = Vec::with_capacity(raw.len() * 8 / 5);
+    httlib_huffman::decode(raw, &mut out, httlib_huffman::DecoderSpeed::FourBits).map_err(|_| HpackError::BadHuffman)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(fields: &[Field]) -> Vec<(String, String)> {
+        let text = |t: &Text| match t {
+            Text::Known(b) => String::from_utf8_lossy(b).into_owned(),
+            Text::Unknown => "?".to_string(),
+        };
+        fields.iter().map(|f| (text(&f.name), text(&f.value))).collect()
+    }
+
+    fn owned(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+
+    /// Blocks from an independent encoder (loona-hpack), Huffman and dynamic table included.
+    #[test]
+    fn decodes_what_another_implementation_encodes() {
+        let mut encoder = loona_hpack::Encoder::new();
+        let mut decoder = Decoder::new();
+        let requests: [&[(&str, &str)]; 3] = [
+            &[(":method", "GET"), (":scheme", "https"), (":path", "/index.html"), (":authority", "www.example.com"), ("user-agent", "curl/8")],
+            &[(":method", "POST"), (":scheme", "https"), (":path", "/helloworld.Greeter/SayHello"), (":authority", "www.example.com"), ("content-type", "application/grpc")],
+            &[
+                (":method", "POST"),
+                (":scheme", "https"),
+                (":path", "/helloworld.Greeter/SayHello"),
+                (":authority", "www.example.com"),
+                ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ],
+        ];
+        for request in requests {
+            let block = encoder.encode(request.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+            let (fields, error) = decoder.decode(&block);
+            assert_eq!(error, None);
+            assert_eq!(pairs(&fields), owned(request));
+        }
+        assert!(decoder.complete());
+    }
+
+    /// RFC 7541 C.3: three requests without Huffman, the second and third naming the entries
+    /// the first inserted.
+    #[test]
+    fn rfc7541_appendix_c3() {
+        let mut d = Decoder::new();
+        let c31 = hex("828684410f7777772e6578616d706c652e636f6d");
+        assert_eq!(pairs(&d.decode(&c31).0), owned(&[(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com")]));
+        let c32 = hex("828684be58086e6f2d6361636865");
+        assert_eq!(pairs(&d.decode(&c32).0), owned(&[(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "www.example.com"), ("cache-control", "no-cache")]));
+        assert_eq!(d.known_size, 110);
+    }
+
+    /// After a missed block, entries inserted since are exact and older ones are Unknown; a
+    /// decoder never makes a value up.
+    #[test]
+    fn a_missed_block_leaves_later_insertions_known_and_older_entries_unknown() {
+        let mut encoder = loona_hpack::Encoder::new();
+        let mut decoder = Decoder::new();
+        let first: &[(&[u8], &[u8])] = &[(b":method", b"GET"), (b":path", b"/first"), (b"x-a", b"1")];
+        let _missed = encoder.encode(first.iter().copied());
+        decoder.lose();
+        let second: &[(&[u8], &[u8])] = &[(b":method", b"GET"), (b":path", b"/second"), (b"x-a", b"1")];
+        let (fields, error) = decoder.decode(&encoder.encode(second.iter().copied()));
+        assert_eq!(error, None);
+        // x-a: 1 was inserted by the missed block: unknown; /second is new: known.
+        assert_eq!(pairs(&fields), owned(&[(":method", "GET"), (":path", "/second"), ("?", "?")]));
+        let (fields, _) = decoder.decode(&encoder.encode(second.iter().copied()));
+        assert_eq!(pairs(&fields)[1], (":path".to_string(), "/second".to_string()), "an entry inserted after the loss resolves");
+        assert!(!decoder.complete());
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let mut d = Decoder::new();
+        assert_eq!(d.decode(&[0xbe]).1, Some(HpackError::BadIndex), "index 62 of an empty table");
+        assert_eq!(d.decode(&[0x80]).1, Some(HpackError::BadIndex), "index 0");
+        assert_eq!(d.decode(&[0x3f, 0xff, 0xff, 0xff, 0x7f]).1, Some(HpackError::TableTooLarge), "a table-size attack");
+        assert_eq!(d.decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).1, Some(HpackError::BadIndex), "an endless integer");
+        assert_eq!(d.decode(&[0x40, 0x05, b'a']).1, Some(HpackError::Truncated));
+        assert_eq!(d.decode(&[0x00, 0x81, 0xff, 0x01, b'a']).1, Some(HpackError::BadHuffman));
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    }
+}

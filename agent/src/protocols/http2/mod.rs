@@ -1,0 +1,315 @@
+//! HTTP/2 (RFC 9113) and gRPC on it: one request and one response per stream, paired by
+//! stream id. A request is emitted when its header block is complete (a streaming RPC's span
+//! then lasts until its stream ends); the response when the server ends the stream (END_STREAM
+//! on its last DATA or trailers), resets it, or refuses it by GOAWAY.
+//!
+//! Recognised by the client connection preface, so h2c with prior knowledge and h2 over TLS
+//! (the TLS probes' plaintext) alike. Header values that name HPACK entries the agent never
+//! saw are left out, never guessed (see `hpack.rs`).
+
+mod frame;
+mod hpack;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use self::frame::{Frame, Framer, PREFACE, flag, kind};
+use self::hpack::{Decoder, Field};
+use super::message::{Correlation, HttpRequest, HttpResponse, Message, Request, RequestFields, Response, ResponseFields, RpcRequest, Timing, TraceContext};
+use super::parser::{Health, Parser, Segment, Sender};
+use super::registry::{Detector, Layer, Protocol};
+use crate::spans::record::SpanKind;
+
+pub const PROTOCOL: Protocol =
+    Protocol { name: "http2", detectors: &[Detector { layer: Layer::Magic, sender: Sender::Client, matches: |d| d.starts_with(PREFACE), parser: || Box::new(Http2::new()) }] };
+
+/// Streams followed at once per connection; past this new streams get no span (counted as
+/// resyncs would not be: they are simply not followed).
+const MAX_STREAMS: usize = 1024;
+
+/// One direction: its framer, its HPACK decoder, and a header block being assembled.
+struct Side {
+    framer: Framer,
+    hpack: Decoder,
+    block: Option<Block>,
+    frames: Vec<Frame>,
+}
+
+/// A header block across HEADERS and CONTINUATION frames.
+struct Block {
+    stream: u32,
+    end_stream: bool,
+    bytes: Vec<u8>,
+    /// Part of the block was not captured: decode what was, then the table is not fully known.
+    cut: bool,
+    first: (u64, u64),
+}
+
+#[derive(Default)]
+struct Stream {
+    /// The request was emitted (its header block was seen from its start).
+    requested: bool,
+    grpc: bool,
+    status: Option<u16>,
+    grpc_status: Option<u32>,
+}
+
+pub struct Http2 {
+    client: Side,
+    server: Side,
+    streams: HashMap<u32, Stream>,
+    /// Frames the server sent that parsed; none before its framing was lost means the server
+    /// never spoke HTTP/2.
+    server_frames: u64,
+}
+
+impl Default for Http2 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http2 {
+    pub fn new() -> Self {
+        Self {
+            client: Side { framer: Framer::new(true), hpack: Decoder::new(), block: None, frames: Vec::new() },
+            server: Side { framer: Framer::new(false), hpack: Decoder::new(), block: None, frames: Vec::new() },
+            streams: HashMap::default(),
+            server_frames: 0,
+        }
+    }
+}
+
+/// The value of the first field named `name`, when known and UTF-8.
+fn value<'a>(fields: &'a [Field], name: &str) -> Option<&'a str> {
+    fields.iter().find(|f| f.name.known() == Some(name.as_bytes())).and_then(|f| std::str::from_utf8(f.value.known()?).ok())
+}
+
+/// A pseudo-header whose field could not be decoded (it named an unknown entry) is unknown;
+/// one that is absent is absent. Either way, None.
+fn request_fields(fields: &[Field], cut: bool) -> (RequestFields, TraceContext, bool) {
+    let context = TraceContext { traceparent: value(fields, "traceparent").map(str::to_string), tracestate: value(fields, "tracestate").map(str::to_string) };
+    let path = value(fields, ":path");
+    let grpc = value(fields, "content-type").is_some_and(|c| c.starts_with("application/grpc"));
+    if grpc {
+        // `/package.Service/Method`.
+        let (service, method) = path.and_then(|p| p.strip_prefix('/')?.split_once('/')).map_or((None, None), |(s, m)| (Some(s.to_string()), Some(m.to_string())));
+        return (RequestFields::Rpc(RpcRequest { system: "grpc", service, method }), context, true);
+    }
+    let unknown_fields = fields.iter().any(|f| f.name.known().is_none() || f.value.known().is_none());
+    let http = HttpRequest {
+        method: value(fields, ":method").map(str::to_string),
+        target: path.map(str::to_string),
+        version: "2",
+        host: value(fields, ":authority").or_else(|| value(fields, "host")).map(str::to_string),
+        user_agent: value(fields, "user-agent").map(str::to_string),
+        complete: !cut && !unknown_fields,
+    };
+    (RequestFields::Http(http), context, false)
+}
+
+/// RST_STREAM and GOAWAY error codes (RFC 9113 §7), for `error.type`.
+fn error_name(code: u32) -> String {
+    let name = match code {
+        0x0 => "NO_ERROR",
+        0x1 => "PROTOCOL_ERROR",
+        0x2 => "INTERNAL_ERROR",
+        0x3 => "FLOW_CONTROL_ERROR",
+        0x4 => "SETTINGS_TIMEOUT",
+        0x5 => "STREAM_CLOSED",
+        0x6 => "FRAME_SIZE_ERROR",
+        0x7 => "REFUSED_STREAM",
+        0x8 => "CANCEL",
+        0x9 => "COMPRESSION_ERROR",
+        0xa => "CONNECT_ERROR",
+        0xb => "ENHANCE_YOUR_CALM",
+        0xc => "INADEQUATE_SECURITY",
+        0xd => "HTTP_1_1_REQUIRED",
+        _ => return format!("h2_error_{code}"),
+    };
+    name.to_string()
+}
+
+fn be32(b: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+/// The header block fragment of a HEADERS frame: without its padding and priority fields.
+fn fragment(f: &Frame) -> Option<&[u8]> {
+    let mut p = &f.payload[..];
+    let mut pad = 0usize;
+    if f.flags & flag::PADDED != 0 {
+        let (&n, rest) = p.split_first()?;
+        pad = n as usize;
+        p = rest;
+    }
+    if f.flags & flag::PRIORITY != 0 {
+        p = p.get(5..)?;
+    }
+    // A cut payload lost its end: the padding is in what was not kept.
+    if !f.cut {
+        p = p.get(..p.len().checked_sub(pad)?)?;
+    }
+    Some(p)
+}
+
+impl Http2 {
+    fn on_frames(&mut self, from: Sender, out: &mut Vec<Message>) {
+        let mut frames = std::mem::take(&mut self.side(from).frames);
+        for f in frames.drain(..) {
+            self.on_frame(from, f, out);
+        }
+        self.side(from).frames = frames;
+    }
+
+    fn side(&mut self, from: Sender) -> &mut Side {
+        match from {
+            Sender::Client => &mut self.client,
+            Sender::Server => &mut self.server,
+        }
+    }
+
+    fn on_frame(&mut self, from: Sender, f: Frame, out: &mut Vec<Message>) {
+        if from == Sender::Server {
+            self.server_frames += 1;
+        }
+        match f.kind {
+            kind::HEADERS => {
+                let bytes = fragment(&f).map(<[u8]>::to_vec);
+                let block =
+                    Block { stream: f.stream, end_stream: f.flags & flag::END_STREAM != 0, cut: f.cut || bytes.is_none(), bytes: bytes.unwrap_or_default(), first: f.first };
+                self.side(from).block = Some(block);
+                if f.flags & flag::END_HEADERS != 0 {
+                    self.end_block(from, f.last, out);
+                }
+            }
+            kind::CONTINUATION => {
+                let side = self.side(from);
+                match side.block.as_mut() {
+                    Some(b) if b.stream == f.stream => {
+                        b.cut |= f.cut;
+                        b.bytes.extend_from_slice(&f.payload);
+                    }
+                    // A CONTINUATION without its HEADERS (missed): the block is lost.
+                    _ => side.hpack.lose(),
+                }
+                if f.flags & flag::END_HEADERS != 0 {
+                    self.end_block(from, f.last, out);
+                }
+            }
+            kind::PUSH_PROMISE => {
+                // Its header block must be decoded for the table's sake; a promise is no span.
+                let side = self.side(from);
+                match f.payload.get(4..).filter(|_| !f.cut && f.flags & flag::PADDED == 0 && f.flags & flag::END_HEADERS != 0) {
+                    Some(block) => {
+                        side.hpack.decode(block);
+                    }
+                    None => side.hpack.lose(),
+                }
+            }
+            kind::DATA if from == Sender::Server && f.flags & flag::END_STREAM != 0 => self.respond(f.stream, f.last, None, out),
+            kind::RST_STREAM => {
+                let code = be32(&f.payload).unwrap_or(0);
+                self.respond(f.stream, f.last, Some(error_name(code)), out);
+            }
+            kind::GOAWAY if from == Sender::Server => {
+                // Streams above the last one the server processed never ran.
+                let last = be32(&f.payload).map_or(u32::MAX, |l| l & 0x7fff_ffff);
+                let code = be32(f.payload.get(4..).unwrap_or_default()).unwrap_or(0);
+                let refused: Vec<u32> = self.streams.iter().filter(|(id, s)| **id > last && s.requested).map(|(id, _)| *id).collect();
+                for id in refused {
+                    self.respond(id, f.last, Some(format!("GOAWAY {}", error_name(code))), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A header block is complete: decode it (always, to keep the table in step), then act on
+    /// it as a request, a response head or trailers.
+    fn end_block(&mut self, from: Sender, last: (u64, u64), out: &mut Vec<Message>) {
+        let side = self.side(from);
+        let Some(block) = side.block.take() else { return };
+        let (fields, error) = side.hpack.decode(&block.bytes);
+        if block.cut && error.is_none() {
+            side.hpack.lose();
+        }
+        let cut = block.cut || error.is_some();
+        let timing = Timing { first_enter_ns: block.first.0, first_exit_ns: block.first.1, last_enter_ns: last.0, last_exit_ns: last.1 };
+        match from {
+            Sender::Client => {
+                if self.streams.contains_key(&block.stream) || self.streams.len() >= MAX_STREAMS || block.stream % 2 == 0 {
+                    // Trailers of a request already seen, or nothing we follow.
+                    return;
+                }
+                let (fields, context, grpc) = request_fields(&fields, cut);
+                self.streams.insert(block.stream, Stream { requested: true, grpc, ..Default::default() });
+                out.push(Message::Request(Request { correlation: Correlation::Key(u64::from(block.stream)), timing, context, client_kind: SpanKind::Client, fields }));
+            }
+            Sender::Server => {
+                let Some(stream) = self.streams.get_mut(&block.stream) else { return };
+                if let Some(status) = value(&fields, ":status").and_then(|s| s.parse::<u16>().ok()) {
+                    if (100..200).contains(&status) {
+                        // Informational: the real answer follows.
+                        return;
+                    }
+                    stream.status = Some(status);
+                }
+                if let Some(code) = value(&fields, "grpc-status").and_then(|s| s.parse().ok()) {
+                    stream.grpc_status = Some(code);
+                }
+                if block.end_stream {
+                    self.respond(block.stream, last, None, out);
+                }
+            }
+        }
+    }
+
+    /// The server ended stream `id` (or it was reset, with `error`): its response.
+    fn respond(&mut self, id: u32, last: (u64, u64), error: Option<String>, out: &mut Vec<Message>) {
+        let Some(stream) = self.streams.remove(&id) else { return };
+        let fields = match (stream.grpc, error) {
+            (_, Some(error)) => ResponseFields::Failed { error },
+            (true, None) => match stream.grpc_status {
+                Some(code) => ResponseFields::Rpc { status_code: Some(code), error: None },
+                None => ResponseFields::Failed { error: "missing grpc-status".to_string() },
+            },
+            (false, None) => match stream.status {
+                Some(status) => ResponseFields::Http(HttpResponse { status }),
+                None => ResponseFields::Failed { error: "missing :status".to_string() },
+            },
+        };
+        let timing = Timing { first_enter_ns: last.0, first_exit_ns: last.1, last_enter_ns: last.0, last_exit_ns: last.1 };
+        out.push(Message::Response(Response { correlation: Correlation::Key(u64::from(id)), timing, closes_connection: false, fields }));
+    }
+}
+
+impl Parser for Http2 {
+    fn protocol(&self) -> &'static str {
+        PROTOCOL.name
+    }
+
+    fn feed(&mut self, from: Sender, seg: Segment<'_>, out: &mut Vec<Message>) {
+        let side = self.side(from);
+        let mut frames = std::mem::take(&mut side.frames);
+        if side.framer.feed(seg, &mut frames) {
+            // Frames were missed: so were their header blocks, maybe.
+            side.hpack.lose();
+            side.block = None;
+        }
+        side.frames = frames;
+        self.on_frames(from, out);
+    }
+
+    fn close(&mut self, _: &mut Vec<Message>) {}
+
+    fn health(&self) -> Health {
+        Health::of(self.server_frames == 0 && self.server.framer.is_lost(), self.client.framer.is_lost())
+    }
+
+    fn resyncs(&self) -> u64 {
+        self.client.framer.resyncs + self.server.framer.resyncs + self.client.hpack.losses + self.server.hpack.losses
+    }
+}
+
+#[cfg(test)]
+mod tests;

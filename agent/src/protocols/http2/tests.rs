@@ -1,0 +1,177 @@
+//! HTTP/2 connections as both directions' bytes, with header blocks from an independent HPACK
+//! encoder (loona-hpack).
+
+use super::frame::{PREFACE, encode, flag, kind};
+use super::*;
+use crate::protocols::parser::seg;
+
+struct Peer {
+    hpack: loona_hpack::Encoder<'static>,
+}
+
+impl Peer {
+    fn new() -> Self {
+        Self { hpack: loona_hpack::Encoder::new() }
+    }
+
+    fn headers(&mut self, stream: u32, flags: u8, fields: &[(&str, &str)]) -> Vec<u8> {
+        let block = self.hpack.encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        encode(kind::HEADERS, flags | flag::END_HEADERS, stream, &block)
+    }
+}
+
+fn summary(out: &[Message]) -> Vec<String> {
+    out.iter()
+        .map(|m| match m {
+            Message::Request(r) => match &r.fields {
+                RequestFields::Http(h) => format!("req {:?} {} {}", r.correlation, h.method.as_deref().unwrap_or("?"), h.target.as_deref().unwrap_or("?")),
+                RequestFields::Rpc(rpc) => format!("rpc {:?} {}/{}", r.correlation, rpc.service.as_deref().unwrap_or("?"), rpc.method.as_deref().unwrap_or("?")),
+                other => format!("{other:?}"),
+            },
+            Message::Response(r) => match &r.fields {
+                ResponseFields::Http(h) => format!("resp {:?} {}", r.correlation, h.status),
+                ResponseFields::Rpc { status_code, .. } => format!("status {:?} {}", r.correlation, status_code.map_or("?".to_string(), |c| c.to_string())),
+                ResponseFields::Failed { error } => format!("failed {:?} {error}", r.correlation),
+                other => format!("{other:?}"),
+            },
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+fn client_start() -> Vec<u8> {
+    let mut b = PREFACE.to_vec();
+    b.extend(encode(kind::SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]));
+    b
+}
+
+#[test]
+fn interleaved_streams_pair_by_id() {
+    let (mut client, mut server) = (Peer::new(), Peer::new());
+    let mut h2 = Http2::new();
+    let mut out = Vec::new();
+    let mut c = client_start();
+    c.extend(client.headers(1, flag::END_STREAM, &[(":method", "GET"), (":scheme", "http"), (":path", "/a?secret=1"), (":authority", "svc:8080")]));
+    c.extend(client.headers(
+        3,
+        0,
+        &[(":method", "POST"), (":scheme", "http"), (":path", "/b"), (":authority", "svc:8080"), ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
+    ));
+    c.extend(encode(kind::DATA, flag::END_STREAM, 3, b"body"));
+    h2.feed(Sender::Client, seg(&c, 1), &mut out);
+    let mut s = encode(kind::SETTINGS, 0, 0, &[]);
+    s.extend(server.headers(3, 0, &[(":status", "201")]));
+    s.extend(encode(kind::DATA, flag::END_STREAM, 3, b"made"));
+    h2.feed(Sender::Server, seg(&s, 2), &mut out);
+    h2.feed(Sender::Server, seg(&server.headers(1, flag::END_STREAM, &[(":status", "200")]), 3), &mut out);
+    assert_eq!(summary(&out), ["req Key(1) GET /a?secret=1", "req Key(3) POST /b", "resp Key(3) 201", "resp Key(1) 200"]);
+    let Message::Request(r) = &out[1] else { panic!() };
+    assert!(r.context.traceparent.is_some(), "trace context travels in the headers");
+    assert_eq!(h2.health(), Health::InSync);
+}
+
+#[test]
+fn grpc_status_from_trailers_and_trailers_only() {
+    let (mut client, mut server) = (Peer::new(), Peer::new());
+    let mut h2 = Http2::new();
+    let mut out = Vec::new();
+    let grpc =
+        |path: &'static str| vec![(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "localhost"), ("content-type", "application/grpc"), ("te", "trailers")];
+    let mut c = client_start();
+    c.extend(client.headers(1, 0, &grpc("/helloworld.Greeter/SayHello")));
+    c.extend(encode(kind::DATA, flag::END_STREAM, 1, &[0, 0, 0, 0, 2, 10, 0]));
+    c.extend(client.headers(3, 0, &grpc("/helloworld.Greeter/Missing")));
+    h2.feed(Sender::Client, seg(&c, 1), &mut out);
+    let mut s = encode(kind::SETTINGS, 0, 0, &[]);
+    s.extend(server.headers(1, 0, &[(":status", "200"), ("content-type", "application/grpc")]));
+    s.extend(encode(kind::DATA, 0, 1, &[0, 0, 0, 0, 0]));
+    s.extend(server.headers(1, flag::END_STREAM, &[("grpc-status", "5"), ("grpc-message", "no such greeting")]));
+    // Trailers-only: the status in the only header block.
+    s.extend(server.headers(3, flag::END_STREAM, &[(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "12")]));
+    h2.feed(Sender::Server, seg(&s, 2), &mut out);
+    assert_eq!(summary(&out), ["rpc Key(1) helloworld.Greeter/SayHello", "rpc Key(3) helloworld.Greeter/Missing", "status Key(1) 5", "status Key(3) 12"]);
+}
+
+#[test]
+fn resets_and_goaway_end_streams_as_errors() {
+    let (mut client, mut server) = (Peer::new(), Peer::new());
+    let mut h2 = Http2::new();
+    let mut out = Vec::new();
+    let mut c = client_start();
+    for id in [1, 3, 5] {
+        c.extend(client.headers(id, flag::END_STREAM, &[(":method", "GET"), (":scheme", "http"), (":path", "/slow"), (":authority", "a")]));
+    }
+    c.extend(encode(kind::RST_STREAM, 0, 1, &8u32.to_be_bytes()));
+    h2.feed(Sender::Client, seg(&c, 1), &mut out);
+    let mut goaway = 3u32.to_be_bytes().to_vec();
+    goaway.extend(0u32.to_be_bytes());
+    let mut s = encode(kind::SETTINGS, 0, 0, &[]);
+    s.extend(encode(kind::GOAWAY, 0, 0, &goaway));
+    s.extend(server.headers(3, flag::END_STREAM, &[(":status", "200")]));
+    h2.feed(Sender::Server, seg(&s, 2), &mut out);
+    assert_eq!(summary(&out)[3..], ["failed Key(1) CANCEL", "failed Key(5) GOAWAY NO_ERROR", "resp Key(3) 200"]);
+}
+
+#[test]
+fn a_missed_header_block_leaves_values_out_instead_of_guessing() {
+    let mut h2 = Http2::new();
+    let mut out = Vec::new();
+    h2.feed(Sender::Client, seg(&client_start(), 1), &mut out);
+    // Stream 1's block (GET, then `:path /first` inserted into the table) is moved but not
+    // captured: a gap covers it.
+    let missed = encode(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 1, b"\x82\x44\x06/first");
+    h2.feed(Sender::Client, Segment { data: &[], total: missed.len() as u64, ts_enter_ns: 2, ts_exit_ns: 3 }, &mut out);
+    // Stream 3: GET, the path by the entry stream 1 inserted (index 62), and a new literal.
+    let again = encode(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 3, b"\x82\xbe\x41\x03svc");
+    h2.feed(Sender::Client, seg(&again, 4), &mut out);
+    h2.feed(Sender::Server, seg(&encode(kind::SETTINGS, 0, 0, &[]), 5), &mut out);
+    h2.feed(Sender::Server, seg(&encode(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 3, b"\x88"), 6), &mut out);
+    // The path is unknown, so left out; the method and the authority are exact.
+    assert_eq!(summary(&out), ["req Key(3) GET ?", "resp Key(3) 200"]);
+    let Message::Request(Request { fields: RequestFields::Http(h), .. }) = &out[0] else { panic!() };
+    assert_eq!(h.host.as_deref(), Some("svc"));
+    assert!(!h.complete);
+    assert!(h2.resyncs() >= 1);
+}
+
+#[test]
+fn a_server_that_does_not_speak_http2_is_foreign() {
+    let mut h2 = Http2::new();
+    let mut out = Vec::new();
+    h2.feed(Sender::Client, seg(&client_start(), 1), &mut out);
+    h2.feed(Sender::Server, seg(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", 2), &mut out);
+    assert_eq!(h2.health(), Health::Foreign);
+    assert!(out.is_empty());
+}
+
+/// One fuzz iteration: the first bytes choose segment sizes, directions and gaps; the rest is
+/// traffic after a preface. Must never panic.
+pub fn fuzz_one(data: &[u8]) {
+    let (control, traffic) = data.split_at(data.len().min(8));
+    let mut h2 = Http2::new();
+    let mut out = Vec::new();
+    h2.feed(Sender::Client, seg(PREFACE, 0), &mut out);
+    let mut rest = traffic;
+    let mut i = 0usize;
+    while !rest.is_empty() {
+        let c = control.get(i % control.len().max(1)).copied().unwrap_or(7) as usize;
+        let n = (c % 61 + 1).min(rest.len());
+        let gap = if c.is_multiple_of(7) { (c * 13) as u64 } else { 0 };
+        let from = if c & 0x40 == 0 { Sender::Client } else { Sender::Server };
+        h2.feed(from, Segment { data: &rest[..n], total: n as u64 + gap, ts_enter_ns: i as u64, ts_exit_ns: i as u64 + 1 }, &mut out);
+        rest = &rest[n..];
+        i += 1;
+    }
+    let _ = h2.health();
+}
+
+#[test]
+fn garbage_never_panics() {
+    let mut client = Peer::new();
+    let mut seed = client.headers(1, 0, &[(":method", "POST"), (":path", "/x.Y/Z"), ("content-type", "application/grpc")]);
+    seed.extend(encode(kind::DATA, flag::END_STREAM, 1, b"abc"));
+    seed.extend(encode(kind::RST_STREAM, 0, 1, &[0, 0, 0, 8]));
+    let seeds: Vec<Vec<u8>> = vec![[&[1u8, 2, 3, 4, 5, 6, 7, 8][..], &seed].concat(), [&[0x41u8, 0x42, 7, 9, 0x43, 5, 6, 7][..], &seed].concat()];
+    let seeds: Vec<&[u8]> = seeds.iter().map(|s| s.as_slice()).collect();
+    crate::protocols::fuzz::smoke::mutate_and_run(&seeds, 20_000, fuzz_one);
+}
