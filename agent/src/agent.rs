@@ -306,6 +306,10 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
     for ignore in effects.ignore_fds {
         probes.ignore_fd(ignore);
     }
+    for (tgid, fd, bytes) in effects.capture {
+        // The socket may be closed by now: then there is nothing to capture anyway.
+        let _ = probes.set_capture_cap(tgid, fd, bytes);
+    }
     for pid in effects.started {
         user.tls.process_started(probes, pid);
         user.runtimes.process_started(probes, pid);

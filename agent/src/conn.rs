@@ -160,6 +160,11 @@ impl Conn {
         }
     }
 
+    /// The capture this connection's protocol wants, if not the global one.
+    pub fn capture_bytes(&self) -> Option<u16> {
+        self.parser.as_ref().and_then(|p| p.capture_bytes())
+    }
+
     /// The protocol recognised on this connection, if any.
     pub fn protocol(&self) -> Option<&'static str> {
         self.parser.as_ref().map(|p| p.protocol())

@@ -228,7 +228,8 @@ impl Probes {
     }
 
     /// Copies at most `cap` bytes per syscall on socket `fd` of `tgid` from now on (0: the
-    /// global cap again), for a parser that needs only a prefix. Only a socket the probes
+    /// global cap again; at most `MAX_PAYLOAD`), for a parser that needs less than the global
+    /// cap, or more. Only a socket the probes
     /// capture takes it (BPF_EXIST on an entry the agent then overwrites as a plain socket:
     /// a socket found foreign or TLS since keeps that verdict only if it came later).
     pub fn set_capture_cap(&mut self, tgid: u32, fd: u32, cap: u16) -> Result<()> {

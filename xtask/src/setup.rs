@@ -44,6 +44,8 @@ const PYTHON: &[(&str, &str)] = &[
     ("uvloop", "uvloop"),
     ("httpx", "httpx"),
     ("asyncpg", "asyncpg"),
+    // gRPC over HTTP/2 (tests/apps/grpc_demo.py).
+    ("grpc", "grpcio"),
 ];
 /// The OpenTelemetry Python agent and Flask, for the `compare` reference app: (module, pinned
 /// package). Pinned so the comparison figures the tests assert do not move under us.

@@ -93,6 +93,8 @@ pub struct Effects {
     /// Processes that appeared (fork) or changed program (exec), for the agent to attach
     /// per-process probes to.
     pub started: Vec<u32>,
+    /// Sockets whose protocol wants another capture size: (tgid, fd, bytes per syscall).
+    pub capture: Vec<(u32, u32, u16)>,
 }
 
 struct Waiting {
@@ -274,7 +276,14 @@ impl<H: Host> Pipeline<H> {
                 let dir = if ingress { Direction::Ingress } else { Direction::Egress };
                 let seg = Segment { data: payload, total, ts_enter_ns, ts_exit_ns };
                 let mut parsed = std::mem::take(&mut self.parsed);
+                let recognised = conn.protocol().is_some();
                 conn.feed(dir, seg, &mut parsed);
+                if !recognised
+                    && !conn.info.tls
+                    && let Some(bytes) = conn.capture_bytes()
+                {
+                    self.effects.capture.push((tgid, fd, bytes));
+                }
                 if conn.foreign && !conn.info.tls {
                     self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: true });
                 }

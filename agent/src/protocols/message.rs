@@ -119,7 +119,8 @@ pub struct HttpRequest {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpResponse {
-    pub status: u16,
+    /// None when it could not be known (an HTTP/2 field naming an unknown table entry).
+    pub status: Option<u16>,
 }
 
 /// The command a database request carries.

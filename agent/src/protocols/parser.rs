@@ -67,6 +67,11 @@ pub trait Parser: Send {
     fn resyncs(&self) -> u64 {
         0
     }
+    /// Bytes per syscall this protocol needs captured on its connections, when it is not the
+    /// global `--capture-bytes` (HTTP/2 multiplexes many streams' frames into one write).
+    fn capture_bytes(&self) -> Option<u16> {
+        None
+    }
     /// The connection switched to TLS (the first plaintext from the TLS probes): the parser
     /// that goes on with the plaintext, or None to recognise the protocol again. MySQL
     /// negotiates TLS inside its handshake, which only a parser that knows it is in the

@@ -37,7 +37,7 @@ pub fn build(conn: &ConnInfo, request: &Request, answer: Answer<'_>, options: Db
     let mut record = match (&request.fields, response.map(|r| &r.fields)) {
         (RequestFields::Http(req), None | Some(ResponseFields::Http(_))) => {
             let status = response.and_then(|r| match &r.fields {
-                ResponseFields::Http(h) => Some(h.status),
+                ResponseFields::Http(h) => h.status,
                 _ => None,
             });
             http::span(conn, kind, req, status)

@@ -96,8 +96,8 @@ pub struct FdState {
     /// `fd_state::*`.
     pub state: u8,
     pub _pad: u8,
-    /// Bytes to copy per syscall on this fd; 0: the global cap (`--capture-bytes`). Only ever
-    /// lowers the global cap.
+    /// Bytes to copy per syscall on this fd (up to `MAX_PAYLOAD`); 0: the global cap
+    /// (`--capture-bytes`).
     pub capture_cap: u16,
 }
 

@@ -128,7 +128,7 @@ struct Iovec {
 
 /// iovecs gathered per readv/writev/recvmsg/sendmsg: drivers build a request from several
 /// buffers (node's pg sends Parse, Bind, Describe, Execute and Sync as five iovecs).
-const MAX_IOVECS: u64 = 8;
+const MAX_IOVECS: u64 = 16;
 
 /// Copies `n` user bytes from `src` to `payload + off`; None when the read faulted.
 #[inline(always)]
@@ -193,9 +193,9 @@ pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
         op::SENDFILE => (direction::EGRESS, false),
         _ => return,
     };
-    // The connection's own cap, when the agent set one, only ever lowers the global one.
-    let global = setting_u32(&PAYLOAD_CAP) as u64;
-    let cap = if call.capture_cap != 0 && (call.capture_cap as u64) < global { call.capture_cap as u64 } else { global };
+    // The connection's own cap, when the agent set one (a parser that needs less, or more:
+    // HTTP/2 multiplexes many frames into one write), else the global one.
+    let cap = if call.capture_cap != 0 { call.capture_cap as u64 } else { setting_u32(&PAYLOAD_CAP) as u64 };
     let mut want = if transferred < cap { transferred } else { cap };
     if want > MAX_PAYLOAD as u64 {
         want = MAX_PAYLOAD as u64;

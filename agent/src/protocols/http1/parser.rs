@@ -58,9 +58,12 @@ fn message(m: Http1Message) -> Message {
                 complete: h.complete,
             }),
         }),
-        Head::Response(h) => {
-            Message::Response(Response { correlation: Correlation::InOrder, timing, closes_connection: h.close, fields: ResponseFields::Http(HttpResponse { status: h.status }) })
-        }
+        Head::Response(h) => Message::Response(Response {
+            correlation: Correlation::InOrder,
+            timing,
+            closes_connection: h.close,
+            fields: ResponseFields::Http(HttpResponse { status: Some(h.status) }),
+        }),
     }
 }
 

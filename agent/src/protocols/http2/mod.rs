@@ -51,6 +51,9 @@ struct Stream {
     grpc: bool,
     status: Option<u16>,
     grpc_status: Option<u32>,
+    /// A response header block had fields naming unknown table entries: a status not seen
+    /// may be among them, so its absence proves nothing.
+    unknown_fields: bool,
 }
 
 pub struct Http2 {
@@ -247,6 +250,7 @@ impl Http2 {
             }
             Sender::Server => {
                 let Some(stream) = self.streams.get_mut(&block.stream) else { return };
+                stream.unknown_fields |= cut || fields.iter().any(|f| f.name.known().is_none() || f.value.known().is_none());
                 if let Some(status) = value(&fields, ":status").and_then(|s| s.parse::<u16>().ok()) {
                     if (100..200).contains(&status) {
                         // Informational: the real answer follows.
@@ -271,10 +275,13 @@ impl Http2 {
             (_, Some(error)) => ResponseFields::Failed { error },
             (true, None) => match stream.grpc_status {
                 Some(code) => ResponseFields::Rpc { status_code: Some(code), error: None },
+                // Its field named a table entry we never saw: the status is unknown, not bad.
+                None if stream.unknown_fields => ResponseFields::Rpc { status_code: None, error: None },
                 None => ResponseFields::Failed { error: "missing grpc-status".to_string() },
             },
             (false, None) => match stream.status {
-                Some(status) => ResponseFields::Http(HttpResponse { status }),
+                Some(status) => ResponseFields::Http(HttpResponse { status: Some(status) }),
+                None if stream.unknown_fields => ResponseFields::Http(HttpResponse { status: None }),
                 None => ResponseFields::Failed { error: "missing :status".to_string() },
             },
         };
@@ -301,6 +308,12 @@ impl Parser for Http2 {
     }
 
     fn close(&mut self, _: &mut Vec<Message>) {}
+
+    /// The most the probes copy: one write carries the frames of many streams, and a header
+    /// block cut by the capture costs the HPACK table (values then unknown until re-sent).
+    fn capture_bytes(&self) -> Option<u16> {
+        Some(zerotrace_abi::MAX_PAYLOAD as u16)
+    }
 
     fn health(&self) -> Health {
         Health::of(self.server_frames == 0 && self.server.framer.is_lost(), self.client.framer.is_lost())

@@ -29,7 +29,7 @@ fn summary(out: &[Message]) -> Vec<String> {
                 other => format!("{other:?}"),
             },
             Message::Response(r) => match &r.fields {
-                ResponseFields::Http(h) => format!("resp {:?} {}", r.correlation, h.status),
+                ResponseFields::Http(h) => format!("resp {:?} {}", r.correlation, h.status.map_or("?".to_string(), |s| s.to_string())),
                 ResponseFields::Rpc { status_code, .. } => format!("status {:?} {}", r.correlation, status_code.map_or("?".to_string(), |c| c.to_string())),
                 ResponseFields::Failed { error } => format!("failed {:?} {error}", r.correlation),
                 other => format!("{other:?}"),
