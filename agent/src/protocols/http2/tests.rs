@@ -144,27 +144,6 @@ fn a_server_that_does_not_speak_http2_is_foreign() {
     assert!(out.is_empty());
 }
 
-/// One fuzz iteration: the first bytes choose segment sizes, directions and gaps; the rest is
-/// traffic after a preface. Must never panic.
-pub fn fuzz_one(data: &[u8]) {
-    let (control, traffic) = data.split_at(data.len().min(8));
-    let mut h2 = Http2::new();
-    let mut out = Vec::new();
-    h2.feed(Sender::Client, seg(PREFACE, 0), &mut out);
-    let mut rest = traffic;
-    let mut i = 0usize;
-    while !rest.is_empty() {
-        let c = control.get(i % control.len().max(1)).copied().unwrap_or(7) as usize;
-        let n = (c % 61 + 1).min(rest.len());
-        let gap = if c.is_multiple_of(7) { (c * 13) as u64 } else { 0 };
-        let from = if c & 0x40 == 0 { Sender::Client } else { Sender::Server };
-        h2.feed(from, Segment { data: &rest[..n], total: n as u64 + gap, ts_enter_ns: i as u64, ts_exit_ns: i as u64 + 1 }, &mut out);
-        rest = &rest[n..];
-        i += 1;
-    }
-    let _ = h2.health();
-}
-
 #[test]
 fn garbage_never_panics() {
     let mut client = Peer::new();
