@@ -70,7 +70,24 @@ pub struct Conn {
     /// evidence named one: a fresh connection's first request is written in its connect
     /// callback, where nothing else ties it to a request.
     pub opened_by: Option<SpanId>,
+    /// Answers read when no request was waiting. Most are the answer to a request whose record
+    /// comes next: the reading thread's record can reach us before the writing thread's
+    /// (another CPU; the writer preempted between its write and the syscall's return). They
+    /// wait for the next request; one that ended before that request began had no request we
+    /// saw (past the capture cap, before attach) and is counted then.
+    pub early: VecDeque<EarlyAnswer>,
 }
+
+/// An answer waiting for its request's record, with the thread and unit of work that read it.
+#[derive(Debug)]
+pub struct EarlyAnswer {
+    pub response: crate::protocols::message::Response,
+    pub tid: u32,
+    pub cause: crate::events::Cause,
+}
+
+/// Early answers kept per connection; past this they are counted at once.
+pub const MAX_EARLY: usize = 8;
 
 /// A request whose span has been started and waits for its response.
 #[derive(Debug)]
@@ -157,6 +174,7 @@ impl Conn {
             pending: Pending::default(),
             requests: 0,
             opened_by: None,
+            early: VecDeque::new(),
         }
     }
 
@@ -254,6 +272,7 @@ impl Conn {
         self.unrecognised = 0;
         self.foreign = false;
         self.pending = Pending::default();
+        self.early.clear();
     }
 
     /// The connection closed: a response delimited by close is complete now, and answers

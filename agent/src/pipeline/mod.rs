@@ -490,17 +490,48 @@ impl<H: Host> Pipeline<H> {
             let info = conn.info.clone();
             return self.complete(&info, pending, tid, answer);
         }
+        let (correlation, first_enter_ns) = (pending.request.correlation, pending.request.timing.first_enter_ns);
         if let Err(span) = conn.pending.push(pending) {
             self.linker.finish(span);
+        }
+        self.answer_early(tgid, fd, correlation, first_enter_ns);
+    }
+
+    /// A request arrived on a connection holding early answers: the one that answers it (the
+    /// oldest in-order one, or the one with its key) is paired now, unless it ended before
+    /// this request began: then it answered something we never saw, and is counted.
+    fn answer_early(&mut self, tgid: u32, fd: u32, correlation: Correlation, first_enter_ns: u64) {
+        loop {
+            let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
+            let Some(i) = conn.early.iter().position(|e| e.response.correlation == correlation) else { return };
+            let Some(early) = conn.early.remove(i) else { return };
+            if early.response.timing.last_exit_ns < first_enter_ns {
+                // It ended before this request began: it answered a request never seen. An
+                // in-order connection's next early answer may still be this request's.
+                self.stats.answers_without_request += 1;
+                if correlation == Correlation::InOrder {
+                    continue;
+                }
+                return;
+            }
+            let cause = std::mem::replace(&mut self.cause, early.cause);
+            self.answer(tgid, fd, early.tid, early.response);
+            self.cause = cause;
+            return;
         }
     }
 
     fn answer(&mut self, tgid: u32, fd: u32, tid: u32, response: Response) {
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
         let Some(req) = conn.pending.answer(response.correlation) else {
-            // Its request was not captured: past the capture cap in a large write (a
-            // pipeline), or sent before the agent attached. The loss is counted.
-            self.stats.answers_without_request += 1;
+            // Its request's record may still come (see `Conn::early`); if not, its request was
+            // not captured (past the capture cap in a large write, or sent before the agent
+            // attached), and the loss is counted.
+            if conn.early.len() < crate::conn::MAX_EARLY {
+                conn.early.push_back(crate::conn::EarlyAnswer { response, tid, cause: self.cause });
+            } else {
+                self.stats.answers_without_request += 1;
+            }
             return;
         };
         let info = conn.info.clone();
@@ -553,6 +584,7 @@ impl<H: Host> Pipeline<H> {
     /// A connection ended (closed, or replaced by a new one on the same fd), or its process
     /// ended at `cut_off_ns`.
     fn drop_conn(&mut self, mut conn: crate::conn::Conn, tid: u32, cut_off_ns: Option<u64>) {
+        self.stats.answers_without_request += conn.early.len() as u64;
         if let Some(protocol) = conn.protocol() {
             self.ended.entry(protocol).or_default().add(&conn);
         }
@@ -637,8 +669,10 @@ impl<H: Host> Pipeline<H> {
         ready
     }
 
-    /// Everything still waiting, resolved as well as it can be now (shutdown).
+    /// Everything still waiting, resolved as well as it can be now (shutdown). Early answers
+    /// still waiting had no request we saw.
     pub fn flush(&mut self) -> Vec<FinishedSpan> {
+        self.stats.answers_without_request += self.conns.iter().map(|c| c.early.len() as u64).sum::<u64>();
         self.tick(Instant::now() + std::time::Duration::from_secs(3600))
     }
 

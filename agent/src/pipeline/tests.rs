@@ -193,3 +193,70 @@ fn an_answer_to_an_unknown_key_is_counted_not_paired() {
     assert_eq!(spans[0].span.error_type.as_deref(), Some("no_response"));
     assert_eq!(s.pipeline.stats.answers_without_request, 1);
 }
+
+/// The reading thread's record can reach us before the writing thread's (another CPU, the
+/// writer preempted before its syscall returned): the answer waits for its request instead
+/// of shifting every later pairing on the connection by one.
+#[test]
+fn an_answer_recorded_before_its_request_still_pairs_with_it() {
+    let mut s = Script::new();
+    s.open(5, Role::Client, 40_000, 8080);
+    s.ts += 10;
+    let write_enter = s.ts;
+    // The answer's read record first (it returned at write_enter + 50)...
+    s.pipeline.handle(Event::Data {
+        tgid: TGID,
+        tid: 7,
+        fd: 5,
+        ingress: true,
+        ts_enter_ns: write_enter + 40,
+        ts_exit_ns: write_enter + 50,
+        total: 38,
+        payload: b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        tls: false,
+        cause: Cause::Thread,
+    });
+    // ... then the request's write record, which entered before the answer came.
+    s.pipeline.handle(Event::Data {
+        tgid: TGID,
+        tid: 8,
+        fd: 5,
+        ingress: false,
+        ts_enter_ns: write_enter,
+        ts_exit_ns: write_enter + 60,
+        total: 19,
+        payload: b"GET /a HTTP/1.1\r\n\r\n",
+        tls: false,
+        cause: Cause::Thread,
+    });
+    s.data(5, false, b"GET /b HTTP/1.1\r\n\r\n");
+    s.data(5, true, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    let spans = s.spans();
+    let got: Vec<(String, Option<u16>)> = spans
+        .iter()
+        .map(|f| {
+            let h = f.span.http().expect("http");
+            let path = match &h.url {
+                crate::spans::record::Url::Client { full } => full.clone().unwrap_or_default(),
+                crate::spans::record::Url::Server { path, .. } => path.clone().unwrap_or_default(),
+            };
+            (path, h.status_code)
+        })
+        .collect();
+    assert_eq!(got, [("http://127.0.0.1:8080/a".to_string(), Some(200)), ("http://127.0.0.1:8080/b".to_string(), Some(404))]);
+    assert_eq!(s.pipeline.stats.answers_without_request, 0);
+}
+
+#[test]
+fn an_answer_that_ended_before_the_next_request_began_is_counted_not_paired() {
+    let mut s = Script::new();
+    s.open(5, Role::Client, 40_000, 8080);
+    // An answer to a request never captured, then a request of its own.
+    s.data(5, true, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    s.data(5, false, b"GET /b HTTP/1.1\r\n\r\n");
+    s.data(5, true, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    let spans = s.spans();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(spans[0].span.http().and_then(|h| h.status_code), Some(404));
+    assert_eq!(s.pipeline.stats.answers_without_request, 1);
+}
