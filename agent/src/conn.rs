@@ -229,16 +229,20 @@ impl Conn {
                 buf.extend_from_slice(seg.data);
             }
             let judged = if whole { &buf[..] } else { seg.data };
-            if !self.decide(dir, judged) {
+            if self.decide(dir, judged) {
+                first_bytes = buf;
+                if whole {
+                    seg = Segment { data: &first_bytes, total: first_bytes.len() as u64, ..seg };
+                }
+            } else if buf.len() > seg.data.len() && self.decide(dir, seg.data) {
+                // This read alone starts something (a connection joined mid-stream, whose
+                // earlier reads were other frames): it is parsed from here.
+            } else {
                 self.first_bytes[dir as usize] = buf;
                 self.note_unrecognised();
                 return;
             }
             self.first_bytes = [Vec::new(), Vec::new()];
-            first_bytes = buf;
-            if whole {
-                seg = Segment { data: &first_bytes, total: first_bytes.len() as u64, ..seg };
-            }
         }
         let from_client = matches!((self.info.role, dir), (Role::Server, Direction::Ingress) | (Role::Client, Direction::Egress));
         let Some(parser) = self.parser.as_mut() else { return };

@@ -61,5 +61,19 @@ def call(port):
     print("done", flush=True)
 
 
+def call_split(port):
+    """Calls on one channel before and after a line on stdin (the agent attaches between):
+    Call0..Call3, then Call0..Call7 (four paths the connection has sent before, four new)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)
+        for i in range(4):
+            channel.unary_unary(f"/{SERVICE}/Call{i}")(b"before", timeout=10)
+        print("half", flush=True)
+        sys.stdin.readline()
+        for i in range(8):
+            channel.unary_unary(f"/{SERVICE}/Call{i}")(b"after", timeout=10)
+    print("done", flush=True)
+
+
 if __name__ == "__main__":
-    {"serve": serve, "call": call}[sys.argv[1]](int(sys.argv[2]))
+    {"serve": serve, "call": call, "call-split": call_split}[sys.argv[1]](int(sys.argv[2]))

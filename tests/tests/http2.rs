@@ -154,3 +154,46 @@ fn grpc_calls_are_rpc_spans_with_status_and_the_right_parent() {
     assert!(slow[0].error, "a call its client abandoned at the deadline ends in error on the server too: {:?}", slow[0]);
     eprintln!("grpc: {whole} of 16 concurrent calls whole, {} RPC spans", rpcs.len());
 }
+
+/// A gRPC connection opened and used before the agent started: its later calls are
+/// recognised mid-stream, and every value the spans carry is true. Paths the connection sent
+/// before (now named by HPACK table entries the agent never saw) are left out; a path is
+/// never guessed.
+#[test]
+fn a_grpc_connection_opened_before_attach_gives_spans_without_false_values() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use zerotrace_integration_tests::procs::spawn_until;
+    require_root();
+    let port = free_port();
+    let app = zerotrace_integration_tests::python_app("grpc_demo.py");
+    let mut serve = Command::new("python3");
+    serve.arg(&app).args(["serve", &port.to_string()]).env("OTEL_SERVICE_NAME", "grpc-server");
+    let server = spawn_until(serve, "grpc server", "ready", Duration::from_secs(20));
+    let mut client = Command::new("python3").arg(&app).args(["call-split", &port.to_string()]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "half");
+    let agent = JsonlAgent::start(&[server.pid(), client.id()]);
+    writeln!(client.stdin.take().unwrap(), "go").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "done");
+    let _ = client.wait();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (exit, spans) = agent.finish();
+    let servers: Vec<&TestSpan> = spans.iter().filter(|s| s.service() == "grpc-server" && s.kind == "SERVER").collect();
+    assert_eq!(servers.len(), 8, "every call after the attach has its server span: {spans:#?}\n{:?}", exit.stderr);
+    let after: Vec<String> = (0..8).map(|i| format!("/demo.Greeter/Call{i}")).collect();
+    for s in spans.iter().filter(|s| s.service() == "grpc-server" || s.attr("server.port") == Some(port.to_string().as_str())) {
+        let path = s.attr("url.path").map(str::to_string).or_else(|| path_of(s).strip_prefix("").filter(|p| !p.is_empty()).map(str::to_string));
+        if let Some(p) = path.filter(|p| !p.is_empty()) {
+            assert!(after.contains(&p), "a path no call of this connection had: {s:?}");
+        }
+        if let Some(method) = s.attr("rpc.method") {
+            assert!(after.iter().any(|a| a.ends_with(&format!("/{method}"))), "{s:?}");
+        }
+        if let Some(m) = s.attr("http.request.method") {
+            assert_eq!(m, "POST", "{s:?}");
+        }
+    }
+    let named = servers.iter().filter(|s| s.attr("rpc.method").is_some() || s.attr("url.path").is_some()).count();
+    eprintln!("joined mid-stream: {named} of 8 server spans name their call");
+}

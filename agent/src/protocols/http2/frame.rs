@@ -68,6 +68,9 @@ pub struct Framer {
     current: Option<Frame>,
     /// Framing was lost and found again this many times.
     pub resyncs: u64,
+    /// Every frame header must be plausible (a connection recognised mid-stream, where a
+    /// wrong guess must not go on parsing garbage as frames).
+    strict: bool,
 }
 
 /// Whether `data` starts with a frame header a peer could send: a known type, a length a
@@ -94,7 +97,20 @@ pub fn plausible_header(data: &[u8]) -> bool {
 impl Framer {
     /// `client`: this direction starts with the connection preface.
     pub fn new(client: bool) -> Self {
-        Self { state: if client { State::Preface(0) } else { State::ServerSettings }, header: Vec::with_capacity(9), body: CountedBody::default(), current: None, resyncs: 0 }
+        Self {
+            state: if client { State::Preface(0) } else { State::ServerSettings },
+            header: Vec::with_capacity(9),
+            body: CountedBody::default(),
+            current: None,
+            resyncs: 0,
+            strict: false,
+        }
+    }
+
+    /// A framer for a connection joined in the middle, at a frame boundary (the detector saw a
+    /// frame header at the start of the first bytes).
+    pub fn joined() -> Self {
+        Self { state: State::Header, strict: true, ..Self::new(false) }
     }
 
     pub fn is_lost(&self) -> bool {
@@ -148,6 +164,11 @@ impl Framer {
                     rest = &rest[n..];
                     if self.header.len() < 9 {
                         continue;
+                    }
+                    if self.strict && !plausible_header(&self.header) {
+                        self.header.clear();
+                        self.state = State::Lost;
+                        return true;
                     }
                     let h = &self.header;
                     let len = u32::from_be_bytes([0, h[0], h[1], h[2]]);

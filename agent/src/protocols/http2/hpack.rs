@@ -146,6 +146,11 @@ impl Decoder {
         Self { known: VecDeque::new(), known_size: 0, max_size: DEFAULT_TABLE_SIZE, lost: false, losses: 0 }
     }
 
+    /// A decoder joining a connection in the middle: entries already in the table are unknown.
+    pub fn joined() -> Self {
+        Self { lost: true, ..Self::new() }
+    }
+
     /// Whether every entry of the table is known.
     #[cfg(test)]
     pub fn complete(&self) -> bool {

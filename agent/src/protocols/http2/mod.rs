@@ -19,8 +19,48 @@ use super::parser::{Health, Parser, Segment, Sender};
 use super::registry::{Detector, Layer, Protocol};
 use crate::spans::record::SpanKind;
 
-pub const PROTOCOL: Protocol =
-    Protocol { name: "http2", detectors: &[Detector { layer: Layer::Magic, sender: Sender::Client, matches: |d| d.starts_with(PREFACE), parser: || Box::new(Http2::new()) }] };
+pub const PROTOCOL: Protocol = Protocol {
+    name: "http2",
+    detectors: &[
+        Detector { layer: Layer::Magic, sender: Sender::Client, matches: |d| d.starts_with(PREFACE), parser: || Box::new(Http2::new()) },
+        // A connection opened before the agent attached: no preface, but a HEADERS frame
+        // whose first field is a request's `:method` or an answer's `:status` by static index
+        // (every HTTP/2 encoder puts pseudo-headers first) tells both the protocol and the side.
+        Detector { layer: Layer::Structure, sender: Sender::Client, matches: |d| first_field(d) == Some(FirstField::Method), parser: || Box::new(Http2::joining()) },
+        Detector { layer: Layer::Structure, sender: Sender::Server, matches: |d| first_field(d) == Some(FirstField::Status), parser: || Box::new(Http2::joining()) },
+    ],
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FirstField {
+    Method,
+    Status,
+}
+
+/// Whether the header block of a HEADERS frame at the start of `data` is a request's (it has
+/// a `:method`) or an answer's (a `:status`), decoded with a table whose entries are unknown:
+/// pseudo-headers come first, but an encoder may name the first ones by table entries.
+fn first_field(data: &[u8]) -> Option<FirstField> {
+    if !frame::plausible_header(data) || data[3] != kind::HEADERS {
+        return None;
+    }
+    let stream = u32::from_be_bytes([data[5], data[6], data[7], data[8]]) & 0x7fff_ffff;
+    if stream.is_multiple_of(2) {
+        return None;
+    }
+    let (flags, len) = (data[4], u32::from_be_bytes([0, data[0], data[1], data[2]]) as usize);
+    let mut at = 9 + usize::from(flags & flag::PADDED != 0);
+    if flags & flag::PRIORITY != 0 {
+        at += 5;
+    }
+    let block = data.get(at..data.len().min(9 + len))?;
+    let (fields, _) = Decoder::joined().decode(block);
+    fields.iter().take(8).find_map(|f| match f.name.known()? {
+        b":method" => Some(FirstField::Method),
+        b":status" => Some(FirstField::Status),
+        _ => None,
+    })
+}
 
 /// Streams followed at once per connection; past this new streams get no span (counted as
 /// resyncs would not be: they are simply not followed).
@@ -72,6 +112,17 @@ impl Default for Http2 {
 }
 
 impl Http2 {
+    /// A parser joining a connection in the middle (opened before the agent attached): no
+    /// preface to wait for, and header tables whose older entries are unknown.
+    pub fn joining() -> Self {
+        let mut h2 = Self::new();
+        h2.client.framer = Framer::joined();
+        h2.server.framer = Framer::joined();
+        h2.client.hpack = Decoder::joined();
+        h2.server.hpack = Decoder::joined();
+        h2
+    }
+
     pub fn new() -> Self {
         Self {
             client: Side { framer: Framer::new(true), hpack: Decoder::new(), block: None, frames: Vec::new() },
@@ -240,7 +291,7 @@ impl Http2 {
         let timing = Timing { first_enter_ns: block.first.0, first_exit_ns: block.first.1, last_enter_ns: last.0, last_exit_ns: last.1 };
         match from {
             Sender::Client => {
-                if self.streams.contains_key(&block.stream) || self.streams.len() >= MAX_STREAMS || block.stream % 2 == 0 {
+                if self.streams.contains_key(&block.stream) || self.streams.len() >= MAX_STREAMS || block.stream.is_multiple_of(2) {
                     // Trailers of a request already seen, or nothing we follow.
                     return;
                 }

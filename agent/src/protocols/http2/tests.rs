@@ -154,3 +154,47 @@ fn garbage_never_panics() {
     let seeds: Vec<&[u8]> = seeds.iter().map(|s| s.as_slice()).collect();
     crate::protocols::fuzz::smoke::mutate_and_run(&seeds, 20_000, fuzz_one);
 }
+
+/// A connection opened before the agent attached: recognised from a request's HEADERS frame,
+/// its fields decoded as far as the table is known, and nothing guessed.
+#[test]
+fn a_connection_joined_in_the_middle_is_recognised_and_never_guessed() {
+    let (mut client, mut server) = (Peer::new(), Peer::new());
+    let grpc = |path: &'static str| vec![(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "localhost"), ("content-type", "application/grpc")];
+    // Before the agent: stream 1 fills both tables.
+    let _unseen = client.headers(1, 0, &grpc("/demo.Greeter/Call0"));
+    let _unseen = server.headers(1, flag::END_STREAM, &[(":status", "200"), ("grpc-status", "0")]);
+    // After: stream 3 repeats the path (from the table), stream 5 sends a new one.
+    let again = client.headers(3, flag::END_STREAM, &grpc("/demo.Greeter/Call0"));
+    let (sender, mut h2) = crate::protocols::registry::recognise(&again).unwrap_or_else(|| panic!("recognised mid-stream: {:02x?}", &again[..16]));
+    assert_eq!((h2.protocol(), sender), ("http2", Sender::Client));
+    let mut out = Vec::new();
+    h2.feed(Sender::Client, seg(&again, 1), &mut out);
+    h2.feed(Sender::Client, seg(&client.headers(5, flag::END_STREAM, &grpc("/demo.Greeter/Call9")), 2), &mut out);
+    let answer = server.headers(3, flag::END_STREAM, &[(":status", "200"), ("grpc-status", "0")]);
+    assert_eq!(crate::protocols::registry::recognise(&answer).map(|(s, p)| (p.protocol(), s)), Some(("http2", Sender::Server)));
+    h2.feed(Sender::Server, seg(&answer, 3), &mut out);
+    for m in &out {
+        match m {
+            Message::Request(Request { fields: RequestFields::Rpc(r), .. }) => assert!(matches!(r.method.as_deref(), Some("Call0" | "Call9") | None), "{r:?}"),
+            Message::Request(Request { fields: RequestFields::Http(h), .. }) => {
+                assert_eq!(h.method.as_deref(), Some("POST"));
+                assert!(matches!(h.target.as_deref(), Some("/demo.Greeter/Call0" | "/demo.Greeter/Call9") | None), "{h:?}");
+                assert!(!h.complete, "values were left out: the span says so");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(out.iter().filter(|m| matches!(m, Message::Request(_))).count(), 2, "{out:?}");
+}
+
+#[test]
+fn a_mid_stream_guess_that_the_server_does_not_confirm_is_foreign() {
+    let mut client = Peer::new();
+    let request = client.headers(1, flag::END_STREAM, &[(":method", "GET"), (":path", "/x")]);
+    let (_, mut h2) = crate::protocols::registry::recognise(&request).expect("looks like HTTP/2");
+    let mut out = Vec::new();
+    h2.feed(Sender::Client, seg(&request, 1), &mut out);
+    h2.feed(Sender::Server, seg(b"\xff\xfe garbage that is no frame at all", 2), &mut out);
+    assert_eq!(h2.health(), Health::Foreign, "no span may come of it");
+}
