@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use zerotrace_integration_tests::procs::{Gated, JsonlAgent, TempDir};
+use zerotrace_integration_tests::procs::{Gated, JsonlAgent, Proc, TempDir, spawn_until};
 use zerotrace_integration_tests::spans::{TestSpan, assert_child_of, find};
 use zerotrace_integration_tests::{free_port, nginx, require_program, require_root, self_signed_cert};
 
@@ -69,6 +69,16 @@ fn nginx_and_curl_over_h2c_and_h2_one_span_per_stream_with_the_right_parent() {
     check(&spans, tls_port, "https");
 }
 
+/// tests/apps/grpc_demo.py serving on a free port, as service `grpc-server`; the app's path.
+fn grpc_server() -> (Proc, u16, std::path::PathBuf) {
+    require_root();
+    let port = free_port();
+    let app = zerotrace_integration_tests::python_app("grpc_demo.py");
+    let mut serve = std::process::Command::new("python3");
+    serve.arg(&app).args(["serve", &port.to_string()]).env("OTEL_SERVICE_NAME", "grpc-server");
+    (spawn_until(serve, "grpc server", "ready", Duration::from_secs(20)), port, app)
+}
+
 /// gRPC with Python's grpcio on both ends (no generated code), both traced: 16 concurrent
 /// unary calls multiplexed on one channel, an error status, a server-streaming call and a
 /// deadline exceeded. Each RPC is one span per side, named `service/method`, with the gRPC
@@ -76,14 +86,7 @@ fn nginx_and_curl_over_h2c_and_h2_one_span_per_stream_with_the_right_parent() {
 /// the client span of the same call.
 #[test]
 fn grpc_calls_are_rpc_spans_with_status_and_the_right_parent() {
-    use std::process::Command;
-    use zerotrace_integration_tests::procs::spawn_until;
-    require_root();
-    let port = free_port();
-    let app = zerotrace_integration_tests::python_app("grpc_demo.py");
-    let mut serve = Command::new("python3");
-    serve.arg(&app).args(["serve", &port.to_string()]).env("OTEL_SERVICE_NAME", "grpc-server");
-    let server = spawn_until(serve, "grpc server", "ready", Duration::from_secs(20));
+    let (server, port, app) = grpc_server();
     let client = Gated::new(&format!("OTEL_SERVICE_NAME=grpc-client exec python3 {} call {port}", app.display()));
     let agent = JsonlAgent::start(&[server.pid(), client.pid()]);
     assert!(client.run(Duration::from_secs(30)).contains("done"));
@@ -163,13 +166,7 @@ fn grpc_calls_are_rpc_spans_with_status_and_the_right_parent() {
 fn a_grpc_connection_opened_before_attach_gives_spans_without_false_values() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
-    use zerotrace_integration_tests::procs::spawn_until;
-    require_root();
-    let port = free_port();
-    let app = zerotrace_integration_tests::python_app("grpc_demo.py");
-    let mut serve = Command::new("python3");
-    serve.arg(&app).args(["serve", &port.to_string()]).env("OTEL_SERVICE_NAME", "grpc-server");
-    let server = spawn_until(serve, "grpc server", "ready", Duration::from_secs(20));
+    let (server, port, app) = grpc_server();
     let mut client = Command::new("python3").arg(&app).args(["call-split", &port.to_string()]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "half");
