@@ -23,6 +23,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("mariadb-server", "/usr/sbin/mariadbd"),
     ("mariadb-client", "/usr/bin/mariadb"),
     ("memcached", "/usr/bin/memcached"),
+    // h2load, for the HTTP/2 bench (`cargo xtask bench --suite http2`).
+    ("nghttp2-client", "/usr/bin/h2load"),
     // Go programs for the Go crypto/tls work (symbols tests build them).
     ("golang-go", "/usr/bin/go"),
     // Go libraries for the Go concurrency fidelity app (tests/apps/go_chain, GOPATH mode).

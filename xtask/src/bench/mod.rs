@@ -115,17 +115,22 @@ fn make_cert(dir: &std::path::Path) -> Result<std::path::PathBuf> {
     Ok(pem)
 }
 
-fn start_nginx(dir: &std::path::Path, port: u16, tls_port: u16) -> Result<(Kill, u32)> {
+/// nginx serving the bench page over HTTP/1.1 (`http2` false) or HTTP/2 (h2c with prior
+/// knowledge on `port`, h2 on `tls_port`).
+fn start_nginx(dir: &std::path::Path, port: u16, tls_port: u16, http2: bool) -> Result<(Kill, u32)> {
     std::fs::create_dir_all(dir.join("www"))?;
     let cert = make_cert(dir)?;
     std::fs::write(dir.join("www/index.html"), "<html><body>zerotrace bench page</body></html>\n".repeat(8))?;
     let conf = format!(
         "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\ndaemon off;\nevents {{ worker_connections 1024; }}\n\
-         http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-         server {{ listen 127.0.0.1:{port}; root {d}/www; location / {{ }} }}\n\
-         server {{ listen 127.0.0.1:{tls_port} ssl; ssl_certificate {c}; ssl_certificate_key {c}; root {d}/www; location / {{ }} }} }}\n",
+         http {{ access_log off; {requests}client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+         server {{ listen 127.0.0.1:{port}{h2}; root {d}/www; location / {{ }} }}\n\
+         server {{ listen 127.0.0.1:{tls_port} ssl{h2}; ssl_certificate {c}; ssl_certificate_key {c}; root {d}/www; location / {{ }} }} }}\n",
         d = dir.display(),
-        c = cert.display()
+        c = cert.display(),
+        h2 = if http2 { " http2" } else { "" },
+        // nginx ends a connection after 1000 requests; h2load does not reconnect.
+        requests = if http2 { "keepalive_requests 100000000; " } else { "" }
     );
     std::fs::write(dir.join("nginx.conf"), conf)?;
     let child = Command::new("nginx")
@@ -323,6 +328,8 @@ pub enum Suite {
     Overhead,
     /// The reference apps untraced, under zerotrace, under their language agents, and both.
     Agents,
+    /// HTTP/2: nginx over h2c and h2 under h2load.
+    Http2,
 }
 
 pub fn run(seconds: u32, suite: Suite, fixed_rate: u32) -> Result<()> {
@@ -333,6 +340,10 @@ pub fn run(seconds: u32, suite: Suite, fixed_rate: u32) -> Result<()> {
         let replay = pipeline_replay()?;
         let scenarios = overhead(&dir, seconds)?;
         update_doc("overhead", &overhead_report(seconds, &scenarios, &replay))?;
+    }
+    if matches!(suite, Suite::All | Suite::Http2) {
+        let scenarios = http2(&dir, seconds)?;
+        update_doc("http2", &http2_report(seconds, &scenarios))?;
     }
     if matches!(suite, Suite::All | Suite::Agents) {
         let cells = matrix(&dir, seconds, fixed_rate)?;
@@ -345,7 +356,7 @@ pub fn run(seconds: u32, suite: Suite, fixed_rate: u32) -> Result<()> {
 fn overhead(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let tls_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let (nginx, nginx_pid) = start_nginx(dir, port, tls_port)?;
+    let (nginx, nginx_pid) = start_nginx(dir, port, tls_port, false)?;
     let http = format!("http://127.0.0.1:{port}/index.html");
     let https = format!("https://127.0.0.1:{tls_port}/index.html");
     let mut scenarios = vec![
@@ -375,6 +386,49 @@ fn overhead(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
     let (redis, redis_pid) = db::start_redis(&dir.join("redis"), redis_port)?;
     scenarios.push(measure("Redis 7, redis-benchmark GET+SET (32 connections) on loopback", 0.90, &|s| db::redis_benchmark(redis_port, s), redis_pid, seconds)?);
     drop(redis);
+    Ok(scenarios)
+}
+
+/// h2load (nghttp2): one thread, 4 connections of 32 concurrent streams each, for `seconds`.
+/// h2load reports the mean and the spread of request times, not percentiles: the mean goes
+/// in both latency fields.
+fn h2load(url: &str, seconds: u32) -> Result<LoadResult> {
+    let out = output(Command::new("h2load").args(["-t1", "-c4", "-m32", "-D", &seconds.to_string(), url]))?;
+    let mut r = LoadResult::default();
+    for line in out.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("finished in") {
+            // "finished in 5.00s, 12345.60 req/s, 1.23MB/s"
+            r.rps = rest.split(',').nth(1).and_then(|v| v.trim().strip_suffix(" req/s")).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        } else if let Some(rest) = line.strip_prefix("time for request:") {
+            // "time for request:   123us   4.56ms   789us   ..." (min, max, mean, sd, +/- sd)
+            let mean = rest.split_whitespace().nth(2).map(parse_latency).unwrap_or(0.0);
+            r.p50_ms = mean;
+            r.p99_ms = mean;
+        }
+    }
+    anyhow::ensure!(r.rps > 0.0, "h2load reported no throughput: {out}");
+    Ok(r)
+}
+
+fn http2(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let (nginx, nginx_pid) = start_nginx(dir, port, tls_port, true)?;
+    let h2c = format!("http://127.0.0.1:{port}/index.html");
+    let h2 = format!("https://127.0.0.1:{tls_port}/index.html");
+    let scenarios = vec![
+        measure("nginx static page, h2c (prior knowledge) on loopback, h2load 4×32 streams", 0.93, &|s| h2load(&h2c, s), nginx_pid, seconds)?,
+        measure_with(
+            "nginx static page, h2 (TLS, OpenSSL) on loopback, h2load 4×32 streams, `--tls-scope process`",
+            0.93,
+            &|s| h2load(&h2, s),
+            nginx_pid,
+            &["--tls-scope", "process"],
+            seconds,
+        )?,
+    ];
+    drop(nginx);
     Ok(scenarios)
 }
 
@@ -431,17 +485,8 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
 }
 
-fn overhead_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)]) -> String {
-    let mut md = String::new();
-    let _ = writeln!(md, "## Overhead on servers under load (suite `overhead`)\n");
-    let _ = writeln!(
-        md,
-        "Method, databases: the agent traces the server (PostgreSQL's postmaster and the backends it forks; redis-server), so every statement is a SERVER span built from the probes on the server's hot path. pgbench -S (select-only, 8 clients, 1 thread, scale 1, {seconds} s; p50/p99 from its per-transaction log) and redis-benchmark (GET and SET, 32 connections, no pipelining, 15,000 requests per second of run time; figures averaged over the two tests), alternated untraced/traced like wrk.\n"
-    );
-    let _ = writeln!(
-        md,
-        "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. A third run per round attaches the agent with `--hooks-only`: every tracepoint and uprobe is in place but each program returns as soon as it runs, so that run's throughput is the ceiling for any program on these hooks — what the kernel's tracepoint dispatch and the uprobe traps cost by themselves. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from one extra {STATS_SECONDS} s traced run per scenario with kernel.bpf_stats_enabled (its two clock reads per program run would bias the ratios, so no measured run has it on).\n"
-    );
+/// Each scenario's rounds as a table, and its summary.
+fn scenario_tables(md: &mut String, scenarios: &[Scenario]) {
     for sc in scenarios {
         let _ = writeln!(md, "### {}\n", sc.title);
         let _ = writeln!(
@@ -485,6 +530,34 @@ fn overhead_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)
             );
         }
     }
+}
+
+fn http2_report(seconds: u32, scenarios: &[Scenario]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "## HTTP/2 under h2load (suite `http2`)\n");
+    let _ = writeln!(
+        md,
+        "Method: nginx (Debian, 1 worker) serves the same ~400-byte page over h2c (prior knowledge) and over h2 (TLS through libssl.so.3, traced with `--tls-scope process` so h2load's own libssl does not trap). h2load (nghttp2-client; 1 thread, 4 connections, 32 concurrent streams each, {seconds} s per run) untraced, traced and with `--hooks-only`, alternating, {ROUNDS} rounds. h2load reports the mean request time, not percentiles: the p99 columns hold the mean. The issue's target is traced ≥ 0.93 of the hooks-only throughput.\n"
+    );
+    scenario_tables(&mut md, scenarios);
+    for sc in scenarios {
+        let _ = writeln!(md, "- {}: traced / hooks-only {:.3} (target ≥ 0.93)", sc.title, sc.ratio_rps() / sc.ratio_hooks());
+    }
+    md
+}
+
+fn overhead_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "## Overhead on servers under load (suite `overhead`)\n");
+    let _ = writeln!(
+        md,
+        "Method, databases: the agent traces the server (PostgreSQL's postmaster and the backends it forks; redis-server), so every statement is a SERVER span built from the probes on the server's hot path. pgbench -S (select-only, 8 clients, 1 thread, scale 1, {seconds} s; p50/p99 from its per-transaction log) and redis-benchmark (GET and SET, 32 connections, no pipelining, 15,000 requests per second of run time; figures averaged over the two tests), alternated untraced/traced like wrk.\n"
+    );
+    let _ = writeln!(
+        md,
+        "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. A third run per round attaches the agent with `--hooks-only`: every tracepoint and uprobe is in place but each program returns as soon as it runs, so that run's throughput is the ceiling for any program on these hooks — what the kernel's tracepoint dispatch and the uprobe traps cost by themselves. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from one extra {STATS_SECONDS} s traced run per scenario with kernel.bpf_stats_enabled (its two clock reads per program run would bias the ratios, so no measured run has it on).\n"
+    );
+    scenario_tables(&mut md, scenarios);
     let mut rates: Vec<f64> = replay.iter().map(|(r, _)| *r).collect();
     rates.sort_by(f64::total_cmp);
     let _ = writeln!(
