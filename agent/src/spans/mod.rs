@@ -29,45 +29,25 @@ pub enum Answer<'a> {
 /// middle of a connection cannot pair across).
 pub fn build(conn: &ConnInfo, request: &Request, answer: Answer<'_>, options: DbSpanOptions, clock: &Clock) -> Option<SpanRecord> {
     let kind = if conn.role == Role::Server { SpanKind::Server } else { request.client_kind };
-    let (response, failed) = match answer {
-        Answer::Answered(Response { fields: ResponseFields::Failed { error }, .. }) => (None, Some(error.clone())),
-        Answer::Answered(r) => (Some(r), None),
-        _ => (None, None),
-    };
-    let mut record = match (&request.fields, response.map(|r| &r.fields)) {
-        (RequestFields::Http(req), None | Some(ResponseFields::Http(_))) => {
-            let status = response.and_then(|r| match &r.fields {
-                ResponseFields::Http(h) => h.status,
-                _ => None,
-            });
-            http::span(conn, kind, req, status)
-        }
-        (RequestFields::Db(req), None | Some(ResponseFields::Db(_))) => {
-            let resp = response.and_then(|r| match &r.fields {
-                ResponseFields::Db(d) => Some(d),
-                _ => None,
-            });
-            db::span(conn, kind, req, resp, options)?
-        }
-        (RequestFields::Rpc(req), None | Some(ResponseFields::Rpc { .. })) => {
-            let (status, error) = match response.map(|r| &r.fields) {
-                Some(ResponseFields::Rpc { status_code, error }) => (*status_code, error.clone()),
-                _ => (None, None),
-            };
-            rpc::span(conn, kind, req, status, error, response.is_some())
-        }
-        (RequestFields::Messaging(req), None | Some(ResponseFields::Messaging { .. })) => {
-            let error = response.and_then(|r| match &r.fields {
-                ResponseFields::Messaging { error } => error.clone(),
-                _ => None,
-            });
-            messaging::span(conn, kind, req, error)
-        }
-        _ => return None,
-    };
     let answered = match answer {
         Answer::Answered(r) => Some(r),
         _ => None,
+    };
+    // A failure below the domain (a stream reset) builds the span as if unanswered, then marks it.
+    let (fields, failed) = match answered.map(|r| &r.fields) {
+        Some(ResponseFields::Failed { error }) => (None, Some(error.clone())),
+        fields => (fields, None),
+    };
+    let mut record = match (&request.fields, fields) {
+        (RequestFields::Http(req), None) => http::span(conn, kind, req, None),
+        (RequestFields::Http(req), Some(ResponseFields::Http(h))) => http::span(conn, kind, req, h.status),
+        (RequestFields::Db(req), None) => db::span(conn, kind, req, None, options)?,
+        (RequestFields::Db(req), Some(ResponseFields::Db(d))) => db::span(conn, kind, req, Some(d), options)?,
+        (RequestFields::Rpc(req), None) => rpc::span(conn, kind, req, None, None, false),
+        (RequestFields::Rpc(req), Some(ResponseFields::Rpc { status_code, error })) => rpc::span(conn, kind, req, *status_code, error.clone(), true),
+        (RequestFields::Messaging(req), None) => messaging::span(conn, kind, req, None),
+        (RequestFields::Messaging(req), Some(ResponseFields::Messaging { error })) => messaging::span(conn, kind, req, error.clone()),
+        _ => return None,
     };
     time(&mut record, request, answered, clock);
     if let Some(error) = failed {
