@@ -1,6 +1,7 @@
 //! The probes in the real kernel, driven through the agent's library: a process added after
 //! the programs are attached is traced from then on, removed it is not, and a per-connection
-//! capture cap limits what is copied. Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN);
+//! capture cap limits what is copied, and a connect whose address ends a readable page is
+//! still seen. Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN);
 //! without it the test fails and says so.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,16 +15,16 @@ use zerotrace::probes::{Probes, Settings};
 
 const CHUNK: usize = 3000;
 
-/// Data records of `pid` seen until `deadline`, as (egress, captured, total), and the fds of
-/// its connections.
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pid: u32, wait: Duration) -> (Vec<(bool, usize, u64)>, Vec<u32>) {
+/// Data records of `pid` seen until `deadline`, as (egress, captured, total), and the fds and
+/// peers of its connections.
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pid: u32, wait: Duration) -> (Vec<(bool, usize, u64)>, Vec<(u32, Option<std::net::SocketAddr>)>) {
     let deadline = Instant::now() + wait;
     let (mut data, mut fds) = (Vec::new(), Vec::new());
     while Instant::now() < deadline {
         while let Some(item) = ring.next() {
             match from_record(&item) {
                 Ok(Event::Data { tgid, ingress, payload, total, .. }) if tgid == pid => data.push((!ingress, payload.len(), total)),
-                Ok(Event::ConnOpen { tgid, fd, .. }) if tgid == pid => fds.push(fd),
+                Ok(Event::ConnOpen { tgid, fd, remote, .. }) if tgid == pid => fds.push((fd, remote)),
                 _ => {}
             }
         }
@@ -32,11 +33,15 @@ fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pid: u32, wait: Dura
     (data, fds)
 }
 
-#[test]
-fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_holds() {
+fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
     assert!(uid == 0, "this test loads eBPF programs and needs root (run the suite as root, as CI does): it cannot run as uid {uid}");
+}
+
+#[test]
+fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_holds() {
+    require_root();
     let settings = Settings { payload_cap: 1024, cgroup_filter: false, wakeup_bytes: 1 << 20, hooks_only: false, go_goroutines: false };
     let (mut probes, mut ring) = Probes::load(&settings).expect("the probes load");
     probes.attach().expect("the probes attach");
@@ -105,4 +110,66 @@ fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_hol
     let _ = child.wait();
     let _ = server.join();
     probes.detach_all();
+}
+
+/// A connect whose 16-byte sockaddr_in is the last thing readable before an inaccessible
+/// page (Go allocates one per connect on its heap, so this happens by chance under load):
+/// the probes read only what the family needs, so the connection and its bytes are seen.
+/// Reading a whole sockaddr_in6's worth failed here and silently lost the connection.
+#[test]
+fn a_connect_address_at_the_end_of_a_page_is_read() {
+    require_root();
+    let settings = Settings { payload_cap: 1024, cgroup_filter: false, wakeup_bytes: 1, hooks_only: false, go_goroutines: false };
+    let (mut probes, mut ring) = Probes::load(&settings).expect("the probes load");
+    probes.attach().expect("the probes attach");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 64];
+        while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let script = format!(
+        r#"
+import ctypes, mmap, socket, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.connect.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+page = mmap.PAGESIZE
+base = libc.mmap(None, 2 * page, 3, 0x22, -1, 0)  # read/write, private anonymous
+assert libc.mprotect(base + page, page, 0) == 0, "the second page made inaccessible"
+addr = base + page - 16
+raw = struct.pack("=H", socket.AF_INET) + struct.pack(">H", {port}) + socket.inet_aton("127.0.0.1") + bytes(8)
+ctypes.memmove(addr, raw, 16)
+s = socket.socket()
+print("ready", flush=True)
+sys.stdin.readline()
+assert libc.connect(s.fileno(), addr, 16) == 0, ctypes.get_errno()
+s.sendall(b"hello")
+print("sent", flush=True)
+sys.stdin.readline()
+"#
+    );
+    let mut child = Command::new("python3").args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3 runs");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("the client starts");
+    assert_eq!(line.trim(), "ready", "the client set its address up");
+    Discovery::default().add(&mut probes, pid).expect("traced");
+    stdin.write_all(b"go\n").expect("tell the client");
+    line.clear();
+    stdout.read_line(&mut line).expect("the client answers");
+    assert_eq!(line.trim(), "sent", "the client connected and sent");
+    let (data, conns) = drain(&mut ring, pid, Duration::from_millis(300));
+    let _ = stdin.write_all(b"done\n");
+    let _ = child.wait();
+    let _ = server.join();
+    probes.detach_all();
+    assert_eq!(conns.len(), 1, "the connect is seen: {conns:?}");
+    assert_eq!(conns[0].1.map(|a| a.port()), Some(port), "with its peer");
+    assert!(data.iter().any(|&(egress, captured, total)| egress && captured == 5 && total == 5), "and its bytes: {data:?}");
 }

@@ -285,6 +285,9 @@ impl<H: Host> Pipeline<H> {
                     self.effects.capture.push((tgid, fd, bytes));
                 }
                 if conn.foreign && !conn.info.tls {
+                    if self.debug {
+                        eprintln!("zerotrace: debug: foreign {tgid} fd {fd} protocol {:?}", conn.protocol());
+                    }
                     self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: true });
                 }
                 if conn.answer_foreign {

@@ -8,6 +8,9 @@ use crate::{ARG0, ARG1, RET, Res, arg, capture, entry_point, filter, new_call, s
 
 /// -EINPROGRESS: a non-blocking connect that is under way counts as connected.
 const EINPROGRESS: i64 = -115;
+/// -EINTR: a blocking connect interrupted by a signal goes on in the background (POSIX), and
+/// the program uses the socket once it is writable (CPython waits for it, PEP 475).
+const EINTR: i64 = -4;
 
 fn try_enter_accept(ctx: &TracePointContext) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
@@ -26,7 +29,8 @@ fn try_exit_accept(ctx: &TracePointContext) -> Res {
         return Ok(());
     }
     let fd = ret as u32;
-    let remote = sockaddr::read_user_sockaddr(call.ptr);
+    // The kernel wrote the peer's address: an unreadable one (counted) still opens the socket.
+    let remote = sockaddr::read_user_sockaddr(call.ptr).unwrap_or_default();
     let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, fd), &FdState::new(fd_state::SOCKET), 0);
     capture::conn_open(pid_tgid, role::SERVER, fd, call.fd, SockAddr::default(), remote);
     Ok(())
@@ -36,7 +40,9 @@ fn try_enter_connect(ctx: &TracePointContext) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let fd = arg(ctx, ARG0)? as u32;
     let mut call = new_call(pid_tgid, op::CONNECT, fd, 0);
-    call.remote = sockaddr::read_user_sockaddr(arg(ctx, ARG1)?);
+    // Unreadable (counted): the connection is lost, but not silently.
+    let Ok(remote) = sockaddr::read_user_sockaddr(arg(ctx, ARG1)?) else { return Ok(()) };
+    call.remote = remote;
     if call.remote.family == 0 {
         return Ok(()); // AF_UNIX and others: not traced yet.
     }
@@ -49,7 +55,7 @@ fn try_exit_connect(ctx: &TracePointContext) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let Some(call) = take(pid_tgid) else { return Ok(()) };
     let ret = arg(ctx, RET)? as i64;
-    if call.op != op::CONNECT || (ret != 0 && ret != EINPROGRESS) {
+    if call.op != op::CONNECT || !matches!(ret, 0 | EINPROGRESS | EINTR) {
         return Ok(());
     }
     let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, call.fd), &FdState::new(fd_state::SOCKET), 0);
