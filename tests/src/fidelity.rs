@@ -109,8 +109,14 @@ pub fn measure(spans: &[TestSpan], front_pid: u32, calls: usize) -> Fidelity {
         let is_http = child.attr("url.full").is_some();
         if is_http {
             out.http_children += 1;
-            if spans.iter().any(|s| s.kind == "SERVER" && s.parent_id == child.span_id && s.trace_id == child.trace_id) {
-                out.stitched += 1;
+            for callee in spans.iter().filter(|s| s.kind == "SERVER" && s.parent_id == child.span_id) {
+                // A callee stitched under another request's call is as wrong as a child
+                // under another request.
+                if id_of(callee) == id_of(child) && callee.trace_id == child.trace_id {
+                    out.stitched += 1;
+                } else {
+                    out.wrong.push(format!("callee {:?} under the call {} {:?}", callee.attr("url.path"), child.name, id_of(child)));
+                }
             }
         }
         if child.parent_id.is_empty() {

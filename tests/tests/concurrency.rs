@@ -1,6 +1,7 @@
 //! Right parent under concurrency (issue 14): apps that serve many requests at once, each
 //! request's calls carrying its id, traced at concurrency 1, 8 and 32. Every test asserts that
-//! no call hangs under another request, and how many hang under their own.
+//! no call hangs under another request (and no callee under another call), and how many hang
+//! under their own.
 
 #![allow(clippy::unwrap_used)]
 
@@ -24,6 +25,8 @@ fn run(app: &zerotrace_integration_tests::procs::Proc, backends: &reference::Bac
     eprintln!("{label} at concurrency {concurrency}: {result}\nagent: {}", exit.stderr.join("\n"));
     assert_eq!(result.requests, REQUESTS, "every request has its SERVER span");
     assert!(result.wrong.is_empty(), "calls under another request's span: {result}");
+    // The downstream is traced too: its SERVER spans continue the calls (same-host stitching).
+    assert!(result.stitched * 100 >= result.http_children * 98, "callees stitched under their calls: {result}");
     result
 }
 

@@ -63,6 +63,13 @@ enum Origin {
         key: Option<u64>,
         fallback: Context,
     },
+    /// A SERVER span whose caller was found (`AwaitPeer`) and is waiting for its own context.
+    /// Kept by id: the caller table keeps only the latest calls of a connection, and a caller
+    /// that resolves late must not fall out of it meanwhile.
+    StitchedTo {
+        caller: SpanId,
+        fallback: Context,
+    },
     /// A CLIENT span written by a unit of work (an asyncio task, a chain of libuv callbacks)
     /// whose request is not known yet: `Linker::unit_answered` decides.
     AwaitUnit(UnitKey),
@@ -185,6 +192,14 @@ impl Linker {
     /// A traced process closed its connection from `local` at kernel time `ts_ns`.
     pub fn client_closed(&mut self, local: SocketAddr, remote: Option<SocketAddr>, ts_ns: u64) {
         self.clients.closed(local, remote, ts_ns);
+    }
+
+    /// A CLIENT span sent from `local` read the first bytes of its answer at `answered_ns`
+    /// (a callee that read its request later cannot be this span's).
+    pub fn client_answered(&mut self, local: Option<std::net::SocketAddr>, span: SpanId, answered_ns: u64) {
+        if let Some(local) = local {
+            self.clients.answered(local, span, answered_ns);
+        }
     }
 
     pub fn is_traced_client(&self, end: &CalleeEnd, read_ns: u64) -> bool {
@@ -506,7 +521,7 @@ impl Linker {
             }
             match &node.origin {
                 Origin::Known(ctx) => return Some(ctx.trace_id),
-                Origin::ChildOf(parent) => id = *parent,
+                Origin::ChildOf(parent) | Origin::StitchedTo { caller: parent, .. } => id = *parent,
                 Origin::AwaitPeer { .. } | Origin::AwaitUnit(_) => return None,
             }
         }
@@ -527,6 +542,26 @@ impl Linker {
     /// The span's trace and parent, or None while it still waits for evidence.
     pub fn resolve(&mut self, span: SpanId, now: Instant) -> Option<Context> {
         self.resolve_depth(span, now, 0)
+    }
+
+    /// A callee's context from its caller's, once the caller has one; the fallback when the
+    /// caller was forgotten (or is a runaway chain) or has waited too long itself.
+    fn resolve_caller(&mut self, caller: SpanId, fallback: Context, waited: Option<Duration>, now: Instant, depth: u32) -> Option<Context> {
+        if depth > 64 || !self.nodes.contains_key(&caller) {
+            self.stitch.caller_unplaced += 1;
+            return Some(fallback);
+        }
+        match self.resolve_depth(caller, now, depth + 1) {
+            Some(p) => {
+                self.stitch.stitched += 1;
+                Some(Context { trace_id: p.trace_id, parent: Some(caller) })
+            }
+            None if waited.is_some_and(|w| w >= PEER_GIVE_UP) => {
+                self.stitch.caller_unplaced += 1;
+                Some(fallback)
+            }
+            None => None,
+        }
     }
 
     fn resolve_depth(&mut self, span: SpanId, now: Instant, depth: u32) -> Option<Context> {
@@ -561,22 +596,11 @@ impl Linker {
             Origin::AwaitPeer { end, request_exit_ns, key, fallback } => {
                 let waited = finished.map(|t| now.saturating_duration_since(t));
                 match self.clients.caller(&end, request_exit_ns, key) {
-                    Caller::Span(caller) if depth <= 64 && self.nodes.contains_key(&caller) => match self.resolve_depth(caller, now, depth + 1) {
-                        Some(p) => {
-                            self.stitch.stitched += 1;
-                            Context { trace_id: p.trace_id, parent: Some(caller) }
+                    Caller::Span(caller) => {
+                        if let Some(node) = self.nodes.get_mut(&span) {
+                            node.origin = Origin::StitchedTo { caller, fallback };
                         }
-                        // The caller waits for its own evidence; not forever.
-                        None if waited.is_some_and(|w| w >= PEER_GIVE_UP) => {
-                            self.stitch.caller_unplaced += 1;
-                            fallback
-                        }
-                        None => return None,
-                    },
-                    // Forgotten (or a runaway chain): never hold this span hostage to it.
-                    Caller::Span(_) => {
-                        self.stitch.caller_unplaced += 1;
-                        fallback
+                        self.resolve_caller(caller, fallback, waited, now, depth)?
                     }
                     Caller::NotYet => match waited {
                         Some(w) if w >= PEER_WAIT => {
@@ -589,6 +613,10 @@ impl Linker {
                     // client's, on a reused port.
                     Caller::None => fallback,
                 }
+            }
+            Origin::StitchedTo { caller, fallback } => {
+                let waited = finished.map(|t| now.saturating_duration_since(t));
+                self.resolve_caller(caller, fallback, waited, now, depth)?
             }
         };
         if let Some(node) = self.nodes.get_mut(&span) {

@@ -62,8 +62,19 @@ struct Generation {
     opened_ns: u64,
     closed_ns: Option<u64>,
     last_seen: Instant,
-    /// CLIENT spans in sending order: (write time, key on the connection, span).
-    spans: Vec<(u64, Option<u64>, SpanId)>,
+    /// CLIENT spans in sending order.
+    spans: Vec<Sent>,
+}
+
+/// A CLIENT span written on a generation.
+struct Sent {
+    /// Kernel time the request's write began.
+    written_ns: u64,
+    /// Its key on the connection (an HTTP/2 stream id).
+    key: Option<u64>,
+    span: SpanId,
+    /// Kernel time the first read of its answer returned, once answered.
+    answered_ns: Option<u64>,
 }
 
 impl Generation {
@@ -137,7 +148,16 @@ impl ClientConns {
         if generation.spans.len() >= MAX_SPANS {
             generation.spans.remove(0);
         }
-        generation.spans.push((write_ns, key, span));
+        generation.spans.push(Sent { written_ns: write_ns, key, span, answered_ns: None });
+    }
+
+    /// The CLIENT span `span` sent from `local` read the first bytes of its answer at
+    /// `answered_ns`.
+    pub fn answered(&mut self, local: SocketAddr, span: SpanId, answered_ns: u64) {
+        let Some(generations) = self.by_client.get_mut(&PeerKey::new(local)) else { return };
+        if let Some(sent) = generations.iter_mut().rev().flat_map(|g| g.spans.iter_mut().rev()).find(|s| s.span == span) {
+            sent.answered_ns = Some(answered_ns);
+        }
     }
 
     /// Whether a traced process may have sent a request read at `read_ns` on this end.
@@ -157,8 +177,12 @@ impl ClientConns {
             // different server addresses): nothing tells them apart.
             return Caller::None;
         }
-        match generation.spans.iter().rev().find(|(written, sent_key, _)| *written <= read_ns && (key.is_none() || *sent_key == key)) {
-            Some((_, _, span)) => Caller::Span(*span),
+        match generation.spans.iter().rev().find(|s| s.written_ns <= read_ns && (key.is_none() || s.key == key)) {
+            // Its answer was back before the callee read this request: the latest request
+            // written is not this one, whose CLIENT span is not known yet (its write's record
+            // is late). Taking the one before would put the call under the wrong request.
+            Some(sent) if sent.answered_ns.is_some_and(|answered| answered < read_ns) => Caller::NotYet,
+            Some(sent) => Caller::Span(sent.span),
             None => Caller::NotYet,
         }
     }
@@ -198,5 +222,23 @@ mod tests {
         assert!(matches!(conns.caller(&end, 40, Some(3)), Caller::Span(s) if s == [3; 8]));
         // Stream 5's CLIENT span is not known yet: wait, do not take another stream's.
         assert!(matches!(conns.caller(&end, 40, Some(5)), Caller::NotYet));
+    }
+
+    #[test]
+    fn a_request_whose_call_is_not_known_yet_waits_instead_of_taking_the_one_before() {
+        let client: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
+        let server: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let mut conns = ClientConns::default();
+        conns.connected(client, Some(server), 10);
+        // Call 1 written at 20, answered at 30; call 2 written at 40, read by the callee at
+        // 45, but its write's record comes after the callee's span is done.
+        conns.sent(client, Some(server), 20, None, [1; 8]);
+        let end = CalleeEnd { client: PeerKey::new(client), server_port: Some(server.port()) };
+        assert!(matches!(conns.caller(&end, 25, None), Caller::Span(s) if s == [1; 8]), "call 1, unanswered yet, is the caller of a read at 25");
+        conns.answered(client, [1; 8], 30);
+        assert!(matches!(conns.caller(&end, 25, None), Caller::Span(s) if s == [1; 8]), "answered after the read: still call 1's");
+        assert!(matches!(conns.caller(&end, 45, None), Caller::NotYet), "call 1 was answered before the read at 45: not its caller");
+        conns.sent(client, Some(server), 40, None, [2; 8]);
+        assert!(matches!(conns.caller(&end, 45, None), Caller::Span(s) if s == [2; 8]));
     }
 }

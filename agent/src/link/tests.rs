@@ -157,6 +157,32 @@ fn callee_is_not_held_hostage_by_an_unplaced_caller() {
     let _ = call;
 }
 
+/// A caller found while it waits for its own parent stays the callee's caller even after the
+/// caller table moved on (it keeps a connection's latest calls only): the callee is stitched
+/// once the caller is placed, not given up as "caller not seen".
+#[test]
+fn a_callee_keeps_its_caller_while_the_caller_waits() {
+    let mut l = Linker::default();
+    let client_local: SocketAddr = "127.0.0.1:40004".parse().expect("addr");
+    let server: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+    l.client_connected(client_local, Some(server), 2);
+    let front = l.start_server(&facts(1, "/f", None, 1), None);
+    let task = (1, 77);
+    let call = l.start_client(&facts(1, "", None, 5), Some((client_local, Some(server))), &Evidence::Unit(task));
+    let back = l.start_server(&facts(2, "/b", None, 6), callee_end(client_local, 8080));
+    l.finish(back);
+    assert!(l.resolve(back, Instant::now()).is_none(), "waits for its caller's context");
+    for i in 0..200 {
+        let later = l.start_client(&facts(3, "", None, 100 + i), Some((client_local, Some(server))), &Evidence::Thread);
+        l.client_answered(Some(client_local), later, 101 + i);
+    }
+    l.unit_answered(task, front, 3);
+    let ctx = l.resolve(back, Instant::now() + PEER_WAIT).expect("stitched");
+    assert_eq!(ctx.parent, Some(call));
+    assert_eq!(Some(ctx.trace_id), l.resolve(front, Instant::now()).map(|c| c.trace_id));
+    assert_eq!((l.stitch.stitched, l.stitch.caller_not_seen), (1, 0));
+}
+
 const NOW_NS: u64 = 1_000;
 
 /// An event loop serving two requests on one thread, without runtime probes: the thread

@@ -540,6 +540,7 @@ impl<H: Host> Pipeline<H> {
         let info = conn.info.clone();
         if info.role != Role::Server {
             self.callbacks.answered(tgid, tid, fd, self.cause, req.span);
+            self.linker.client_answered(info.local, req.span, response.timing.first_exit_ns);
         }
         self.complete(&info, req, tid, Answer::Answered(&response));
         if response.closes_connection {
