@@ -15,9 +15,13 @@ use zerotrace::probes::{Probes, Settings};
 
 const CHUNK: usize = 3000;
 
-/// Data records of `pid` seen until `deadline`, as (egress, captured, total), and the fds and
-/// peers of its connections.
-fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pid: u32, wait: Duration) -> (Vec<(bool, usize, u64)>, Vec<(u32, Option<std::net::SocketAddr>)>) {
+/// A data record: (egress, bytes captured, bytes moved).
+type Data = (bool, usize, u64);
+/// A connection: its fd and peer.
+type Opened = (u32, Option<std::net::SocketAddr>);
+
+/// Data records of `pid` seen until `deadline`, and its connections.
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pid: u32, wait: Duration) -> (Vec<Data>, Vec<Opened>) {
     let deadline = Instant::now() + wait;
     let (mut data, mut fds) = (Vec::new(), Vec::new());
     while Instant::now() < deadline {
