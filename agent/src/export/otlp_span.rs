@@ -100,7 +100,10 @@ fn db(d: &DbFields, attrs: &mut Attrs) {
 }
 
 fn rpc(r: &RpcFields, attrs: &mut Attrs) {
+    // `rpc.system` is the name at our schema version; the RPC conventions in development
+    // renamed it `rpc.system.name`. Both, so backends on either side of the rename group it.
     attrs.str("rpc.system", Some(r.system));
+    attrs.str("rpc.system.name", Some(r.system));
     attrs.str("rpc.service", r.service.as_deref());
     attrs.str("rpc.method", r.method.as_deref());
     attrs.int("rpc.grpc.status_code", r.grpc_status_code.map(i64::from));
@@ -168,6 +171,8 @@ mod tests {
         let rpc = RpcFields { system: "grpc", service: Some("helloworld.Greeter".into()), method: Some("SayHello".into()), grpc_status_code: Some(0) };
         let s = span(&record(Domain::Rpc(rpc)));
         assert_eq!(attr(&s, "rpc.grpc.status_code"), Some(&Value::IntValue(0)));
+        assert_eq!(attr(&s, "rpc.system"), Some(&Value::StringValue("grpc".into())));
+        assert_eq!(attr(&s, "rpc.system.name"), Some(&Value::StringValue("grpc".into())));
         assert_eq!(attr(&s, "rpc.service"), Some(&Value::StringValue("helloworld.Greeter".into())));
     }
 }
