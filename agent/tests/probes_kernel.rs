@@ -120,8 +120,10 @@ fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_hol
 /// page (Go allocates one per connect on its heap, so this happens by chance under load):
 /// the probes read only what the family needs, so the connection and its bytes are seen.
 /// Reading a whole sockaddr_in6's worth failed here and silently lost the connection.
+/// Then the client peeks at the answer (recv and recvmsg with MSG_PEEK, as curl does before
+/// reusing a connection) before reading it: the answer is captured once, not three times.
 #[test]
-fn a_connect_address_at_the_end_of_a_page_is_read() {
+fn a_connect_address_at_the_end_of_a_page_is_read_and_peeks_are_not_data() {
     require_root();
     let settings = Settings { payload_cap: 1024, cgroup_filter: false, wakeup_bytes: 1, hooks_only: false, go_goroutines: false };
     let (mut probes, mut ring) = Probes::load(&settings).expect("the probes load");
@@ -130,6 +132,9 @@ fn a_connect_address_at_the_end_of_a_page_is_read() {
     let port = listener.local_addr().expect("addr").port();
     let server = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().expect("accept");
+        let mut hello = [0u8; 5];
+        conn.read_exact(&mut hello).expect("the client's hello");
+        conn.write_all(b"pong").expect("answer");
         let mut buf = [0u8; 64];
         while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
     });
@@ -152,6 +157,9 @@ print("ready", flush=True)
 sys.stdin.readline()
 assert libc.connect(s.fileno(), addr, 16) == 0, ctypes.get_errno()
 s.sendall(b"hello")
+assert s.recv(1, socket.MSG_PEEK) == b"p"
+assert s.recvmsg(4, 0, socket.MSG_PEEK)[0] == b"pong"
+assert s.recv(4) == b"pong"
 print("sent", flush=True)
 sys.stdin.readline()
 "#
@@ -176,4 +184,6 @@ sys.stdin.readline()
     assert_eq!(conns.len(), 1, "the connect is seen: {conns:?}");
     assert_eq!(conns[0].1.map(|a| a.port()), Some(port), "with its peer");
     assert!(data.iter().any(|&(egress, captured, total)| egress && captured == 5 && total == 5), "and its bytes: {data:?}");
+    let reads: Vec<_> = data.iter().filter(|(egress, _, _)| !egress).collect();
+    assert_eq!(reads, [&(false, 4, 4)], "the answer once: peeks take nothing");
 }

@@ -5,7 +5,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use zerotrace_abi::{fd_key, fd_state};
 
 use crate::maps::{self, FD_STATE, Inflight, op};
-use crate::{ARG0, ARG1, RET, Res, arg, capture, entry_point, filter, go_tls, new_call, take, tls};
+use crate::{ARG0, ARG1, ARG2, ARG3, RET, Res, arg, capture, entry_point, filter, go_tls, new_call, take, tls};
 
 /// The slot a data call's arguments go to, or `None` when this fd's bytes are not captured
 /// here: not a known socket (or not a protocol the agent parses), TLS whose plaintext the TLS
@@ -49,10 +49,34 @@ fn data_slot(pid_tgid: u64, fd: u32, call_op: u32) -> Option<(&'static mut Infli
     }
 }
 
+/// recv flag: look at the queued bytes without taking them. The next read returns them
+/// again, so capturing a peek showed the parser the same bytes twice (curl peeks one byte to
+/// check that a connection is alive before reusing it: an HTTP/2 parser lost its framing).
+const MSG_PEEK: u64 = 2;
+
+/// Which argument of the call holds its recv flags, when it has them.
+#[derive(Clone, Copy)]
+enum Flags {
+    None,
+    At(usize),
+}
+
+/// Whether the call only peeks (see `MSG_PEEK`).
+#[inline(always)]
+fn peeks(ctx: &TracePointContext, flags: Flags) -> Result<bool, i64> {
+    Ok(match flags {
+        Flags::None => false,
+        Flags::At(at) => arg(ctx, at)? & MSG_PEEK != 0,
+    })
+}
+
 /// Stash a data call unless the fd's bytes are not captured here.
 #[inline(always)]
-fn enter_data(ctx: &TracePointContext, call_op: u32) -> Res {
+fn enter_data(ctx: &TracePointContext, call_op: u32, flags: Flags) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    if peeks(ctx, flags)? {
+        return Ok(());
+    }
     let fd = arg(ctx, ARG0)? as u32;
     let Some((slot, cap)) = data_slot(pid_tgid, fd, call_op) else { return Ok(()) };
     let ptr = match call_op {
@@ -68,8 +92,11 @@ fn enter_data(ctx: &TracePointContext, call_op: u32) -> Res {
 
 /// recvmsg/sendmsg: the iovec array pointer is at offset 16 of `struct msghdr`.
 #[inline(always)]
-fn enter_msg(ctx: &TracePointContext, call_op: u32) -> Res {
+fn enter_msg(ctx: &TracePointContext, call_op: u32, flags: Flags) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    if peeks(ctx, flags)? {
+        return Ok(());
+    }
     let fd = arg(ctx, ARG0)? as u32;
     let Some((slot, cap)) = data_slot(pid_tgid, fd, call_op) else { return Ok(()) };
     let msghdr = arg(ctx, ARG1)?;
@@ -96,29 +123,34 @@ fn exit_data(ctx: &TracePointContext) -> Res {
 }
 
 fn try_enter_read(ctx: &TracePointContext) -> Res {
-    enter_data(ctx, op::READ)
+    enter_data(ctx, op::READ, Flags::None)
+}
+/// recvfrom(fd, buf, len, flags, ...).
+fn try_enter_recvfrom(ctx: &TracePointContext) -> Res {
+    enter_data(ctx, op::READ, Flags::At(ARG3))
 }
 fn try_enter_write(ctx: &TracePointContext) -> Res {
-    enter_data(ctx, op::WRITE)
+    enter_data(ctx, op::WRITE, Flags::None)
 }
 fn try_enter_readv(ctx: &TracePointContext) -> Res {
-    enter_data(ctx, op::READV)
+    enter_data(ctx, op::READV, Flags::None)
 }
 fn try_enter_writev(ctx: &TracePointContext) -> Res {
-    enter_data(ctx, op::WRITEV)
+    enter_data(ctx, op::WRITEV, Flags::None)
 }
+/// recvmsg(fd, msg, flags).
 fn try_enter_recvmsg(ctx: &TracePointContext) -> Res {
-    enter_msg(ctx, op::READV)
+    enter_msg(ctx, op::READV, Flags::At(ARG2))
 }
 fn try_enter_sendmsg(ctx: &TracePointContext) -> Res {
-    enter_msg(ctx, op::WRITEV)
+    enter_msg(ctx, op::WRITEV, Flags::None)
 }
 fn try_enter_sendfile(ctx: &TracePointContext) -> Res {
-    enter_data(ctx, op::SENDFILE)
+    enter_data(ctx, op::SENDFILE, Flags::None)
 }
 
 entry_point!(sys_enter_read, try_enter_read);
-entry_point!(sys_enter_recvfrom, try_enter_read);
+entry_point!(sys_enter_recvfrom, try_enter_recvfrom);
 entry_point!(sys_enter_write, try_enter_write);
 entry_point!(sys_enter_sendto, try_enter_write);
 entry_point!(sys_enter_readv, try_enter_readv);

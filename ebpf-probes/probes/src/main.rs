@@ -38,6 +38,8 @@ use crate::maps::{Inflight, TlsCall, op};
 /// Offsets in the syscall tracepoint records (see events/syscalls/*/format).
 pub(crate) const ARG0: usize = 16;
 pub(crate) const ARG1: usize = 24;
+pub(crate) const ARG2: usize = 32;
+pub(crate) const ARG3: usize = 40;
 pub(crate) const RET: usize = 16;
 
 pub(crate) type Res = Result<(), i64>;
