@@ -248,6 +248,16 @@ impl Conn {
         let Some(parser) = self.parser.as_mut() else { return };
         let before = out.len();
         parser.feed(if from_client { Sender::Client } else { Sender::Server }, seg, out);
+        if let Some(switch) = parser.switched() {
+            let mut next = switch.parser;
+            if !switch.server_bytes.is_empty() {
+                // The rest of the segment, and its gap if any, are the new protocol's.
+                let gap = seg.total.saturating_sub(seg.data.len() as u64);
+                let rest = Segment { data: &switch.server_bytes, total: switch.server_bytes.len() as u64 + gap, ..seg };
+                next.feed(Sender::Server, rest, out);
+            }
+            *parser = next;
+        }
         let health = parser.health();
         if health == Health::Foreign {
             self.answer_foreign = true;
@@ -353,7 +363,7 @@ impl ConnTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocols::message::{RequestFields, Timing, TraceContext};
+    use crate::protocols::message::{HttpResponse, RequestFields, ResponseFields, Timing, TraceContext};
     use crate::spans::record::SpanKind;
 
     fn pending(correlation: Correlation, span: u8) -> PendingRequest {
@@ -433,5 +443,84 @@ mod tests {
         }
         assert!(c.foreign);
         assert!(out.is_empty());
+    }
+
+    /// A frame header and payload (RFC 9113 §4.1), for hand-built HTTP/2 bytes.
+    fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+
+    #[test]
+    fn an_h2c_upgrade_hands_the_connection_to_http2_and_stream_1_answers_the_upgrade_request() {
+        const HEADERS: u8 = 1;
+        const SETTINGS: u8 = 4;
+        const END_STREAM_AND_HEADERS: u8 = 0x5;
+        let mut c = conn(Role::Server);
+        let mut out = Vec::new();
+        c.feed(
+            Direction::Ingress,
+            seg(b"GET /up HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"),
+            &mut out,
+        );
+        assert!(matches!(&out[..], [Message::Request(r)] if r.correlation == Correlation::InOrder));
+        out.clear();
+        // The 101, the server's SETTINGS and stream 1's answer (:status 200, static index 8)
+        // in one write.
+        let mut answer = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+        answer.extend(h2_frame(SETTINGS, 0, 0, &[]));
+        answer.extend(h2_frame(HEADERS, END_STREAM_AND_HEADERS, 1, &[0x88]));
+        c.feed(Direction::Egress, seg(&answer), &mut out);
+        assert_eq!(c.protocol(), Some("http2"));
+        let [Message::Response(r)] = &out[..] else { panic!("one answer: {out:?}") };
+        assert_eq!(r.correlation, Correlation::InOrder, "the upgrade request waits in order");
+        assert!(matches!(r.fields, ResponseFields::Http(HttpResponse { status: Some(200) })), "the 101 is not the answer: {r:?}");
+        out.clear();
+        // Then the client's preface and a request of its own on stream 3 (GET, http, /).
+        let mut next = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        next.extend(h2_frame(SETTINGS, 0, 0, &[]));
+        next.extend(h2_frame(HEADERS, END_STREAM_AND_HEADERS, 3, &[0x82, 0x86, 0x84]));
+        c.feed(Direction::Ingress, seg(&next), &mut out);
+        assert!(matches!(&out[..], [Message::Request(r)] if r.correlation == Correlation::Key(3)), "{out:?}");
+        assert!(!c.foreign);
+    }
+
+    #[test]
+    fn an_h2c_upgrade_seen_from_the_client() {
+        const HEADERS: u8 = 1;
+        const SETTINGS: u8 = 4;
+        let mut c = conn(Role::Client);
+        let mut out = Vec::new();
+        c.feed(
+            Direction::Egress,
+            seg(b"GET /up HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"),
+            &mut out,
+        );
+        c.feed(Direction::Ingress, seg(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"), &mut out);
+        let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        preface.extend(h2_frame(SETTINGS, 0, 0, &[]));
+        c.feed(Direction::Egress, seg(&preface), &mut out);
+        c.feed(Direction::Ingress, seg(&h2_frame(SETTINGS, 0, 0, &[])), &mut out);
+        c.feed(Direction::Egress, seg(&h2_frame(SETTINGS, 1, 0, &[])), &mut out);
+        let mut first = h2_frame(8, 0, 0, &[0, 0xf, 0, 1]);
+        first.extend(h2_frame(HEADERS, 4, 1, &[0x88]));
+        first.extend(h2_frame(0, 1, 1, b"item 1"));
+        c.feed(Direction::Ingress, seg(&first), &mut out);
+        c.feed(Direction::Egress, seg(&h2_frame(HEADERS, 5, 3, &[0x82, 0x86, 0x84])), &mut out);
+        let mut second = h2_frame(HEADERS, 4, 3, &[0x88]);
+        second.extend(h2_frame(0, 1, 3, b"item 2"));
+        c.feed(Direction::Ingress, seg(&second), &mut out);
+        let kinds: Vec<String> = out
+            .iter()
+            .map(|m| match m {
+                Message::Request(r) => format!("req {:?}", r.correlation),
+                Message::Response(r) => format!("resp {:?}", r.correlation),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(kinds, ["req InOrder", "resp InOrder", "req Key(3)", "resp Key(3)"]);
     }
 }

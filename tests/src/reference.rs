@@ -131,30 +131,32 @@ pub fn async_chain(port: u16, b: &Backends, framework: &str, uvloop: bool) -> Pr
     spawn_until(cmd, "python asyncio chain app", "ready", Duration::from_secs(30))
 }
 
-/// tests/apps/go_chain, built once per test process (GOPATH mode against Debian's packaged
-/// lib/pq and redis.v5): the Go concurrency fidelity app.
-pub fn go_chain(port: u16, b: &Backends) -> Proc {
+/// A Go program of tests/apps/`dir`, built once per test process in GOPATH mode against
+/// Debian's packaged libraries (`cargo xtask setup` installs them); its binary's path.
+pub fn go_app(dir: &str) -> std::path::PathBuf {
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILDING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let go = require_program("go", "cargo xtask setup installs golang-go");
-    let binary = std::env::temp_dir().join(format!("zerotrace-go-chain-{}", std::process::id()));
+    let binary = std::env::temp_dir().join(format!("zerotrace-{}-{}", dir.replace('_', "-"), std::process::id()));
     if !binary.exists() {
         let out = Command::new(go)
             .args(["build", "-o"])
             .arg(&binary)
             .arg(".")
-            .current_dir(repo_root().join("tests/apps/go_chain"))
+            .current_dir(repo_root().join("tests/apps").join(dir))
             .env("GO111MODULE", "off")
             .env("GOPATH", "/usr/share/gocode")
             .env("GOCACHE", std::env::temp_dir().join("zerotrace-go-cache"))
             .output()
             .expect("running go build");
-        assert!(
-            out.status.success(),
-            "go build of tests/apps/go_chain failed (cargo xtask setup installs golang-github-lib-pq-dev and golang-gopkg-redis.v5-dev): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "go build of tests/apps/{dir} failed (cargo xtask setup installs the Go libraries it imports): {}", String::from_utf8_lossy(&out.stderr));
     }
+    binary
+}
+
+/// tests/apps/go_chain: the Go concurrency fidelity app (lib/pq, redis.v5).
+pub fn go_chain(port: u16, b: &Backends) -> Proc {
+    let binary = go_app("go_chain");
     let mut cmd = Command::new(&binary);
     cmd.env("OTEL_SERVICE_NAME", "chain-go");
     cmd.args(["-port", &port.to_string(), "-downstream", &format!("http://127.0.0.1:{}", b.downstream_port)]);

@@ -1,6 +1,7 @@
 //! HTTP/2: Debian's nginx over h2c (prior knowledge) and h2 (TLS), curl as the traced client,
-//! over TLS multiplexing many streams on one connection. Every stream is one span on each side, and
-//! each nginx SERVER span is the child of the curl CLIENT span of the same stream.
+//! over TLS multiplexing many streams on one connection; Go's net/http over h2c by upgrade;
+//! gRPC between Python (grpcio), Node (@grpc/grpc-js) and Go (grpc-go). Every stream is one
+//! span on each side, and each SERVER span is the child of the CLIENT span of the same stream.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use zerotrace_integration_tests::procs::{Gated, JsonlAgent, Proc, TempDir, spawn_until};
 use zerotrace_integration_tests::spans::{TestSpan, assert_child_of, find};
-use zerotrace_integration_tests::{free_port, nginx, require_program, require_root, self_signed_cert};
+use zerotrace_integration_tests::{free_port, nginx, reference, require_program, require_root, self_signed_cert};
 
 const STREAMS: usize = 16;
 
@@ -69,29 +70,95 @@ fn nginx_and_curl_over_h2c_and_h2_one_span_per_stream_with_the_right_parent() {
     check(&spans, tls_port, "https");
 }
 
-/// tests/apps/grpc_demo.py serving on a free port, as service `grpc-server`; the app's path.
-fn grpc_server() -> (Proc, u16, std::path::PathBuf) {
+/// curl asks a Go net/http server (x/net/http2/h2c) to upgrade to h2c on its first request,
+/// then sends two more on the same connection as HTTP/2 streams. The upgrade request is
+/// answered on stream 1 (its span has the HTTP/2 answer's status, not the 101), and every
+/// request is one span on each side, the server's under the client's of the same path.
+#[test]
+fn an_h2c_upgrade_goes_on_as_http2_with_one_span_per_request() {
     require_root();
+    require_program("curl", "apt-get install curl");
     let port = free_port();
-    let app = zerotrace_integration_tests::python_app("grpc_demo.py");
-    let mut serve = std::process::Command::new("python3");
-    serve.arg(&app).args(["serve", &port.to_string()]).env("OTEL_SERVICE_NAME", "grpc-server");
-    (spawn_until(serve, "grpc server", "ready", Duration::from_secs(20)), port, app)
+    let mut serve = std::process::Command::new(reference::go_app("go_h2"));
+    serve.args(["h2c-serve", &port.to_string()]).env("OTEL_SERVICE_NAME", "h2c-server");
+    let server = spawn_until(serve, "go h2c server", "ready", Duration::from_secs(30));
+    let paths = ["/item/1?token=secret", "/item/2", "/missing"];
+    let urls: Vec<String> = paths.iter().map(|p| format!("-o /dev/null 'http://127.0.0.1:{port}{p}'")).collect();
+    let client = Gated::new(&format!("curl -s --http2 -w '%{{http_version}} %{{response_code}}\\n' {}", urls.join(" ")));
+    let agent = JsonlAgent::start(&[server.pid(), client.pid()]);
+    let printed = client.run(Duration::from_secs(30));
+    assert_eq!(printed.lines().collect::<Vec<_>>(), ["2 200", "2 200", "2 404"], "curl upgraded and reused the connection");
+    std::thread::sleep(Duration::from_millis(500));
+    let (exit, spans) = agent.finish();
+    let servers: Vec<&TestSpan> = find(&spans, "SERVER", |s| s.service() == "h2c-server");
+    let clients: Vec<&TestSpan> = find(&spans, "CLIENT", |s| s.attr("server.port") == Some(port.to_string().as_str()));
+    assert_eq!(servers.len(), 3, "one server span per request: {spans:#?}\n{:?}", exit.stderr);
+    assert_eq!(clients.len(), 3, "one client span per request: {spans:#?}");
+    for (path, status) in [("/item/1", "200"), ("/item/2", "200"), ("/missing", "404")] {
+        let server = servers.iter().find(|s| s.attr("url.path") == Some(path)).unwrap_or_else(|| panic!("no server span for {path}: {servers:#?}"));
+        assert_eq!(server.attr("http.response.status_code"), Some(status), "{server:?}");
+        assert_eq!(server.attr("http.request.method"), Some("GET"));
+        let client = clients.iter().find(|c| c.span_id == server.parent_id).unwrap_or_else(|| panic!("{path}: server span without its curl parent: {server:?}"));
+        assert_eq!(path_of(client).split('?').next(), Some(path), "a server span under another request's client span");
+        assert_eq!(client.attr("http.response.status_code"), Some(status), "{client:?}");
+        assert_child_of(server, client);
+    }
+    // The upgrade request went as HTTP/1.1 (the handler sees that too); the others as 2.
+    let version = |path: &str| servers.iter().find(|s| s.attr("url.path") == Some(path)).and_then(|s| s.attr("network.protocol.version"));
+    assert_eq!((version("/item/1"), version("/item/2")), (Some("1.1"), Some("2")));
+    assert!(spans.iter().all(|s| !format!("{s:?}").contains("secret")), "no query value is exported");
+    assert!(exit.stderr.iter().any(|l| l.contains("http2: 2 connection(s)")), "both ends counted as HTTP/2 connections: {:?}", exit.stderr);
 }
 
-/// gRPC with Python's grpcio on both ends (no generated code), both traced: 16 concurrent
-/// unary calls multiplexed on one channel, an error status, a server-streaming call and a
-/// deadline exceeded. Each RPC is one span per side, named `service/method`, with the gRPC
-/// status and the semantic conventions' error rules, and each server span is the child of
-/// the client span of the same call.
-#[test]
-fn grpc_calls_are_rpc_spans_with_status_and_the_right_parent() {
-    let (server, port, app) = grpc_server();
-    let client = Gated::new(&format!("OTEL_SERVICE_NAME=grpc-client exec python3 {} call {port}", app.display()));
-    let agent = JsonlAgent::start(&[server.pid(), client.pid()]);
-    assert!(client.run(Duration::from_secs(30)).contains("done"));
+/// A gRPC stack the tests drive: each serves and calls the same `demo.Greeter` (methods by
+/// name, raw bytes; see tests/apps/grpc_demo.py).
+#[derive(Clone, Copy, Debug)]
+enum Stack {
+    /// grpcio (grpc-core under CPython).
+    Python,
+    /// @grpc/grpc-js on Node's http2 (nghttp2).
+    Node,
+    /// grpc-go from Debian's golang-google-grpc-dev.
+    Go,
+}
+
+impl Stack {
+    /// The command line that runs this stack's demo in `mode` (`serve` or `call`).
+    fn command(self, mode: &str, port: u16) -> String {
+        match self {
+            Stack::Python => format!("python3 {} {mode} {port}", zerotrace_integration_tests::python_app("grpc_demo.py").display()),
+            Stack::Node => {
+                let node = require_program("node", "Debian's nodejs");
+                let app = zerotrace_integration_tests::repo_root().join("tests/apps/grpc_node/grpc_demo.js");
+                assert!(app.with_file_name("node_modules").exists(), "tests/apps/grpc_node has no node_modules: run cargo xtask setup (npm ci)");
+                format!("{} {} {mode} {port}", node.display(), app.display())
+            }
+            Stack::Go => format!("{} grpc-{mode} {port}", reference::go_app("go_h2").display()),
+        }
+    }
+}
+
+/// `stack`'s demo server on a free port, as service `grpc-server`.
+fn grpc_server(stack: Stack) -> (Proc, u16) {
+    require_root();
+    let port = free_port();
+    let mut serve = std::process::Command::new("sh");
+    serve.args(["-c", &format!("exec {}", stack.command("serve", port))]).env("OTEL_SERVICE_NAME", "grpc-server");
+    (spawn_until(serve, &format!("{stack:?} grpc server"), "ready", Duration::from_secs(30)), port)
+}
+
+/// gRPC from `client` to `server`, both traced: 16 concurrent unary calls multiplexed on one
+/// channel, an error status, a server-streaming call and a deadline exceeded. Each RPC is one
+/// span per side, named `service/method`, with the gRPC status and the semantic conventions'
+/// error rules, and each server span is the child of the client span of the same call.
+/// Returns how many of the 16 concurrent calls were seen whole.
+fn grpc_across(server: Stack, client: Stack) -> usize {
+    let (server_proc, port) = grpc_server(server);
+    let caller = Gated::new(&format!("OTEL_SERVICE_NAME=grpc-client exec {}", client.command("call", port)));
+    let agent = JsonlAgent::start(&[server_proc.pid(), caller.pid()]);
+    assert!(caller.run(Duration::from_secs(30)).contains("done"), "the {client:?} client's calls to the {server:?} server succeed");
     std::thread::sleep(Duration::from_millis(1500));
-    let (_, spans) = agent.finish();
+    let (exit, spans) = agent.finish();
     let of = |service: &str, name: &str, kind: &str| -> Vec<TestSpan> { spans.iter().filter(|s| s.service() == service && s.name == name && s.kind == kind).cloned().collect() };
     // Precision first: every RPC span says what it is and carries its own status, and every
     // stitched server span hangs under the client span of the same call.
@@ -99,6 +166,7 @@ fn grpc_calls_are_rpc_spans_with_status_and_the_right_parent() {
     for s in &rpcs {
         let method = s.name.strip_prefix("demo.Greeter/").unwrap_or_else(|| panic!("an RPC span of another service: {s:?}"));
         assert_eq!((s.attr("rpc.service"), s.attr("rpc.method")), (Some("demo.Greeter"), Some(method)));
+        assert_eq!(s.attr("rpc.system.name"), Some("grpc"));
         let status = match method {
             "Fail" => "5",
             "Slow" => "",
@@ -129,9 +197,9 @@ fn grpc_calls_are_rpc_spans_with_status_and_the_right_parent() {
             // the client ended its span: the server span may outlast its parent there.
         }
     }
-    // Recall: grpc-core writes some frames with more iovecs than the probes gather (16), and
-    // what those carried is not seen; most calls have their server span, with its status,
-    // under the caller's span (which may have lost its gRPC name, see above).
+    // Recall: a write that gathers more buffers than the probes do (16) is not seen whole,
+    // and what it carried is lost; most calls have their server span, with its status, under
+    // the caller's span (which may have lost its gRPC name, see above).
     let whole = (0..16)
         .filter(|i| {
             let name = format!("demo.Greeter/Call{i}");
@@ -142,9 +210,8 @@ fn grpc_calls_are_rpc_spans_with_status_and_the_right_parent() {
                 && spans.iter().any(|c| c.span_id == servers[0].parent_id && c.service() == "grpc-client")
         })
         .count();
-    assert!(whole >= 12, "only {whole} of 16 concurrent calls whole: {spans:#?}");
     let fail_server = of("grpc-server", "demo.Greeter/Fail", "SERVER");
-    assert_eq!(fail_server.len(), 1, "{spans:#?}");
+    assert_eq!(fail_server.len(), 1, "{spans:#?}\n{:?}", exit.stderr);
     for c in of("grpc-client", "demo.Greeter/Fail", "CLIENT") {
         assert!(c.error, "NOT_FOUND is an error for the caller");
     }
@@ -155,7 +222,33 @@ fn grpc_calls_are_rpc_spans_with_status_and_the_right_parent() {
     let slow = of("grpc-server", "demo.Greeter/Slow", "SERVER");
     assert_eq!(slow.len(), 1, "{spans:#?}");
     assert!(slow[0].error, "a call its client abandoned at the deadline ends in error on the server too: {:?}", slow[0]);
-    eprintln!("grpc: {whole} of 16 concurrent calls whole, {} RPC spans", rpcs.len());
+    eprintln!("grpc {client:?} → {server:?}: {whole} of 16 concurrent calls whole, {} RPC spans\n{}", rpcs.len(), exit.stderr.join("\n"));
+    whole
+}
+
+#[test]
+fn grpc_python_client_and_server() {
+    let whole = grpc_across(Stack::Python, Stack::Python);
+    // grpc-core writes some frames with more buffers than the probes gather.
+    assert!(whole >= 12, "only {whole} of 16 concurrent calls whole");
+}
+
+#[test]
+fn grpc_node_client_and_server() {
+    let whole = grpc_across(Stack::Node, Stack::Node);
+    assert!(whole >= 12, "only {whole} of 16 concurrent calls whole");
+}
+
+#[test]
+fn grpc_go_client_and_server() {
+    let whole = grpc_across(Stack::Go, Stack::Go);
+    assert!(whole >= 12, "only {whole} of 16 concurrent calls whole");
+}
+
+#[test]
+fn grpc_python_client_to_go_server() {
+    let whole = grpc_across(Stack::Go, Stack::Python);
+    assert!(whole >= 12, "only {whole} of 16 concurrent calls whole");
 }
 
 /// A gRPC connection opened and used before the agent started: its later calls are
@@ -166,7 +259,8 @@ fn grpc_calls_are_rpc_spans_with_status_and_the_right_parent() {
 fn a_grpc_connection_opened_before_attach_gives_spans_without_false_values() {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
-    let (server, port, app) = grpc_server();
+    let (server, port) = grpc_server(Stack::Python);
+    let app = zerotrace_integration_tests::python_app("grpc_demo.py");
     let mut client = Command::new("python3").arg(&app).args(["call-split", &port.to_string()]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "half");

@@ -30,6 +30,9 @@ const DEBIAN: &[(&str, &str)] = &[
     // Go libraries for the Go concurrency fidelity app (tests/apps/go_chain, GOPATH mode).
     ("golang-github-lib-pq-dev", "/usr/share/gocode/src/github.com/lib/pq"),
     ("golang-gopkg-redis.v5-dev", "/usr/share/gocode/src/gopkg.in/redis.v5"),
+    // Go gRPC and h2c for the HTTP/2 peers (tests/apps/go_h2).
+    ("golang-google-grpc-dev", "/usr/share/gocode/src/google.golang.org/grpc/server.go"),
+    ("golang-golang-x-net-dev", "/usr/share/gocode/src/golang.org/x/net/http2/h2c/h2c.go"),
 ];
 /// Python modules the test services import, with their PyPI names.
 const PYTHON: &[(&str, &str)] = &[
@@ -60,8 +63,9 @@ const PYTHON_AGENT: &[(&str, &str)] = &[
     ("opentelemetry.instrumentation.psycopg2", "opentelemetry-instrumentation-psycopg2==0.66b1"),
     ("opentelemetry.instrumentation.redis", "opentelemetry-instrumentation-redis==0.66b1"),
 ];
-/// The Express reference app (and the OpenTelemetry Node agent), installed from its lock file.
-const EXPRESS_APP: &str = "tests/apps/express";
+/// Node apps, installed from their lock files: the Express reference app (and the
+/// OpenTelemetry Node agent), and the @grpc/grpc-js peer of the HTTP/2 tests.
+const NODE_APPS: &[&str] = &["tests/apps/express", "tests/apps/grpc_node"];
 /// Services the packages start on install: the tests start their own instances.
 const STOP_SERVICES: &str = "for s in nginx postgresql redis-server mariadb memcached; do service $s stop >/dev/null 2>&1; done; pkill -x nginx; pkill -x memcached; pkill -x mariadbd; pkill -x redis-server; true";
 
@@ -98,14 +102,16 @@ pub fn install() -> Result<()> {
         println!("xtask setup: installing Python packages: {}", py_missing.join(" "));
         run(Command::new("python3").args(["-m", "pip", "install", "-q"]).args(&py_missing)).context("pip install")?;
     }
-    install_express_app()?;
+    for app in NODE_APPS {
+        install_node_app(app)?;
+    }
     println!("xtask setup: everything is in place");
     Ok(())
 }
 
-/// `npm ci` in the Express app when its packages are missing or older than its lock file.
-fn install_express_app() -> Result<()> {
-    let dir = crate::util::root().join(EXPRESS_APP);
+/// `npm ci` in a Node app when its packages are missing or older than its lock file.
+fn install_node_app(app: &str) -> Result<()> {
+    let dir = crate::util::root().join(app);
     let installed = dir.join("node_modules/.package-lock.json");
     let lock = dir.join("package-lock.json");
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -113,6 +119,6 @@ fn install_express_app() -> Result<()> {
         return Ok(());
     }
     let npm = which("npm").context("npm is missing: install Node.js 20 with npm (Debian: apt-get install nodejs npm)")?;
-    println!("xtask setup: installing the Express reference app's packages (npm ci)");
-    run(Command::new(npm).args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&dir)).context("npm ci in tests/apps/express")
+    println!("xtask setup: installing {app}'s packages (npm ci)");
+    run(Command::new(npm).args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&dir)).with_context(|| format!("npm ci in {app}"))
 }

@@ -276,9 +276,10 @@ impl<H: Host> Pipeline<H> {
                 let dir = if ingress { Direction::Ingress } else { Direction::Egress };
                 let seg = Segment { data: payload, total, ts_enter_ns, ts_exit_ns };
                 let mut parsed = std::mem::take(&mut self.parsed);
-                let recognised = conn.protocol().is_some();
+                let protocol_before = conn.protocol();
                 conn.feed(dir, seg, &mut parsed);
-                if !recognised
+                // Recognised now, or switched (an h2c upgrade): the capture it needs.
+                if conn.protocol() != protocol_before
                     && !conn.info.tls
                     && let Some(bytes) = conn.capture_bytes()
                 {
@@ -527,6 +528,9 @@ impl<H: Host> Pipeline<H> {
     fn answer(&mut self, tgid: u32, fd: u32, tid: u32, response: Response) {
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
         let Some(req) = conn.pending.answer(response.correlation) else {
+            if self.debug {
+                eprintln!("zerotrace: debug: answer {:?} on {tgid} fd {fd} matches no request yet", response.correlation);
+            }
             // Its request's record may still come (see `Conn::early`); if not, its request was
             // not captured (past the capture cap in a large write, or sent before the agent
             // attached), and the loss is counted.

@@ -46,6 +46,13 @@ impl Health {
     }
 }
 
+/// A connection that changed protocol mid-stream: the parser that goes on, and the server's
+/// bytes of the segment that switched, which are already the new protocol's.
+pub struct Switch {
+    pub parser: Box<dyn Parser>,
+    pub server_bytes: Vec<u8>,
+}
+
 /// A whole syscall's bytes (no gap), entering at `ts` and returning 1 ns later: for tests.
 #[cfg(test)]
 pub(crate) fn seg(data: &[u8], ts: u64) -> Segment<'_> {
@@ -77,6 +84,11 @@ pub trait Parser: Send {
     /// negotiates TLS inside its handshake, which only a parser that knows it is in the
     /// handshake follows.
     fn after_tls_start(&self) -> Option<Box<dyn Parser>> {
+        None
+    }
+    /// The segment just fed switched the connection to another protocol (HTTP/1's
+    /// `Upgrade: h2c` answered by 101): taken once, right after that `feed`.
+    fn switched(&mut self) -> Option<Switch> {
         None
     }
 }

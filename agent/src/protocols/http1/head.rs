@@ -42,6 +42,9 @@ pub struct ResponseHead {
     pub complete: bool,
     /// `Connection: close`: the server reads nothing more on this connection.
     pub close: bool,
+    /// 101 to `Upgrade: h2c`: HTTP/2 follows on this connection, the request's answer on its
+    /// stream 1 (RFC 7540 §3.2).
+    pub upgrade_h2c: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -185,13 +188,17 @@ pub fn parse_response_head(buf: &[u8], request_method: Option<&str>) -> HeadPars
         Ok(s) => s,
         Err(_) => return HeadParse::Invalid,
     };
-    let mut head = ResponseHead { status: resp.code.unwrap_or(0), minor_version: resp.version.unwrap_or(1), complete: false, close: false };
+    let mut head = ResponseHead { status: resp.code.unwrap_or(0), minor_version: resp.version.unwrap_or(1), ..Default::default() };
     let len = match status {
         httparse::Status::Partial => return HeadParse::Partial(resp.code.is_some().then_some(head)),
         httparse::Status::Complete(len) => len,
     };
     head.complete = true;
-    head.close = resp.headers.iter().any(|h| h.name.eq_ignore_ascii_case("connection") && h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")));
+    let has_token = |name: &str, token: &[u8]| {
+        resp.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name) && h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token)))
+    };
+    head.close = has_token("connection", b"close");
+    head.upgrade_h2c = head.status == 101 && has_token("upgrade", b"h2c");
     let body = body_headers(resp.headers);
     let framing = if head.status == 101 || (request_method == Some("CONNECT") && (200..300).contains(&head.status)) {
         Framing::Upgrade

@@ -3,7 +3,7 @@
 
 use super::stream::{HalfStream, Head, Message as Http1Message, Side};
 use crate::protocols::message::{Correlation, HttpRequest, HttpResponse, Message, Request, RequestFields, Response, ResponseFields, Timing, TraceContext};
-use crate::protocols::parser::{Health, Parser, Segment, Sender};
+use crate::protocols::parser::{Health, Parser, Segment, Sender, Switch};
 use crate::protocols::registry::{Detector, Layer, Protocol};
 use crate::spans::record::SpanKind;
 
@@ -23,6 +23,8 @@ pub struct Http1 {
     answers: u64,
     resyncs: u64,
     was_desynced: bool,
+    /// The server agreed to `Upgrade: h2c`: HTTP/2 from now on.
+    switch: Option<Switch>,
 }
 
 impl Default for Http1 {
@@ -33,7 +35,7 @@ impl Default for Http1 {
 
 impl Http1 {
     pub fn new() -> Self {
-        Self { requests: HalfStream::new(Side::Request), responses: HalfStream::new(Side::Response), answers: 0, resyncs: 0, was_desynced: false }
+        Self { requests: HalfStream::new(Side::Request), responses: HalfStream::new(Side::Response), answers: 0, resyncs: 0, was_desynced: false, switch: None }
     }
 }
 
@@ -86,7 +88,16 @@ impl Parser for Http1 {
             Sender::Server => {
                 let answers = self.responses.feed(seg);
                 self.answers += answers.len() as u64;
-                out.extend(answers.into_iter().map(message));
+                for answer in answers {
+                    if matches!(&answer.head, Head::Response(r) if r.upgrade_h2c) {
+                        // Not the answer: that comes as HTTP/2 on stream 1, which the request
+                        // waiting here (in order) takes.
+                        let parser = Box::new(crate::protocols::http2::Http2::upgraded());
+                        self.switch = Some(Switch { parser, server_bytes: self.responses.take_after_upgrade() });
+                        break;
+                    }
+                    out.push(message(answer));
+                }
             }
         }
         let desynced = self.requests.is_desynced();
@@ -106,5 +117,9 @@ impl Parser for Http1 {
 
     fn resyncs(&self) -> u64 {
         self.resyncs
+    }
+
+    fn switched(&mut self) -> Option<Switch> {
+        self.switch.take()
     }
 }

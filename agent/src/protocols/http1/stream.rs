@@ -82,11 +82,23 @@ pub struct HalfStream {
     head_start: (u64, u64),
     last_enter_ns: u64,
     last_exit_ns: u64,
+    /// The bytes after the head that switched protocols, in its segment: the new protocol's.
+    after_upgrade: Vec<u8>,
 }
 
 impl HalfStream {
     pub fn new(side: Side) -> Self {
-        Self { side, state: State::Head, buf: Vec::new(), current: None, awaiting: VecDeque::new(), head_start: (0, 0), last_enter_ns: 0, last_exit_ns: 0 }
+        Self {
+            side,
+            state: State::Head,
+            buf: Vec::new(),
+            current: None,
+            awaiting: VecDeque::new(),
+            head_start: (0, 0),
+            last_enter_ns: 0,
+            last_exit_ns: 0,
+            after_upgrade: Vec::new(),
+        }
     }
 
     /// Response side: a request with this method was sent; its response comes in order.
@@ -94,6 +106,11 @@ impl HalfStream {
         if self.awaiting.len() < 1024 {
             self.awaiting.push_back(method.to_string());
         }
+    }
+
+    /// The bytes that followed a switch of protocols in its segment (taken once).
+    pub fn take_after_upgrade(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.after_upgrade)
     }
 
     /// True when this direction has never shown anything but HTTP/1 (or nothing).
@@ -185,7 +202,11 @@ impl HalfStream {
                     }
                     rest = &[];
                 }
-                State::Desync | State::Upgraded => rest = &[],
+                State::Upgraded => {
+                    self.after_upgrade.extend_from_slice(rest);
+                    rest = &[];
+                }
+                State::Desync => rest = &[],
             }
         }
         let gap = seg.total.saturating_sub(seg.data.len() as u64);

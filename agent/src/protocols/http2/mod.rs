@@ -4,7 +4,7 @@
 //! on its last DATA or trailers), resets it, or refuses it by GOAWAY.
 //!
 //! Recognised by the client connection preface, so h2c with prior knowledge and h2 over TLS
-//! (the TLS probes' plaintext) alike. Header values that name HPACK entries the agent never
+//! (the TLS probes' plaintext) alike; HTTP/1 hands over a connection it upgraded to h2c. Header values that name HPACK entries the agent never
 //! saw are left out, never guessed (see `hpack.rs`).
 
 mod frame;
@@ -94,6 +94,9 @@ struct Stream {
     /// A response header block had fields naming unknown table entries: a status not seen
     /// may be among them, so its absence proves nothing.
     unknown_fields: bool,
+    /// Stream 1 of an h2c upgrade: its request was HTTP/1's, which waits for the answer in
+    /// order, not by stream id.
+    upgraded: bool,
 }
 
 pub struct Http2 {
@@ -120,6 +123,14 @@ impl Http2 {
         h2.server.framer = Framer::joined();
         h2.client.hpack = Decoder::joined();
         h2.server.hpack = Decoder::joined();
+        h2
+    }
+
+    /// A connection HTTP/1 upgraded to h2c: the client's preface comes next, and stream 1 is
+    /// the upgrade request, already sent (RFC 7540 §3.2).
+    pub fn upgraded() -> Self {
+        let mut h2 = Self::new();
+        h2.streams.insert(1, Stream { requested: true, upgraded: true, ..Default::default() });
         h2
     }
 
@@ -337,7 +348,8 @@ impl Http2 {
             },
         };
         let timing = Timing { first_enter_ns: last.0, first_exit_ns: last.1, last_enter_ns: last.0, last_exit_ns: last.1 };
-        out.push(Message::Response(Response { correlation: Correlation::Key(u64::from(id)), timing, closes_connection: false, fields }));
+        let correlation = if stream.upgraded { Correlation::InOrder } else { Correlation::Key(u64::from(id)) };
+        out.push(Message::Response(Response { correlation, timing, closes_connection: false, fields }));
     }
 }
 
