@@ -115,8 +115,12 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
         wakeup_bytes: WAKEUP_BYTES,
         hooks_only: args.hooks_only,
         go_goroutines: crate::probes::kernel_has_btf(),
+        loop_gather: crate::probes::kernel_has_bpf_loop(),
     };
     let go_goroutines = settings.go_goroutines;
+    if !settings.loop_gather {
+        eprintln!("zerotrace: Linux before 5.17 (no bpf_loop): vectored reads and writes are captured from their first 16 buffers only");
+    }
     let (mut probes, ring) = Probes::load(&settings)?;
     let mut discovery = Discovery::default();
     for &pid in &pids {

@@ -57,6 +57,23 @@ pub struct Settings {
     pub hooks_only: bool,
     /// Attribute Go processes' plain socket calls to goroutines (needs kernel BTF).
     pub go_goroutines: bool,
+    /// Gather vectored calls with bpf_loop, over many more buffers (needs Linux ≥ 5.17).
+    pub loop_gather: bool,
+}
+
+/// Whether the running kernel is at least `major.minor` (from its release, `uname -r`).
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    match (parts.next(), parts.next()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
+/// bpf_loop, for gathering vectored calls, came with Linux 5.17.
+pub fn kernel_has_bpf_loop() -> bool {
+    kernel_at_least(5, 17)
 }
 
 /// Whether the kernel describes itself in BTF, which the helpers that read a task's saved
@@ -103,6 +120,7 @@ impl Probes {
         let cgroup_filter = u8::from(settings.cgroup_filter);
         let hooks_only = u8::from(settings.hooks_only);
         let go_goroutines = u8::from(settings.go_goroutines);
+        let loop_gather = u8::from(settings.loop_gather);
         let mut ebpf = EbpfLoader::new()
             // The probes use no CO-RE relocations: skipping the kernel's BTF saves parsing
             // /sys/kernel/btf/vmlinux (tens of MiB resident) and works on kernels without it.
@@ -111,6 +129,7 @@ impl Probes {
             .override_global(setting::CGROUP_FILTER, &cgroup_filter, true)
             .override_global(setting::HOOKS_ONLY, &hooks_only, true)
             .override_global(setting::GO_GOROUTINES, &go_goroutines, true)
+            .override_global(setting::LOOP_GATHER, &loop_gather, true)
             .override_global(setting::WAKEUP_BYTES, &settings.wakeup_bytes, true)
             .override_global(setting::AGENT_TGID, &std::process::id(), true)
             .load(PROBES)

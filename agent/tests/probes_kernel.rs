@@ -46,7 +46,8 @@ fn require_root() {
 #[test]
 fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_holds() {
     require_root();
-    let settings = Settings { payload_cap: 1024, cgroup_filter: false, wakeup_bytes: 1 << 20, hooks_only: false, go_goroutines: false };
+    let settings =
+        Settings { payload_cap: 1024, cgroup_filter: false, wakeup_bytes: 1 << 20, hooks_only: false, go_goroutines: false, loop_gather: zerotrace::probes::kernel_has_bpf_loop() };
     let (mut probes, mut ring) = Probes::load(&settings).expect("the probes load");
     probes.attach().expect("the probes attach");
 
@@ -122,10 +123,12 @@ fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_hol
 /// Reading a whole sockaddr_in6's worth failed here and silently lost the connection.
 /// Then the client peeks at the answer (recv and recvmsg with MSG_PEEK, as curl does before
 /// reusing a connection) before reading it: the answer is captured once, not three times.
+/// Last, one sendmsg of 40 buffers is gathered whole (bpf_loop, Linux ≥ 5.17).
 #[test]
 fn a_connect_address_at_the_end_of_a_page_is_read_and_peeks_are_not_data() {
     require_root();
-    let settings = Settings { payload_cap: 1024, cgroup_filter: false, wakeup_bytes: 1, hooks_only: false, go_goroutines: false };
+    let settings =
+        Settings { payload_cap: 1024, cgroup_filter: false, wakeup_bytes: 1, hooks_only: false, go_goroutines: false, loop_gather: zerotrace::probes::kernel_has_bpf_loop() };
     let (mut probes, mut ring) = Probes::load(&settings).expect("the probes load");
     probes.attach().expect("the probes attach");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -160,6 +163,7 @@ s.sendall(b"hello")
 assert s.recv(1, socket.MSG_PEEK) == b"p"
 assert s.recvmsg(4, 0, socket.MSG_PEEK)[0] == b"pong"
 assert s.recv(4) == b"pong"
+s.sendmsg([b"%09d," % i for i in range(40)])
 print("sent", flush=True)
 sys.stdin.readline()
 "#
@@ -186,4 +190,7 @@ sys.stdin.readline()
     assert!(data.iter().any(|&(egress, captured, total)| egress && captured == 5 && total == 5), "and its bytes: {data:?}");
     let reads: Vec<_> = data.iter().filter(|(egress, _, _)| !egress).collect();
     assert_eq!(reads, [&(false, 4, 4)], "the answer once: peeks take nothing");
+    // 40 buffers of 10 bytes in one sendmsg: all gathered with bpf_loop, the first 16 without.
+    let gathered = if zerotrace::probes::kernel_has_bpf_loop() { 400 } else { 160 };
+    assert!(data.iter().any(|&(egress, captured, total)| egress && total == 400 && captured == gathered), "a 40-buffer sendmsg: {data:?}");
 }

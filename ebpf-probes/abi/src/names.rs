@@ -20,9 +20,10 @@ pub mod setting {
     pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
     pub const HOOKS_ONLY: &str = "HOOKS_ONLY";
     pub const GO_GOROUTINES: &str = "GO_GOROUTINES";
+    pub const LOOP_GATHER: &str = "LOOP_GATHER";
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     pub const AGENT_TGID: &str = "AGENT_TGID";
-    pub const ALL: &[&str] = &[PAYLOAD_CAP, CGROUP_FILTER, HOOKS_ONLY, GO_GOROUTINES, WAKEUP_BYTES, AGENT_TGID];
+    pub const ALL: &[&str] = &[PAYLOAD_CAP, CGROUP_FILTER, HOOKS_ONLY, GO_GOROUTINES, LOOP_GATHER, WAKEUP_BYTES, AGENT_TGID];
 }
 
 /// Programs, by the file that defines them.

@@ -2,14 +2,17 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::{bpf_loop, bpf_probe_read_user as read_user_raw},
+    },
 };
 use zerotrace_abi::{
     CloseEvent, ConnOpenEvent, DataHeader, ExitEvent, HandOffEvent, InheritEvent, MAX_PAYLOAD, ProcessEvent, RecordHeader, SockAddr, TlsSocketEvent, UnitSpawnEvent, direction,
     kind, stat,
 };
 
-use crate::maps::{EVENTS, Inflight, PAYLOAD_CAP, SCRATCH, WAKEUP_BYTES, count, op, setting_u32, setting_u64};
+use crate::maps::{EVENTS, Inflight, LOOP_GATHER, PAYLOAD_CAP, SCRATCH, WAKEUP_BYTES, count, op, setting_u8, setting_u32, setting_u64};
 
 /// Wake the reader only once enough is queued; it drains on a timer otherwise.
 #[inline(always)]
@@ -126,9 +129,14 @@ struct Iovec {
     len: u64,
 }
 
-/// iovecs gathered per readv/writev/recvmsg/sendmsg: drivers build a request from several
-/// buffers (node's pg sends Parse, Bind, Describe, Execute and Sync as five iovecs).
+/// iovecs gathered per readv/writev/recvmsg/sendmsg without bpf_loop: drivers build a request
+/// from several buffers (node's pg sends Parse, Bind, Describe, Execute and Sync as five
+/// iovecs). Unrolled; 32 exceeds what the verifier accepts.
 const MAX_IOVECS: u64 = 16;
+/// iovecs gathered with bpf_loop (Linux ≥ 5.17), whose body the verifier checks once: HTTP/2
+/// stacks write each frame's header and payload as buffers of their own, dozens per write
+/// (grpc-core, node's nghttp2). UIO_MAXIOV is 1024; the capture cap ends it sooner.
+const MAX_IOVECS_LOOP: u32 = 256;
 
 /// Copies `n` user bytes from `src` to `payload + off`; None when the read faulted.
 #[inline(always)]
@@ -152,10 +160,19 @@ fn copy_user(payload: *mut u8, off: u64, src: u64, n: u64) -> Option<u64> {
 }
 
 /// Copies the first `want` bytes moved by a vectored call, iovec after iovec, into `payload`.
-/// Returns how many were copied (fewer when the call used more than MAX_IOVECS buffers or a
+/// Returns how many were copied (fewer when the call used more buffers than are gathered or a
 /// read faulted; the rest counts as a gap).
 #[inline(always)]
 fn gather(payload: *mut u8, iovecs: u64, want: u64) -> u64 {
+    // Load-time switch (`.rodata` is frozen): on older kernels the verifier prunes this
+    // branch and never sees the helper it does not know.
+    if setting_u8(&LOOP_GATHER) != 0 {
+        let mut state = Gather { iovecs, want, off: 0 };
+        // SAFETY: the callback is a BPF subprogram taking (index, ctx); ctx points at `state`
+        // on this stack, which outlives the call.
+        unsafe { bpf_loop(MAX_IOVECS_LOOP, gather_step as *mut core::ffi::c_void, (&raw mut state).cast(), 0) };
+        return state.off;
+    }
     let mut off: u64 = 0;
     for i in 0..MAX_IOVECS {
         if off >= want {
@@ -172,6 +189,40 @@ fn gather(payload: *mut u8, iovecs: u64, want: u64) -> u64 {
         }
     }
     off
+}
+
+/// `gather`'s progress across bpf_loop iterations.
+#[repr(C)]
+struct Gather {
+    iovecs: u64,
+    want: u64,
+    off: u64,
+}
+
+/// One iovec of a bpf_loop gather: 0 to go on, 1 to stop. The payload is this CPU's scratch
+/// record's, looked up again (a map value pointer does not travel through the loop's context).
+#[inline(never)]
+extern "C" fn gather_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop passes `gather`'s `Gather` as ctx.
+    let state = unsafe { &mut *ctx.cast::<Gather>() };
+    if state.off >= state.want {
+        return 1;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    // SAFETY: this CPU's scratch record, as in `data`, which is running the loop.
+    let payload: *mut u8 = unsafe { (*scratch).event.payload.as_mut_ptr() };
+    // SAFETY: reading the user's iovec array through the checked helper.
+    let Ok(iov) = (unsafe { bpf_probe_read_user((state.iovecs + u64::from(i) * size_of::<Iovec>() as u64) as *const Iovec) }) else {
+        return 1;
+    };
+    let n = if iov.len < state.want - state.off { iov.len } else { state.want - state.off };
+    match copy_user(payload, state.off, iov.base, n) {
+        Some(copied) => {
+            state.off += copied;
+            0
+        }
+        None => 1,
+    }
 }
 
 /// Emits a data record for a completed read/write-family call (or TLS call, with

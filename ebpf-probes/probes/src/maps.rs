@@ -22,6 +22,10 @@ pub static HOOKS_ONLY: u8 = 0;
 /// goroutine (`go_tls::syscall_goroutine`), which needs BTF-typed helpers.
 #[unsafe(no_mangle)]
 pub static GO_GOROUTINES: u8 = 0;
+/// 1 when the kernel has bpf_loop (Linux ≥ 5.17): vectored calls are gathered over up to
+/// `capture::MAX_IOVECS_LOOP` buffers instead of the unrolled 16.
+#[unsafe(no_mangle)]
+pub static LOOP_GATHER: u8 = 0;
 /// The agent's own process: never traced, even inside a traced cgroup (its export
 /// connections would become spans about spans).
 #[unsafe(no_mangle)]
