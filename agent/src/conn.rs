@@ -372,6 +372,7 @@ mod tests {
             timing: Timing::single(u64::from(span), u64::from(span)),
             context: TraceContext::default(),
             client_kind: SpanKind::Client,
+            writer: crate::protocols::message::Writer::Caller,
             fields: RequestFields::Http(Default::default()),
         };
         PendingRequest { request, span: [span; 8], tid: 1 }

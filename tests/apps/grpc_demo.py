@@ -1,7 +1,9 @@
 """A gRPC server and client with grpcio and no generated code: methods are registered by
 name and carry raw bytes. `serve PORT` runs the server; `call PORT` makes the test's calls:
 16 concurrent unary calls (Call0..Call15, one name each, so a test can tell streams apart),
-one that fails with NOT_FOUND, a server-streaming one, and one past its deadline."""
+one that fails with NOT_FOUND, a server-streaming one, and one past its deadline.
+`front PORT GRPC_PORT` is an HTTP/1 service (a thread per request) whose GET /chain/<n>
+calls Call<n mod 16> on the gRPC server at GRPC_PORT over one shared channel."""
 
 import sys
 import time
@@ -75,5 +77,33 @@ def call_split(port):
     print("done", flush=True)
 
 
+def front(port, grpc_port):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    grpc.channel_ready_future(channel).result(timeout=10)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            n = int(self.path.rsplit("/", 1)[-1])
+            reply = channel.unary_unary(f"/{SERVICE}/Call{n % 16}")(b"id %d" % n, timeout=10)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print("ready", flush=True)
+    server.serve_forever()
+
+
 if __name__ == "__main__":
-    {"serve": serve, "call": call, "call-split": call_split}[sys.argv[1]](int(sys.argv[2]))
+    if sys.argv[1] == "front":
+        front(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        {"serve": serve, "call": call, "call-split": call_split}[sys.argv[1]](int(sys.argv[2]))

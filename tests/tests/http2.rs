@@ -151,8 +151,8 @@ fn grpc_server(stack: Stack) -> (Proc, u16) {
 /// channel, an error status, a server-streaming call and a deadline exceeded. Each RPC is one
 /// span per side, named `service/method`, with the gRPC status and the semantic conventions'
 /// error rules, and each server span is the child of the client span of the same call.
-/// Returns how many of the 16 concurrent calls were seen whole.
-fn grpc_across(server: Stack, client: Stack) -> usize {
+/// Most of the 16 concurrent calls are seen whole.
+fn grpc_across(server: Stack, client: Stack) {
     let (server_proc, port) = grpc_server(server);
     let caller = Gated::new(&format!("OTEL_SERVICE_NAME=grpc-client exec {}", client.command("call", port)));
     let agent = JsonlAgent::start(&[server_proc.pid(), caller.pid()]);
@@ -197,9 +197,9 @@ fn grpc_across(server: Stack, client: Stack) -> usize {
             // the client ended its span: the server span may outlast its parent there.
         }
     }
-    // Recall: a write that gathers more buffers than the probes do (16) is not seen whole,
-    // and what it carried is lost; most calls have their server span, with its status, under
-    // the caller's span (which may have lost its gRPC name, see above).
+    // Recall: every call has its server span, with its status, under the caller's span. (On
+    // kernels before 5.17 the probes gather 16 buffers of a vectored write, and grpc-core and
+    // nghttp2 write more: some calls then lose their gRPC name or their frames.)
     let whole = (0..16)
         .filter(|i| {
             let name = format!("demo.Greeter/Call{i}");
@@ -223,32 +223,30 @@ fn grpc_across(server: Stack, client: Stack) -> usize {
     assert_eq!(slow.len(), 1, "{spans:#?}");
     assert!(slow[0].error, "a call its client abandoned at the deadline ends in error on the server too: {:?}", slow[0]);
     eprintln!("grpc {client:?} → {server:?}: {whole} of 16 concurrent calls whole, {} RPC spans\n{}", rpcs.len(), exit.stderr.join("\n"));
-    whole
+    // All but one where the probes gather every buffer of a vectored write; where they gather
+    // 16 (the agent says so: kernels before 5.17), 12–15 were measured.
+    let gathers_16 = exit.stderr.iter().any(|l| l.contains("first 16 buffers"));
+    assert!(whole >= if gathers_16 { 12 } else { 15 }, "only {whole} of 16 concurrent calls whole");
 }
 
 #[test]
 fn grpc_python_client_and_server() {
-    let whole = grpc_across(Stack::Python, Stack::Python);
-    // grpc-core writes some frames with more buffers than the probes gather.
-    assert!(whole >= 12, "only {whole} of 16 concurrent calls whole");
+    grpc_across(Stack::Python, Stack::Python);
 }
 
 #[test]
 fn grpc_node_client_and_server() {
-    let whole = grpc_across(Stack::Node, Stack::Node);
-    assert!(whole >= 12, "only {whole} of 16 concurrent calls whole");
+    grpc_across(Stack::Node, Stack::Node);
 }
 
 #[test]
 fn grpc_go_client_and_server() {
-    let whole = grpc_across(Stack::Go, Stack::Go);
-    assert!(whole >= 12, "only {whole} of 16 concurrent calls whole");
+    grpc_across(Stack::Go, Stack::Go);
 }
 
 #[test]
 fn grpc_python_client_to_go_server() {
-    let whole = grpc_across(Stack::Go, Stack::Python);
-    assert!(whole >= 12, "only {whole} of 16 concurrent calls whole");
+    grpc_across(Stack::Go, Stack::Python);
 }
 
 /// A gRPC connection opened and used before the agent started: its later calls are

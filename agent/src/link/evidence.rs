@@ -64,6 +64,15 @@ pub enum Why {
     /// Written on the connection whose answer the callback read: the same request's next
     /// call, or a queued call of another request that was handed the connection.
     HandOff,
+    /// One write carried several requests of a multiplexed connection: a transport that
+    /// writes the streams every thread queued (grpc-core) wrote them, and the writing thread
+    /// made one of them at most.
+    BatchedWrite,
+    /// Written by a client library that writes every thread's calls on whichever thread holds
+    /// its transport (grpc-core).
+    SharedTransport,
+    /// A multiplexed connection's request that does not say which library wrote it.
+    UnknownWriter,
     // No evidence: no parent.
     /// The thread serves no request (a worker thread, a background job).
     NotServing,
@@ -95,6 +104,9 @@ impl Why {
             Why::Pipelined => "pipelined requests",
             Why::ContinuesSeveral => "answers of several requests",
             Why::HandOff => "possible queue hand-off",
+            Why::BatchedWrite => "several streams in one write",
+            Why::SharedTransport => "transport shared by threads (grpc-core)",
+            Why::UnknownWriter => "writing library unknown (header block not decoded)",
             Why::NotServing => "thread serves no request",
             Why::OutsideCallback => "outside any socket callback",
             Why::CallbackWithoutRequest => "callback without a request",
@@ -105,7 +117,7 @@ impl Why {
     pub fn outcome(self) -> Outcome {
         match self {
             Why::Thread | Why::Goroutine | Why::PathForwarded | Why::Callback | Why::Continuation | Why::OpenedBy | Why::TaskAnswered | Why::Delegated => Outcome::Parent,
-            Why::ThreadServesSeveral | Why::Pipelined | Why::ContinuesSeveral | Why::HandOff => Outcome::Ambiguous,
+            Why::ThreadServesSeveral | Why::Pipelined | Why::ContinuesSeveral | Why::HandOff | Why::BatchedWrite | Why::SharedTransport | Why::UnknownWriter => Outcome::Ambiguous,
             Why::NotServing | Why::OutsideCallback | Why::CallbackWithoutRequest | Why::UnfollowedRuntime | Why::TaskAnsweredNothing => Outcome::NoEvidence,
         }
     }

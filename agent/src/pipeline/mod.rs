@@ -11,7 +11,7 @@ use crate::conn::{ConnInfo, ConnTable, Direction, PendingRequest, Role};
 use crate::events::{Cause, Event};
 use crate::link::{CalleeEnd, Decision, Evidence, LinkStats, Linker, PeerKey, RequestFacts, StitchStats, Why};
 use crate::process::{FdKind, ProcessResource};
-use crate::protocols::message::{Correlation, Message, Request, RequestFields, Response};
+use crate::protocols::message::{Correlation, Message, Request, RequestFields, Response, Writer};
 use crate::protocols::parser::Segment;
 use crate::spans::record::SpanRecord;
 use crate::spans::{Answer, Clock, DbSpanOptions, path_of};
@@ -153,6 +153,8 @@ pub struct Pipeline<H: Host> {
     parsed: Vec<Message>,
     /// Per protocol, the connections that ended (open ones are added in `protocol_stats`).
     ended: std::collections::BTreeMap<&'static str, ProtocolStats>,
+    /// The segment being handled carried several requests of a multiplexed connection.
+    batched_write: bool,
 }
 
 impl<H: Host> Pipeline<H> {
@@ -177,6 +179,7 @@ impl<H: Host> Pipeline<H> {
             debug: std::env::var_os("ZEROTRACE_DEBUG").is_some(),
             parsed: Vec::new(),
             ended: Default::default(),
+            batched_write: false,
         }
     }
 
@@ -294,9 +297,14 @@ impl<H: Host> Pipeline<H> {
                 if conn.answer_foreign {
                     self.discard_pending(tgid, fd, |stats| &mut stats.answered_in_another_protocol);
                 }
+                // Several requests of a multiplexed connection in one client write: whichever
+                // thread wrote them made one at most (see `Why::BatchedWrite`).
+                let keyed_requests = parsed.iter().filter(|m| matches!(m, Message::Request(r) if matches!(r.correlation, Correlation::Key(_)))).count();
+                self.batched_write = keyed_requests > 1 && self.conns.get(tgid, fd).is_some_and(|c| c.info.role == Role::Client);
                 for m in parsed.drain(..) {
                     self.on_message(tgid, fd, tid, m);
                 }
+                self.batched_write = false;
                 self.parsed = parsed;
             }
             Event::Close { tgid, tid, fd, ts_ns } => {
@@ -357,7 +365,24 @@ impl<H: Host> Pipeline<H> {
     /// of work it was written in; for a plain thread, the work handed to it (a pool thread
     /// serving nothing of its own), and no thread rule in processes whose threads are no unit
     /// of work (Go).
-    fn client_evidence(&self, tgid: u32, tid: u32, fd: u32) -> Evidence {
+    /// `writer`: what the request says of who wrote it.
+    fn client_evidence(&self, tgid: u32, tid: u32, fd: u32, writer: Writer) -> Evidence {
+        // Before any runtime's evidence: a callback or a thread that wrote several streams'
+        // requests at once made one of them at most, and a transport shared by threads writes
+        // for any of them. The writer's request is a candidate, not a parent.
+        let unsure = match (self.batched_write, writer) {
+            (true, _) => Some(Why::BatchedWrite),
+            (false, Writer::SharedTransport) => Some(Why::SharedTransport),
+            (false, Writer::Unknown) => Some(Why::UnknownWriter),
+            (false, Writer::Caller) => None,
+        };
+        if let Some(why) = unsure {
+            let candidates = match self.linker.portable(tid, Evidence::Thread) {
+                Evidence::Serving(server, _) => vec![server],
+                _ => Vec::new(),
+            };
+            return Evidence::Undecided(why, candidates);
+        }
         let evidence = self.callbacks.evidence(&self.conns, tgid, tid, fd, self.cause);
         if evidence != Evidence::Thread {
             return evidence;
@@ -480,7 +505,7 @@ impl<H: Host> Pipeline<H> {
             }
             _ => {
                 let tuple = conn.info.local.map(|l| (l, conn.info.remote));
-                let evidence = self.client_evidence(tgid, tid, fd);
+                let evidence = self.client_evidence(tgid, tid, fd, request.writer);
                 if self.debug {
                     eprintln!("zerotrace: debug: client request {} tuple {tuple:?} enter={} cause {:?} evidence {evidence:?}", facts.path, facts.start_enter_ns, self.cause);
                 }

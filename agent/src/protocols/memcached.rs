@@ -5,7 +5,7 @@
 //! with it); quiet meta commands answer only sometimes, so they make no span. Keys and values
 //! are never kept.
 
-use super::message::{Correlation, DbCommand, DbOutcome, DbRequest, Message, Request, RequestFields, Timing, TraceContext};
+use super::message::{Correlation, DbCommand, DbOutcome, DbRequest, Message, Request, RequestFields, Timing, TraceContext, Writer};
 use super::parser::{Health, Parser, Segment, Sender};
 use super::registry::{Detector, Layer, Protocol};
 use crate::spans::record::SpanKind;
@@ -247,6 +247,7 @@ impl Memcached {
                             timing,
                             context: TraceContext::default(),
                             client_kind: SpanKind::Client,
+                            writer: Writer::Caller,
                             fields: RequestFields::Db(request),
                         })),
                         Reply::Unknown => {}

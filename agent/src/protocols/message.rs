@@ -61,6 +61,23 @@ pub struct Request {
     /// call is always SERVER.
     pub client_kind: SpanKind,
     pub fields: RequestFields,
+    /// Who wrote the request on the client's side, as far as the bytes tell.
+    pub writer: Writer,
+}
+
+/// Whether the task that wrote a request is the one that made it: the thread rule and the
+/// runtime linkers take the writer as the caller only when it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Writer {
+    /// The caller writes its own requests (every protocol but the cases below).
+    #[default]
+    Caller,
+    /// The client library writes every thread's calls on whichever thread holds its
+    /// transport at the time (grpc-core, known by its `user-agent`).
+    SharedTransport,
+    /// A multiplexed connection whose request does not say which library wrote it (its
+    /// header block named table entries the agent never saw).
+    Unknown,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,7 +205,7 @@ pub struct MessagingRequest {
 impl Message {
     /// A request answered in order, without trace context (the database protocols).
     pub fn in_order_call(timing: Timing, fields: RequestFields) -> Self {
-        Message::Request(Request { correlation: Correlation::InOrder, timing, context: TraceContext::default(), client_kind: SpanKind::Client, fields })
+        Message::Request(Request { correlation: Correlation::InOrder, timing, context: TraceContext::default(), client_kind: SpanKind::Client, fields, writer: Writer::Caller })
     }
 
     /// The answer to the oldest request waiting.

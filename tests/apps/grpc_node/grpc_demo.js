@@ -1,6 +1,7 @@
 // The demo.Greeter gRPC service of tests/apps/grpc_demo.py with @grpc/grpc-js: methods by
 // name, raw bytes, no generated code. `serve PORT` runs the server ("ready" once listening);
-// `call PORT` makes the same calls as grpc_demo.py's `call` ("done" once they succeeded).
+// `call PORT` makes the same calls as grpc_demo.py's `call` ("done" once they succeeded);
+// `front PORT GRPC_PORT` is an HTTP/1 service calling it (see `front`).
 'use strict';
 
 const grpc = require('@grpc/grpc-js');
@@ -79,10 +80,29 @@ async function call(port) {
   console.log('done');
 }
 
-const [mode, port] = process.argv.slice(2);
-const modes = { serve, call };
+// An HTTP/1 service whose GET /chain/<n> calls Call<n mod 16> on the gRPC server at grpcPort
+// over one shared client.
+function front(port, grpcPort) {
+  const http = require('http');
+  const client = new grpc.Client(`127.0.0.1:${grpcPort}`, grpc.credentials.createInsecure());
+  http
+    .createServer((req, res) => {
+      const n = Number(req.url.split('/').pop());
+      unary(client, `Call${n % 16}`, 10000, Buffer.from(`id ${n}`)).then(
+        (reply) => res.end(reply),
+        (e) => {
+          res.statusCode = 502;
+          res.end(String(e));
+        },
+      );
+    })
+    .listen(port, '127.0.0.1', () => console.log('ready'));
+}
+
+const [mode, port, grpcPort] = process.argv.slice(2);
+const modes = { serve, call, front: (p) => front(p, grpcPort) };
 if (!modes[mode] || !port) {
-  console.error('usage: grpc_demo.js serve|call PORT');
+  console.error('usage: grpc_demo.js serve|call PORT | front PORT GRPC_PORT');
   process.exit(2);
 }
 Promise.resolve(modes[mode](port)).catch((e) => {

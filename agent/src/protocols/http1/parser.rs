@@ -2,7 +2,7 @@
 //! in order.
 
 use super::stream::{HalfStream, Head, Message as Http1Message, Side};
-use crate::protocols::message::{Correlation, HttpRequest, HttpResponse, Message, Request, RequestFields, Response, ResponseFields, Timing, TraceContext};
+use crate::protocols::message::{Correlation, HttpRequest, HttpResponse, Message, Request, RequestFields, Response, ResponseFields, Timing, TraceContext, Writer};
 use crate::protocols::parser::{Health, Parser, Segment, Sender, Switch};
 use crate::protocols::registry::{Detector, Layer, Protocol};
 use crate::spans::record::SpanKind;
@@ -51,6 +51,7 @@ fn message(m: Http1Message) -> Message {
             timing,
             context: TraceContext { traceparent: h.traceparent, tracestate: h.tracestate },
             client_kind: SpanKind::Client,
+            writer: Writer::Caller,
             fields: RequestFields::Http(HttpRequest {
                 method: Some(h.method),
                 target: Some(h.target),

@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use self::frame::{Frame, Framer, PREFACE, flag, kind};
 use self::hpack::{Decoder, Field};
-use super::message::{Correlation, HttpRequest, HttpResponse, Message, Request, RequestFields, Response, ResponseFields, RpcRequest, Timing, TraceContext};
+use super::message::{Correlation, HttpRequest, HttpResponse, Message, Request, RequestFields, Response, ResponseFields, RpcRequest, Timing, TraceContext, Writer};
 use super::parser::{Health, Parser, Segment, Sender};
 use super::registry::{Detector, Layer, Protocol};
 use crate::spans::record::SpanKind;
@@ -106,6 +106,9 @@ pub struct Http2 {
     /// Frames the server sent that parsed; none before its framing was lost means the server
     /// never spoke HTTP/2.
     server_frames: u64,
+    /// A request on this connection came from grpc-core: its transport writes for every
+    /// thread, so the connection's later requests are written by any thread too.
+    shared_transport: bool,
 }
 
 impl Default for Http2 {
@@ -140,6 +143,7 @@ impl Http2 {
             server: Side { framer: Framer::new(false), hpack: Decoder::new(), block: None, frames: Vec::new() },
             streams: HashMap::default(),
             server_frames: 0,
+            shared_transport: false,
         }
     }
 }
@@ -306,9 +310,10 @@ impl Http2 {
                     // Trailers of a request already seen, or nothing we follow.
                     return;
                 }
+                let writer = self.writer(&fields, cut);
                 let (fields, context, grpc) = request_fields(&fields, cut);
                 self.streams.insert(block.stream, Stream { requested: true, grpc, ..Default::default() });
-                out.push(Message::Request(Request { correlation: Correlation::Key(u64::from(block.stream)), timing, context, client_kind: SpanKind::Client, fields }));
+                out.push(Message::Request(Request { correlation: Correlation::Key(u64::from(block.stream)), timing, context, client_kind: SpanKind::Client, fields, writer }));
             }
             Sender::Server => {
                 let Some(stream) = self.streams.get_mut(&block.stream) else { return };
@@ -327,6 +332,24 @@ impl Http2 {
                     self.respond(block.stream, last, None, out);
                 }
             }
+        }
+    }
+
+    /// Who wrote a request with these header fields. grpc-core (under Python, Ruby, C++…)
+    /// names itself in its user agent, `grpc-c/<version>`, and writes every thread's calls on
+    /// whichever thread holds its transport; a block whose user agent cannot be read (fields
+    /// naming table entries never seen) may be grpc-core's.
+    fn writer(&mut self, fields: &[Field], cut: bool) -> Writer {
+        let unknown = cut || fields.iter().any(|f| f.name.known().is_none() || f.value.known().is_none());
+        match value(fields, "user-agent") {
+            Some(ua) if ua.contains("grpc-c/") => self.shared_transport = true,
+            _ => {}
+        }
+        match value(fields, "user-agent") {
+            _ if self.shared_transport => Writer::SharedTransport,
+            Some(_) => Writer::Caller,
+            None if unknown => Writer::Unknown,
+            None => Writer::Caller,
         }
     }
 

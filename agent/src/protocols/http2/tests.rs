@@ -198,3 +198,35 @@ fn a_mid_stream_guess_that_the_server_does_not_confirm_is_foreign() {
     h2.feed(Sender::Server, seg(b"\xff\xfe garbage that is no frame at all", 2), &mut out);
     assert_eq!(h2.health(), Health::Foreign, "no span may come of it");
 }
+
+#[test]
+fn grpc_core_says_its_transport_writes_for_every_thread() {
+    let mut client = Peer::new();
+    let mut h2 = Http2::new();
+    let mut out = Vec::new();
+    let call = |ua: &'static str| vec![(":method", "POST"), (":scheme", "http"), (":path", "/demo.Greeter/Call1"), ("content-type", "application/grpc"), ("user-agent", ua)];
+    let mut c = client_start();
+    c.extend(client.headers(1, 0, &call("grpc-python/1.85.3 grpc-c/58.0.0 (linux; chttp2)")));
+    c.extend(client.headers(3, 0, &call("grpc-go/1.33.3")));
+    h2.feed(Sender::Client, seg(&c, 1), &mut out);
+    let writers: Vec<Writer> = out
+        .iter()
+        .filter_map(|m| match m {
+            Message::Request(r) => Some(r.writer),
+            _ => None,
+        })
+        .collect();
+    // Once grpc-core is seen on a connection, every request on it may be written by any thread.
+    assert_eq!(writers, [Writer::SharedTransport, Writer::SharedTransport]);
+    let mut go = Http2::new();
+    out.clear();
+    let mut c = client_start();
+    c.extend(Peer::new().headers(1, 0, &call("grpc-go/1.33.3")));
+    go.feed(Sender::Client, seg(&c, 1), &mut out);
+    assert!(matches!(&out[..], [Message::Request(r)] if r.writer == Writer::Caller));
+    // Joined mid-connection: a block naming entries never seen does not say who wrote it.
+    let mut joined = Http2::joining();
+    out.clear();
+    joined.feed(Sender::Client, seg(&encode(kind::HEADERS, flag::END_HEADERS, 5, &[0x83, 0xbe]), 2), &mut out);
+    assert!(matches!(&out[..], [Message::Request(r)] if r.writer == Writer::Unknown), "{out:?}");
+}

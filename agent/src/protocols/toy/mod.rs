@@ -7,7 +7,7 @@
 //! server → client   TOY MSG <topic>                    pushed: a CONSUMER span
 //! ```
 
-use super::message::{Correlation, Message, MessagingRequest, Request, RequestFields, Response, ResponseFields, RpcRequest, Timing, TraceContext};
+use super::message::{Correlation, Message, MessagingRequest, Request, RequestFields, Response, ResponseFields, RpcRequest, Timing, TraceContext, Writer};
 use super::parser::{Health, Parser, Segment, Sender};
 use super::registry::{Detector, Layer, Protocol};
 use crate::spans::record::SpanKind;
@@ -69,7 +69,7 @@ pub struct Toy {
 }
 
 fn request(timing: Timing, client_kind: SpanKind, fields: RequestFields) -> Request {
-    Request { correlation: Correlation::InOrder, timing, context: TraceContext::default(), client_kind, fields }
+    Request { correlation: Correlation::InOrder, timing, context: TraceContext::default(), client_kind, fields, writer: Writer::Caller }
 }
 
 fn topic(system: &'static str, operation: &str, topic: &str) -> RequestFields {
