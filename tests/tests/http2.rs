@@ -155,11 +155,18 @@ fn grpc_server(stack: Stack) -> (Proc, u16) {
 fn grpc_across(server: Stack, client: Stack) {
     let (server_proc, port) = grpc_server(server);
     let caller = Gated::new(&format!("OTEL_SERVICE_NAME=grpc-client exec {}", client.command("call", port)));
+    let client_pid = caller.pid().to_string();
     let agent = JsonlAgent::start(&[server_proc.pid(), caller.pid()]);
     assert!(caller.run(Duration::from_secs(30)).contains("done"), "the {client:?} client's calls to the {server:?} server succeed");
     std::thread::sleep(Duration::from_millis(1500));
     let (exit, spans) = agent.finish();
-    let of = |service: &str, name: &str, kind: &str| -> Vec<TestSpan> { spans.iter().filter(|s| s.service() == service && s.name == name && s.kind == kind).cloned().collect() };
+    // The client by its pid: a short-lived process's resource is read from /proc, which may
+    // already miss its environment (and so its OTEL_SERVICE_NAME) when it exits fast.
+    fn side<'a>(s: &'a TestSpan, client_pid: &str) -> &'a str {
+        if s.resource.get("process.pid").is_some_and(|p| p == client_pid) { "grpc-client" } else { s.service() }
+    }
+    let side = |s: &TestSpan| side(s, &client_pid).to_string();
+    let of = |service: &str, name: &str, kind: &str| -> Vec<TestSpan> { spans.iter().filter(|s| side(s) == service && s.name == name && s.kind == kind).cloned().collect() };
     // Precision first: every RPC span says what it is and carries its own status, and every
     // stitched server span hangs under the client span of the same call.
     let rpcs: Vec<&TestSpan> = spans.iter().filter(|s| s.attr("rpc.system") == Some("grpc")).collect();
@@ -185,7 +192,7 @@ fn grpc_across(server: Stack, client: Stack) {
             } else {
                 // A client span whose content-type named a header-table entry the agent did not
                 // see: an HTTP/2 POST; its path, when known, is this call's.
-                assert_eq!((parent.service(), parent.attr("http.request.method")), ("grpc-client", Some("POST")), "{parent:?}");
+                assert_eq!((side(parent).as_str(), parent.attr("http.request.method")), ("grpc-client", Some("POST")), "{parent:?}");
                 if let Some(url) = parent.attr("url.full") {
                     assert!(url.ends_with(&format!("/{}", s.name)), "a server span under another call's client span: {s:?} {parent:?}");
                 }
@@ -207,7 +214,7 @@ fn grpc_across(server: Stack, client: Stack) {
             servers.len() == 1
                 && servers[0].attr("rpc.grpc.status_code") == Some("0")
                 && !servers[0].error
-                && spans.iter().any(|c| c.span_id == servers[0].parent_id && c.service() == "grpc-client")
+                && spans.iter().any(|c| c.span_id == servers[0].parent_id && side(c) == "grpc-client")
         })
         .count();
     let fail_server = of("grpc-server", "demo.Greeter/Fail", "SERVER");

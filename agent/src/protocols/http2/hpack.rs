@@ -11,6 +11,7 @@
 //! strings are decoded by `httlib-huffman`.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Per RFC 7541 §4.1: an entry's size is its name and value lengths plus 32.
 const ENTRY_OVERHEAD: usize = 32;
@@ -23,6 +24,10 @@ const MAX_TABLE_SIZE: usize = 64 * 1024;
 const MAX_INTEGER_BYTES: usize = 5;
 /// Decoded strings longer than this are cut (values we export are short).
 const MAX_STRING: usize = 8 * 1024;
+/// Huffman strings remembered with their decoding, per direction (see `Decoder::recent`).
+const RECENT: usize = 16;
+/// Only strings this short are remembered: header values a server repeats are.
+const RECENT_MAX_LEN: usize = 64;
 
 /// RFC 7541 Appendix A.
 const STATIC_TABLE: [(&str, &str); 61] = [
@@ -89,17 +94,23 @@ const STATIC_TABLE: [(&str, &str); 61] = [
     ("www-authenticate", ""),
 ];
 
-/// A name or value: known bytes, or an entry of the table we do not know.
+/// A name or value: known bytes, or an entry of the table we do not know. Known bytes come
+/// from the static table, are shared with a dynamic table entry (naming an entry copies
+/// nothing: a busy connection names most fields so), or are a literal of this block.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Text {
-    Known(Vec<u8>),
+    Static(&'static [u8]),
+    Shared(Arc<[u8]>),
+    Owned(Vec<u8>),
     Unknown,
 }
 
 impl Text {
     pub fn known(&self) -> Option<&[u8]> {
         match self {
-            Text::Known(b) => Some(b),
+            Text::Static(b) => Some(b),
+            Text::Shared(b) => Some(b),
+            Text::Owned(b) => Some(b),
             Text::Unknown => None,
         }
     }
@@ -124,8 +135,8 @@ pub enum HpackError {
 }
 
 pub struct Decoder {
-    /// Known entries, newest first (HPACK index 62 is the front).
-    known: VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// Known entries, newest first (HPACK index 62 is the front): `Static` or `Shared` texts.
+    known: VecDeque<(Text, Text)>,
     known_size: usize,
     /// The table's maximum size, as the last size update set it.
     max_size: usize,
@@ -133,6 +144,11 @@ pub struct Decoder {
     lost: bool,
     /// Times the decoder lost track (a block missed or undecodable).
     pub losses: u64,
+    /// Huffman strings decoded lately (raw, decoded): a server sends the same values in
+    /// every answer (nginx: `server`, `content-type`, `etag`…, each inserted into the table,
+    /// so each must be decoded for its size), and decoding them again and again was a fifth
+    /// of the agent's time under h2load.
+    recent: VecDeque<(Box<[u8]>, Arc<[u8]>)>,
 }
 
 impl Default for Decoder {
@@ -143,7 +159,7 @@ impl Default for Decoder {
 
 impl Decoder {
     pub fn new() -> Self {
-        Self { known: VecDeque::new(), known_size: 0, max_size: DEFAULT_TABLE_SIZE, lost: false, losses: 0 }
+        Self { known: VecDeque::new(), known_size: 0, max_size: DEFAULT_TABLE_SIZE, lost: false, losses: 0, recent: VecDeque::new() }
     }
 
     /// A decoder joining a connection in the middle: entries already in the table are unknown.
@@ -165,11 +181,21 @@ impl Decoder {
 
     /// Decodes one whole header block (HEADERS plus its CONTINUATIONs). On an error the fields
     /// decoded before it are returned too, and the table is marked as not fully known.
+    #[cfg(test)]
     pub fn decode(&mut self, block: &[u8]) -> (Vec<Field>, Option<HpackError>) {
+        self.decode_only(block, |_| true)
+    }
+
+    /// `decode`, returning only the fields whose name is `wanted`, and those whose name is an
+    /// unknown entry. A literal the table does not keep, of a name not wanted, is skipped
+    /// without decoding its value: servers send most answer headers so (nginx: `server`,
+    /// `date`, `etag`… Huffman-coded, never indexed), and their Huffman decoding was a third
+    /// of the agent's time under h2load.
+    pub fn decode_only(&mut self, block: &[u8], wanted: fn(&[u8]) -> bool) -> (Vec<Field>, Option<HpackError>) {
         let mut fields = Vec::new();
         let mut rest = block;
         while !rest.is_empty() {
-            match self.field(&mut rest) {
+            match self.field(&mut rest, wanted) {
                 Ok(Some(f)) => fields.push(f),
                 Ok(None) => {}
                 Err(e) => {
@@ -181,14 +207,14 @@ impl Decoder {
         (fields, None)
     }
 
-    /// One representation (RFC 7541 §6); None for a table size update.
-    fn field(&mut self, rest: &mut &[u8]) -> Result<Option<Field>, HpackError> {
+    /// One representation (RFC 7541 §6); None for a table size update or a field not wanted.
+    fn field(&mut self, rest: &mut &[u8], wanted: fn(&[u8]) -> bool) -> Result<Option<Field>, HpackError> {
         let first = *rest.first().ok_or(HpackError::Truncated)?;
         if first & 0x80 != 0 {
             // Indexed header field.
             let index = integer(rest, 7)?;
             let (name, value) = self.entry(index)?;
-            return Ok(Some(Field { name, value }));
+            return Ok(name.known().is_none_or(wanted).then_some(Field { name, value }));
         }
         if first & 0xe0 == 0x20 {
             // Dynamic table size update.
@@ -208,12 +234,37 @@ impl Decoder {
         let indexing = first & 0xc0 == 0x40;
         let prefix = if indexing { 6 } else { 4 };
         let index = integer(rest, prefix)?;
-        let name = if index == 0 { Text::Known(string(rest)?) } else { self.entry(index)?.0 };
-        let value = Text::Known(string(rest)?);
+        let name = if index == 0 { self.literal(rest, indexing)? } else { self.entry(index)?.0 };
+        if !indexing && !name.known().is_none_or(wanted) {
+            skip_string(rest)?;
+            return Ok(None);
+        }
+        let value = self.literal(rest, indexing)?;
         if indexing {
             self.insert(&name, &value);
         }
-        Ok(Some(Field { name, value }))
+        Ok(name.known().is_none_or(wanted).then_some(Field { name, value }))
+    }
+
+    /// A string literal as a `Text`: `Shared` when it goes into the table too (`indexed`) or
+    /// was decoded before (`recent`).
+    fn literal(&mut self, rest: &mut &[u8], indexed: bool) -> Result<Text, HpackError> {
+        let huffman = rest.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
+        let raw = raw_string(rest)?;
+        if !huffman {
+            return Ok(if indexed { Text::Shared(raw.into()) } else { Text::Owned(raw.to_vec()) });
+        }
+        if let Some((_, decoded)) = self.recent.iter().find(|(r, _)| **r == *raw) {
+            return Ok(Text::Shared(decoded.clone()));
+        }
+        let decoded: Arc<[u8]> = huffman_decode(raw)?.into();
+        if raw.len() <= RECENT_MAX_LEN {
+            if self.recent.len() == RECENT {
+                self.recent.pop_back();
+            }
+            self.recent.push_front((raw.into(), decoded.clone()));
+        }
+        Ok(Text::Shared(decoded))
     }
 
     fn entry(&self, index: usize) -> Result<(Text, Text), HpackError> {
@@ -221,10 +272,10 @@ impl Decoder {
             0 => Err(HpackError::BadIndex),
             1..=61 => {
                 let (n, v) = STATIC_TABLE[index - 1];
-                Ok((Text::Known(n.as_bytes().to_vec()), Text::Known(v.as_bytes().to_vec())))
+                Ok((Text::Static(n.as_bytes()), Text::Static(v.as_bytes())))
             }
             _ => match self.known.get(index - 62) {
-                Some((n, v)) => Ok((Text::Known(n.clone()), Text::Known(v.clone()))),
+                Some((n, v)) => Ok((n.clone(), v.clone())),
                 None if self.lost => Ok((Text::Unknown, Text::Unknown)),
                 None => Err(HpackError::BadIndex),
             },
@@ -232,8 +283,8 @@ impl Decoder {
     }
 
     fn insert(&mut self, name: &Text, value: &Text) {
-        match (name, value) {
-            (Text::Known(n), Text::Known(v)) => {
+        match (name.known(), value.known()) {
+            (Some(n), Some(v)) => {
                 let size = n.len() + v.len() + ENTRY_OVERHEAD;
                 if size > self.max_size {
                     // Larger than the table: it empties the table (§4.4), known and unknown.
@@ -242,7 +293,8 @@ impl Decoder {
                     self.lost = false;
                     return;
                 }
-                self.known.push_front((n.clone(), v.clone()));
+                // `field` made both `Static` or `Shared`: these clones copy no bytes.
+                self.known.push_front((name.clone(), value.clone()));
                 self.known_size += size;
                 self.evict();
             }
@@ -261,7 +313,8 @@ impl Decoder {
     fn evict(&mut self) {
         while self.known_size > self.max_size {
             let Some((n, v)) = self.known.pop_back() else { break };
-            self.known_size -= n.len() + v.len() + ENTRY_OVERHEAD;
+            let len = |t: &Text| t.known().map_or(0, <[u8]>::len);
+            self.known_size -= len(&n) + len(&v) + ENTRY_OVERHEAD;
         }
         if self.known.is_empty() && self.max_size == 0 {
             self.lost = false;
@@ -293,21 +346,27 @@ fn integer(rest: &mut &[u8], n: u8) -> Result<usize, HpackError> {
     Ok(value)
 }
 
-/// A string literal (§5.2): Huffman-coded or raw; consumes it from `rest`.
-fn string(rest: &mut &[u8]) -> Result<Vec<u8>, HpackError> {
-    let huffman = rest.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
+/// Consumes a string literal without decoding it.
+fn skip_string(rest: &mut &[u8]) -> Result<(), HpackError> {
+    let len = integer(rest, 7)?;
+    *rest = rest.get(len..).ok_or(HpackError::Truncated)?;
+    Ok(())
+}
+
+/// A string literal's bytes as sent (§5.2), cut at `MAX_STRING`; consumes it from `rest`.
+fn raw_string<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], HpackError> {
     let len = integer(rest, 7)?;
     if len > rest.len() {
         return Err(HpackError::Truncated);
     }
     let (raw, tail) = rest.split_at(len);
     *rest = tail;
-    let raw = &raw[..raw.len().min(MAX_STRING)];
-    if !huffman {
-        return Ok(raw.to_vec());
-    }
+    Ok(&raw[..raw.len().min(MAX_STRING)])
+}
+
+fn huffman_decode(raw: &[u8]) -> Result<Vec<u8>, HpackError> {
     let mut out = Vec::with_capacity(raw.len() * 8 / 5);
-    httlib_huffman::decode(raw, &mut out, httlib_huffman::DecoderSpeed::FourBits).map_err(|_| HpackError::BadHuffman)?;
+    httlib_huffman::decode(raw, &mut out, httlib_huffman::DecoderSpeed::FiveBits).map_err(|_| HpackError::BadHuffman)?;
     Ok(out)
 }
 
@@ -316,10 +375,7 @@ mod tests {
     use super::*;
 
     fn pairs(fields: &[Field]) -> Vec<(String, String)> {
-        let text = |t: &Text| match t {
-            Text::Known(b) => String::from_utf8_lossy(b).into_owned(),
-            Text::Unknown => "?".to_string(),
-        };
+        let text = |t: &Text| t.known().map_or("?".to_string(), |b| String::from_utf8_lossy(b).into_owned());
         fields.iter().map(|f| (text(&f.name), text(&f.value))).collect()
     }
 
@@ -392,6 +448,20 @@ mod tests {
         assert_eq!(d.decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).1, Some(HpackError::BadIndex), "an endless integer");
         assert_eq!(d.decode(&[0x40, 0x05, b'a']).1, Some(HpackError::Truncated));
         assert_eq!(d.decode(&[0x00, 0x81, 0xff, 0x01, b'a']).1, Some(HpackError::BadHuffman));
+    }
+
+    #[test]
+    fn fields_not_wanted_are_skipped_but_the_table_stays_in_step() {
+        let wanted: fn(&[u8]) -> bool = |n| n == b":status";
+        let mut d = Decoder::new();
+        // :status 200; `server` (static name 54) without indexing, its value a Huffman string
+        // that would not decode (skipped, so no error); `x-a: 1` with indexing (kept).
+        let mut block = vec![0x88, 0x0f, 0x27, 0x81, 0xff];
+        block.extend([0x40, 0x03, b'x', b'-', b'a', 0x01, b'1']);
+        let (fields, error) = d.decode_only(&block, wanted);
+        assert_eq!((pairs(&fields), error), (owned(&[(":status", "200")]), None));
+        // The indexed literal took index 62: a later block naming it is decoded in step.
+        assert_eq!(pairs(&d.decode(&[0xbe]).0), owned(&[("x-a", "1")]));
     }
 
     fn hex(s: &str) -> Vec<u8> {

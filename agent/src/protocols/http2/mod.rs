@@ -54,7 +54,7 @@ fn first_field(data: &[u8]) -> Option<FirstField> {
         at += 5;
     }
     let block = data.get(at..data.len().min(9 + len))?;
-    let (fields, _) = Decoder::joined().decode(block);
+    let (fields, _) = Decoder::joined().decode_only(block, wanted);
     fields.iter().take(8).find_map(|f| match f.name.known()? {
         b":method" => Some(FirstField::Method),
         b":status" => Some(FirstField::Status),
@@ -148,7 +148,13 @@ impl Http2 {
     }
 }
 
-/// The value of the first field named `name`, when known and UTF-8.
+/// The header fields spans are built from: the only ones decoded (see `Decoder::decode_only`).
+fn wanted(name: &[u8]) -> bool {
+    matches!(name, b":method" | b":path" | b":authority" | b":status" | b"host" | b"user-agent" | b"content-type" | b"traceparent" | b"tracestate" | b"grpc-status")
+}
+
+/// The value of the first field named `name`, when known and UTF-8 (only `wanted` names are
+/// decoded).
 fn value<'a>(fields: &'a [Field], name: &str) -> Option<&'a str> {
     fields.iter().find(|f| f.name.known() == Some(name.as_bytes())).and_then(|f| std::str::from_utf8(f.value.known()?).ok())
 }
@@ -270,7 +276,7 @@ impl Http2 {
                 let side = self.side(from);
                 match f.payload.get(4..).filter(|_| !f.cut && f.flags & flag::PADDED == 0 && f.flags & flag::END_HEADERS != 0) {
                     Some(block) => {
-                        side.hpack.decode(block);
+                        side.hpack.decode_only(block, wanted);
                     }
                     None => side.hpack.lose(),
                 }
@@ -298,7 +304,7 @@ impl Http2 {
     fn end_block(&mut self, from: Sender, last: (u64, u64), out: &mut Vec<Message>) {
         let side = self.side(from);
         let Some(block) = side.block.take() else { return };
-        let (fields, error) = side.hpack.decode(&block.bytes);
+        let (fields, error) = side.hpack.decode_only(&block.bytes, wanted);
         if block.cut && error.is_none() {
             side.hpack.lose();
         }
