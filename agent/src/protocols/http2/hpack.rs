@@ -148,8 +148,11 @@ pub struct Decoder {
     /// every answer (nginx: `server`, `content-type`, `etag`…, each inserted into the table,
     /// so each must be decoded for its size), and decoding them again and again was a fifth
     /// of the agent's time under h2load.
-    recent: VecDeque<(Box<[u8]>, Arc<[u8]>)>,
+    recent: VecDeque<Decoded>,
 }
+
+/// A Huffman string as sent, and its decoding.
+type Decoded = (Box<[u8]>, Arc<[u8]>);
 
 impl Default for Decoder {
     fn default() -> Self {
