@@ -94,6 +94,19 @@ impl ElfSymbols {
         Self::parse_bytes(path, Bytes::Mapped(map))
     }
 
+    /// The virtual address of a data symbol of the symbol table (a Go itab, say), when the file
+    /// keeps it. A scan of the table: for a few look-ups per executable, not per event.
+    pub fn data_address(&self, symbol: &str) -> Option<u64> {
+        let file = self.object().ok()?;
+        file.symbols().find(|s| s.is_definition() && s.name() == Ok(symbol)).map(|s| s.address())
+    }
+
+    /// Whether the executable loads at the addresses it was linked for (not position
+    /// independent): its symbols' addresses are then the running process's.
+    pub fn fixed_addresses(&self) -> bool {
+        self.object().is_ok_and(|o| o.kind() == object::ObjectKind::Executable)
+    }
+
     /// The parsed file, for sections (the bytes were checked to parse when read).
     pub fn object(&self) -> Result<object::File<'_>, SymbolError> {
         object::File::parse(&*self.bytes).map_err(|e| self.parse_error(e.to_string()))

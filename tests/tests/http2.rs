@@ -256,6 +256,89 @@ fn grpc_python_client_to_go_server() {
     grpc_across(Stack::Go, Stack::Python);
 }
 
+/// An HTTP/1 service of `front`'s stack calling a Python gRPC backend over one shared channel,
+/// 64 requests `concurrency` at a time: SERVER `/chain/<n>` → CLIENT
+/// `demo.Greeter/Call<n mod 16>` → the backend's SERVER span of that call. Asserts that no call
+/// hangs under another request and no backend span under another call, ever; returns how many
+/// requests were one whole tree.
+fn http1_front_calling_grpc(front: Stack, concurrency: usize) -> usize {
+    const REQUESTS: usize = 64;
+    let (backend, grpc_port) = grpc_server(Stack::Python);
+    let port = free_port();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", &format!("exec {} {grpc_port}", front.command("front", port))]).env("OTEL_SERVICE_NAME", "grpc-front");
+    let front_proc = spawn_until(cmd, &format!("{front:?} HTTP/1 front of gRPC"), "ready", Duration::from_secs(20));
+    let agent = JsonlAgent::start(&[backend.pid(), front_proc.pid()]);
+    zerotrace_integration_tests::fidelity::drive(&format!("http://127.0.0.1:{port}/chain/{{id}}"), REQUESTS, concurrency);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (exit, spans) = agent.finish();
+    let call_of = |s: &TestSpan| -> Option<u64> {
+        let text = s.name.strip_prefix("demo.Greeter/Call").map(str::to_string).or_else(|| s.attr("url.full").and_then(|u| u.rsplit_once("/Call")).map(|(_, n)| n.to_string()))?;
+        text.parse().ok()
+    };
+    let fronts: Vec<&TestSpan> = find(&spans, "SERVER", |s| s.service() == "grpc-front");
+    assert_eq!(fronts.len(), REQUESTS, "every request has its SERVER span: {:?}", exit.stderr);
+    let (mut whole, mut parented, mut linked, mut stitched) = (0, 0, 0, 0);
+    let calls = find(&spans, "CLIENT", |s| s.service() == "grpc-front");
+    for call in &calls {
+        let callees: Vec<&TestSpan> = spans.iter().filter(|s| s.service() == "grpc-server" && s.parent_id == call.span_id).collect();
+        for callee in &callees {
+            if let Some(k) = call_of(call) {
+                assert_eq!(call_of(callee), Some(k), "a backend span under another call: {callee:?} under {call:?}");
+            }
+            assert_child_of(callee, call);
+        }
+        stitched += callees.len();
+        if let Some(parent) = fronts.iter().find(|f| f.span_id == call.parent_id) {
+            let n: u64 = parent.attr("url.path").and_then(|p| p.strip_prefix("/chain/")).and_then(|n| n.parse().ok()).expect("a /chain/<n> request");
+            if let Some(k) = call_of(call) {
+                assert_eq!(k, n % 16, "a call under another request: {call:?} under {parent:?}");
+            }
+            assert_child_of(call, parent);
+            parented += 1;
+            if callees.len() == 1 && call_of(call).is_some() {
+                whole += 1;
+            }
+        } else {
+            assert!(call.parent_id.is_empty(), "a call under a span that is no request: {call:?}");
+            if call.links.iter().any(|(_, span)| fronts.iter().any(|f| &f.span_id == span)) {
+                linked += 1;
+            }
+        }
+    }
+    eprintln!(
+        "HTTP/1 ({front:?}) → gRPC at concurrency {concurrency}: {} calls, {parented} under their request, {linked} linked to the writer's request, {stitched} backend spans under their call, {whole} whole trees\n{}",
+        calls.len(),
+        exit.stderr.join("\n")
+    );
+    assert!(stitched >= REQUESTS * 3 / 4, "only {stitched} of {REQUESTS} backend spans under their call");
+    whole
+}
+
+/// grpc-core writes each thread's calls on whichever thread holds its transport (seen: the
+/// thread serving /chain/19 wrote Call1), so the writing thread is no evidence: the calls get
+/// no parent, and a span link to the writer's request instead (counted as "transport shared
+/// by threads", or "writing library unknown" when the user agent was in a header block the
+/// probes did not see whole). One tree per request needs the caller of each stream, which
+/// grpc-core (stripped, inside cygrpc) does not show: issue 16.
+#[test]
+fn an_http1_request_calling_grpcio_never_hangs_under_another_request() {
+    assert_eq!(http1_front_calling_grpc(Stack::Python, 16), 0, "no call of grpc-core is placed by its writer");
+}
+
+/// grpc-go writes every call on the connection's loopy goroutine; the probes follow each call
+/// from the goroutine that queued its headers to the loopy goroutine's write, so a call whose
+/// write carries its stream alone is placed under the request its goroutine serves. A write
+/// that carries several streams' headers (loopy batches what was queued meanwhile) places none.
+#[test]
+fn an_http1_request_calling_grpc_go_is_one_tree() {
+    let sequential = http1_front_calling_grpc(Stack::Go, 1);
+    assert!(sequential >= 60, "one at a time, every request is one tree: {sequential} of 64");
+    let concurrent = http1_front_calling_grpc(Stack::Go, 8);
+    // Measured 42 of 64 (the rest in batched writes, linked and counted).
+    assert!(concurrent >= 16, "at concurrency 8, only {concurrent} of 64 requests one tree");
+}
+
 /// A gRPC connection opened and used before the agent started: its later calls are
 /// recognised mid-stream, and every value the spans carry is true. Paths the connection sent
 /// before (now named by HPACK table entries the agent never saw) are left out; a path is

@@ -17,11 +17,15 @@ const WRITE: &str = "crypto/tls.(*Conn).Write";
 const ROUND_TRIP: &str = "net/http.(*persistConn).roundTrip";
 const REQUEST_WRITE: &str = "net/http.(*Request).write";
 const MEMMOVE: &str = "runtime.memmove";
+const GRPC_PUT: &str = "google.golang.org/grpc/internal/transport.(*controlBuffer).executeAndPut";
+const GRPC_HEADER: &str = "google.golang.org/grpc/internal/transport.(*loopyWriter).headerHandler";
+/// The itab of `*headerFrame` as a `cbItem`: the items `GRPC_PUT` follows.
+const GRPC_HEADER_ITAB: &str = "go.itab.*google.golang.org/grpc/internal/transport.headerFrame,google.golang.org/grpc/internal/transport.cbItem";
 
 /// The probes of a Go executable that uses crypto/tls; `Ok(None)` for anything else (not Go,
 /// or Go without TLS). An error says why a Go TLS program cannot be probed.
 pub(super) fn plan(symbols: &ElfSymbols) -> Result<Option<Plan>> {
-    let Some(binary) = go::read(symbols, &[READ, WRITE, ROUND_TRIP, REQUEST_WRITE, MEMMOVE])? else { return Ok(None) };
+    let Some(binary) = go::read(symbols, &[READ, WRITE, ROUND_TRIP, REQUEST_WRITE, MEMMOVE, GRPC_PUT, GRPC_HEADER])? else { return Ok(None) };
     let (Some(&(read, read_end)), Some(&(write, _))) = (binary.functions.get(READ), binary.functions.get(WRITE)) else {
         return Ok(None);
     };
@@ -45,7 +49,24 @@ pub(super) fn plan(symbols: &ElfSymbols) -> Result<Option<Plan>> {
         plan.uprobes.push(Uprobe { program: write, offset: write_at, cookie: None });
         plan.described.push("net/http client requests followed to their writeLoop".to_string());
     }
+    grpc_hand_over(symbols, &binary.functions, &mut plan);
     Ok(Some(plan))
+}
+
+/// grpc-go's calls followed from the goroutine that makes them to the loopy goroutine that
+/// writes them (see the probes' `go_tls.rs`). Optional, and only where the `*headerFrame` itab
+/// has a fixed address: a Go executable that is not position-independent (the default), with
+/// its symbol table.
+fn grpc_hand_over(symbols: &ElfSymbols, functions: &HashMap<String, (u64, u64)>, plan: &mut Plan) {
+    let fixed = symbols.fixed_addresses();
+    let Some(itab) = symbols.data_address(GRPC_HEADER_ITAB) else { return };
+    let probes = [(GRPC_PUT, program::GO_GRPC_PUT), (GRPC_HEADER, program::GO_GRPC_HEADER)]
+        .map(|(function, program)| functions.get(function).and_then(|&(start, _)| entry(symbols, function, start).ok()).map(|offset| (program, offset)));
+    if let ([Some((put, put_at)), Some((header, header_at))], true) = (probes, fixed) {
+        plan.uprobes.push(Uprobe { program: put, offset: put_at, cookie: Some(itab) });
+        plan.uprobes.push(Uprobe { program: header, offset: header_at, cookie: None });
+        plan.described.push("grpc-go calls followed to their loopy writer".to_string());
+    }
 }
 
 /// Where the Read's plaintext is seen: its one copy into the caller's buffer (Go 1.19's

@@ -62,6 +62,8 @@ pub mod program {
     pub const GO_TLS_READ_RET: &str = "go_tls_read_ret";
     pub const GO_HTTP_ROUND_TRIP: &str = "go_http_round_trip";
     pub const GO_HTTP_REQUEST_WRITE: &str = "go_http_request_write";
+    pub const GO_GRPC_PUT: &str = "go_grpc_put";
+    pub const GO_GRPC_HEADER: &str = "go_grpc_header";
     // units.rs, libuv.rs, asyncio.rs, pyqueue.rs: runtimes' units of work.
     pub const UNIT_RET: &str = "unit_ret";
     pub const UV_STREAM_IO: &str = "uv_stream_io";
@@ -105,6 +107,8 @@ pub mod program {
         GO_TLS_READ_RET,
         GO_HTTP_ROUND_TRIP,
         GO_HTTP_REQUEST_WRITE,
+        GO_GRPC_PUT,
+        GO_GRPC_HEADER,
         UNIT_RET,
         UV_STREAM_IO,
         ASYNCIO_TASK_STEP,

@@ -16,6 +16,10 @@
 //!   goroutine that called `Client.Do`. Two more entry probes hand the caller over:
 //!   `(*persistConn).roundTrip` (on the caller) notes the `*Request`, and `(*Request).write`
 //!   (on writeLoop) finds it, so writeLoop's TLS writes count as the caller's for a while.
+//! - grpc-go writes every stream of a connection on its `loopyWriter` goroutine. Its calls
+//!   are handed over the same way: `(*controlBuffer).executeAndPut` (on the caller) notes the
+//!   `*headerFrame`, and `(*loopyWriter).headerHandler` (on loopy) finds it, so loopy's writes
+//!   count as that caller's until it handles the next header.
 
 use aya_ebpf::{
     EbpfContext,
@@ -121,6 +125,7 @@ struct Regs {
     ax: u64,
     bx: u64,
     cx: u64,
+    di: u64,
     g: u64,
     flags: u64,
 }
@@ -130,7 +135,7 @@ fn regs(ctx: &ProbeContext) -> Regs {
     // SAFETY: `ctx.regs` is the probe context, the traced task's user registers; the verifier
     // allows reading its fields directly.
     let r = unsafe { &*ctx.regs };
-    Regs { ax: r.rax, bx: r.rbx, cx: r.rcx, g: r.r14, flags: r.eflags }
+    Regs { ax: r.rax, bx: r.rbx, cx: r.rcx, di: r.rdi, g: r.r14, flags: r.eflags }
 }
 
 #[inline(always)]
@@ -297,5 +302,45 @@ fn try_go_http_request_write(ctx: &ProbeContext) -> Result<(), i64> {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     GO_WRITES_FOR.insert(&GoKey { ptr: r.g, tgid }, &(caller, now), 0)?;
+    Ok(())
+}
+
+go_probe!(go_grpc_put, try_go_grpc_put);
+
+/// grpc-go's `(*controlBuffer).executeAndPut(c, f, it cbItem)`, on the goroutine that queues
+/// an item for the connection's loopy goroutine: `it` is an interface, its itab in RCX and its
+/// data in RDI. Only `*headerFrame` items are followed: the attach cookie is that itab's
+/// address (a new stream's headers, queued by the goroutine making the call).
+fn try_go_grpc_put(ctx: &ProbeContext) -> Result<(), i64> {
+    let Some((tgid, r)) = entered(ctx) else { return Ok(()) };
+    // SAFETY: helper reading this attachment's cookie from the context.
+    let header_itab = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    if r.cx != header_itab || r.di == 0 {
+        return Ok(());
+    }
+    GO_REQUESTS.insert(&GoKey { ptr: r.di, tgid: u64::from(tgid) }, &r.g, 0)?;
+    Ok(())
+}
+
+go_probe!(go_grpc_header, try_go_grpc_header);
+
+/// `(*loopyWriter).headerHandler(l, h *headerFrame)`, on the connection's loopy goroutine,
+/// before it writes `h`'s HEADERS: its writes count as the goroutine that queued `h` until it
+/// handles the next header. A header whose goroutine is unknown ends the hand-over, so no
+/// write ever counts as a caller it was not made for.
+fn try_go_grpc_header(ctx: &ProbeContext) -> Result<(), i64> {
+    let Some((tgid, r)) = entered(ctx) else { return Ok(()) };
+    let tgid = u64::from(tgid);
+    let loopy = GoKey { ptr: r.g, tgid };
+    match take(&GO_REQUESTS, &GoKey { ptr: r.bx, tgid }) {
+        Some(caller) => {
+            // SAFETY: helper without arguments.
+            let now = unsafe { bpf_ktime_get_ns() };
+            GO_WRITES_FOR.insert(&loopy, &(caller, now), 0)?;
+        }
+        None => {
+            let _ = GO_WRITES_FOR.remove(&loopy);
+        }
+    }
     Ok(())
 }

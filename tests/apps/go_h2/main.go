@@ -5,6 +5,9 @@
 //	go_h2 grpc-call PORT    the same calls as grpc_demo.py's `call`
 //	go_h2 h2c-serve PORT    net/http over h2c, upgrade or prior knowledge: /item/<n> answers
 //	                        200, anything else 404
+//	go_h2 grpc-front PORT GRPC_PORT
+//	                        net/http (HTTP/1) whose GET /chain/<n> calls Call<n mod 16> on the
+//	                        gRPC server at GRPC_PORT over one shared ClientConn
 //
 // No generated code: methods are registered by name and carry raw bytes (a pass-through
 // codec), so the Python, Node and Go peers speak one service. Prints "ready" once serving
@@ -154,6 +157,35 @@ func grpcCall(port string) {
 	fmt.Println("done")
 }
 
+func grpcFront(port, grpcPort string) {
+	conn, err := grpc.Dial("127.0.0.1:"+grpcPort, grpc.WithInsecure(), grpc.WithBlock(), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	if err != nil {
+		panic(err)
+	}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/chain/"))
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		in := []byte(fmt.Sprintf("id %d", n))
+		var out []byte
+		if err := conn.Invoke(ctx, fmt.Sprintf("/%s/Call%d", service, n%16), &in, &out); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.Write(out)
+	})
+	listener, err := net.Listen("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("ready")
+	panic(http.Serve(listener, handler))
+}
+
 func h2cServe(port string) {
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := strings.TrimPrefix(r.URL.Path, "/item/")
@@ -172,8 +204,11 @@ func h2cServe(port string) {
 }
 
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == "grpc-front" {
+		grpcFront(os.Args[2], os.Args[3])
+	}
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: go_h2 grpc-serve|grpc-call|h2c-serve PORT")
+		fmt.Fprintln(os.Stderr, "usage: go_h2 grpc-serve|grpc-call|h2c-serve PORT | grpc-front PORT GRPC_PORT")
 		os.Exit(2)
 	}
 	modes := map[string]func(string){"grpc-serve": grpcServe, "grpc-call": grpcCall, "h2c-serve": h2cServe}
