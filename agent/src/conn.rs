@@ -446,15 +446,6 @@ mod tests {
         assert!(out.is_empty());
     }
 
-    /// A frame header and payload (RFC 9113 §4.1), for hand-built HTTP/2 bytes.
-    fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-        f.extend([kind, flags]);
-        f.extend(stream.to_be_bytes());
-        f.extend(payload);
-        f
-    }
-
     #[test]
     fn an_h2c_upgrade_hands_the_connection_to_http2_and_stream_1_answers_the_upgrade_request() {
         const HEADERS: u8 = 1;
@@ -472,8 +463,8 @@ mod tests {
         // The 101, the server's SETTINGS and stream 1's answer (:status 200, static index 8)
         // in one write.
         let mut answer = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
-        answer.extend(h2_frame(SETTINGS, 0, 0, &[]));
-        answer.extend(h2_frame(HEADERS, END_STREAM_AND_HEADERS, 1, &[0x88]));
+        answer.extend(crate::protocols::http2::frame_bytes(SETTINGS, 0, 0, &[]));
+        answer.extend(crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, 1, &[0x88]));
         c.feed(Direction::Egress, seg(&answer), &mut out);
         assert_eq!(c.protocol(), Some("http2"));
         let [Message::Response(r)] = &out[..] else { panic!("one answer: {out:?}") };
@@ -482,8 +473,8 @@ mod tests {
         out.clear();
         // Then the client's preface and a request of its own on stream 3 (GET, http, /).
         let mut next = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        next.extend(h2_frame(SETTINGS, 0, 0, &[]));
-        next.extend(h2_frame(HEADERS, END_STREAM_AND_HEADERS, 3, &[0x82, 0x86, 0x84]));
+        next.extend(crate::protocols::http2::frame_bytes(SETTINGS, 0, 0, &[]));
+        next.extend(crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, 3, &[0x82, 0x86, 0x84]));
         c.feed(Direction::Ingress, seg(&next), &mut out);
         assert!(matches!(&out[..], [Message::Request(r)] if r.correlation == Correlation::Key(3)), "{out:?}");
         assert!(!c.foreign);
@@ -502,17 +493,17 @@ mod tests {
         );
         c.feed(Direction::Ingress, seg(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"), &mut out);
         let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        preface.extend(h2_frame(SETTINGS, 0, 0, &[]));
+        preface.extend(crate::protocols::http2::frame_bytes(SETTINGS, 0, 0, &[]));
         c.feed(Direction::Egress, seg(&preface), &mut out);
-        c.feed(Direction::Ingress, seg(&h2_frame(SETTINGS, 0, 0, &[])), &mut out);
-        c.feed(Direction::Egress, seg(&h2_frame(SETTINGS, 1, 0, &[])), &mut out);
-        let mut first = h2_frame(8, 0, 0, &[0, 0xf, 0, 1]);
-        first.extend(h2_frame(HEADERS, 4, 1, &[0x88]));
-        first.extend(h2_frame(0, 1, 1, b"item 1"));
+        c.feed(Direction::Ingress, seg(&crate::protocols::http2::frame_bytes(SETTINGS, 0, 0, &[])), &mut out);
+        c.feed(Direction::Egress, seg(&crate::protocols::http2::frame_bytes(SETTINGS, 1, 0, &[])), &mut out);
+        let mut first = crate::protocols::http2::frame_bytes(8, 0, 0, &[0, 0xf, 0, 1]);
+        first.extend(crate::protocols::http2::frame_bytes(HEADERS, 4, 1, &[0x88]));
+        first.extend(crate::protocols::http2::frame_bytes(0, 1, 1, b"item 1"));
         c.feed(Direction::Ingress, seg(&first), &mut out);
-        c.feed(Direction::Egress, seg(&h2_frame(HEADERS, 5, 3, &[0x82, 0x86, 0x84])), &mut out);
-        let mut second = h2_frame(HEADERS, 4, 3, &[0x88]);
-        second.extend(h2_frame(0, 1, 3, b"item 2"));
+        c.feed(Direction::Egress, seg(&crate::protocols::http2::frame_bytes(HEADERS, 5, 3, &[0x82, 0x86, 0x84])), &mut out);
+        let mut second = crate::protocols::http2::frame_bytes(HEADERS, 4, 3, &[0x88]);
+        second.extend(crate::protocols::http2::frame_bytes(0, 1, 3, b"item 2"));
         c.feed(Direction::Ingress, seg(&second), &mut out);
         let kinds: Vec<String> = out
             .iter()

@@ -43,13 +43,19 @@ fn require_root() {
     assert!(uid == 0, "this test loads eBPF programs and needs root (run the suite as root, as CI does): it cannot run as uid {uid}");
 }
 
+/// The probes loaded and attached (as root), copying up to 1024 bytes per call.
+fn attached(wakeup_bytes: u64) -> (Probes, aya::maps::RingBuf<aya::maps::MapData>) {
+    require_root();
+    let loop_gather = zerotrace::probes::kernel_has_bpf_loop();
+    let settings = Settings { payload_cap: 1024, cgroup_filter: false, wakeup_bytes, hooks_only: false, go_goroutines: false, loop_gather };
+    let (mut probes, ring) = Probes::load(&settings).expect("the probes load");
+    probes.attach().expect("the probes attach");
+    (probes, ring)
+}
+
 #[test]
 fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_holds() {
-    require_root();
-    let settings =
-        Settings { payload_cap: 1024, cgroup_filter: false, wakeup_bytes: 1 << 20, hooks_only: false, go_goroutines: false, loop_gather: zerotrace::probes::kernel_has_bpf_loop() };
-    let (mut probes, mut ring) = Probes::load(&settings).expect("the probes load");
-    probes.attach().expect("the probes attach");
+    let (mut probes, mut ring) = attached(1 << 20);
 
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -126,11 +132,7 @@ fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_hol
 /// Last, one sendmsg of 40 buffers is gathered whole (bpf_loop, Linux ≥ 5.17).
 #[test]
 fn a_connect_address_at_the_end_of_a_page_is_read_and_peeks_are_not_data() {
-    require_root();
-    let settings =
-        Settings { payload_cap: 1024, cgroup_filter: false, wakeup_bytes: 1, hooks_only: false, go_goroutines: false, loop_gather: zerotrace::probes::kernel_has_bpf_loop() };
-    let (mut probes, mut ring) = Probes::load(&settings).expect("the probes load");
-    probes.attach().expect("the probes attach");
+    let (mut probes, mut ring) = attached(1);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let server = std::thread::spawn(move || {

@@ -261,15 +261,6 @@ fn an_answer_that_ended_before_the_next_request_began_is_counted_not_paired() {
     assert_eq!(s.pipeline.stats.answers_without_request, 1);
 }
 
-/// An HTTP/2 frame (RFC 9113 §4.1), for hand-built connections.
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    f.extend([kind, flags]);
-    f.extend(stream.to_be_bytes());
-    f.extend(payload);
-    f
-}
-
 /// A thread serving one request writes two streams' requests in one write on a multiplexed
 /// connection (grpc-core's transport writes what every thread queued): it made one of them at
 /// most, so neither gets a parent; both link to the request the thread serves. A stream
@@ -283,17 +274,17 @@ fn several_streams_in_one_write_are_not_all_the_writing_threads() {
     s.data(5, true, b"GET /front HTTP/1.1\r\nHost: x\r\n\r\n");
     s.open(6, Role::Client, 41_000, 50_051);
     let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    preface.extend(h2_frame(4, 0, 0, &[]));
+    preface.extend(crate::protocols::http2::frame_bytes(4, 0, 0, &[]));
     s.data(6, false, &preface);
     // GET, http, / on streams 1 and 3 in one write; stream 5 alone.
     let get = [0x82, 0x86, 0x84];
-    let mut two = h2_frame(HEADERS, END_STREAM_AND_HEADERS, 1, &get);
-    two.extend(h2_frame(HEADERS, END_STREAM_AND_HEADERS, 3, &get));
+    let mut two = crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, 1, &get);
+    two.extend(crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, 3, &get));
     s.data(6, false, &two);
-    s.data(6, false, &h2_frame(HEADERS, END_STREAM_AND_HEADERS, 5, &get));
-    s.data(6, true, &h2_frame(4, 0, 0, &[]));
+    s.data(6, false, &crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, 5, &get));
+    s.data(6, true, &crate::protocols::http2::frame_bytes(4, 0, 0, &[]));
     for stream in [1, 3, 5] {
-        s.data(6, true, &h2_frame(HEADERS, END_STREAM_AND_HEADERS, stream, &[0x88]));
+        s.data(6, true, &crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, stream, &[0x88]));
     }
     s.data(5, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     let spans = s.spans();

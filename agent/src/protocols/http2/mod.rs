@@ -10,6 +10,10 @@
 mod frame;
 mod hpack;
 
+/// A frame's bytes (RFC 9113 §4.1), for tests that build HTTP/2 connections by hand.
+#[cfg(test)]
+pub(crate) use frame::encode as frame_bytes;
+
 use rustc_hash::FxHashMap as HashMap;
 
 use self::frame::{Frame, Framer, PREFACE, flag, kind};
