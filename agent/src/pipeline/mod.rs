@@ -155,7 +155,24 @@ pub struct Pipeline<H: Host> {
     ended: std::collections::BTreeMap<&'static str, ProtocolStats>,
     /// The segment being handled carried several requests of a multiplexed connection.
     batched_write: bool,
+    /// Per process, streams about to be written and for whom (`Event::StreamCaller`), oldest
+    /// first; taken by the stream's request.
+    stream_callers: HashMap<u32, std::collections::VecDeque<StreamCaller>>,
 }
+
+/// Stream `stream` was about to be written for `caller` (a record tid) at `ts_ns`.
+#[derive(Clone, Copy)]
+struct StreamCaller {
+    stream: u32,
+    caller: u32,
+    ts_ns: u64,
+}
+
+/// Stream hints kept per process: a write's worth and more.
+const MAX_STREAM_CALLERS: usize = 256;
+/// A hint names a request written this soon after it (the writer handles the header, then
+/// writes): an older one is a stream whose request was never seen.
+const STREAM_CALLER_NS: u64 = 100_000_000;
 
 impl<H: Host> Pipeline<H> {
     pub fn new(host: H, clock: Clock) -> Self {
@@ -180,6 +197,7 @@ impl<H: Host> Pipeline<H> {
             parsed: Vec::new(),
             ended: Default::default(),
             batched_write: false,
+            stream_callers: HashMap::default(),
         }
     }
 
@@ -326,6 +344,13 @@ impl<H: Host> Pipeline<H> {
                 self.callbacks.forget_process(tgid);
                 self.thread_rule_off.remove(&tgid);
             }
+            Event::StreamCaller { tgid, stream, caller, ts_ns } => {
+                let hints = self.stream_callers.entry(tgid).or_default();
+                while hints.len() >= MAX_STREAM_CALLERS || hints.front().is_some_and(|h| ts_ns.saturating_sub(h.ts_ns) > STREAM_CALLER_NS) {
+                    hints.pop_front();
+                }
+                hints.push_back(StreamCaller { stream, caller, ts_ns });
+            }
             Event::Process { pid, .. } => {
                 // A new process or an exec; the probes do not report new threads.
                 self.effects.started.push(pid);
@@ -365,6 +390,22 @@ impl<H: Host> Pipeline<H> {
     /// of work it was written in; for a plain thread, the work handed to it (a pool thread
     /// serving nothing of its own), and no thread rule in processes whose threads are no unit
     /// of work (Go).
+    /// The caller a stream hint names for this keyed request: the one hint of its process for
+    /// its stream id, made just before it was written. Several (two connections with the same
+    /// stream id at once) name none. Every hint for the stream is taken either way.
+    fn stream_caller(&mut self, tgid: u32, request: &Request) -> Option<u32> {
+        let Correlation::Key(key) = request.correlation else { return None };
+        let hints = self.stream_callers.get_mut(&tgid)?;
+        let written = request.timing.first_enter_ns;
+        let matches = |h: &StreamCaller| u64::from(h.stream) == key && h.ts_ns <= written && written - h.ts_ns < STREAM_CALLER_NS;
+        let found: Vec<u32> = hints.iter().filter(|h| matches(h)).map(|h| h.caller).collect();
+        hints.retain(|h| u64::from(h.stream) != key);
+        match found[..] {
+            [caller] => Some(caller),
+            _ => None,
+        }
+    }
+
     /// `writer`: what the request says of who wrote it.
     fn client_evidence(&self, tgid: u32, tid: u32, fd: u32, writer: Writer) -> Evidence {
         // Before any runtime's evidence: a callback or a thread that wrote several streams'
@@ -505,7 +546,14 @@ impl<H: Host> Pipeline<H> {
             }
             _ => {
                 let tuple = conn.info.local.map(|l| (l, conn.info.remote));
-                let evidence = self.client_evidence(tgid, tid, fd, request.writer);
+                let evidence = match self.stream_caller(tgid, &request) {
+                    // The library said whom it writes this stream for: that caller's request.
+                    Some(caller) => match self.linker.portable(caller, Evidence::Thread) {
+                        Evidence::Serving(server, _) => Evidence::Serving(server, Why::Goroutine),
+                        other => other,
+                    },
+                    None => self.client_evidence(tgid, tid, fd, request.writer),
+                };
                 if self.debug {
                     eprintln!("zerotrace: debug: client request {} tuple {tuple:?} enter={} cause {:?} evidence {evidence:?}", facts.path, facts.start_enter_ns, self.cause);
                 }
@@ -675,6 +723,7 @@ impl<H: Host> Pipeline<H> {
             let tid = conn.info.tgid;
             self.callbacks.forget_process(tid);
             self.thread_rule_off.remove(&tid);
+            self.stream_callers.remove(&tid);
             self.drop_conn(conn, tid, None);
         }
     }

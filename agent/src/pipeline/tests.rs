@@ -50,11 +50,16 @@ impl Script {
 
     /// One syscall: `ingress` bytes read by the traced process, else written.
     fn data(&mut self, fd: u32, ingress: bool, bytes: &[u8]) {
+        self.data_by(TGID, fd, ingress, bytes);
+    }
+
+    /// `data` by thread `tid`.
+    fn data_by(&mut self, tid: u32, fd: u32, ingress: bool, bytes: &[u8]) {
         self.ts += 10;
         let ts = self.ts;
         self.pipeline.handle(Event::Data {
             tgid: TGID,
-            tid: TGID,
+            tid,
             fd,
             ingress,
             ts_enter_ns: ts,
@@ -297,4 +302,46 @@ fn several_streams_in_one_write_are_not_all_the_writing_threads() {
         assert_eq!(c.span.ids.links.iter().map(|l| l.1).collect::<Vec<_>>(), [front], "a link to the candidate");
     }
     assert_eq!(alone[0].span.ids.parent, Some(front));
+}
+
+/// A writer that carries several streams' requests in one write, and said for whom it writes
+/// each (grpc-go's loopy goroutine, `Event::StreamCaller`): each stream goes under the request
+/// its own caller serves. Without a hint a stream of such a write gets no parent.
+#[test]
+fn stream_hints_place_each_stream_of_a_batched_write() {
+    const HEADERS: u8 = 1;
+    const END_STREAM_AND_HEADERS: u8 = 0x5;
+    let (first, second, loopy) = (11, 12, 13);
+    let mut s = Script::new();
+    s.open(5, Role::Server, 8080, 40_000);
+    s.open(6, Role::Server, 8080, 40_001);
+    s.data_by(first, 5, true, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.data_by(second, 6, true, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.open(7, Role::Client, 41_000, 50_051);
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend(crate::protocols::http2::frame_bytes(4, 0, 0, &[]));
+    s.data_by(loopy, 7, false, &preface);
+    for (stream, caller) in [(1, first), (3, second)] {
+        s.ts += 1;
+        s.pipeline.handle(Event::StreamCaller { tgid: TGID, stream, caller, ts_ns: s.ts });
+    }
+    // GET, http, / on streams 1, 3 and 5 in one write; no hint for 5.
+    let mut three = Vec::new();
+    for stream in [1, 3, 5] {
+        three.extend(crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, stream, &[0x82, 0x86, 0x84]));
+    }
+    s.data_by(loopy, 7, false, &three);
+    s.data_by(loopy, 7, true, &crate::protocols::http2::frame_bytes(4, 0, 0, &[]));
+    for stream in [1, 3, 5] {
+        s.data_by(loopy, 7, true, &crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, stream, &[0x88]));
+    }
+    s.data_by(first, 5, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    s.data_by(second, 6, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let spans = s.spans();
+    let server = |path: &str| {
+        let of = |s: &&FinishedSpan| matches!(s.span.http().map(|h| &h.url), Some(crate::spans::record::Url::Server { path: Some(p), .. }) if p == path);
+        spans.iter().find(of).expect("server span").span.ids.span_id
+    };
+    let clients: Vec<_> = spans.iter().filter(|s| s.span.kind == SpanKind::Client).map(|s| s.span.ids.parent).collect();
+    assert_eq!(clients, [Some(server("/a")), Some(server("/b")), None], "streams 1 and 3 under their callers' requests, 5 under none");
 }

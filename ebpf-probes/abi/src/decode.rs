@@ -14,6 +14,7 @@ pub enum Record<'a> {
     TlsSocket(TlsSocketEvent),
     UnitSpawn(UnitSpawnEvent),
     HandOff(HandOffEvent),
+    StreamCaller(StreamCallerEvent),
     Exit(ExitEvent),
 }
 
@@ -59,6 +60,7 @@ pub fn record(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
         kind::TLS_SOCKET => read(bytes).map(Record::TlsSocket).ok_or(short),
         kind::UNIT_SPAWN => read(bytes).map(Record::UnitSpawn).ok_or(short),
         kind::HAND_OFF => read(bytes).map(Record::HandOff).ok_or(short),
+        kind::STREAM_CALLER => read(bytes).map(Record::StreamCaller).ok_or(short),
         kind::EXIT => read(bytes).map(Record::Exit).ok_or(short),
         kind::DATA => {
             let data: DataHeader = read(bytes).ok_or(short)?;

@@ -46,6 +46,7 @@ pub mod kind {
     // Runtime units of work: 0x50..
     pub const UNIT_SPAWN: u16 = 0x50;
     pub const HAND_OFF: u16 = 0x51;
+    pub const STREAM_CALLER: u16 = 0x52;
 }
 
 /// First in every record.
@@ -93,4 +94,5 @@ const _: () = assert!(size_of::<TlsSocketEvent>() == 16);
 const _: () = assert!(size_of::<Unit>() == 32);
 const _: () = assert!(size_of::<UnitSpawnEvent>() == 40);
 const _: () = assert!(size_of::<HandOffEvent>() == 40);
+const _: () = assert!(size_of::<StreamCallerEvent>() == 24);
 const _: () = assert!(size_of::<FdState>() == 4);

@@ -52,6 +52,18 @@ pub struct UnitSpawnEvent {
     pub ts_ns: u64,
 }
 
+/// A multiplexing client library is about to write stream `stream`'s request on behalf of
+/// `caller` (a record `tid`: grpc-go's loopy goroutine handling a header its caller queued),
+/// at `ts_ns`. Lets the agent place each stream of a write that carries several.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamCallerEvent {
+    pub header: RecordHeader,
+    pub stream: u32,
+    pub caller: u32,
+    pub ts_ns: u64,
+}
+
 /// Work handed between threads through a queue the probes watch (CPython's `SimpleQueue`,
 /// which `ThreadPoolExecutor` uses): thread `tid` put `item` (`take` 0, with the unit it was
 /// running), or took it (`take` 1). The agent pairs the two by `item`.

@@ -8,8 +8,8 @@ use aya_ebpf::{
     },
 };
 use zerotrace_abi::{
-    CloseEvent, ConnOpenEvent, DataHeader, ExitEvent, HandOffEvent, InheritEvent, MAX_PAYLOAD, ProcessEvent, RecordHeader, SockAddr, TlsSocketEvent, UnitSpawnEvent, direction,
-    kind, stat,
+    CloseEvent, ConnOpenEvent, DataHeader, ExitEvent, HandOffEvent, InheritEvent, MAX_PAYLOAD, ProcessEvent, RecordHeader, SockAddr, StreamCallerEvent, TlsSocketEvent,
+    UnitSpawnEvent, direction, kind, stat,
 };
 
 use crate::maps::{EVENTS, Inflight, LOOP_GATHER, PAYLOAD_CAP, SCRATCH, WAKEUP_BYTES, count, op, setting_u8, setting_u32, setting_u64};
@@ -106,6 +106,13 @@ pub fn hand_off(pid_tgid: u64, take: bool, item: u64, cause: (u32, u64)) {
         _pad: 0,
         cause_id: cause.1,
     });
+}
+
+/// Stream `stream` is written for `caller` (a record tid), see `StreamCallerEvent`.
+pub fn stream_caller(tgid: u32, stream: u32, caller: u32) {
+    // SAFETY: helper without arguments.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    submit(&StreamCallerEvent { header: RecordHeader::new(kind::STREAM_CALLER, tgid), stream, caller, ts_ns });
 }
 
 /// A new traced process (or thread) or an exec. Wakes the agent at once: it has uprobes to

@@ -337,6 +337,12 @@ fn try_go_grpc_header(ctx: &ProbeContext) -> Result<(), i64> {
             // SAFETY: helper without arguments.
             let now = unsafe { bpf_ktime_get_ns() };
             GO_WRITES_FOR.insert(&loopy, &(caller, now), 0)?;
+            // `streamID` is headerFrame's first field, set by the caller before it queued
+            // the header. Loopy may write several streams' headers at once: this names each.
+            // SAFETY: checked read of user memory.
+            if let Ok(stream) = unsafe { bpf_probe_read_user(r.bx as *const u32) } {
+                capture::stream_caller(tgid as u32, stream, goroutine_task(tgid as u32, caller) as u32);
+            }
         }
         None => {
             let _ = GO_WRITES_FOR.remove(&loopy);
