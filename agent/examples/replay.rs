@@ -57,6 +57,7 @@ fn main() {
             ts_ns: 1,
             comm: "nginx".into(),
             cause: Default::default(),
+            generation: 1,
         });
     }
     let start = Instant::now();

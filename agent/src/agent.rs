@@ -308,7 +308,8 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
     }
     let effects = pipeline.take_effects();
     for ignore in effects.ignore_fds {
-        probes.ignore_fd(ignore);
+        // A verdict for a connection the fd no longer holds is dropped: nothing to do.
+        let _ = probes.ignore_fd(ignore);
     }
     for (tgid, fd, bytes) in effects.capture {
         // The socket may be closed by now: then there is nothing to capture anyway.

@@ -45,6 +45,8 @@ pub struct ConnInfo {
     pub remote_ip: Option<String>,
     /// Plaintext comes from the TLS probes (https).
     pub tls: bool,
+    /// The probes' generation of this fd's connection, 0 when unknown (open before attach).
+    pub generation: u8,
 }
 
 pub struct Conn {
@@ -309,7 +311,7 @@ impl ConnTable {
     pub fn open(&mut self, tgid: u32, fd: u32, role: Role, local: Option<SocketAddr>, remote: Option<SocketAddr>) -> Option<Conn> {
         self.next_id += 1;
         let remote_ip = remote.map(|r| r.ip().to_canonical().to_string());
-        let info = ConnInfo { id: self.next_id, tgid, role, local, remote, remote_ip, tls: false };
+        let info = ConnInfo { id: self.next_id, tgid, role, local, remote, remote_ip, tls: false, generation: 0 };
         self.conns.insert((tgid, fd), Conn::new(info))
     }
 
@@ -403,7 +405,7 @@ mod tests {
     }
 
     fn conn(role: Role) -> Conn {
-        Conn::new(ConnInfo { id: 1, tgid: 1, role, local: None, remote: None, remote_ip: None, tls: false })
+        Conn::new(ConnInfo { id: 1, tgid: 1, role, local: None, remote: None, remote_ip: None, tls: false, generation: 0 })
     }
 
     fn seg(data: &[u8]) -> Segment<'_> {

@@ -48,6 +48,8 @@ pub enum Event<'a> {
         ts_ns: u64,
         comm: String,
         cause: Cause,
+        /// The connection's generation in the probes' fd state (`FdState::generation`).
+        generation: u8,
     },
     Data {
         tgid: u32,
@@ -153,6 +155,7 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
             local: socket_addr(&e.local).filter(|a| a.port() != 0),
             remote: socket_addr(&e.remote),
             ts_ns: e.ts_ns,
+            generation: e.generation as u8,
             comm: String::from_utf8_lossy(e.comm.split(|b| *b == 0).next().unwrap_or(&[])).into_owned(),
             cause: Cause::from_abi(e.cause_kind, e.cause_id),
         },

@@ -94,7 +94,7 @@ pub fn pipeline(data: &[u8]) {
                 let own = SocketAddr::from(([127, 0, 0, 1], 8080));
                 let (local, remote) = if role == Role::Client { (Some(peer), Some(own)) } else { (Some(own), Some(peer)) };
                 let listen_fd = (b & 0x80 != 0).then_some(2);
-                pipeline.handle(Event::ConnOpen { tgid, tid, fd, role, listen_fd, local, remote, ts_ns: ts, comm: "fuzz".into(), cause });
+                pipeline.handle(Event::ConnOpen { tgid, tid, fd, role, listen_fd, local, remote, ts_ns: ts, comm: "fuzz".into(), cause, generation: a });
             }
             op::DATA => {
                 let payload = take(usize::from(b), &mut rest);

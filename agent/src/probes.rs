@@ -266,12 +266,30 @@ impl Probes {
         self.attached
     }
 
-    pub fn ignore_fd(&mut self, ignore: crate::pipeline::IgnoreFd) {
-        // A file's verdict arrives late: meanwhile the process may have closed it and got a
-        // socket with the same number, whose state connect/accept has set. Only a socket's
-        // verdict may overwrite (BPF_ANY); a file's only fills an empty slot (BPF_NOEXIST).
-        let (state, flags) = if ignore.socket { (fd_state::FOREIGN, 0) } else { (fd_state::NOT_SOCKET, 1) };
-        let _ = self.fd_states.insert(fd_key(ignore.tgid, ignore.fd), FdState::new(state).to_word(), flags);
+    /// Stops capturing an fd the agent judged. Returns false when the verdict was dropped: the
+    /// fd now holds another connection than the one judged.
+    pub fn ignore_fd(&mut self, ignore: crate::pipeline::IgnoreFd) -> bool {
+        let key = fd_key(ignore.tgid, ignore.fd);
+        if !ignore.socket {
+            // A file's verdict arrives late: meanwhile the process may have closed it and got a
+            // socket with the same number, whose state connect/accept has set. It only fills
+            // an empty slot (BPF_NOEXIST).
+            let _ = self.fd_states.insert(key, FdState::new(fd_state::NOT_SOCKET).to_word(), 1);
+            return true;
+        }
+        // A socket's verdict, late too: only on the connection it was made for. Its generation
+        // is checked, then the entry replaced if it still exists (BPF_EXIST); a new connection
+        // could come between the two, a window of microseconds instead of the agent's lag.
+        if ignore.generation != 0 {
+            let current = self.fd_states.get(&key, 0).map(FdState::from_word);
+            if !current.is_ok_and(|c| c.generation == ignore.generation) {
+                return false;
+            }
+        }
+        let flags = if ignore.generation != 0 { 2 } else { 0 };
+        let foreign = FdState { generation: ignore.generation, ..FdState::new(fd_state::FOREIGN) };
+        let _ = self.fd_states.insert(key, foreign.to_word(), flags);
+        true
     }
 
     /// Records the probes could not deliver, by reason, summed over CPUs.

@@ -17,8 +17,8 @@ const CHUNK: usize = 3000;
 
 /// A data record: (egress, bytes captured, bytes moved).
 type Data = (bool, usize, u64);
-/// A connection: its fd and peer.
-type Opened = (u32, Option<std::net::SocketAddr>);
+/// A connection: its fd, peer and generation.
+type Opened = (u32, Option<std::net::SocketAddr>, u8);
 
 /// Data records of `pid` seen until `deadline`, and its connections.
 fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pid: u32, wait: Duration) -> (Vec<Data>, Vec<Opened>) {
@@ -28,7 +28,7 @@ fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pid: u32, wait: Dura
         while let Some(item) = ring.next() {
             match from_record(&item) {
                 Ok(Event::Data { tgid, ingress, payload, total, .. }) if tgid == pid => data.push((!ingress, payload.len(), total)),
-                Ok(Event::ConnOpen { tgid, fd, remote, .. }) if tgid == pid => fds.push((fd, remote)),
+                Ok(Event::ConnOpen { tgid, fd, remote, generation, .. }) if tgid == pid => fds.push((fd, remote, generation)),
                 _ => {}
             }
         }
@@ -195,4 +195,55 @@ sys.stdin.readline()
     // 40 buffers of 10 bytes in one sendmsg: all gathered with bpf_loop, the first 16 without.
     let gathered = if zerotrace::probes::kernel_has_bpf_loop() { 400 } else { 160 };
     assert!(data.iter().any(|&(egress, captured, total)| egress && total == 400 && captured == gathered), "a 40-buffer sendmsg: {data:?}");
+}
+
+/// The agent's verdict on a socket (foreign: stop copying its bytes) comes late, when the
+/// process may have closed that connection and got a new one with the same fd number. The
+/// verdict carries the connection's generation and lands only on that connection.
+#[test]
+fn a_verdict_lands_only_on_the_connection_it_was_made_for() {
+    let (mut probes, mut ring) = attached(1);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 64];
+        while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let script = format!(
+        "import socket, sys\nprint('ready', flush=True)\nsys.stdin.readline()\ns = socket.create_connection(('127.0.0.1', {port}))\nprint('connected', flush=True)\nfor line in sys.stdin:\n    s.sendall(b'x' * 10)\n    print('sent', flush=True)\n"
+    );
+    let mut child = Command::new("python3").args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3 runs");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).expect("the client starts");
+    assert_eq!(ready.trim(), "ready");
+    Discovery::default().add(&mut probes, pid).expect("traced");
+    let mut line = String::new();
+    let mut step = |stdin: &mut std::process::ChildStdin| {
+        stdin.write_all(b"go\n").expect("tell the client");
+        line.clear();
+        stdout.read_line(&mut line).expect("the client answers");
+    };
+    step(&mut stdin); // connects
+    let (_, conns) = drain(&mut ring, pid, Duration::from_millis(200));
+    let &[(fd, _, generation)] = &conns[..] else { panic!("one connection: {conns:?}") };
+    assert_ne!(generation, 0, "a connection the probes saw open has a generation");
+    let ignore = |generation| zerotrace::pipeline::IgnoreFd { tgid: pid, fd, socket: true, generation };
+    // A verdict made for another connection on this fd number: dropped, bytes still copied.
+    assert!(!probes.ignore_fd(ignore(generation ^ 0x80)), "a verdict for another generation is dropped");
+    step(&mut stdin);
+    let (kept, _) = drain(&mut ring, pid, Duration::from_millis(200));
+    assert!(kept.iter().any(|&(egress, _, total)| egress && total == 10), "still captured: {kept:?}");
+    // The verdict for this connection: nothing more is copied.
+    assert!(probes.ignore_fd(ignore(generation)));
+    step(&mut stdin);
+    let (after, _) = drain(&mut ring, pid, Duration::from_millis(200));
+    assert!(after.is_empty(), "nothing once judged foreign: {after:?}");
+    drop(stdin);
+    let _ = child.wait();
+    let _ = server.join();
+    probes.detach_all();
 }

@@ -66,6 +66,8 @@ pub struct IgnoreFd {
     pub fd: u32,
     /// A socket that speaks no protocol we know; else not a socket at all (a file, a pipe).
     pub socket: bool,
+    /// The socket's connection generation, 0 when unknown (see `FdState::generation`).
+    pub generation: u8,
 }
 
 /// What the connections of one protocol amounted to.
@@ -238,7 +240,7 @@ impl<H: Host> Pipeline<H> {
             let _ = self.resource(tgid);
         }
         match event {
-            Event::ConnOpen { tgid, tid, fd, role, listen_fd, mut local, mut remote, cause, ts_ns, .. } => {
+            Event::ConnOpen { tgid, tid, fd, role, listen_fd, mut local, mut remote, cause, ts_ns, generation, .. } => {
                 if role == Role::Client && local.is_none() {
                     // The handshake finished outside connect(): ask /proc while the socket lives.
                     local = self.local_address(tgid, fd);
@@ -272,6 +274,7 @@ impl<H: Host> Pipeline<H> {
                 }
                 if let Some(conn) = self.conns.get_mut(tgid, fd) {
                     conn.opened_by = opened_by;
+                    conn.info.generation = generation;
                 }
             }
             Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload, tls, cause } => {
@@ -310,7 +313,7 @@ impl<H: Host> Pipeline<H> {
                     if self.debug {
                         eprintln!("zerotrace: debug: foreign {tgid} fd {fd} protocol {:?}", conn.protocol());
                     }
-                    self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: true });
+                    self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: true, generation: conn.info.generation });
                 }
                 if conn.answer_foreign {
                     self.discard_pending(tgid, fd, |stats| &mut stats.answered_in_another_protocol);
@@ -494,7 +497,7 @@ impl<H: Host> Pipeline<H> {
             FdKind::Socket(inode) => self.host.socket_ends(tgid, fd, inode).unwrap_or((None, None)),
             FdKind::Gone => (None, None),
             FdKind::Other => {
-                self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: false });
+                self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: false, generation: 0 });
                 return false;
             }
         };

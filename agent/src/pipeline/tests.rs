@@ -45,7 +45,19 @@ impl Script {
         self.ts += 10;
         let local = Some(SocketAddr::from(([127, 0, 0, 1], local_port)));
         let remote = Some(SocketAddr::from(([127, 0, 0, 1], remote_port)));
-        self.pipeline.handle(Event::ConnOpen { tgid: TGID, tid: TGID, fd, role, listen_fd: None, local, remote, ts_ns: self.ts, comm: "svc".into(), cause: Cause::Thread });
+        self.pipeline.handle(Event::ConnOpen {
+            tgid: TGID,
+            tid: TGID,
+            fd,
+            role,
+            listen_fd: None,
+            local,
+            remote,
+            ts_ns: self.ts,
+            comm: "svc".into(),
+            cause: Cause::Thread,
+            generation: fd as u8 | 1,
+        });
     }
 
     /// One syscall: `ingress` bytes read by the traced process, else written.

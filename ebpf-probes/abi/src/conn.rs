@@ -38,7 +38,8 @@ pub struct ConnOpenEvent {
     pub listen_fd: u32,
     /// The unit of work the task was running (see [`crate::cause`]).
     pub cause_kind: u32,
-    pub _pad: u32,
+    /// The connection's `FdState::generation`.
+    pub generation: u32,
     pub cause_id: u64,
     pub ts_ns: u64,
     /// Our end. For connect, from the TCP state change that picked the ephemeral port.
@@ -95,7 +96,10 @@ pub mod fd_state {
 pub struct FdState {
     /// `fd_state::*`.
     pub state: u8,
-    pub _pad: u8,
+    /// Set (non-zero) at accept/connect, and sent with the connection's open record: the agent
+    /// writes a verdict only on the connection it judged, never on a later one that got the
+    /// same fd number meanwhile. 0: an entry the agent made (a socket open before attach).
+    pub generation: u8,
     /// Bytes to copy per syscall on this fd (up to `MAX_PAYLOAD`); 0: the global cap
     /// (`--capture-bytes`).
     pub capture_cap: u16,
@@ -104,19 +108,19 @@ pub struct FdState {
 impl FdState {
     #[inline(always)]
     pub const fn new(state: u8) -> Self {
-        Self { state, _pad: 0, capture_cap: 0 }
+        Self { state, generation: 0, capture_cap: 0 }
     }
 
     /// The entry as the 4-byte word the map holds, in this machine's byte order (the agent
     /// writes it through a map API that takes plain integers).
     pub const fn to_word(self) -> u32 {
         let cap = self.capture_cap.to_ne_bytes();
-        u32::from_ne_bytes([self.state, self._pad, cap[0], cap[1]])
+        u32::from_ne_bytes([self.state, self.generation, cap[0], cap[1]])
     }
 
     pub const fn from_word(word: u32) -> Self {
         let b = word.to_ne_bytes();
-        Self { state: b[0], _pad: b[1], capture_cap: u16::from_ne_bytes([b[2], b[3]]) }
+        Self { state: b[0], generation: b[1], capture_cap: u16::from_ne_bytes([b[2], b[3]]) }
     }
 }
 

@@ -43,7 +43,7 @@ fn submit<T>(record: &T) {
 
 // Six arguments: BPF passes at most five in registers, so this must be inlined.
 #[inline(always)]
-pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, listen_fd: u32, local: SockAddr, remote: SockAddr) {
+pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, listen_fd: u32, local: SockAddr, remote: SockAddr, generation: u8) {
     let (cause_kind, cause_id) = crate::units::current(pid_tgid as u32);
     let event = ConnOpenEvent {
         header: RecordHeader::new(kind::CONN_OPEN, (pid_tgid >> 32) as u32),
@@ -52,7 +52,7 @@ pub fn conn_open(pid_tgid: u64, role: u32, fd: u32, listen_fd: u32, local: SockA
         fd,
         listen_fd,
         cause_kind,
-        _pad: 0,
+        generation: u32::from(generation),
         cause_id,
         // SAFETY: helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },

@@ -12,6 +12,13 @@ const EINPROGRESS: i64 = -115;
 /// the program uses the socket once it is writable (CPython waits for it, PEP 475).
 const EINTR: i64 = -4;
 
+/// A connection's generation (see `FdState::generation`): random, never 0.
+#[inline(always)]
+fn new_generation() -> u8 {
+    // SAFETY: helper without arguments.
+    (unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } as u8) | 1
+}
+
 fn try_enter_accept(ctx: &TracePointContext) -> Res {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
     let listen_fd = arg(ctx, ARG0)? as u32;
@@ -31,8 +38,9 @@ fn try_exit_accept(ctx: &TracePointContext) -> Res {
     let fd = ret as u32;
     // The kernel wrote the peer's address: an unreadable one (counted) still opens the socket.
     let remote = sockaddr::read_user_sockaddr(call.ptr).unwrap_or_default();
-    let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, fd), &FdState::new(fd_state::SOCKET), 0);
-    capture::conn_open(pid_tgid, role::SERVER, fd, call.fd, SockAddr::default(), remote);
+    let generation = new_generation();
+    let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, fd), &FdState { generation, ..FdState::new(fd_state::SOCKET) }, 0);
+    capture::conn_open(pid_tgid, role::SERVER, fd, call.fd, SockAddr::default(), remote, generation);
     Ok(())
 }
 
@@ -58,8 +66,9 @@ fn try_exit_connect(ctx: &TracePointContext) -> Res {
     if call.op != op::CONNECT || !matches!(ret, 0 | EINPROGRESS | EINTR) {
         return Ok(());
     }
-    let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, call.fd), &FdState::new(fd_state::SOCKET), 0);
-    capture::conn_open(pid_tgid, role::CLIENT, call.fd, zerotrace_abi::FD_UNKNOWN, call.local, call.remote);
+    let generation = new_generation();
+    let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, call.fd), &FdState { generation, ..FdState::new(fd_state::SOCKET) }, 0);
+    capture::conn_open(pid_tgid, role::CLIENT, call.fd, zerotrace_abi::FD_UNKNOWN, call.local, call.remote, generation);
     Ok(())
 }
 
