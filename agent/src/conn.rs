@@ -448,6 +448,10 @@ mod tests {
         assert!(out.is_empty());
     }
 
+    /// A request that asks to upgrade to h2c, and the server's yes.
+    const UPGRADE_REQUEST: &[u8] = b"GET /up HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+    const SWITCHING: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+
     #[test]
     fn an_h2c_upgrade_hands_the_connection_to_http2_and_stream_1_answers_the_upgrade_request() {
         const HEADERS: u8 = 1;
@@ -455,16 +459,12 @@ mod tests {
         const END_STREAM_AND_HEADERS: u8 = 0x5;
         let mut c = conn(Role::Server);
         let mut out = Vec::new();
-        c.feed(
-            Direction::Ingress,
-            seg(b"GET /up HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"),
-            &mut out,
-        );
+        c.feed(Direction::Ingress, seg(UPGRADE_REQUEST), &mut out);
         assert!(matches!(&out[..], [Message::Request(r)] if r.correlation == Correlation::InOrder));
         out.clear();
         // The 101, the server's SETTINGS and stream 1's answer (:status 200, static index 8)
         // in one write.
-        let mut answer = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+        let mut answer = SWITCHING.to_vec();
         answer.extend(crate::protocols::http2::frame_bytes(SETTINGS, 0, 0, &[]));
         answer.extend(crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, 1, &[0x88]));
         c.feed(Direction::Egress, seg(&answer), &mut out);
@@ -474,8 +474,7 @@ mod tests {
         assert!(matches!(r.fields, ResponseFields::Http(HttpResponse { status: Some(200) })), "the 101 is not the answer: {r:?}");
         out.clear();
         // Then the client's preface and a request of its own on stream 3 (GET, http, /).
-        let mut next = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        next.extend(crate::protocols::http2::frame_bytes(SETTINGS, 0, 0, &[]));
+        let mut next = crate::protocols::http2::client_preface();
         next.extend(crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, 3, &[0x82, 0x86, 0x84]));
         c.feed(Direction::Ingress, seg(&next), &mut out);
         assert!(matches!(&out[..], [Message::Request(r)] if r.correlation == Correlation::Key(3)), "{out:?}");
@@ -488,14 +487,9 @@ mod tests {
         const SETTINGS: u8 = 4;
         let mut c = conn(Role::Client);
         let mut out = Vec::new();
-        c.feed(
-            Direction::Egress,
-            seg(b"GET /up HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n"),
-            &mut out,
-        );
-        c.feed(Direction::Ingress, seg(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"), &mut out);
-        let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        preface.extend(crate::protocols::http2::frame_bytes(SETTINGS, 0, 0, &[]));
+        c.feed(Direction::Egress, seg(UPGRADE_REQUEST), &mut out);
+        c.feed(Direction::Ingress, seg(SWITCHING), &mut out);
+        let preface = crate::protocols::http2::client_preface();
         c.feed(Direction::Egress, seg(&preface), &mut out);
         c.feed(Direction::Ingress, seg(&crate::protocols::http2::frame_bytes(SETTINGS, 0, 0, &[])), &mut out);
         c.feed(Direction::Egress, seg(&crate::protocols::http2::frame_bytes(SETTINGS, 1, 0, &[])), &mut out);

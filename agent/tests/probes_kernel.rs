@@ -43,6 +43,46 @@ fn require_root() {
     assert!(uid == 0, "this test loads eBPF programs and needs root (run the suite as root, as CI does): it cannot run as uid {uid}");
 }
 
+/// A Python client driven line by line: it prints a line, then waits for one on stdin.
+struct Client {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Client {
+    fn start(script: &str) -> Client {
+        let mut child = Command::new("python3").args(["-c", script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3 runs");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        Client { child, stdin, stdout }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line the client prints.
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("the client answers");
+        line.trim().to_string()
+    }
+
+    /// Lets the client go one step; returns what it prints then.
+    fn step(&mut self) -> String {
+        self.stdin.write_all(b"go\n").expect("tell the client");
+        self.line()
+    }
+
+    /// Closes its stdin (the scripts end there) and waits for it.
+    fn finish(self) {
+        let Client { mut child, stdin, .. } = self;
+        drop(stdin);
+        let _ = child.wait();
+    }
+}
+
 /// The probes loaded and attached (as root), copying up to 1024 bytes per call.
 fn attached(wakeup_bytes: u64) -> (Probes, aya::maps::RingBuf<aya::maps::MapData>) {
     require_root();
@@ -68,22 +108,12 @@ fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_hol
     let script = format!(
         "import socket, sys\ns = socket.create_connection(('127.0.0.1', {port}))\nprint('connected', flush=True)\nfor line in sys.stdin:\n    s.sendall(b'x' * {CHUNK})\n    print('sent', flush=True)\n"
     );
-    let mut child = Command::new("python3").args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3 runs");
-    let pid = child.id();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    let mut connected = String::new();
-    stdout.read_line(&mut connected).expect("the client connects");
-    assert_eq!(connected.trim(), "connected");
-    let mut step = |stdin: &mut std::process::ChildStdin| {
-        stdin.write_all(b"go\n").expect("tell the client");
-        line.clear();
-        stdout.read_line(&mut line).expect("the client answers");
-    };
+    let mut client = Client::start(&script);
+    let pid = client.pid();
+    assert_eq!(client.line(), "connected");
 
     // Not traced yet: bytes sent before the add are not seen.
-    step(&mut stdin);
+    client.step();
     let (before, _) = drain(&mut ring, pid, Duration::from_millis(200));
     assert!(before.is_empty(), "nothing of an untraced process: {before:?}");
 
@@ -91,7 +121,7 @@ fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_hol
     discovery.add(&mut probes, pid).expect("added after attach");
     // Its socket predates the add: the agent marks the open sockets, as for any target.
     probes.adopt_open_sockets(pid);
-    step(&mut stdin);
+    client.step();
     let (seen, _) = drain(&mut ring, pid, Duration::from_millis(300));
     let sends: Vec<_> = seen.iter().filter(|(egress, _, total)| *egress && *total == CHUNK as u64).collect();
     assert_eq!(sends.len(), 1, "the send after the add is captured: {seen:?}");
@@ -106,19 +136,18 @@ fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_hol
         .map(|(fd, _)| fd)
         .expect("the client's socket");
     probes.set_capture_cap(pid, fd, 16).expect("cap set");
-    step(&mut stdin);
+    client.step();
     let (capped, _) = drain(&mut ring, pid, Duration::from_millis(300));
     let sends: Vec<_> = capped.iter().filter(|(egress, _, _)| *egress).collect();
     assert_eq!(sends.len(), 1, "{capped:?}");
     assert_eq!((sends[0].1, sends[0].2), (16, CHUNK as u64), "16 bytes copied of {CHUNK} moved");
 
     discovery.remove(&mut probes, pid).expect("removed");
-    step(&mut stdin);
+    client.step();
     let (after, _) = drain(&mut ring, pid, Duration::from_millis(300));
     assert!(after.is_empty(), "nothing once removed: {after:?}");
 
-    drop(stdin);
-    let _ = child.wait();
+    client.finish();
     let _ = server.join();
     probes.detach_all();
 }
@@ -170,21 +199,13 @@ print("sent", flush=True)
 sys.stdin.readline()
 "#
     );
-    let mut child = Command::new("python3").args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3 runs");
-    let pid = child.id();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("the client starts");
-    assert_eq!(line.trim(), "ready", "the client set its address up");
+    let mut client = Client::start(&script);
+    let pid = client.pid();
+    assert_eq!(client.line(), "ready", "the client set its address up");
     Discovery::default().add(&mut probes, pid).expect("traced");
-    stdin.write_all(b"go\n").expect("tell the client");
-    line.clear();
-    stdout.read_line(&mut line).expect("the client answers");
-    assert_eq!(line.trim(), "sent", "the client connected and sent");
+    assert_eq!(client.step(), "sent", "the client connected and sent");
     let (data, conns) = drain(&mut ring, pid, Duration::from_millis(300));
-    let _ = stdin.write_all(b"done\n");
-    let _ = child.wait();
+    client.finish();
     let _ = server.join();
     probes.detach_all();
     assert_eq!(conns.len(), 1, "the connect is seen: {conns:?}");
@@ -213,37 +234,26 @@ fn a_verdict_lands_only_on_the_connection_it_was_made_for() {
     let script = format!(
         "import socket, sys\nprint('ready', flush=True)\nsys.stdin.readline()\ns = socket.create_connection(('127.0.0.1', {port}))\nprint('connected', flush=True)\nfor line in sys.stdin:\n    s.sendall(b'x' * 10)\n    print('sent', flush=True)\n"
     );
-    let mut child = Command::new("python3").args(["-c", &script]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python3 runs");
-    let pid = child.id();
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut ready = String::new();
-    stdout.read_line(&mut ready).expect("the client starts");
-    assert_eq!(ready.trim(), "ready");
+    let mut client = Client::start(&script);
+    let pid = client.pid();
+    assert_eq!(client.line(), "ready");
     Discovery::default().add(&mut probes, pid).expect("traced");
-    let mut line = String::new();
-    let mut step = |stdin: &mut std::process::ChildStdin| {
-        stdin.write_all(b"go\n").expect("tell the client");
-        line.clear();
-        stdout.read_line(&mut line).expect("the client answers");
-    };
-    step(&mut stdin); // connects
+    client.step(); // connects
     let (_, conns) = drain(&mut ring, pid, Duration::from_millis(200));
     let &[(fd, _, generation)] = &conns[..] else { panic!("one connection: {conns:?}") };
     assert_ne!(generation, 0, "a connection the probes saw open has a generation");
     let ignore = |generation| zerotrace::pipeline::IgnoreFd { tgid: pid, fd, socket: true, generation };
     // A verdict made for another connection on this fd number: dropped, bytes still copied.
     assert!(!probes.ignore_fd(ignore(generation ^ 0x80)), "a verdict for another generation is dropped");
-    step(&mut stdin);
+    client.step();
     let (kept, _) = drain(&mut ring, pid, Duration::from_millis(200));
     assert!(kept.iter().any(|&(egress, _, total)| egress && total == 10), "still captured: {kept:?}");
     // The verdict for this connection: nothing more is copied.
     assert!(probes.ignore_fd(ignore(generation)));
-    step(&mut stdin);
+    client.step();
     let (after, _) = drain(&mut ring, pid, Duration::from_millis(200));
     assert!(after.is_empty(), "nothing once judged foreign: {after:?}");
-    drop(stdin);
-    let _ = child.wait();
+    client.finish();
     let _ = server.join();
     probes.detach_all();
 }

@@ -401,12 +401,13 @@ impl<H: Host> Pipeline<H> {
         let hints = self.stream_callers.get_mut(&tgid)?;
         let written = request.timing.first_enter_ns;
         let matches = |h: &StreamCaller| u64::from(h.stream) == key && h.ts_ns <= written && written - h.ts_ns < STREAM_CALLER_NS;
-        let found: Vec<u32> = hints.iter().filter(|h| matches(h)).map(|h| h.caller).collect();
-        hints.retain(|h| u64::from(h.stream) != key);
-        match found[..] {
-            [caller] => Some(caller),
+        let mut found = hints.iter().filter(|h| matches(h)).map(|h| h.caller);
+        let only = match (found.next(), found.next()) {
+            (Some(caller), None) => Some(caller),
             _ => None,
-        }
+        };
+        hints.retain(|h| u64::from(h.stream) != key);
+        only
     }
 
     /// `writer`: what the request says of who wrote it.

@@ -290,8 +290,7 @@ fn several_streams_in_one_write_are_not_all_the_writing_threads() {
     s.open(5, Role::Server, 8080, 40_000);
     s.data(5, true, b"GET /front HTTP/1.1\r\nHost: x\r\n\r\n");
     s.open(6, Role::Client, 41_000, 50_051);
-    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    preface.extend(crate::protocols::http2::frame_bytes(4, 0, 0, &[]));
+    let preface = crate::protocols::http2::client_preface();
     s.data(6, false, &preface);
     // GET, http, / on streams 1 and 3 in one write; stream 5 alone.
     let get = [0x82, 0x86, 0x84];
@@ -330,8 +329,7 @@ fn stream_hints_place_each_stream_of_a_batched_write() {
     s.data_by(first, 5, true, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
     s.data_by(second, 6, true, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
     s.open(7, Role::Client, 41_000, 50_051);
-    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    preface.extend(crate::protocols::http2::frame_bytes(4, 0, 0, &[]));
+    let preface = crate::protocols::http2::client_preface();
     s.data_by(loopy, 7, false, &preface);
     for (stream, caller) in [(1, first), (3, second)] {
         s.ts += 1;

@@ -14,6 +14,14 @@ mod hpack;
 #[cfg(test)]
 pub(crate) use frame::encode as frame_bytes;
 
+/// A client's connection preface and empty SETTINGS, for tests that build connections by hand.
+#[cfg(test)]
+pub(crate) fn client_preface() -> Vec<u8> {
+    let mut b = frame::PREFACE.to_vec();
+    b.extend(frame_bytes(frame::kind::SETTINGS, 0, 0, &[]));
+    b
+}
+
 use rustc_hash::FxHashMap as HashMap;
 
 use self::frame::{Frame, Framer, PREFACE, flag, kind};
@@ -350,16 +358,13 @@ impl Http2 {
     /// whichever thread holds its transport; a block whose user agent cannot be read (fields
     /// naming table entries never seen) may be grpc-core's.
     fn writer(&mut self, fields: &[Field], cut: bool) -> Writer {
+        let user_agent = value(fields, "user-agent");
+        self.shared_transport |= user_agent.is_some_and(|ua| ua.contains("grpc-c/"));
         let unknown = cut || fields.iter().any(|f| f.name.known().is_none() || f.value.known().is_none());
-        match value(fields, "user-agent") {
-            Some(ua) if ua.contains("grpc-c/") => self.shared_transport = true,
-            _ => {}
-        }
-        match value(fields, "user-agent") {
+        match user_agent {
             _ if self.shared_transport => Writer::SharedTransport,
-            Some(_) => Writer::Caller,
             None if unknown => Writer::Unknown,
-            None => Writer::Caller,
+            _ => Writer::Caller,
         }
     }
 
