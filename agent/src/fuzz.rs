@@ -116,7 +116,7 @@ pub fn pipeline(data: &[u8]) {
             op::EXIT => pipeline.handle(Event::Exit { tgid, ts_ns: ts, code: (a != 0xff).then_some(i32::from(a)) }),
             op::UNIT => match b % 4 {
                 0 => pipeline.handle(Event::UnitSpawn { tgid, parent: cause, child: 0x1000 + u64::from(a & 0x30), ts_ns: ts }),
-                3 => pipeline.handle(Event::StreamCaller { tgid, stream: u32::from(a & 0x0f) * 2 + 1, caller: tid, ts_ns: ts }),
+                3 => pipeline.handle(Event::StreamCaller { tgid, stream: u32::from(a & 0x0f) * 2 + 1, caller: tid, cause: Cause::Thread, ts_ns: ts }),
                 n => pipeline.handle(Event::HandOff { tgid, tid, take: n == 2, item: u64::from(a), cause }),
             },
             op::RECORD => {

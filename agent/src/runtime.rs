@@ -3,7 +3,9 @@
 //!
 //! - libuv (node, or any program with libuv linked in or loaded): `uv__stream_io`, the I/O
 //!   callback of every libuv stream, gets an entry probe and a return probe, so every record
-//!   says which socket's callback the thread was running (`events::Cause`).
+//!   says which socket's callback the thread was running (`events::Cause`). node's bundled
+//!   nghttp2 also gets a return probe on its stream requests, which names the callback that
+//!   asked for each client stream (`Event::StreamCaller`).
 //! - CPython asyncio (3.9 and later, `_asyncio` as an extension module or built in with
 //!   symbols): `task_step_impl`, one step of a task, gets an entry and a return probe, so
 //!   every record says which task was running (`events::Cause::Task`).
@@ -39,6 +41,9 @@ use crate::probes::Probes;
 /// libuv's stream I/O callback; a static function, so it needs the symbol table (node ships
 /// with it).
 const UV_STREAM_IO: &str = "uv__stream_io";
+/// nghttp2's client stream requests, exported: both return the new stream's id, and each
+/// calls a shared internal helper, not the other, so one request fires one probe.
+const NGHTTP2_SUBMIT: [&str; 2] = ["nghttp2_submit_request", "nghttp2_submit_request2"];
 /// One step of an asyncio task (`_asyncio` C module, static). Not `task_step`: the step
 /// wrapper's call method inlines that one and calls this directly.
 const TASK_STEP: &str = "task_step_impl";
@@ -208,11 +213,16 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         // The entry probe reads the second argument; the return probe needs [rsp] as at entry.
         let site = site::site(&symbols, address, &SYSV_ARGS[..2], false);
         let offset = symbols.file_offset(site.address()).with_context(|| format!("{UV_STREAM_IO}: probe site outside the file's segments"))?;
-        return Ok(Some(Plan {
-            runtime: Some(Runtime::Libuv),
-            uprobes: vec![(program::UV_STREAM_IO, offset, None), (program::UNIT_RET, offset, None)],
-            described: format!("libuv stream callbacks{}", single_stepped(&site)),
-        }));
+        let mut uprobes = vec![(program::UV_STREAM_IO, offset, None), (program::UNIT_RET, offset, None)];
+        let mut described = format!("libuv stream callbacks{}", single_stepped(&site));
+        // node bundles nghttp2: which callback asked for each client stream (optional:
+        // without it, HTTP/2 calls written outside their callback get no parent).
+        let submits: Vec<u64> = NGHTTP2_SUBMIT.iter().filter_map(|f| symbols.address(f).ok()).filter_map(|a| symbols.file_offset(site::site(&symbols, a, &[], false).address())).collect();
+        if !submits.is_empty() {
+            uprobes.extend(submits.into_iter().map(|offset| (program::NGHTTP2_SUBMIT_RET, offset, None)));
+            described.push_str(", nghttp2 stream requests");
+        }
+        return Ok(Some(Plan { runtime: Some(Runtime::Libuv), uprobes, described }));
     }
     if symbols.defines(TASK_STEP) {
         let minor = cpython_minor(&shown(path)).with_context(|| format!("{TASK_STEP} found, but no CPython version in the file name"))?;

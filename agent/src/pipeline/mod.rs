@@ -162,18 +162,19 @@ pub struct Pipeline<H: Host> {
     stream_callers: HashMap<u32, std::collections::VecDeque<StreamCaller>>,
 }
 
-/// Stream `stream` was about to be written for `caller` (a record tid) at `ts_ns`.
-#[derive(Clone, Copy)]
+/// Stream `stream` was to be written for the request `evidence` names (taken from its caller
+/// when the hint was made: the caller may have moved on by the time the stream is written).
 struct StreamCaller {
     stream: u32,
-    caller: u32,
+    evidence: Evidence,
     ts_ns: u64,
 }
 
 /// Stream hints kept per process: a write's worth and more.
 const MAX_STREAM_CALLERS: usize = 256;
-/// A hint names a request written this soon after it (the writer handles the header, then
-/// writes): an older one is a stream whose request was never seen.
+/// A hint names a request written this soon after it (grpc-go's writer handles the header,
+/// then writes; node writes from the next `setImmediate`): an older one is a stream whose
+/// request was never seen.
 const STREAM_CALLER_NS: u64 = 100_000_000;
 
 impl<H: Host> Pipeline<H> {
@@ -347,12 +348,13 @@ impl<H: Host> Pipeline<H> {
                 self.callbacks.forget_process(tgid);
                 self.thread_rule_off.remove(&tgid);
             }
-            Event::StreamCaller { tgid, stream, caller, ts_ns } => {
+            Event::StreamCaller { tgid, stream, caller, cause, ts_ns } => {
+                let evidence = self.stream_caller_evidence(tgid, caller, cause);
                 let hints = self.stream_callers.entry(tgid).or_default();
                 while hints.len() >= MAX_STREAM_CALLERS || hints.front().is_some_and(|h| ts_ns.saturating_sub(h.ts_ns) > STREAM_CALLER_NS) {
                     hints.pop_front();
                 }
-                hints.push_back(StreamCaller { stream, caller, ts_ns });
+                hints.push_back(StreamCaller { stream, evidence, ts_ns });
             }
             Event::Process { pid, .. } => {
                 // A new process or an exec; the probes do not report new threads.
@@ -393,21 +395,32 @@ impl<H: Host> Pipeline<H> {
     /// of work it was written in; for a plain thread, the work handed to it (a pool thread
     /// serving nothing of its own), and no thread rule in processes whose threads are no unit
     /// of work (Go).
-    /// The caller a stream hint names for this keyed request: the one hint of its process for
-    /// its stream id, made just before it was written. Several (two connections with the same
-    /// stream id at once) name none. Every hint for the stream is taken either way.
-    fn stream_caller(&mut self, tgid: u32, request: &Request) -> Option<u32> {
+    /// What a stream hint's caller (`caller` running `cause`) says of the request it works
+    /// for: a goroutine (grpc-go), the request it serves; an event-loop callback (node), the
+    /// request of the connection it runs for, as for a call it wrote itself.
+    fn stream_caller_evidence(&self, tgid: u32, caller: u32, cause: Cause) -> Evidence {
+        match self.callbacks.evidence(&self.conns, tgid, caller, zerotrace_abi::FD_UNKNOWN, cause) {
+            Evidence::Thread => match self.linker.portable(caller, Evidence::Thread) {
+                Evidence::Serving(server, _) => Evidence::Serving(server, Why::Goroutine),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    /// What the stream hints say of this keyed request: the hints of its process for its stream
+    /// id made just before it was written, if they agree. Hints that disagree (two connections
+    /// with the same stream id at once, for different requests) say nothing. Every hint for
+    /// the stream is taken either way.
+    fn stream_caller(&mut self, tgid: u32, request: &Request) -> Option<Evidence> {
         let Correlation::Key(key) = request.correlation else { return None };
         let hints = self.stream_callers.get_mut(&tgid)?;
         let written = request.timing.first_enter_ns;
         let matches = |h: &StreamCaller| u64::from(h.stream) == key && h.ts_ns <= written && written - h.ts_ns < STREAM_CALLER_NS;
-        let mut found = hints.iter().filter(|h| matches(h)).map(|h| h.caller);
-        let only = match (found.next(), found.next()) {
-            (Some(caller), None) => Some(caller),
-            _ => None,
-        };
+        let mut found = hints.iter().filter(|h| matches(h)).map(|h| &h.evidence);
+        let agreed = found.next().filter(|first| found.all(|other| other == *first)).cloned();
         hints.retain(|h| u64::from(h.stream) != key);
-        only
+        agreed
     }
 
     /// `writer`: what the request says of who wrote it.
@@ -550,12 +563,9 @@ impl<H: Host> Pipeline<H> {
             }
             _ => {
                 let tuple = conn.info.local.map(|l| (l, conn.info.remote));
+                // The library said whom it writes this stream for: that caller's request.
                 let evidence = match self.stream_caller(tgid, &request) {
-                    // The library said whom it writes this stream for: that caller's request.
-                    Some(caller) => match self.linker.portable(caller, Evidence::Thread) {
-                        Evidence::Serving(server, _) => Evidence::Serving(server, Why::Goroutine),
-                        other => other,
-                    },
+                    Some(evidence) => evidence,
                     None => self.client_evidence(tgid, tid, fd, request.writer),
                 };
                 if self.debug {

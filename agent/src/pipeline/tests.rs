@@ -67,6 +67,11 @@ impl Script {
 
     /// `data` by thread `tid`.
     fn data_by(&mut self, tid: u32, fd: u32, ingress: bool, bytes: &[u8]) {
+        self.data_in(Cause::Thread, tid, fd, ingress, bytes);
+    }
+
+    /// `data_by`, the thread running `cause`.
+    fn data_in(&mut self, cause: Cause, tid: u32, fd: u32, ingress: bool, bytes: &[u8]) {
         self.ts += 10;
         let ts = self.ts;
         self.pipeline.handle(Event::Data {
@@ -79,7 +84,7 @@ impl Script {
             total: bytes.len() as u64,
             payload: bytes,
             tls: false,
-            cause: Cause::Thread,
+            cause,
         });
     }
 
@@ -333,7 +338,7 @@ fn stream_hints_place_each_stream_of_a_batched_write() {
     s.data_by(loopy, 7, false, &preface);
     for (stream, caller) in [(1, first), (3, second)] {
         s.ts += 1;
-        s.pipeline.handle(Event::StreamCaller { tgid: TGID, stream, caller, ts_ns: s.ts });
+        s.pipeline.handle(Event::StreamCaller { tgid: TGID, stream, caller, cause: Cause::Thread, ts_ns: s.ts });
     }
     // GET, http, / on streams 1, 3 and 5 in one write; no hint for 5.
     let mut three = Vec::new();
@@ -354,4 +359,48 @@ fn stream_hints_place_each_stream_of_a_batched_write() {
     };
     let clients: Vec<_> = spans.iter().filter(|s| s.span.kind == SpanKind::Client).map(|s| s.span.ids.parent).collect();
     assert_eq!(clients, [Some(server("/a")), Some(server("/b")), None], "streams 1 and 3 under their callers' requests, 5 under none");
+}
+
+/// node's shape: each request's callback asks nghttp2 for a stream (`Event::StreamCaller` with
+/// the callback as cause), and the frames leave later, several streams in one write made
+/// outside any callback. Each stream goes under the request of the callback that asked for
+/// it; a stream id two callbacks were handed at once (two connections) goes under none.
+#[test]
+fn stream_hints_from_event_loop_callbacks_place_streams_written_later() {
+    const HEADERS: u8 = 1;
+    const END_STREAM_AND_HEADERS: u8 = 0x5;
+    let callback = |fd: u32, seq: u32| Cause::Callback { fd, seq };
+    let mut s = Script::new();
+    s.open(5, Role::Server, 8080, 40_000);
+    s.open(6, Role::Server, 8080, 40_001);
+    s.open(7, Role::Client, 41_000, 50_051);
+    s.data_in(Cause::Outside, TGID, 7, false, &crate::protocols::http2::client_preface());
+    s.data_in(callback(5, 1), TGID, 5, true, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    for (stream, cause) in [(1, callback(5, 1)), (5, callback(5, 1))] {
+        s.ts += 1;
+        s.pipeline.handle(Event::StreamCaller { tgid: TGID, stream, caller: TGID, cause, ts_ns: s.ts });
+    }
+    s.data_in(callback(6, 2), TGID, 6, true, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    for (stream, cause) in [(3, callback(6, 2)), (5, callback(6, 2))] {
+        s.ts += 1;
+        s.pipeline.handle(Event::StreamCaller { tgid: TGID, stream, caller: TGID, cause, ts_ns: s.ts });
+    }
+    let mut three = Vec::new();
+    for stream in [1, 3, 5] {
+        three.extend(crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, stream, &[0x82, 0x86, 0x84]));
+    }
+    s.data_in(Cause::Outside, TGID, 7, false, &three);
+    s.data_in(callback(7, 3), TGID, 7, true, &crate::protocols::http2::frame_bytes(4, 0, 0, &[]));
+    for stream in [1, 3, 5] {
+        s.data_in(callback(7, 3), TGID, 7, true, &crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, stream, &[0x88]));
+    }
+    s.data_in(Cause::Outside, TGID, 5, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    s.data_in(Cause::Outside, TGID, 6, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let spans = s.spans();
+    let server = |path: &str| {
+        let of = |s: &&FinishedSpan| matches!(s.span.http().map(|h| &h.url), Some(crate::spans::record::Url::Server { path: Some(p), .. }) if p == path);
+        spans.iter().find(of).expect("server span").span.ids.span_id
+    };
+    let clients: Vec<_> = spans.iter().filter(|s| s.span.kind == SpanKind::Client).map(|s| s.span.ids.parent).collect();
+    assert_eq!(clients, [Some(server("/a")), Some(server("/b")), None], "streams 1 and 3 under their callbacks' requests, 5 (two callers) under none");
 }

@@ -94,5 +94,5 @@ const _: () = assert!(size_of::<TlsSocketEvent>() == 16);
 const _: () = assert!(size_of::<Unit>() == 32);
 const _: () = assert!(size_of::<UnitSpawnEvent>() == 40);
 const _: () = assert!(size_of::<HandOffEvent>() == 40);
-const _: () = assert!(size_of::<StreamCallerEvent>() == 24);
+const _: () = assert!(size_of::<StreamCallerEvent>() == 40);
 const _: () = assert!(size_of::<FdState>() == 4);

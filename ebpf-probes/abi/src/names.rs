@@ -72,6 +72,8 @@ pub mod program {
     pub const ASYNCIO_TASK_INIT: &str = "asyncio_task_init";
     pub const PY_QUEUE_PUT: &str = "py_queue_put";
     pub const PY_QUEUE_GET_RET: &str = "py_queue_get_ret";
+    // nghttp2.rs: which callback asked for each client stream (node).
+    pub const NGHTTP2_SUBMIT_RET: &str = "nghttp2_submit_ret";
     // discovery.rs: the agent's own marker function.
     pub const DISCOVERY_MARK: &str = "discovery_mark";
 
@@ -116,6 +118,7 @@ pub mod program {
         ASYNCIO_TASK_INIT,
         PY_QUEUE_PUT,
         PY_QUEUE_GET_RET,
+        NGHTTP2_SUBMIT_RET,
         DISCOVERY_MARK,
     ];
 }

@@ -52,15 +52,20 @@ pub struct UnitSpawnEvent {
     pub ts_ns: u64,
 }
 
-/// A multiplexing client library is about to write stream `stream`'s request on behalf of
-/// `caller` (a record `tid`: grpc-go's loopy goroutine handling a header its caller queued),
-/// at `ts_ns`. Lets the agent place each stream of a write that carries several.
+/// A multiplexing client library will write stream `stream`'s request on behalf of `caller`
+/// (a record `tid`) running unit `cause_kind`/`cause_id` (`cause::*`), at `ts_ns`: grpc-go's
+/// loopy goroutine handling a header its caller's goroutine queued (cause NONE), or node's
+/// nghttp2 handing out a stream id inside the event-loop callback that asked for it. Lets the
+/// agent place each stream of a write that carries several, or that is made later.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamCallerEvent {
     pub header: RecordHeader,
     pub stream: u32,
     pub caller: u32,
+    pub cause_kind: u32,
+    pub _pad: u32,
+    pub cause_id: u64,
     pub ts_ns: u64,
 }
 

@@ -108,11 +108,12 @@ pub fn hand_off(pid_tgid: u64, take: bool, item: u64, cause: (u32, u64)) {
     });
 }
 
-/// Stream `stream` is written for `caller` (a record tid), see `StreamCallerEvent`.
-pub fn stream_caller(tgid: u32, stream: u32, caller: u32) {
+/// Stream `stream` is written for `caller` (a record tid) running `cause`, see
+/// `StreamCallerEvent`.
+pub fn stream_caller(tgid: u32, stream: u32, caller: u32, cause: (u32, u64)) {
     // SAFETY: helper without arguments.
     let ts_ns = unsafe { bpf_ktime_get_ns() };
-    submit(&StreamCallerEvent { header: RecordHeader::new(kind::STREAM_CALLER, tgid), stream, caller, ts_ns });
+    submit(&StreamCallerEvent { header: RecordHeader::new(kind::STREAM_CALLER, tgid), stream, caller, cause_kind: cause.0, _pad: 0, cause_id: cause.1, ts_ns });
 }
 
 /// A new traced process (or thread) or an exec. Wakes the agent at once: it has uprobes to

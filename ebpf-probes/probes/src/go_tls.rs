@@ -31,7 +31,7 @@ use aya_ebpf::{
     maps::{Array, LruHashMap},
     programs::ProbeContext,
 };
-use zerotrace_abi::{FdState, GOROUTINE_ACTOR, PID_WORDS, data_flags, fd_key, fd_state, go_cookie};
+use zerotrace_abi::{FdState, GOROUTINE_ACTOR, PID_WORDS, cause, data_flags, fd_key, fd_state, go_cookie};
 
 use crate::maps::{FD_STATE, GO_GOROUTINES, Inflight, op, setting_u8};
 use crate::{capture, filter};
@@ -341,7 +341,7 @@ fn try_go_grpc_header(ctx: &ProbeContext) -> Result<(), i64> {
             // the header. Loopy may write several streams' headers at once: this names each.
             // SAFETY: checked read of user memory.
             if let Ok(stream) = unsafe { bpf_probe_read_user(r.bx as *const u32) } {
-                capture::stream_caller(tgid as u32, stream, goroutine_task(tgid as u32, caller) as u32);
+                capture::stream_caller(tgid as u32, stream, goroutine_task(tgid as u32, caller) as u32, (cause::NONE, 0));
             }
         }
         None => {

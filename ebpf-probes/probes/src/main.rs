@@ -24,6 +24,7 @@ mod filter;
 mod go_tls;
 mod libuv;
 mod maps;
+mod nghttp2;
 mod process;
 mod pyqueue;
 mod sockaddr;
