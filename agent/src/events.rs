@@ -168,7 +168,9 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
         decode::Record::Process(p) => Event::Process { pid: p.header.tgid, parent_tgid: p.parent_tgid },
         decode::Record::TlsSocket(t) => Event::TlsSocket { tgid: t.header.tgid, tid: t.tid, fd: t.fd },
         decode::Record::HandOff(h) => Event::HandOff { tgid: h.header.tgid, tid: h.tid, take: h.take != 0, item: h.item, cause: Cause::from_abi(h.cause_kind, h.cause_id) },
-        decode::Record::StreamCaller(s) => Event::StreamCaller { tgid: s.header.tgid, stream: s.stream, caller: s.caller, cause: Cause::from_abi(s.cause_kind, s.cause_id), ts_ns: s.ts_ns },
+        decode::Record::StreamCaller(s) => {
+            Event::StreamCaller { tgid: s.header.tgid, stream: s.stream, caller: s.caller, cause: Cause::from_abi(s.cause_kind, s.cause_id), ts_ns: s.ts_ns }
+        }
         decode::Record::Exit(e) => Event::Exit { tgid: e.header.tgid, ts_ns: e.ts_ns, code: (e.voluntary != 0).then_some(e.code) },
         decode::Record::UnitSpawn(u) => Event::UnitSpawn { tgid: u.header.tgid, parent: Cause::from_abi(u.parent_kind, u.parent_id), child: u.child_id, ts_ns: u.ts_ns },
     })

@@ -217,7 +217,8 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         let mut described = format!("libuv stream callbacks{}", single_stepped(&site));
         // node bundles nghttp2: which callback asked for each client stream (optional:
         // without it, HTTP/2 calls written outside their callback get no parent).
-        let submits: Vec<u64> = NGHTTP2_SUBMIT.iter().filter_map(|f| symbols.address(f).ok()).filter_map(|a| symbols.file_offset(site::site(&symbols, a, &[], false).address())).collect();
+        let submits: Vec<u64> =
+            NGHTTP2_SUBMIT.iter().filter_map(|f| symbols.address(f).ok()).filter_map(|a| symbols.file_offset(site::site(&symbols, a, &[], false).address())).collect();
         if !submits.is_empty() {
             uprobes.extend(submits.into_iter().map(|offset| (program::NGHTTP2_SUBMIT_RET, offset, None)));
             described.push_str(", nghttp2 stream requests");

@@ -74,18 +74,7 @@ impl Script {
     fn data_in(&mut self, cause: Cause, tid: u32, fd: u32, ingress: bool, bytes: &[u8]) {
         self.ts += 10;
         let ts = self.ts;
-        self.pipeline.handle(Event::Data {
-            tgid: TGID,
-            tid,
-            fd,
-            ingress,
-            ts_enter_ns: ts,
-            ts_exit_ns: ts + 5,
-            total: bytes.len() as u64,
-            payload: bytes,
-            tls: false,
-            cause,
-        });
+        self.pipeline.handle(Event::Data { tgid: TGID, tid, fd, ingress, ts_enter_ns: ts, ts_exit_ns: ts + 5, total: bytes.len() as u64, payload: bytes, tls: false, cause });
     }
 
     fn close(&mut self, fd: u32) {
