@@ -1,6 +1,6 @@
 //! The one interface every protocol parser implements, per connection, both directions.
 
-use super::message::Message;
+use super::message::{Message, RequestFields, TraceContext, Writer};
 
 /// What one syscall moved in one direction.
 #[derive(Clone, Copy, Debug)]
@@ -91,4 +91,46 @@ pub trait Parser: Send {
     fn switched(&mut self) -> Option<Switch> {
         None
     }
+    /// Request `key` (emitted already, or being handled) had fields the parser could not
+    /// decode (HTTP/2: HPACK entries it never saw); `library` is that request's whole field
+    /// list as the process's own protocol library saw it. Completes the request when the two
+    /// agree on every field the parser did decode, and learns what it lacked for later ones.
+    fn complete_request(&mut self, _key: u64, _library: &[LibraryField]) -> Option<Completed> {
+        None
+    }
+    /// Requests wait for `complete_request`: the process's library probes are wanted.
+    fn wants_library_fields(&self) -> bool {
+        false
+    }
+    /// What `complete_request` did on this connection, for its report.
+    fn recovery(&self) -> Recovery {
+        Recovery::default()
+    }
+}
+
+/// A header field as the traced process's own protocol library saw it: its name, and its
+/// value unless the probes could not copy it whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LibraryField {
+    pub name: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A request completed from its library's fields (`Parser::complete_request`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completed {
+    pub fields: RequestFields,
+    pub context: TraceContext,
+    pub writer: Writer,
+}
+
+/// Requests of a connection that named what the parser never saw: how many, how many the
+/// library's fields completed, how many it refused (they disagreed with the bytes), and the
+/// table entries learned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    pub incomplete: u64,
+    pub completed: u64,
+    pub refused: u64,
+    pub learned: u64,
 }

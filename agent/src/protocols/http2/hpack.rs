@@ -9,6 +9,13 @@
 //! when they alone exceed the table's size (older, unknown entries go first). A field that
 //! names an unknown entry is `Unknown`; every other field of the block is exact. Huffman
 //! strings are decoded by `httlib-huffman`.
+//!
+//! An unknown entry can be learned afterwards (`Decoder::learn`): the traced process's own
+//! HPACK library decoded the same field, and told the probes what it was. Unknown entries keep
+//! their place counted from the newest unknown one while known entries are inserted in front
+//! of them, so a learned entry answers every later reference to it, until the table is reset.
+
+use rustc_hash::FxHashMap as HashMap;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,6 +27,8 @@ pub const DEFAULT_TABLE_SIZE: usize = 4096;
 /// A table size update above this is refused (a table-size attack): the peer's own setting
 /// cannot make us hold more than this per direction.
 const MAX_TABLE_SIZE: usize = 64 * 1024;
+/// Unknown entries learned at most per direction (a 64 KiB table holds 2048 entries).
+const MAX_LEARNED: usize = 2048;
 /// Integers longer than this many continuation bytes are malformed.
 const MAX_INTEGER_BYTES: usize = 5;
 /// Decoded strings longer than this are cut (values we export are short).
@@ -120,6 +129,28 @@ impl Text {
 pub struct Field {
     pub name: Text,
     pub value: Text,
+    /// Its place among the block's fields (table size updates are no fields).
+    pub position: u16,
+    /// It named an entry the decoder does not know: which one, for `Decoder::learn`.
+    pub unresolved: Option<Unresolved>,
+}
+
+/// An unknown entry a field named: the `older`-th entry behind the known ones (0 the newest
+/// unknown one), while the table is in `epoch`; `whole` when the field is the entry (an indexed
+/// field), not just its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unresolved {
+    epoch: u32,
+    older: usize,
+    whole: bool,
+}
+
+/// One header block, decoded: its wanted fields, how many fields it had, and the error that
+/// stopped it, if any.
+pub struct Decoded {
+    pub fields: Vec<Field>,
+    pub count: usize,
+    pub error: Option<HpackError>,
 }
 
 /// Why a block could not be decoded. Either way the table is no longer fully known.
@@ -142,17 +173,25 @@ pub struct Decoder {
     max_size: usize,
     /// Entries older than `known` may exist and are unknown.
     lost: bool,
+    /// Unknown entries learned since (see `learn`), by place behind the known ones: the name,
+    /// and the value too when a field was the whole entry.
+    learned: HashMap<usize, (Text, Text)>,
+    /// Counts the times the unknown entries' places changed (the known ones were cleared or
+    /// evicted): a field's `Unresolved` of another epoch names nothing now.
+    epoch: u32,
     /// Times the decoder lost track (a block missed or undecodable).
     pub losses: u64,
+    /// The representation `field` decoded last was a table size update (no field).
+    last_was_size_update: bool,
     /// Huffman strings decoded lately (raw, decoded): a server sends the same values in
     /// every answer (nginx: `server`, `content-type`, `etag`…, each inserted into the table,
     /// so each must be decoded for its size), and decoding them again and again was a fifth
     /// of the agent's time under h2load.
-    recent: VecDeque<Decoded>,
+    recent: VecDeque<HuffmanDecoded>,
 }
 
 /// A Huffman string as sent, and its decoding.
-type Decoded = (Box<[u8]>, Arc<[u8]>);
+type HuffmanDecoded = (Box<[u8]>, Arc<[u8]>);
 
 impl Default for Decoder {
     fn default() -> Self {
@@ -162,7 +201,17 @@ impl Default for Decoder {
 
 impl Decoder {
     pub fn new() -> Self {
-        Self { known: VecDeque::new(), known_size: 0, max_size: DEFAULT_TABLE_SIZE, lost: false, losses: 0, recent: VecDeque::new() }
+        Self {
+            known: VecDeque::new(),
+            known_size: 0,
+            max_size: DEFAULT_TABLE_SIZE,
+            lost: false,
+            learned: HashMap::default(),
+            epoch: 0,
+            last_was_size_update: false,
+            losses: 0,
+            recent: VecDeque::new(),
+        }
     }
 
     /// A decoder joining a connection in the middle: entries already in the table are unknown.
@@ -186,7 +235,8 @@ impl Decoder {
     /// decoded before it are returned too, and the table is marked as not fully known.
     #[cfg(test)]
     pub fn decode(&mut self, block: &[u8]) -> (Vec<Field>, Option<HpackError>) {
-        self.decode_only(block, |_| true)
+        let d = self.decode_only(block, |_| true);
+        (d.fields, d.error)
     }
 
     /// `decode`, returning only the fields whose name is `wanted`, and those whose name is an
@@ -194,30 +244,58 @@ impl Decoder {
     /// without decoding its value: servers send most answer headers so (nginx: `server`,
     /// `date`, `etag`… Huffman-coded, never indexed), and their Huffman decoding was a third
     /// of the agent's time under h2load.
-    pub fn decode_only(&mut self, block: &[u8], wanted: fn(&[u8]) -> bool) -> (Vec<Field>, Option<HpackError>) {
-        let mut fields = Vec::new();
+    pub fn decode_only(&mut self, block: &[u8], wanted: fn(&[u8]) -> bool) -> Decoded {
+        let mut decoded = Decoded { fields: Vec::new(), count: 0, error: None };
         let mut rest = block;
         while !rest.is_empty() {
-            match self.field(&mut rest, wanted) {
-                Ok(Some(f)) => fields.push(f),
+            let position = decoded.count.min(usize::from(u16::MAX)) as u16;
+            match self.field(&mut rest, wanted, position) {
+                Ok(Some(f)) => decoded.fields.push(f),
                 Ok(None) => {}
                 Err(e) => {
                     self.lose();
-                    return (fields, Some(e));
+                    decoded.error = Some(e);
+                    return decoded;
                 }
             }
+            if !self.last_was_size_update {
+                decoded.count += 1;
+            }
         }
-        (fields, None)
+        decoded
+    }
+
+    /// What the process's own HPACK library said a field was, for an unknown entry the field
+    /// named (`Field::unresolved`): later references to it resolve. Ignored when the table's
+    /// unknown entries moved since (another epoch).
+    /// `value` None: the library's value was not copied whole; the name is learned alone.
+    pub fn learn(&mut self, at: Unresolved, name: &[u8], value: Option<&[u8]>) {
+        if at.epoch != self.epoch || !self.lost || self.learned.len() >= MAX_LEARNED {
+            return;
+        }
+        let value = match value {
+            Some(v) if at.whole => Text::Shared(v.into()),
+            _ => self.learned.get(&at.older).map_or(Text::Unknown, |(_, v)| v.clone()),
+        };
+        self.learned.insert(at.older, (Text::Shared(name.into()), value));
+    }
+
+    /// The unknown entries' places changed: what was learned of them names nothing now.
+    fn forget_learned(&mut self) {
+        self.learned.clear();
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     /// One representation (RFC 7541 §6); None for a table size update or a field not wanted.
-    fn field(&mut self, rest: &mut &[u8], wanted: fn(&[u8]) -> bool) -> Result<Option<Field>, HpackError> {
+    fn field(&mut self, rest: &mut &[u8], wanted: fn(&[u8]) -> bool, position: u16) -> Result<Option<Field>, HpackError> {
         let first = *rest.first().ok_or(HpackError::Truncated)?;
+        self.last_was_size_update = first & 0xe0 == 0x20;
         if first & 0x80 != 0 {
             // Indexed header field.
             let index = integer(rest, 7)?;
-            let (name, value) = self.entry(index)?;
-            return Ok(name.known().is_none_or(wanted).then_some(Field { name, value }));
+            let (name, value, unresolved) = self.entry(index)?;
+            let unresolved = unresolved.map(|u| Unresolved { whole: true, ..u });
+            return Ok(name.known().is_none_or(wanted).then_some(Field { name, value, position, unresolved }));
         }
         if first & 0xe0 == 0x20 {
             // Dynamic table size update.
@@ -229,6 +307,7 @@ impl Decoder {
             if size == 0 {
                 // Everything is evicted: the table is fully known again.
                 self.lost = false;
+                self.forget_learned();
             }
             self.evict();
             return Ok(None);
@@ -237,7 +316,12 @@ impl Decoder {
         let indexing = first & 0xc0 == 0x40;
         let prefix = if indexing { 6 } else { 4 };
         let index = integer(rest, prefix)?;
-        let name = if index == 0 { self.literal(rest, indexing)? } else { self.entry(index)?.0 };
+        let (name, unresolved) = if index == 0 {
+            (self.literal(rest, indexing)?, None)
+        } else {
+            let (name, _, unresolved) = self.entry(index)?;
+            (name, unresolved)
+        };
         if !indexing && !name.known().is_none_or(wanted) {
             skip_string(rest)?;
             return Ok(None);
@@ -246,7 +330,7 @@ impl Decoder {
         if indexing {
             self.insert(&name, &value);
         }
-        Ok(name.known().is_none_or(wanted).then_some(Field { name, value }))
+        Ok(name.known().is_none_or(wanted).then_some(Field { name, value, position, unresolved }))
     }
 
     /// A string literal as a `Text`: `Shared` when it goes into the table too (`indexed`) or
@@ -270,16 +354,25 @@ impl Decoder {
         Ok(Text::Shared(decoded))
     }
 
-    fn entry(&self, index: usize) -> Result<(Text, Text), HpackError> {
+    /// The entry at `index`: its name and value, and where it is when either is unknown.
+    fn entry(&self, index: usize) -> Result<(Text, Text, Option<Unresolved>), HpackError> {
         match index {
             0 => Err(HpackError::BadIndex),
             1..=61 => {
                 let (n, v) = STATIC_TABLE[index - 1];
-                Ok((Text::Static(n.as_bytes()), Text::Static(v.as_bytes())))
+                Ok((Text::Static(n.as_bytes()), Text::Static(v.as_bytes()), None))
             }
             _ => match self.known.get(index - 62) {
-                Some((n, v)) => Ok((n.clone(), v.clone())),
-                None if self.lost => Ok((Text::Unknown, Text::Unknown)),
+                Some((n, v)) => Ok((n.clone(), v.clone(), None)),
+                None if self.lost => {
+                    let older = index - 62 - self.known.len();
+                    let at = Unresolved { epoch: self.epoch, older, whole: false };
+                    Ok(match self.learned.get(&older) {
+                        Some((n, v @ Text::Unknown)) => (n.clone(), v.clone(), Some(at)),
+                        Some((n, v)) => (n.clone(), v.clone(), None),
+                        None => (Text::Unknown, Text::Unknown, Some(at)),
+                    })
+                }
                 None => Err(HpackError::BadIndex),
             },
         }
@@ -294,6 +387,7 @@ impl Decoder {
                     self.known.clear();
                     self.known_size = 0;
                     self.lost = false;
+                    self.forget_learned();
                     return;
                 }
                 // `field` made both `Static` or `Shared`: these clones copy no bytes.
@@ -307,6 +401,7 @@ impl Decoder {
                 self.known.clear();
                 self.known_size = 0;
                 self.lost = true;
+                self.forget_learned();
             }
         }
     }
@@ -318,6 +413,10 @@ impl Decoder {
             let Some((n, v)) = self.known.pop_back() else { break };
             let len = |t: &Text| t.known().map_or(0, <[u8]>::len);
             self.known_size -= len(&n) + len(&v) + ENTRY_OVERHEAD;
+            // The unknown entries, older, went first.
+            if !self.learned.is_empty() {
+                self.forget_learned();
+            }
         }
         if self.known.is_empty() && self.max_size == 0 {
             self.lost = false;
@@ -442,6 +541,46 @@ mod tests {
         assert!(!decoder.complete());
     }
 
+    /// What the process's library said of a field that named an unknown entry teaches the
+    /// decoder that entry: later references resolve, even after known entries went in front
+    /// of it. Once the unknown entries move (an entry with an unknown name), a late lesson
+    /// teaches nothing.
+    #[test]
+    fn an_unknown_entry_learned_from_the_library_resolves_later_references() {
+        let literal = |prefix: u8, value: &str| {
+            let mut b = vec![prefix, value.len() as u8];
+            b.extend(value.as_bytes());
+            b
+        };
+        let mut decoder = Decoder::new();
+        // Missed: POST, then :path and content-type inserted (63 and 62 afterwards).
+        let _missed = [vec![0x83], literal(0x44, "/demo.Greeter/Call0"), literal(0x5f, "application/grpc")].concat();
+        decoder.lose();
+        let d = decoder.decode_only(&[0x83, 0xbf, 0xbe], |_| true);
+        assert_eq!((d.count, d.error), (3, None));
+        assert_eq!(pairs(&d.fields), owned(&[(":method", "POST"), ("?", "?"), ("?", "?")]));
+        let library: [(&[u8], &[u8]); 3] = [(b":method", b"POST"), (b":path", b"/demo.Greeter/Call0"), (b"content-type", b"application/grpc")];
+        for f in &d.fields {
+            if let Some(at) = f.unresolved {
+                let (name, value) = library[usize::from(f.position)];
+                decoder.learn(at, name, Some(value));
+            }
+        }
+        // A new entry goes in front of the learned ones (now 63 and 64); they still resolve.
+        let call1 = [vec![0x83], literal(0x44, "/demo.Greeter/Call1"), vec![0xbf]].concat();
+        assert_eq!(pairs(&decoder.decode(&call1).0), owned(&[(":method", "POST"), (":path", "/demo.Greeter/Call1"), ("content-type", "application/grpc")]));
+        assert_eq!(pairs(&decoder.decode(&[0x83, 0xc0, 0xbf]).0), owned(&[(":method", "POST"), (":path", "/demo.Greeter/Call0"), ("content-type", "application/grpc")]));
+
+        // Another connection: the lesson comes after the unknown entries moved.
+        let mut decoder = Decoder::new();
+        decoder.lose();
+        // Indexed 62 (unknown), then a literal with incremental indexing whose name is 62.
+        let d = decoder.decode_only(&[0xbe, 0x7e, 0x01, b'x'], |_| true);
+        let at = d.fields[0].unresolved.expect("62 is unknown");
+        decoder.learn(at, b"x-a", Some(b"1"));
+        assert_eq!(pairs(&decoder.decode(&[0xbf]).0), owned(&[("?", "?")]), "62 of the old epoch is 63 now, and was not learned");
+    }
+
     #[test]
     fn bad_input_is_an_error_not_a_panic() {
         let mut d = Decoder::new();
@@ -461,7 +600,7 @@ mod tests {
         // that would not decode (skipped, so no error); `x-a: 1` with indexing (kept).
         let mut block = vec![0x88, 0x0f, 0x27, 0x81, 0xff];
         block.extend([0x40, 0x03, b'x', b'-', b'a', 0x01, b'1']);
-        let (fields, error) = d.decode_only(&block, wanted);
+        let Decoded { fields, error, .. } = d.decode_only(&block, wanted);
         assert_eq!((pairs(&fields), error), (owned(&[(":status", "200")]), None));
         // The indexed literal took index 62: a later block naming it is decoded in step.
         assert_eq!(pairs(&d.decode(&[0xbe]).0), owned(&[("x-a", "1")]));

@@ -25,9 +25,9 @@ pub(crate) fn client_preface() -> Vec<u8> {
 use rustc_hash::FxHashMap as HashMap;
 
 use self::frame::{Frame, Framer, PREFACE, flag, kind};
-use self::hpack::{Decoder, Field};
+use self::hpack::{Decoder, Field, Text};
 use super::message::{Correlation, HttpRequest, HttpResponse, Message, Request, RequestFields, Response, ResponseFields, RpcRequest, Timing, TraceContext, Writer};
-use super::parser::{Health, Parser, Segment, Sender};
+use super::parser::{Completed, Health, LibraryField, Parser, Recovery, Segment, Sender};
 use super::registry::{Detector, Layer, Protocol};
 use crate::spans::record::SpanKind;
 
@@ -66,7 +66,7 @@ fn first_field(data: &[u8]) -> Option<FirstField> {
         at += 5;
     }
     let block = data.get(at..data.len().min(9 + len))?;
-    let (fields, _) = Decoder::joined().decode_only(block, wanted);
+    let fields = Decoder::joined().decode_only(block, wanted).fields;
     fields.iter().take(8).find_map(|f| match f.name.known()? {
         b":method" => Some(FirstField::Method),
         b":status" => Some(FirstField::Status),
@@ -121,7 +121,23 @@ pub struct Http2 {
     /// A request on this connection came from grpc-core: its transport writes for every
     /// thread, so the connection's later requests are written by any thread too.
     shared_transport: bool,
+    /// Requests whose blocks named table entries never seen, newest last, until the library's
+    /// fields complete them (`complete_request`).
+    incomplete: std::collections::VecDeque<Incomplete>,
+    recovery: Recovery,
 }
+
+/// A request block that named unknown table entries, as decoded.
+struct Incomplete {
+    stream: u32,
+    fields: Vec<Field>,
+    /// Fields in the block (the library lists every one; `fields` has the wanted ones).
+    count: usize,
+    cut: bool,
+}
+
+/// Incomplete requests kept per connection: the library's fields come within milliseconds.
+const MAX_INCOMPLETE: usize = 64;
 
 impl Default for Http2 {
     fn default() -> Self {
@@ -156,6 +172,8 @@ impl Http2 {
             streams: HashMap::default(),
             server_frames: 0,
             shared_transport: false,
+            incomplete: Default::default(),
+            recovery: Recovery::default(),
         }
     }
 }
@@ -316,7 +334,7 @@ impl Http2 {
     fn end_block(&mut self, from: Sender, last: (u64, u64), out: &mut Vec<Message>) {
         let side = self.side(from);
         let Some(block) = side.block.take() else { return };
-        let (fields, error) = side.hpack.decode_only(&block.bytes, wanted);
+        let hpack::Decoded { fields, count, error } = side.hpack.decode_only(&block.bytes, wanted);
         if block.cut && error.is_none() {
             side.hpack.lose();
         }
@@ -327,6 +345,13 @@ impl Http2 {
                 if self.streams.contains_key(&block.stream) || self.streams.len() >= MAX_STREAMS || block.stream.is_multiple_of(2) {
                     // Trailers of a request already seen, or nothing we follow.
                     return;
+                }
+                if error.is_none() && fields.iter().any(|f| f.unresolved.is_some()) {
+                    self.recovery.incomplete += 1;
+                    if self.incomplete.len() == MAX_INCOMPLETE {
+                        self.incomplete.pop_front();
+                    }
+                    self.incomplete.push_back(Incomplete { stream: block.stream, fields: fields.clone(), count, cut });
                 }
                 let writer = self.writer(&fields, cut);
                 let (fields, context, grpc) = request_fields(&fields, cut);
@@ -391,9 +416,68 @@ impl Http2 {
     }
 }
 
+impl Http2 {
+    /// `Parser::complete_request`: the library's list must have as many fields as the block,
+    /// and the same name and value wherever the block's are known; then its fields fill the
+    /// unknown ones, and the entries they named are learned.
+    fn complete(&mut self, stream: u32, library: &[LibraryField]) -> Option<Completed> {
+        let at = self.incomplete.iter().position(|i| i.stream == stream)?;
+        let incomplete = self.incomplete.remove(at)?;
+        let agrees = |f: &Field| {
+            library.get(usize::from(f.position)).is_some_and(|l| {
+                let name_agrees = l.name.is_empty() || f.name.known().is_none_or(|n| n == l.name.as_slice());
+                name_agrees && f.value.known().zip(l.value.as_deref()).is_none_or(|(v, lv)| v == lv)
+            })
+        };
+        if library.len() != incomplete.count || !incomplete.fields.iter().all(agrees) {
+            self.recovery.refused += 1;
+            return None;
+        }
+        let mut fields = Vec::with_capacity(incomplete.fields.len());
+        for f in incomplete.fields {
+            let l = &library[usize::from(f.position)];
+            if let Some(unresolved) = f.unresolved.filter(|_| !l.name.is_empty()) {
+                self.client.hpack.learn(unresolved, &l.name, l.value.as_deref());
+                self.recovery.learned += 1;
+            }
+            let name = match f.name.known() {
+                None if !l.name.is_empty() => Text::Owned(l.name.clone()),
+                _ => f.name,
+            };
+            let value = match (f.value.known(), &l.value) {
+                (Some(_), _) => f.value,
+                (None, Some(v)) => Text::Owned(v.clone()),
+                (None, None) => Text::Unknown,
+            };
+            if name.known().is_some_and(wanted) {
+                fields.push(Field { name, value, ..f });
+            }
+        }
+        let writer = self.writer(&fields, incomplete.cut);
+        let (fields, context, grpc) = request_fields(&fields, incomplete.cut);
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.grpc = grpc;
+        }
+        self.recovery.completed += 1;
+        Some(Completed { fields, context, writer })
+    }
+}
+
 impl Parser for Http2 {
     fn protocol(&self) -> &'static str {
         PROTOCOL.name
+    }
+
+    fn complete_request(&mut self, key: u64, library: &[LibraryField]) -> Option<Completed> {
+        self.complete(u32::try_from(key).ok()?, library)
+    }
+
+    fn wants_library_fields(&self) -> bool {
+        !self.incomplete.is_empty()
+    }
+
+    fn recovery(&self) -> Recovery {
+        self.recovery
     }
 
     fn feed(&mut self, from: Sender, seg: Segment<'_>, out: &mut Vec<Message>) {

@@ -230,3 +230,34 @@ fn grpc_core_says_its_transport_writes_for_every_thread() {
     joined.feed(Sender::Client, seg(&encode(kind::HEADERS, flag::END_HEADERS, 5, &[0x83, 0xbe]), 2), &mut out);
     assert!(matches!(&out[..], [Message::Request(r)] if r.writer == Writer::Unknown), "{out:?}");
 }
+
+/// A connection joined mid-stream: a request naming entries never seen is completed by the
+/// library's list of its fields when the two agree wherever the bytes are known, and the
+/// entries it named are learned; a list that disagrees, or has another number of fields,
+/// completes nothing.
+#[test]
+fn the_librarys_fields_complete_a_request_that_named_unknown_entries() {
+    use crate::protocols::parser::LibraryField;
+    let list =
+        |fields: &[(&str, &str)]| -> Vec<LibraryField> { fields.iter().map(|(n, v)| LibraryField { name: n.as_bytes().to_vec(), value: Some(v.as_bytes().to_vec()) }).collect() };
+    let call0 = [(":method", "POST"), (":scheme", "http"), (":path", "/demo.Greeter/Call0"), ("content-type", "application/grpc")];
+    let mut h2 = Http2::joining();
+    let mut out = Vec::new();
+    // POST, http, then entries 63 and 62, never seen.
+    for (stream, ts) in [(3, 1), (5, 2), (7, 3)] {
+        h2.feed(Sender::Client, seg(&encode(kind::HEADERS, flag::END_HEADERS, stream, &[0x83, 0x86, 0xbf, 0xbe]), ts), &mut out);
+    }
+    assert_eq!(summary(&out), ["req Key(3) POST ?", "req Key(5) POST ?", "req Key(7) POST ?"]);
+    assert!(h2.wants_library_fields());
+    let wrong = [(":method", "GET"), (":scheme", "http"), (":path", "/demo.Greeter/Call0"), ("content-type", "application/grpc")];
+    assert_eq!(h2.complete_request(3, &list(&wrong)), None, "it disagrees with the known :method");
+    assert_eq!(h2.complete_request(5, &list(&call0[..3])), None, "three fields for a block of four");
+    let done = h2.complete_request(7, &list(&call0)).expect("agrees");
+    assert_eq!(done.fields, RequestFields::Rpc(RpcRequest { system: "grpc", service: Some("demo.Greeter".into()), method: Some("Call0".into()) }));
+    assert_eq!(h2.recovery(), Recovery { incomplete: 3, completed: 1, refused: 2, learned: 2 });
+    // Learned: the same block decodes whole now, without the library.
+    out.clear();
+    h2.feed(Sender::Client, seg(&encode(kind::HEADERS, flag::END_HEADERS, 9, &[0x83, 0x86, 0xbf, 0xbe]), 4), &mut out);
+    assert_eq!(summary(&out), ["rpc Key(9) demo.Greeter/Call0"]);
+    assert!(!h2.wants_library_fields());
+}
