@@ -319,6 +319,9 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
         user.tls.process_started(probes, pid);
         user.runtimes.process_started(probes, pid);
     }
+    for pid in effects.library_fields {
+        user.runtimes.attach_library_fields(probes, pid);
+    }
     user.recognised(pipeline, probes);
 }
 

@@ -142,6 +142,11 @@ impl Pending {
         }
     }
 
+    /// The keyed request waiting with key `key`, to complete its fields.
+    pub fn keyed_mut(&mut self, key: u64) -> Option<&mut PendingRequest> {
+        self.keyed.get_mut(&key)
+    }
+
     /// The spans of the requests waiting.
     pub fn spans(&self) -> Vec<SpanId> {
         self.in_order.iter().chain(self.keyed.values()).map(|p| p.span).collect()
@@ -188,6 +193,16 @@ impl Conn {
     /// The protocol recognised on this connection, if any.
     pub fn protocol(&self) -> Option<&'static str> {
         self.parser.as_ref().map(|p| p.protocol())
+    }
+
+    /// The parser (once recognised), for what only some protocols do
+    /// (`Parser::complete_request`).
+    pub fn parser_mut(&mut self) -> Option<&mut (dyn Parser + 'static)> {
+        self.parser.as_deref_mut()
+    }
+
+    pub fn parser(&self) -> Option<&dyn Parser> {
+        self.parser.as_deref()
     }
 
     /// How often the parser lost the framing and found it again.

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use zerotrace_abi::{SockAddr, decode, direction, role};
 
 use crate::conn::Role;
+use crate::protocols::parser::LibraryField;
 
 /// What the thread was running when it made the call (`zerotrace_abi::cause`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -107,6 +108,18 @@ pub enum Event<'a> {
         cause: Cause,
         ts_ns: u64,
     },
+    /// One field of stream `stream`'s request as the process's HTTP/2 library saw it, on
+    /// thread `tid` running `cause` (see `zerotrace_abi::HeaderFieldEvent`).
+    HeaderField {
+        tgid: u32,
+        tid: u32,
+        stream: u32,
+        cause: Cause,
+        ts_ns: u64,
+        /// Decoded from the peer (a server's library), else handed over to send (a client's).
+        decoded: bool,
+        field: LibraryField,
+    },
     /// Thread `tid` put `item` on a watched queue while running `cause`, or (`take`) took it.
     HandOff {
         tgid: u32,
@@ -171,7 +184,24 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
         decode::Record::StreamCaller(s) => {
             Event::StreamCaller { tgid: s.header.tgid, stream: s.stream, caller: s.caller, cause: Cause::from_abi(s.cause_kind, s.cause_id), ts_ns: s.ts_ns }
         }
+        decode::Record::HeaderField(h) => Event::HeaderField {
+            tgid: h.header.tgid,
+            tid: h.tid,
+            stream: h.stream,
+            cause: Cause::from_abi(h.cause_kind, h.cause_id),
+            ts_ns: h.ts_ns,
+            decoded: h.decoded != 0,
+            field: library_field(&h),
+        },
         decode::Record::Exit(e) => Event::Exit { tgid: e.header.tgid, ts_ns: e.ts_ns, code: (e.voluntary != 0).then_some(e.code) },
         decode::Record::UnitSpawn(u) => Event::UnitSpawn { tgid: u.header.tgid, parent: Cause::from_abi(u.parent_kind, u.parent_id), child: u.child_id, ts_ns: u.ts_ns },
     })
+}
+
+/// A field's name and value as copied: a name longer than the record holds is left empty
+/// (names nothing, matches anything), a value cut or unreadable is None.
+fn library_field(h: &zerotrace_abi::HeaderFieldEvent) -> LibraryField {
+    let name = h.name.get(..usize::from(h.name_len)).map(<[u8]>::to_vec).unwrap_or_default();
+    let value = h.value.get(..usize::from(h.value_len)).map(<[u8]>::to_vec);
+    LibraryField { name, value }
 }

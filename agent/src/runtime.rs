@@ -44,6 +44,9 @@ const UV_STREAM_IO: &str = "uv__stream_io";
 /// nghttp2's client stream requests, exported: both return the new stream's id, and each
 /// calls a shared internal helper, not the other, so one request fires one probe.
 const NGHTTP2_SUBMIT: [&str; 2] = ["nghttp2_submit_request", "nghttp2_submit_request2"];
+/// node's nghttp2 header callback (`Http2Session::OnHeaderCallback`, static member, in the
+/// symbol table node ships with): one decoded field at a time.
+const NODE_HEADER_CALLBACK: &str = "_ZN4node5http212Http2Session16OnHeaderCallbackEP15nghttp2_sessionPK13nghttp2_frameP13nghttp2_rcbufS8_hPv";
 /// One step of an asyncio task (`_asyncio` C module, static). Not `task_step`: the step
 /// wrapper's call method inlines that one and calls this directly.
 const TASK_STEP: &str = "task_step_impl";
@@ -69,6 +72,10 @@ struct Plan {
     runtime: Option<Runtime>,
     /// (program, file offset, attach cookie) to attach.
     uprobes: Vec<(&'static str, u64, Option<u64>)>,
+    /// (program, file offset) that send the HTTP/2 library's header fields, attached only
+    /// when a connection of the process needs them (`attach_library_fields`): they run on
+    /// every request (node's header callback, on every field).
+    library_fields: Vec<(&'static str, u64)>,
     described: String,
 }
 
@@ -81,6 +88,8 @@ pub struct RuntimeProbes {
     /// Objects probed, per process.
     files: HashMap<u32, HashSet<FileId>>,
     seen: HashSet<u32>,
+    /// Processes whose library field probes are attached.
+    library_fields: HashSet<u32>,
     /// Processes recognised since the last call to `take_recognised`.
     recognised: Vec<(u32, Runtime)>,
     /// Processes with no runtime found yet, to look at again (asyncio's module is loaded on
@@ -163,6 +172,30 @@ impl RuntimeProbes {
         std::mem::take(&mut self.recognised)
     }
 
+    /// A connection of `pid` has requests whose header fields only its HTTP/2 library knows:
+    /// attach the probes that send them, once per process. One line says what was attached.
+    pub fn attach_library_fields(&mut self, probes: &mut Probes, pid: u32) {
+        if !self.library_fields.insert(pid) {
+            return;
+        }
+        let mut attached = 0;
+        for path in objects(pid) {
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let Some(Some(plan)) = self.plans.get(&(meta.dev(), meta.ino())) else { continue };
+            for (program, offset) in plan.library_fields.clone() {
+                match probes.attach_uprobe(program, &path, offset, None, Some(pid)) {
+                    Ok(link) => {
+                        self.attached.entry(pid).or_default().push(link);
+                        attached += 1;
+                    }
+                    Err(err) => eprintln!("zerotrace: warning: pid {pid}: no HTTP/2 library field probe {program}: {err:#}"),
+                }
+            }
+        }
+        let what = if attached > 0 { "its HTTP/2 library's header fields are followed" } else { "no HTTP/2 library we can follow: those values stay unknown" };
+        eprintln!("zerotrace: pid {pid} has HTTP/2 requests naming header table entries the agent never saw (a connection opened before attach); {what}");
+    }
+
     /// A process ran exec: look at it again.
     pub fn process_started(&mut self, probes: &mut Probes, pid: u32) {
         self.seen.remove(&pid);
@@ -179,6 +212,7 @@ impl RuntimeProbes {
             self.attach_or_recheck(probes, pid, looks_left);
         }
         self.seen.retain(|pid| crate::targets::is_alive(*pid));
+        self.library_fields.retain(|pid| crate::targets::is_alive(*pid));
         let gone: Vec<u32> = self.attached.keys().copied().filter(|pid| !crate::targets::is_alive(*pid)).collect();
         for pid in gone {
             self.files.remove(&pid);
@@ -216,14 +250,21 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         let mut uprobes = vec![(program::UV_STREAM_IO, offset, None), (program::UNIT_RET, offset, None)];
         let mut described = format!("libuv stream callbacks{}", single_stepped(&site));
         // node bundles nghttp2: which callback asked for each client stream (optional:
-        // without it, HTTP/2 calls written outside their callback get no parent).
-        let submits: Vec<u64> =
-            NGHTTP2_SUBMIT.iter().filter_map(|f| symbols.address(f).ok()).filter_map(|a| symbols.file_offset(site::site(&symbols, a, &[], false).address())).collect();
+        // without it, HTTP/2 calls written outside their callback get no parent). The entry
+        // probe (library fields) reads four arguments; the return probe shares its site.
+        let at = |function: &str| {
+            let address = symbols.address(function).ok()?;
+            symbols.file_offset(site::site(&symbols, address, &SYSV_ARGS[..4], false).address())
+        };
+        let submits: Vec<u64> = NGHTTP2_SUBMIT.iter().filter_map(|f| at(f)).collect();
+        let mut library_fields = Vec::new();
         if !submits.is_empty() {
-            uprobes.extend(submits.into_iter().map(|offset| (program::NGHTTP2_SUBMIT_RET, offset, None)));
+            uprobes.extend(submits.iter().map(|&offset| (program::NGHTTP2_SUBMIT_RET, offset, None)));
             described.push_str(", nghttp2 stream requests");
+            library_fields.extend(submits.iter().map(|&offset| (program::NGHTTP2_SUBMIT, offset)));
+            library_fields.extend(at(NODE_HEADER_CALLBACK).map(|offset| (program::NGHTTP2_HEADER, offset)));
         }
-        return Ok(Some(Plan { runtime: Some(Runtime::Libuv), uprobes, described }));
+        return Ok(Some(Plan { runtime: Some(Runtime::Libuv), uprobes, library_fields, described }));
     }
     if symbols.defines(TASK_STEP) {
         let minor = cpython_minor(&shown(path)).with_context(|| format!("{TASK_STEP} found, but no CPython version in the file name"))?;
@@ -241,7 +282,12 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
                 uprobes.push((program::ASYNCIO_TASK_INIT, offset, None));
             }
         }
-        return Ok(Some(Plan { runtime: Some(Runtime::Asyncio), uprobes, described: format!("CPython 3.{minor} asyncio task steps{}", single_stepped(&site)) }));
+        return Ok(Some(Plan {
+            runtime: Some(Runtime::Asyncio),
+            uprobes,
+            library_fields: Vec::new(),
+            described: format!("CPython 3.{minor} asyncio task steps{}", single_stepped(&site)),
+        }));
     }
     if symbols.defines(QUEUE_PUT) && symbols.defines(QUEUE_GET) {
         let mut uprobes = Vec::new();
@@ -251,10 +297,10 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
             let offset = symbols.file_offset(site.address()).with_context(|| format!("{function}: probe site outside the file's segments"))?;
             uprobes.push((program, offset, None));
         }
-        return Ok(Some(Plan { runtime: None, uprobes, described: "queue.SimpleQueue hand-offs (ThreadPoolExecutor)".to_string() }));
+        return Ok(Some(Plan { runtime: None, uprobes, library_fields: Vec::new(), described: "queue.SimpleQueue hand-offs (ThreadPoolExecutor)".to_string() }));
     }
     if zerotrace_symbols::go::read(&symbols, &[])?.is_some() {
-        return Ok(Some(Plan { runtime: Some(Runtime::Go), uprobes: Vec::new(), described: "Go: plain socket calls linked by goroutine".to_string() }));
+        return Ok(Some(Plan { runtime: Some(Runtime::Go), uprobes: Vec::new(), library_fields: Vec::new(), described: "Go: plain socket calls linked by goroutine".to_string() }));
     }
     Ok(None)
 }
@@ -311,7 +357,8 @@ mod tests {
     }
 
     /// The node this machine runs has libuv's stream callback, probed where the kernel need not
-    /// single-step.
+    /// single-step, and its bundled nghttp2: the stream request return probes (two functions),
+    /// and the library field probes kept for when a connection needs them.
     #[test]
     fn node_is_recognised_as_libuv() {
         let node = std::env::var_os("PATH")
@@ -319,7 +366,8 @@ mod tests {
             .expect("node is not on PATH: install Node.js 20 (cargo xtask setup)");
         let plan = plan_object(&node).unwrap_or_else(|e| panic!("{e:#}")).expect("node carries libuv");
         assert_eq!(plan.runtime, Some(Runtime::Libuv));
-        assert_eq!(plan.uprobes.len(), 2);
+        assert_eq!(plan.uprobes.len(), 4, "{:?}", plan.uprobes);
+        assert_eq!(plan.library_fields.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [program::NGHTTP2_SUBMIT, program::NGHTTP2_SUBMIT, program::NGHTTP2_HEADER]);
         assert!(!plan.described.contains("single-stepped"), "{}", plan.described);
     }
 }

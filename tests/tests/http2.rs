@@ -391,3 +391,67 @@ fn a_grpc_connection_opened_before_attach_gives_spans_without_false_values() {
     let named = servers.iter().filter(|s| s.attr("rpc.method").is_some() || s.attr("url.path").is_some()).count();
     eprintln!("joined mid-stream: {named} of 8 server spans name their call");
 }
+
+/// node on both ends of a gRPC connection opened before the agent started: the calls that
+/// name HPACK entries the agent never saw make the agent follow the two processes' own nghttp2
+/// (the fields the client hands it, the fields the server decodes), which complete those
+/// calls and teach the agent the entries. The first round after the attach may miss values
+/// while those probes attach (never a false one); the second round names every call, on both
+/// sides, and each connection's report says what was completed.
+#[test]
+fn a_grpc_js_connection_opened_before_attach_is_completed_from_nghttp2() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let (server, port) = grpc_server(Stack::Node);
+    let mut client = std::process::Command::new("sh")
+        .args(["-c", &format!("exec {}", Stack::Node.command("call-split", port))])
+        .env("OTEL_SERVICE_NAME", "grpc-client")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "half");
+    let agent = JsonlAgent::start(&[server.pid(), client.id()]);
+    let mut stdin = client.stdin.take().unwrap();
+    let mut round = |n: usize| {
+        let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        writeln!(stdin, "go").unwrap();
+        assert_eq!(lines.next().unwrap().unwrap(), format!("round {n}"));
+        start
+    };
+    round(1);
+    // The agent attaches the library probes when the first call names an unknown entry.
+    std::thread::sleep(Duration::from_millis(500));
+    let second = round(2);
+    drop(stdin);
+    assert_eq!(lines.next().unwrap().unwrap(), "done");
+    let _ = client.wait();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (exit, spans) = agent.finish();
+    let calls: Vec<String> = (0..8).map(|i| format!("Call{i}")).collect();
+    for s in spans.iter().filter(|s| s.attr("rpc.method").is_some() || s.attr("url.path").is_some()) {
+        if let Some(method) = s.attr("rpc.method") {
+            assert!(calls.iter().any(|c| c == method), "a method no call had: {s:?}");
+        }
+        if let Some(path) = s.attr("url.path") {
+            assert!(calls.iter().any(|c| path == format!("/demo.Greeter/{c}")), "a path no call had: {s:?}");
+        }
+    }
+    for (kind, service) in [("SERVER", "grpc-server"), ("CLIENT", "grpc-client")] {
+        let mut named: Vec<&str> = find(&spans, kind, |s| s.service() == service && s.start >= second).iter().filter_map(|s| s.attr("rpc.method")).collect();
+        named.sort_unstable();
+        let mut expected: Vec<&str> = calls.iter().map(String::as_str).collect();
+        expected.sort_unstable();
+        assert_eq!(named, expected, "{kind}: every call of the second round named, as gRPC\n{}", exit.stderr.join("\n"));
+    }
+    let completed: Vec<&String> = exit.stderr.iter().filter(|l| l.contains("completed from the process's HTTP/2 library")).collect();
+    eprintln!("{}", completed.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"));
+    for side in ["Server side", "Client side"] {
+        assert!(
+            completed.iter().any(|l| l.contains(side) && !l.contains(": 0 completed") && !l.contains("; 0 completed")),
+            "the {side} connection reports calls completed from nghttp2: {:?}",
+            exit.stderr
+        );
+    }
+}

@@ -1,6 +1,8 @@
 //! The event pipeline: events → connections → HTTP messages → spans → linked spans.
 //! No I/O of its own: /proc look-ups go through `Host`, so recorded events can be replayed.
 
+mod library;
+
 use crate::memory_bio::{Held, MemoryBioHold};
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
@@ -97,6 +99,9 @@ pub struct Effects {
     pub started: Vec<u32>,
     /// Sockets whose protocol wants another capture size: (tgid, fd, bytes per syscall).
     pub capture: Vec<(u32, u32, u16)>,
+    /// Processes whose connections have requests waiting for their library's header fields
+    /// (`Parser::wants_library_fields`): attach the probes that send them.
+    pub library_fields: Vec<u32>,
 }
 
 struct Waiting {
@@ -160,6 +165,10 @@ pub struct Pipeline<H: Host> {
     /// Per process, streams about to be written and for whom (`Event::StreamCaller`), oldest
     /// first; taken by the stream's request.
     stream_callers: HashMap<u32, std::collections::VecDeque<StreamCaller>>,
+    /// Header fields from the processes' own HTTP/2 libraries (`library.rs`).
+    library: library::LibraryFields,
+    /// Processes whose library fields were asked for (`Effects::library_fields`).
+    library_asked: std::collections::HashSet<u32>,
 }
 
 /// Stream `stream` was to be written for the request `evidence` names (taken from its caller
@@ -201,6 +210,8 @@ impl<H: Host> Pipeline<H> {
             ended: Default::default(),
             batched_write: false,
             stream_callers: HashMap::default(),
+            library: Default::default(),
+            library_asked: Default::default(),
         }
     }
 
@@ -279,6 +290,11 @@ impl<H: Host> Pipeline<H> {
                 }
             }
             Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload, tls, cause } => {
+                if self.library.is_receiving()
+                    && let Some(list) = self.library.end(tgid, tid)
+                {
+                    self.take_library_list(list);
+                }
                 self.cause = cause;
                 if tls && fd == zerotrace_abi::FD_UNKNOWN {
                     // TLS over a memory BIO (no syscall inside the SSL call): held until the
@@ -328,6 +344,10 @@ impl<H: Host> Pipeline<H> {
                 }
                 self.batched_write = false;
                 self.parsed = parsed;
+                if !self.library_asked.contains(&tgid) && self.conns.get(tgid, fd).and_then(|c| c.parser()).is_some_and(|p| p.wants_library_fields()) {
+                    self.library_asked.insert(tgid);
+                    self.effects.library_fields.push(tgid);
+                }
             }
             Event::Close { tgid, tid, fd, ts_ns } => {
                 if let Some(conn) = self.conns.remove(tgid, fd) {
@@ -347,6 +367,13 @@ impl<H: Host> Pipeline<H> {
                 }
                 self.callbacks.forget_process(tgid);
                 self.thread_rule_off.remove(&tgid);
+                self.library.forget_process(tgid);
+                self.library_asked.remove(&tgid);
+            }
+            Event::HeaderField { tgid, tid, stream, cause, ts_ns, decoded, field } => {
+                if let Some(list) = self.library.field(tgid, tid, (stream, decoded), cause, ts_ns, field) {
+                    self.take_library_list(list);
+                }
             }
             Event::StreamCaller { tgid, stream, caller, cause, ts_ns } => {
                 let evidence = self.stream_caller_evidence(tgid, caller, cause);
@@ -469,6 +496,27 @@ impl<H: Host> Pipeline<H> {
         }
     }
 
+    /// A library's whole field list for one stream's request. A server's completes the
+    /// request of the connection whose callback decoded it (waiting for its answer); a
+    /// client's waits for the request written next on that stream id (`on_request`).
+    fn take_library_list(&mut self, list: library::List) {
+        if !list.decoded {
+            self.library.keep_for_client(list);
+            return;
+        }
+        let Cause::Callback { fd, .. } = list.cause else { return };
+        let Some(conn) = self.conns.get_mut(list.tgid, fd) else { return };
+        let key = u64::from(list.stream);
+        if conn.info.role == Role::Server
+            && let Some(done) = conn.parser_mut().and_then(|p| p.complete_request(key, &list.fields))
+            && let Some(pending) = conn.pending.keyed_mut(key)
+        {
+            (pending.request.fields, pending.request.writer) = (done.fields, done.writer);
+            // Its trace context was weighed when its span started: a `traceparent` only the
+            // library saw is not adopted now (the span keeps the trace it started in).
+        }
+    }
+
     /// What the agent must act on since the last call.
     pub fn take_effects(&mut self) -> Effects {
         std::mem::take(&mut self.effects)
@@ -529,8 +577,18 @@ impl<H: Host> Pipeline<H> {
 
     /// Starts the span of a request. One that expects no answer (`Answer::NoneExpected`) is
     /// complete at once; the others wait for their answer.
-    fn on_request(&mut self, tgid: u32, fd: u32, tid: u32, request: Request, answer: Answer<'_>) {
+    fn on_request(&mut self, tgid: u32, fd: u32, tid: u32, mut request: Request, answer: Answer<'_>) {
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
+        // A client's library was handed this request's fields before it wrote them: they
+        // complete what the bytes left unknown.
+        if let Correlation::Key(key) = request.correlation
+            && conn.info.role == Role::Client
+            && self.library.has_client_lists(tgid)
+            && let Some(fields) = self.library.for_client_request(tgid, key as u32, request.timing.first_enter_ns)
+            && let Some(done) = conn.parser_mut().and_then(|p| p.complete_request(key, &fields))
+        {
+            (request.fields, request.context, request.writer) = (done.fields, done.context, done.writer);
+        }
         let path = match &request.fields {
             RequestFields::Http(h) => h.target.as_deref().map_or("", path_of),
             _ => "",
@@ -680,6 +738,7 @@ impl<H: Host> Pipeline<H> {
     /// ended at `cut_off_ns`.
     fn drop_conn(&mut self, mut conn: crate::conn::Conn, tid: u32, cut_off_ns: Option<u64>) {
         self.stats.answers_without_request += conn.early.len() as u64;
+        library::report(&conn);
         if let Some(protocol) = conn.protocol() {
             self.ended.entry(protocol).or_default().add(&conn);
         }
@@ -745,6 +804,9 @@ impl<H: Host> Pipeline<H> {
     /// Resolves trace context and returns the spans that are ready.
     pub fn tick(&mut self, now: Instant) -> Vec<FinishedSpan> {
         self.stats.tls_without_socket += self.memory_bio.expire(now);
+        for list in self.library.end_all() {
+            self.take_library_list(list);
+        }
         let mut ready = Vec::new();
         let waiting = std::mem::take(&mut self.waiting);
         for mut w in waiting {

@@ -15,6 +15,7 @@ pub enum Record<'a> {
     UnitSpawn(UnitSpawnEvent),
     HandOff(HandOffEvent),
     StreamCaller(StreamCallerEvent),
+    HeaderField(HeaderFieldEvent),
     Exit(ExitEvent),
 }
 
@@ -61,6 +62,7 @@ pub fn record(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
         kind::UNIT_SPAWN => read(bytes).map(Record::UnitSpawn).ok_or(short),
         kind::HAND_OFF => read(bytes).map(Record::HandOff).ok_or(short),
         kind::STREAM_CALLER => read(bytes).map(Record::StreamCaller).ok_or(short),
+        kind::HEADER_FIELD => read(bytes).map(Record::HeaderField).ok_or(short),
         kind::EXIT => read(bytes).map(Record::Exit).ok_or(short),
         kind::DATA => {
             let data: DataHeader = read(bytes).ok_or(short)?;

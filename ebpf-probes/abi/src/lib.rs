@@ -47,6 +47,7 @@ pub mod kind {
     pub const UNIT_SPAWN: u16 = 0x50;
     pub const HAND_OFF: u16 = 0x51;
     pub const STREAM_CALLER: u16 = 0x52;
+    pub const HEADER_FIELD: u16 = 0x53;
 }
 
 /// First in every record.
@@ -95,4 +96,5 @@ const _: () = assert!(size_of::<Unit>() == 32);
 const _: () = assert!(size_of::<UnitSpawnEvent>() == 40);
 const _: () = assert!(size_of::<HandOffEvent>() == 40);
 const _: () = assert!(size_of::<StreamCallerEvent>() == 40);
+const _: () = assert!(size_of::<HeaderFieldEvent>() == 40 + HEADER_NAME_BYTES + HEADER_VALUE_BYTES);
 const _: () = assert!(size_of::<FdState>() == 4);

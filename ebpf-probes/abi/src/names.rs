@@ -74,6 +74,8 @@ pub mod program {
     pub const PY_QUEUE_GET_RET: &str = "py_queue_get_ret";
     // nghttp2.rs: which callback asked for each client stream (node).
     pub const NGHTTP2_SUBMIT_RET: &str = "nghttp2_submit_ret";
+    pub const NGHTTP2_SUBMIT: &str = "nghttp2_submit";
+    pub const NGHTTP2_HEADER: &str = "nghttp2_header";
     // discovery.rs: the agent's own marker function.
     pub const DISCOVERY_MARK: &str = "discovery_mark";
 
@@ -119,6 +121,8 @@ pub mod program {
         PY_QUEUE_PUT,
         PY_QUEUE_GET_RET,
         NGHTTP2_SUBMIT_RET,
+        NGHTTP2_SUBMIT,
+        NGHTTP2_HEADER,
         DISCOVERY_MARK,
     ];
 }

@@ -83,3 +83,30 @@ pub struct HandOffEvent {
     pub _pad: u32,
     pub cause_id: u64,
 }
+
+/// Bytes of a header field's name and value a `HeaderFieldEvent` carries.
+pub const HEADER_NAME_BYTES: usize = 32;
+pub const HEADER_VALUE_BYTES: usize = 224;
+
+/// One header field of stream `stream`'s request, as the traced process's own HTTP/2 library
+/// saw it: decoded from the peer (a server's) or handed to the encoder (a client's), by thread
+/// `tid` running `cause_kind`/`cause_id`. Sent only for processes whose connections name HPACK
+/// entries the agent never saw (opened before it attached); the agent completes those fields
+/// with them. `name_len`/`value_len` are the true lengths (saturated); the arrays hold their
+/// first bytes. `decoded`: 1 when the library decoded the field from the peer (a server), 0
+/// when it was handed the field to send (a client).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderFieldEvent {
+    pub header: RecordHeader,
+    pub tid: u32,
+    pub stream: u32,
+    pub cause_kind: u32,
+    pub name_len: u8,
+    pub decoded: u8,
+    pub value_len: u16,
+    pub cause_id: u64,
+    pub ts_ns: u64,
+    pub name: [u8; HEADER_NAME_BYTES],
+    pub value: [u8; HEADER_VALUE_BYTES],
+}

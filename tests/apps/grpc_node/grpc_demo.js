@@ -1,7 +1,8 @@
 // The demo.Greeter gRPC service of tests/apps/grpc_demo.py with @grpc/grpc-js: methods by
 // name, raw bytes, no generated code. `serve PORT` runs the server ("ready" once listening);
 // `call PORT` makes the same calls as grpc_demo.py's `call` ("done" once they succeeded);
-// `front PORT GRPC_PORT` is an HTTP/1 service calling it (see `front`).
+// `call-split PORT` calls in rounds around the agent's attach (see `callSplit`); `front PORT
+// GRPC_PORT` is an HTTP/1 service calling it (see `front`).
 'use strict';
 
 const grpc = require('@grpc/grpc-js');
@@ -80,6 +81,27 @@ async function call(port) {
   console.log('done');
 }
 
+// Calls on one channel in rounds, each round started by a line on stdin (the agent attaches
+// before the first): Call0..Call3 before, then Call0..Call7 per round (four paths the
+// connection has sent before the agent attached, four new). Prints a line after each round.
+async function callSplit(port) {
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  await new Promise((resolve, reject) => client.waitForReady(new Date(Date.now() + 10000), (e) => (e ? reject(e) : resolve())));
+  for (let i = 0; i < 4; i++) await unary(client, `Call${i}`, 10000, Buffer.from('before'));
+  console.log('half');
+  const lines = require('readline').createInterface({ input: process.stdin });
+  let round = 0;
+  for await (const _ of lines) {
+    for (let i = 0; i < 8; i++) await unary(client, `Call${i}`, 10000, Buffer.from(`round ${round}`));
+    round += 1;
+    console.log(`round ${round}`);
+    if (round === 2) break;
+  }
+  lines.close();
+  client.close();
+  console.log('done');
+}
+
 // An HTTP/1 service whose GET /chain/<n> calls Call<n mod 16> on the gRPC server at grpcPort
 // over one shared client.
 function front(port, grpcPort) {
@@ -100,9 +122,9 @@ function front(port, grpcPort) {
 }
 
 const [mode, port, grpcPort] = process.argv.slice(2);
-const modes = { serve, call, front: (p) => front(p, grpcPort) };
+const modes = { serve, call, 'call-split': callSplit, front: (p) => front(p, grpcPort) };
 if (!modes[mode] || !port) {
-  console.error('usage: grpc_demo.js serve|call PORT | front PORT GRPC_PORT');
+  console.error('usage: grpc_demo.js serve|call|call-split PORT | front PORT GRPC_PORT');
   process.exit(2);
 }
 Promise.resolve(modes[mode](port)).catch((e) => {
