@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use zerotrace_abi::{SockAddr, decode, direction, role};
+use zerotrace_abi::{SockAddr, decode, direction, header_flags, role};
 
 use crate::conn::Role;
 use crate::protocols::parser::LibraryField;
@@ -120,6 +120,13 @@ pub enum Event<'a> {
         decoded: bool,
         field: LibraryField,
     },
+    /// Thread `tid`'s list of fields for `stream` (decoded, or handed over) is whole.
+    HeaderFieldsEnd {
+        tgid: u32,
+        tid: u32,
+        stream: u32,
+        decoded: bool,
+    },
     /// Thread `tid` put `item` on a watched queue while running `cause`, or (`take`) took it.
     HandOff {
         tgid: u32,
@@ -184,13 +191,16 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
         decode::Record::StreamCaller(s) => {
             Event::StreamCaller { tgid: s.header.tgid, stream: s.stream, caller: s.caller, cause: Cause::from_abi(s.cause_kind, s.cause_id), ts_ns: s.ts_ns }
         }
+        decode::Record::HeaderField(h) if h.flags & header_flags::END != 0 => {
+            Event::HeaderFieldsEnd { tgid: h.header.tgid, tid: h.tid, stream: h.stream, decoded: h.flags & header_flags::DECODED != 0 }
+        }
         decode::Record::HeaderField(h) => Event::HeaderField {
             tgid: h.header.tgid,
             tid: h.tid,
             stream: h.stream,
             cause: Cause::from_abi(h.cause_kind, h.cause_id),
             ts_ns: h.ts_ns,
-            decoded: h.decoded != 0,
+            decoded: h.flags & header_flags::DECODED != 0,
             field: library_field(&h),
         },
         decode::Record::Exit(e) => Event::Exit { tgid: e.header.tgid, ts_ns: e.ts_ns, code: (e.voluntary != 0).then_some(e.code) },

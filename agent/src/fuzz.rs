@@ -114,7 +114,7 @@ pub fn pipeline(data: &[u8]) {
             }
             op::CLOSE => pipeline.handle(Event::Close { tgid, tid, fd, ts_ns: ts }),
             op::EXIT => pipeline.handle(Event::Exit { tgid, ts_ns: ts, code: (a != 0xff).then_some(i32::from(a)) }),
-            op::UNIT => match b % 6 {
+            op::UNIT => match b % 7 {
                 0 => pipeline.handle(Event::UnitSpawn { tgid, parent: cause, child: 0x1000 + u64::from(a & 0x30), ts_ns: ts }),
                 3 => pipeline.handle(Event::StreamCaller { tgid, stream: u32::from(a & 0x0f) * 2 + 1, caller: tid, cause: Cause::Thread, ts_ns: ts }),
                 4 | 5 => {
@@ -122,8 +122,9 @@ pub fn pipeline(data: &[u8]) {
                     let name = take(usize::from(a & 0x0f), &mut rest);
                     let value = take(usize::from(a >> 4), &mut rest);
                     let field = crate::protocols::parser::LibraryField { name, value: (a & 0x80 == 0).then_some(value) };
-                    pipeline.handle(Event::HeaderField { tgid, tid, stream: u32::from(a & 0x07) * 2 + 1, cause, ts_ns: ts, decoded: b % 6 == 5, field });
+                    pipeline.handle(Event::HeaderField { tgid, tid, stream: u32::from(a & 0x07) * 2 + 1, cause, ts_ns: ts, decoded: b % 7 == 5, field });
                 }
+                6 => pipeline.handle(Event::HeaderFieldsEnd { tgid, tid, stream: u32::from(a & 0x07) * 2 + 1, decoded: a & 0x80 != 0 }),
                 n => pipeline.handle(Event::HandOff { tgid, tid, take: n == 2, item: u64::from(a), cause }),
             },
             op::RECORD => {

@@ -47,6 +47,22 @@ const NGHTTP2_SUBMIT: [&str; 2] = ["nghttp2_submit_request", "nghttp2_submit_req
 /// node's nghttp2 header callback (`Http2Session::OnHeaderCallback`, static member, in the
 /// symbol table node ships with): one decoded field at a time.
 const NODE_HEADER_CALLBACK: &str = "_ZN4node5http212Http2Session16OnHeaderCallbackEP15nghttp2_sessionPK13nghttp2_frameP13nghttp2_rcbufS8_hPv";
+/// Go's HTTP/2 header fields (see the probes' `go_h2.rs`): x/net's framer and net/http's
+/// bundled copy of it decode through an emit closure, and check the pseudo-headers once the
+/// block is decoded (the decoder's `Close` is inlined); grpc-go's loopy writer is handed each
+/// stream's fields.
+const GO_HEADER_FIELDS: [(&str, &str); 7] = [
+    ("golang.org/x/net/http2.(*Framer).readMetaFrame", program::GO_H2_META),
+    ("golang.org/x/net/http2.(*Framer).readMetaFrame.func1", program::GO_H2_FIELD),
+    ("golang.org/x/net/http2.(*MetaHeadersFrame).checkPseudos", program::GO_H2_DECODED),
+    ("net/http.(*http2Framer).readMetaFrame", program::GO_H2_META),
+    ("net/http.(*http2Framer).readMetaFrame.func1", program::GO_H2_FIELD),
+    ("net/http.(*http2MetaHeadersFrame).checkPseudos", program::GO_H2_DECODED),
+    ("google.golang.org/grpc/internal/transport.(*loopyWriter).writeHeader", program::GO_GRPC_WRITE_HEADER),
+];
+/// node's nghttp2 frame callback (`Http2Session::OnFrameReceive`): a HEADERS frame's fields
+/// were all delivered.
+const NODE_FRAME_CALLBACK: &str = "_ZN4node5http212Http2Session14OnFrameReceiveEP15nghttp2_sessionPK13nghttp2_framePv";
 /// One step of an asyncio task (`_asyncio` C module, static). Not `task_step`: the step
 /// wrapper's call method inlines that one and calls this directly.
 const TASK_STEP: &str = "task_step_impl";
@@ -263,6 +279,7 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
             described.push_str(", nghttp2 stream requests");
             library_fields.extend(submits.iter().map(|&offset| (program::NGHTTP2_SUBMIT, offset)));
             library_fields.extend(at(NODE_HEADER_CALLBACK).map(|offset| (program::NGHTTP2_HEADER, offset)));
+            library_fields.extend(at(NODE_FRAME_CALLBACK).map(|offset| (program::NGHTTP2_FRAME_END, offset)));
         }
         return Ok(Some(Plan { runtime: Some(Runtime::Libuv), uprobes, library_fields, described }));
     }
@@ -299,8 +316,17 @@ fn plan_object(path: &Path) -> Result<Option<Plan>> {
         }
         return Ok(Some(Plan { runtime: None, uprobes, library_fields: Vec::new(), described: "queue.SimpleQueue hand-offs (ThreadPoolExecutor)".to_string() }));
     }
-    if zerotrace_symbols::go::read(&symbols, &[])?.is_some() {
-        return Ok(Some(Plan { runtime: Some(Runtime::Go), uprobes: Vec::new(), library_fields: Vec::new(), described: "Go: plain socket calls linked by goroutine".to_string() }));
+    if let Some(binary) = zerotrace_symbols::go::read(&symbols, &GO_HEADER_FIELDS.map(|(f, _)| f))? {
+        // Kept for when a connection needs them; a function the binary lacks (no HTTP/2, no
+        // grpc-go, or another version's names) is simply not probed.
+        let library_fields = GO_HEADER_FIELDS
+            .iter()
+            .filter_map(|&(function, program)| {
+                let &(start, _) = binary.functions.get(function)?;
+                Some((program, crate::tls::go::entry(&symbols, function, start).ok()?))
+            })
+            .collect();
+        return Ok(Some(Plan { runtime: Some(Runtime::Go), uprobes: Vec::new(), library_fields, described: "Go: plain socket calls linked by goroutine".to_string() }));
     }
     Ok(None)
 }
@@ -367,7 +393,10 @@ mod tests {
         let plan = plan_object(&node).unwrap_or_else(|e| panic!("{e:#}")).expect("node carries libuv");
         assert_eq!(plan.runtime, Some(Runtime::Libuv));
         assert_eq!(plan.uprobes.len(), 4, "{:?}", plan.uprobes);
-        assert_eq!(plan.library_fields.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [program::NGHTTP2_SUBMIT, program::NGHTTP2_SUBMIT, program::NGHTTP2_HEADER]);
+        assert_eq!(
+            plan.library_fields.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            [program::NGHTTP2_SUBMIT, program::NGHTTP2_SUBMIT, program::NGHTTP2_HEADER, program::NGHTTP2_FRAME_END]
+        );
         assert!(!plan.described.contains("single-stepped"), "{}", plan.described);
     }
 }

@@ -26,7 +26,7 @@ use anyhow::{Context, Result};
 use zerotrace_symbols::elf::ElfSymbols;
 use zerotrace_symbols::site::{self, SYSV_ARGS, Site};
 
-mod go;
+pub(crate) mod go;
 
 use crate::cli::TlsScope;
 use crate::probes::Probes;

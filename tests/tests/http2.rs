@@ -392,19 +392,18 @@ fn a_grpc_connection_opened_before_attach_gives_spans_without_false_values() {
     eprintln!("joined mid-stream: {named} of 8 server spans name their call");
 }
 
-/// node on both ends of a gRPC connection opened before the agent started: the calls that
-/// name HPACK entries the agent never saw make the agent follow the two processes' own nghttp2
-/// (the fields the client hands it, the fields the server decodes), which complete those
-/// calls and teach the agent the entries. The first round after the attach may miss values
-/// while those probes attach (never a false one); the second round names every call, on both
-/// sides, and each connection's report says what was completed.
-#[test]
-fn a_grpc_js_connection_opened_before_attach_is_completed_from_nghttp2() {
+/// `stack` on both ends of a gRPC connection opened before the agent started: the calls that
+/// name HPACK entries the agent never saw make the agent follow the two processes' own HTTP/2
+/// library (the fields the client hands it, the fields the server decodes), which complete
+/// those calls and teach the agent the entries. The first round after the attach may miss
+/// values while those probes attach (never a false one); the second round names every call,
+/// on both sides, and each connection's report says what was completed.
+fn library_completes_a_connection_opened_before_attach(stack: Stack) {
     use std::io::{BufRead, BufReader, Write};
     use std::process::Stdio;
-    let (server, port) = grpc_server(Stack::Node);
+    let (server, port) = grpc_server(stack);
     let mut client = std::process::Command::new("sh")
-        .args(["-c", &format!("exec {}", Stack::Node.command("call-split", port))])
+        .args(["-c", &format!("exec {}", stack.command("call-split", port))])
         .env("OTEL_SERVICE_NAME", "grpc-client")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -443,15 +442,28 @@ fn a_grpc_js_connection_opened_before_attach_is_completed_from_nghttp2() {
         named.sort_unstable();
         let mut expected: Vec<&str> = calls.iter().map(String::as_str).collect();
         expected.sort_unstable();
-        assert_eq!(named, expected, "{kind}: every call of the second round named, as gRPC\n{}", exit.stderr.join("\n"));
+        assert_eq!(named, expected, "{stack:?} {kind}: every call of the second round named, as gRPC\n{}", exit.stderr.join("\n"));
     }
-    let completed: Vec<&String> = exit.stderr.iter().filter(|l| l.contains("completed from the process's HTTP/2 library")).collect();
-    eprintln!("{}", completed.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"));
+    let reports: Vec<&String> = exit.stderr.iter().filter(|l| l.contains("completed from the process's HTTP/2 library")).collect();
+    eprintln!("{stack:?}:\n{}", reports.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"));
     for side in ["Server side", "Client side"] {
         assert!(
-            completed.iter().any(|l| l.contains(side) && !l.contains(": 0 completed") && !l.contains("; 0 completed")),
-            "the {side} connection reports calls completed from nghttp2: {:?}",
+            reports.iter().any(|l| l.contains(side) && !l.contains("; 0 completed")),
+            "{stack:?}: the {side} connection reports calls completed from its library: {:?}",
             exit.stderr
         );
     }
+}
+
+/// node's nghttp2: the fields grpc-js hands `nghttp2_submit_request`, and those node's header
+/// callback receives.
+#[test]
+fn a_grpc_js_connection_opened_before_attach_is_completed_from_nghttp2() {
+    library_completes_a_connection_opened_before_attach(Stack::Node);
+}
+
+/// Go: the fields grpc-go's loopy writer is handed, and those x/net's framer decodes.
+#[test]
+fn a_grpc_go_connection_opened_before_attach_is_completed_from_x_net_hpack() {
+    library_completes_a_connection_opened_before_attach(Stack::Go);
 }

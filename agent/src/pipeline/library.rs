@@ -1,11 +1,12 @@
 //! Header fields from the traced process's own HTTP/2 library (`Event::HeaderField`), which
 //! complete requests whose header blocks named HPACK entries the agent never saw (connections
-//! opened before it attached). The probes send them field by field; a thread's fields for one
-//! stream are one request's list, in order.
+//! opened before it attached). The probes send them field by field, then an end mark; a
+//! thread's fields for one stream are one request's list, in order.
 //!
 //! - A server's library decodes a request after the read that brought it, inside that
-//!   socket's callback (node): the list goes to that connection's parser, and completes the
-//!   request already waiting for its answer.
+//!   socket's callback (node), or on the goroutine that reads the connection (Go): the list
+//!   goes to that connection's parser, and completes the request already waiting for its
+//!   answer.
 //! - A client's library is handed the list before it writes the request, and no socket is
 //!   known then: the list waits, per process and stream id, for the request written next with
 //!   that id, as stream hints do; lists for the same id that disagree complete nothing.
@@ -36,6 +37,7 @@ struct Receiving {
 /// A whole list: stream `stream`'s request, as the library on thread `tid` saw it.
 pub struct List {
     pub tgid: u32,
+    pub tid: u32,
     pub stream: u32,
     /// A server's library decoded it (else a client's was handed it).
     pub decoded: bool,
@@ -68,7 +70,16 @@ impl LibraryFields {
     /// Thread `tid` did something else: its list, if any, is whole.
     pub fn end(&mut self, tgid: u32, tid: u32) -> Option<List> {
         let r = self.receiving.remove(&(tgid, tid))?;
-        Some(List { tgid, stream: r.stream, decoded: r.decoded, cause: r.cause, ts_ns: r.ts_ns, fields: r.fields })
+        Some(List { tgid, tid, stream: r.stream, decoded: r.decoded, cause: r.cause, ts_ns: r.ts_ns, fields: r.fields })
+    }
+
+    /// The library said thread `tid`'s list for `stream` is whole.
+    pub fn end_of(&mut self, tgid: u32, tid: u32, stream: u32, decoded: bool) -> Option<List> {
+        let r = self.receiving.get(&(tgid, tid))?;
+        if (r.stream, r.decoded) != (stream, decoded) {
+            return None;
+        }
+        self.end(tgid, tid)
     }
 
     /// Every list being received (a tick: nothing more comes for them).

@@ -169,6 +169,9 @@ pub struct Pipeline<H: Host> {
     library: library::LibraryFields,
     /// Processes whose library fields were asked for (`Effects::library_fields`).
     library_asked: std::collections::HashSet<u32>,
+    /// In those processes, the socket each thread (goroutine) read last: a Go server decodes
+    /// a connection's header blocks on the goroutine that reads it.
+    last_read: HashMap<(u32, u32), u32>,
 }
 
 /// Stream `stream` was to be written for the request `evidence` names (taken from its caller
@@ -179,6 +182,8 @@ struct StreamCaller {
     ts_ns: u64,
 }
 
+/// Threads whose last read is remembered (`Pipeline::last_read`).
+const MAX_LAST_READ: usize = 65536;
 /// Stream hints kept per process: a write's worth and more.
 const MAX_STREAM_CALLERS: usize = 256;
 /// A hint names a request written this soon after it (grpc-go's writer handles the header,
@@ -212,6 +217,7 @@ impl<H: Host> Pipeline<H> {
             stream_callers: HashMap::default(),
             library: Default::default(),
             library_asked: Default::default(),
+            last_read: HashMap::default(),
         }
     }
 
@@ -307,6 +313,12 @@ impl<H: Host> Pipeline<H> {
                 if self.conns.get_mut(tgid, fd).is_none() && !self.adopt_fd(tgid, fd) {
                     return;
                 }
+                if ingress && !self.library_asked.is_empty() && self.library_asked.contains(&tgid) {
+                    if self.last_read.len() >= MAX_LAST_READ {
+                        self.last_read.clear();
+                    }
+                    self.last_read.insert((tgid, tid), fd);
+                }
                 let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
                 match (tls, conn.info.tls) {
                     (true, false) => conn.start_tls(),
@@ -369,9 +381,15 @@ impl<H: Host> Pipeline<H> {
                 self.thread_rule_off.remove(&tgid);
                 self.library.forget_process(tgid);
                 self.library_asked.remove(&tgid);
+                self.last_read.retain(|(t, _), _| *t != tgid);
             }
             Event::HeaderField { tgid, tid, stream, cause, ts_ns, decoded, field } => {
                 if let Some(list) = self.library.field(tgid, tid, (stream, decoded), cause, ts_ns, field) {
+                    self.take_library_list(list);
+                }
+            }
+            Event::HeaderFieldsEnd { tgid, tid, stream, decoded } => {
+                if let Some(list) = self.library.end_of(tgid, tid, stream, decoded) {
                     self.take_library_list(list);
                 }
             }
@@ -504,16 +522,25 @@ impl<H: Host> Pipeline<H> {
             self.library.keep_for_client(list);
             return;
         }
-        let Cause::Callback { fd, .. } = list.cause else { return };
+        let fd = match list.cause {
+            Cause::Callback { fd, .. } => fd,
+            _ => match self.last_read.get(&(list.tgid, list.tid)) {
+                Some(&fd) => fd,
+                None => return,
+            },
+        };
         let Some(conn) = self.conns.get_mut(list.tgid, fd) else { return };
         let key = u64::from(list.stream);
-        if conn.info.role == Role::Server
-            && let Some(done) = conn.parser_mut().and_then(|p| p.complete_request(key, &list.fields))
-            && let Some(pending) = conn.pending.keyed_mut(key)
-        {
-            (pending.request.fields, pending.request.writer) = (done.fields, done.writer);
+        if conn.info.role != Role::Server {
+            return;
+        }
+        let Some(done) = conn.parser_mut().and_then(|p| p.complete_request(key, &list.fields)) else { return };
+        match conn.pending.keyed_mut(key) {
             // Its trace context was weighed when its span started: a `traceparent` only the
             // library saw is not adopted now (the span keeps the trace it started in).
+            Some(pending) => (pending.request.fields, pending.request.writer) = (done.fields, done.writer),
+            None if self.debug => eprintln!("zerotrace: debug: pid {} stream {key}: completed from the library after its answer", list.tgid),
+            None => {}
         }
     }
 

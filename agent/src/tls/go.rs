@@ -100,7 +100,7 @@ fn register_abi(version: &str) -> bool {
 
 /// The file offset of a function's entry probe: its stack check's `jbe`, which the programs
 /// rely on (they skip the pass that grows the stack by its flags).
-fn entry(symbols: &ElfSymbols, function: &str, start: u64) -> Result<u64> {
+pub(crate) fn entry(symbols: &ElfSymbols, function: &str, start: u64) -> Result<u64> {
     let jump = go::stack_check_jump(symbols, start).with_context(|| format!("{function} does not start with Go's stack check"))?;
     symbols.file_offset(jump).with_context(|| format!("{function}: {jump:#x} outside the file's segments"))
 }

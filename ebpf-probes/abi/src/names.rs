@@ -76,6 +76,12 @@ pub mod program {
     pub const NGHTTP2_SUBMIT_RET: &str = "nghttp2_submit_ret";
     pub const NGHTTP2_SUBMIT: &str = "nghttp2_submit";
     pub const NGHTTP2_HEADER: &str = "nghttp2_header";
+    pub const NGHTTP2_FRAME_END: &str = "nghttp2_frame_end";
+    // go_h2.rs: Go's HTTP/2 header fields (x/net, net/http, grpc-go).
+    pub const GO_H2_META: &str = "go_h2_meta";
+    pub const GO_H2_FIELD: &str = "go_h2_field";
+    pub const GO_H2_DECODED: &str = "go_h2_decoded";
+    pub const GO_GRPC_WRITE_HEADER: &str = "go_grpc_write_header";
     // discovery.rs: the agent's own marker function.
     pub const DISCOVERY_MARK: &str = "discovery_mark";
 
@@ -123,6 +129,11 @@ pub mod program {
         NGHTTP2_SUBMIT_RET,
         NGHTTP2_SUBMIT,
         NGHTTP2_HEADER,
+        NGHTTP2_FRAME_END,
+        GO_H2_DECODED,
+        GO_H2_META,
+        GO_H2_FIELD,
+        GO_GRPC_WRITE_HEADER,
         DISCOVERY_MARK,
     ];
 }

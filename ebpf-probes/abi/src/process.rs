@@ -84,6 +84,15 @@ pub struct HandOffEvent {
     pub cause_id: u64,
 }
 
+/// `HeaderFieldEvent::flags`.
+pub mod header_flags {
+    /// The library decoded the field from the peer (a server's), else it was handed the field
+    /// to send (a client's).
+    pub const DECODED: u8 = 1;
+    /// No field: the thread's list for the stream is whole.
+    pub const END: u8 = 2;
+}
+
 /// Bytes of a header field's name and value a `HeaderFieldEvent` carries.
 pub const HEADER_NAME_BYTES: usize = 32;
 pub const HEADER_VALUE_BYTES: usize = 224;
@@ -93,8 +102,7 @@ pub const HEADER_VALUE_BYTES: usize = 224;
 /// `tid` running `cause_kind`/`cause_id`. Sent only for processes whose connections name HPACK
 /// entries the agent never saw (opened before it attached); the agent completes those fields
 /// with them. `name_len`/`value_len` are the true lengths (saturated); the arrays hold their
-/// first bytes. `decoded`: 1 when the library decoded the field from the peer (a server), 0
-/// when it was handed the field to send (a client).
+/// first bytes. `flags`: `header_flags::*`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeaderFieldEvent {
@@ -103,7 +111,7 @@ pub struct HeaderFieldEvent {
     pub stream: u32,
     pub cause_kind: u32,
     pub name_len: u8,
-    pub decoded: u8,
+    pub flags: u8,
     pub value_len: u16,
     pub cause_id: u64,
     pub ts_ns: u64,

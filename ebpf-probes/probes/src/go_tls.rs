@@ -121,12 +121,13 @@ const WRITES_FOR_NS: u64 = 1_000_000_000;
 const CF: u64 = 1;
 const ZF: u64 = 1 << 6;
 
-struct Regs {
-    ax: u64,
-    bx: u64,
-    cx: u64,
-    di: u64,
-    g: u64,
+pub(crate) struct Regs {
+    pub ax: u64,
+    pub bx: u64,
+    pub cx: u64,
+    pub di: u64,
+    pub si: u64,
+    pub g: u64,
     flags: u64,
 }
 
@@ -135,7 +136,7 @@ fn regs(ctx: &ProbeContext) -> Regs {
     // SAFETY: `ctx.regs` is the probe context, the traced task's user registers; the verifier
     // allows reading its fields directly.
     let r = unsafe { &*ctx.regs };
-    Regs { ax: r.rax, bx: r.rbx, cx: r.rcx, di: r.rdi, g: r.r14, flags: r.eflags }
+    Regs { ax: r.rax, bx: r.rbx, cx: r.rcx, di: r.rdi, si: r.rsi, g: r.r14, flags: r.eflags }
 }
 
 #[inline(always)]
@@ -148,7 +149,7 @@ fn read_u64(addr: u64) -> Option<u64> {
 /// pointer folded into 31 bits with the process (g structs are ≥ 16-byte aligned, and Go heaps
 /// start at the same address in every process), marked `GOROUTINE_ACTOR`.
 #[inline(always)]
-fn goroutine_task(tgid: u32, g: u64) -> u64 {
+pub(crate) fn goroutine_task(tgid: u32, g: u64) -> u64 {
     let actor = GOROUTINE_ACTOR | (((g >> 4) as u32 ^ tgid.rotate_left(13)) & !GOROUTINE_ACTOR);
     (u64::from(tgid) << 32) | u64::from(actor)
 }
@@ -163,6 +164,7 @@ fn take<V: Copy>(map: &LruHashMap<GoKey, V>, key: &GoKey) -> Option<V> {
 }
 
 /// aya-template's thin entry point around a `try_` function.
+#[macro_export]
 macro_rules! go_probe {
     ($name:ident, $body:ident) => {
         #[uprobe]
@@ -206,7 +208,7 @@ fn conn_fd(ctx: &ProbeContext, tgid: u32, conn: u64) -> Option<u32> {
 /// is traced and this is the pass that goes on. On the way to growing the stack (the stack
 /// check's `jbe` taken) the call starts again, and the probe fires again.
 #[inline(always)]
-fn entered(ctx: &ProbeContext) -> Option<(u32, Regs)> {
+pub(crate) fn entered(ctx: &ProbeContext) -> Option<(u32, Regs)> {
     let pid_tgid = filter::traced_task()?;
     let r = regs(ctx);
     if r.flags & (CF | ZF) != 0 {

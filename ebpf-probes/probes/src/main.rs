@@ -21,6 +21,7 @@ mod conn;
 mod data;
 mod discovery;
 mod filter;
+mod go_h2;
 mod go_tls;
 mod libuv;
 mod maps;

@@ -14,14 +14,12 @@
 //! a server's, the ones nghttp2 decoded, as node's header callback receives them.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw},
+    helpers::bpf_probe_read_user,
     macros::{map, uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-use zerotrace_abi::{HEADER_NAME_BYTES, HEADER_VALUE_BYTES, HeaderFieldEvent, RecordHeader, kind, stat};
 
-use crate::maps::{EVENTS, count};
 use crate::{capture, filter, units};
 
 /// A request's header list handed to `nghttp2_submit_request`, per thread, until it returns.
@@ -48,6 +46,8 @@ const RCBUF_LEN: u64 = 24;
 /// In `nghttp2_frame`: `hd.stream_id`, and a HEADERS frame's category (request, response,
 /// push response, other headers) after its hd, padlen, pri_spec, nva and nvlen.
 const FRAME_STREAM_ID: u64 = 8;
+const FRAME_TYPE: u64 = 12;
+const HEADERS: u8 = 1;
 const HEADERS_CATEGORY: u64 = 56;
 const CATEGORY_REQUEST: u32 = 0;
 
@@ -77,8 +77,9 @@ pub fn nghttp2_submit_ret(ctx: RetProbeContext) -> u32 {
             }
             // SAFETY: checked read of the caller's header list.
             let Ok(nv) = (unsafe { bpf_probe_read_user((nva + i * size_of::<Nv>() as u64) as *const Nv) }) else { break };
-            header_field(tgid, tid, stream as u32, cause, false, (nv.name, nv.name_len), (nv.value, nv.value_len));
+            capture::header_field(tgid, tid, stream as u32, cause, false, (nv.name, nv.name_len), (nv.value, nv.value_len));
         }
+        capture::header_fields_end(tgid, tid, stream as u32, false);
     }
     0
 }
@@ -113,40 +114,28 @@ pub fn nghttp2_header(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let tid = pid_tgid as u32;
-    header_field((pid_tgid >> 32) as u32, tid, stream as u32, units::current(tid), true, (name_at, name_len), (value_at, value_len));
+    capture::header_field((pid_tgid >> 32) as u32, tid, stream as u32, units::current(tid), true, (name_at, name_len), (value_at, value_len));
     0
 }
 
-/// Sends one field: the first bytes of its name and value, and their lengths; `decoded` from
-/// the peer, or handed over to send.
-#[inline(always)]
-fn header_field(tgid: u32, tid: u32, stream: u32, cause: (u32, u64), decoded: bool, name: (u64, u64), value: (u64, u64)) {
-    let Some(mut entry) = EVENTS.reserve::<HeaderFieldEvent>(0) else {
-        count(stat::RINGBUF_FULL);
-        return;
+/// node's `Http2Session::OnFrameReceive(session, frame, user_data)`: nghttp2 received a whole
+/// frame, a HEADERS frame once every field of its block was delivered: a request's list ends.
+#[uprobe]
+pub fn nghttp2_frame_end(ctx: ProbeContext) -> u32 {
+    let Some(pid_tgid) = filter::traced_task() else { return 0 };
+    let Some(frame) = ctx.arg::<u64>(1) else { return 0 };
+    // SAFETY: checked reads of nghttp2's frame.
+    let (Ok(kind), Ok(stream), Ok(category)) = (unsafe {
+        (
+            bpf_probe_read_user((frame + FRAME_TYPE) as *const u8),
+            bpf_probe_read_user((frame + FRAME_STREAM_ID) as *const i32),
+            bpf_probe_read_user((frame + HEADERS_CATEGORY) as *const u32),
+        )
+    }) else {
+        return 0;
     };
-    let event = entry.as_mut_ptr();
-    // SAFETY: `event` points at the reserved record, written here before it is submitted;
-    // the copies stay inside its arrays (lengths bounded by their sizes) and the helper checks
-    // the user sources.
-    unsafe {
-        (*event).header = RecordHeader::new(kind::HEADER_FIELD, tgid);
-        (*event).tid = tid;
-        (*event).stream = stream;
-        (*event).cause_kind = cause.0;
-        (*event).cause_id = cause.1;
-        (*event).ts_ns = bpf_ktime_get_ns();
-        (*event).decoded = u8::from(decoded);
-        (*event).name_len = if name.1 > u8::MAX as u64 { u8::MAX } else { name.1 as u8 };
-        (*event).value_len = if value.1 > u16::MAX as u64 { u16::MAX } else { value.1 as u16 };
-        let n = if name.1 > HEADER_NAME_BYTES as u64 { HEADER_NAME_BYTES as u32 } else { name.1 as u32 };
-        if read_user_raw((*event).name.as_mut_ptr().cast(), n, name.0 as *const core::ffi::c_void) != 0 {
-            (*event).name_len = 0;
-        }
-        let v = if value.1 > HEADER_VALUE_BYTES as u64 { HEADER_VALUE_BYTES as u32 } else { value.1 as u32 };
-        if read_user_raw((*event).value.as_mut_ptr().cast(), v, value.0 as *const core::ffi::c_void) != 0 {
-            (*event).value_len = u16::MAX;
-        }
+    if kind == HEADERS && category == CATEGORY_REQUEST && stream > 0 {
+        capture::header_fields_end((pid_tgid >> 32) as u32, pid_tgid as u32, stream as u32, true);
     }
-    entry.submit(0);
+    0
 }

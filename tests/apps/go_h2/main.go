@@ -15,6 +15,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -157,6 +158,37 @@ func grpcCall(port string) {
 	fmt.Println("done")
 }
 
+// grpcCallSplit calls on one connection in rounds, each started by a line on stdin (the
+// agent attaches before the first): Call0..Call3 before, then Call0..Call7 per round (four
+// paths the connection sent before the agent attached, four new), "round N" after each.
+func grpcCallSplit(port string) {
+	conn, err := grpc.Dial("127.0.0.1:"+port, grpc.WithInsecure(), grpc.WithBlock(), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	if err != nil {
+		panic(err)
+	}
+	defer conn.Close()
+	call := func(i int, text string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		in, out := []byte(text), []byte(nil)
+		if err := conn.Invoke(ctx, fmt.Sprintf("/%s/Call%d", service, i), &in, &out); err != nil {
+			panic(err)
+		}
+	}
+	for i := 0; i < 4; i++ {
+		call(i, "before")
+	}
+	fmt.Println("half")
+	lines := bufio.NewScanner(os.Stdin)
+	for round := 1; round <= 2 && lines.Scan(); round++ {
+		for i := 0; i < 8; i++ {
+			call(i, fmt.Sprintf("round %d", round))
+		}
+		fmt.Printf("round %d\n", round)
+	}
+	fmt.Println("done")
+}
+
 func grpcFront(port, grpcPort string) {
 	conn, err := grpc.Dial("127.0.0.1:"+grpcPort, grpc.WithInsecure(), grpc.WithBlock(), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
 	if err != nil {
@@ -208,10 +240,10 @@ func main() {
 		grpcFront(os.Args[2], os.Args[3])
 	}
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: go_h2 grpc-serve|grpc-call|h2c-serve PORT | grpc-front PORT GRPC_PORT")
+		fmt.Fprintln(os.Stderr, "usage: go_h2 grpc-serve|grpc-call|grpc-call-split|h2c-serve PORT | grpc-front PORT GRPC_PORT")
 		os.Exit(2)
 	}
-	modes := map[string]func(string){"grpc-serve": grpcServe, "grpc-call": grpcCall, "h2c-serve": h2cServe}
+	modes := map[string]func(string){"grpc-serve": grpcServe, "grpc-call": grpcCall, "grpc-call-split": grpcCallSplit, "h2c-serve": h2cServe}
 	run, ok := modes[os.Args[1]]
 	if !ok {
 		fmt.Fprintln(os.Stderr, "unknown mode", os.Args[1])

@@ -10,10 +10,17 @@
 //! names an unknown entry is `Unknown`; every other field of the block is exact. Huffman
 //! strings are decoded by `httlib-huffman`.
 //!
-//! An unknown entry can be learned afterwards (`Decoder::learn`): the traced process's own
-//! HPACK library decoded the same field, and told the probes what it was. Unknown entries keep
-//! their place counted from the newest unknown one while known entries are inserted in front
-//! of them, so a learned entry answers every later reference to it, until the table is reset.
+//! An entry inserted with a name taken from an unknown entry (an encoder indexing a new value
+//! under a name it indexed before: grpc-go's `grpc-timeout`) goes in with its name unknown:
+//! its place is what matters. Sizes are counted from what is known, so the count is a lower
+//! bound: an entry is evicted only when the peer surely evicted it too, and an entry the peer
+//! evicted but we keep sits past the end of the peer's table, where no valid index points.
+//!
+//! An unknown entry or name can be learned afterwards (`Decoder::learn`): the traced process's
+//! own HPACK library decoded the same field, and told the probes what it was. Entries behind
+//! the known ones keep their place counted from the newest of them while known entries are
+//! inserted in front, and entries in front carry a sequence number, so a learned entry answers
+//! every later reference to it.
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -135,14 +142,29 @@ pub struct Field {
     pub unresolved: Option<Unresolved>,
 }
 
-/// An unknown entry a field named: the `older`-th entry behind the known ones (0 the newest
-/// unknown one), while the table is in `epoch`; `whole` when the field is the entry (an indexed
-/// field), not just its name.
+/// An entry a field named that the decoder does not know whole: where it is, while the table
+/// is in `epoch`; `whole` when the field is the entry (an indexed field), not just its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unresolved {
     epoch: u32,
-    older: usize,
+    place: Place,
     whole: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// The n-th entry behind the known ones (0 the newest of them).
+    Older(usize),
+    /// The entry of `known` with this sequence number (inserted with an unknown name).
+    Known(u64),
+}
+
+/// An entry of the part of the table whose places are known: its texts (`Static` or `Shared`;
+/// `Unknown` where it came from an unknown entry), and its sequence number.
+struct Entry {
+    name: Text,
+    value: Text,
+    seq: u64,
 }
 
 /// One header block, decoded: its wanted fields, how many fields it had, and the error that
@@ -166,9 +188,13 @@ pub enum HpackError {
 }
 
 pub struct Decoder {
-    /// Known entries, newest first (HPACK index 62 is the front): `Static` or `Shared` texts.
-    known: VecDeque<(Text, Text)>,
+    /// Entries inserted since the decoder lost track (all of them when it never did), newest
+    /// first: HPACK index 62 is the front.
+    known: VecDeque<Entry>,
+    /// Their size, counting unknown texts as empty.
     known_size: usize,
+    /// The next entry's sequence number.
+    next_seq: u64,
     /// The table's maximum size, as the last size update set it.
     max_size: usize,
     /// Entries older than `known` may exist and are unknown.
@@ -204,6 +230,7 @@ impl Decoder {
         Self {
             known: VecDeque::new(),
             known_size: 0,
+            next_seq: 0,
             max_size: DEFAULT_TABLE_SIZE,
             lost: false,
             learned: HashMap::default(),
@@ -270,14 +297,34 @@ impl Decoder {
     /// unknown entries moved since (another epoch).
     /// `value` None: the library's value was not copied whole; the name is learned alone.
     pub fn learn(&mut self, at: Unresolved, name: &[u8], value: Option<&[u8]>) {
-        if at.epoch != self.epoch || !self.lost || self.learned.len() >= MAX_LEARNED {
+        if at.epoch != self.epoch {
             return;
         }
-        let value = match value {
-            Some(v) if at.whole => Text::Shared(v.into()),
-            _ => self.learned.get(&at.older).map_or(Text::Unknown, |(_, v)| v.clone()),
-        };
-        self.learned.insert(at.older, (Text::Shared(name.into()), value));
+        let value = value.filter(|_| at.whole);
+        match at.place {
+            Place::Older(older) => {
+                if !self.lost || self.learned.len() >= MAX_LEARNED {
+                    return;
+                }
+                let value = match value {
+                    Some(v) => Text::Shared(v.into()),
+                    None => self.learned.get(&older).map_or(Text::Unknown, |(_, v)| v.clone()),
+                };
+                self.learned.insert(older, (Text::Shared(name.into()), value));
+            }
+            Place::Known(seq) => {
+                let Some(entry) = self.known.iter_mut().find(|e| e.seq == seq) else { return };
+                if entry.name.known().is_none() {
+                    entry.name = Text::Shared(name.into());
+                    self.known_size += name.len();
+                }
+                if let (None, Some(v)) = (entry.value.known(), value) {
+                    entry.value = Text::Shared(v.into());
+                    self.known_size += v.len();
+                }
+                self.evict();
+            }
+        }
     }
 
     /// The unknown entries' places changed: what was learned of them names nothing now.
@@ -363,10 +410,14 @@ impl Decoder {
                 Ok((Text::Static(n.as_bytes()), Text::Static(v.as_bytes()), None))
             }
             _ => match self.known.get(index - 62) {
-                Some((n, v)) => Ok((n.clone(), v.clone(), None)),
+                Some(e) => {
+                    let whole = e.name.known().is_some() && e.value.known().is_some();
+                    let at = (!whole).then_some(Unresolved { epoch: self.epoch, place: Place::Known(e.seq), whole: false });
+                    Ok((e.name.clone(), e.value.clone(), at))
+                }
                 None if self.lost => {
                     let older = index - 62 - self.known.len();
-                    let at = Unresolved { epoch: self.epoch, older, whole: false };
+                    let at = Unresolved { epoch: self.epoch, place: Place::Older(older), whole: false };
                     Ok(match self.learned.get(&older) {
                         Some((n, v @ Text::Unknown)) => (n.clone(), v.clone(), Some(at)),
                         Some((n, v)) => (n.clone(), v.clone(), None),
@@ -379,40 +430,31 @@ impl Decoder {
     }
 
     fn insert(&mut self, name: &Text, value: &Text) {
-        match (name.known(), value.known()) {
-            (Some(n), Some(v)) => {
-                let size = n.len() + v.len() + ENTRY_OVERHEAD;
-                if size > self.max_size {
-                    // Larger than the table: it empties the table (§4.4), known and unknown.
-                    self.known.clear();
-                    self.known_size = 0;
-                    self.lost = false;
-                    self.forget_learned();
-                    return;
-                }
-                // `field` made both `Static` or `Shared`: these clones copy no bytes.
-                self.known.push_front((name.clone(), value.clone()));
-                self.known_size += size;
-                self.evict();
-            }
-            // The name came from an unknown entry: the new entry is unknown, and so is where
-            // the known ones now sit.
-            _ => {
-                self.known.clear();
-                self.known_size = 0;
-                self.lost = true;
-                self.forget_learned();
-            }
+        let size = name.known().map_or(0, <[u8]>::len) + value.known().map_or(0, <[u8]>::len) + ENTRY_OVERHEAD;
+        if size > self.max_size {
+            // Larger than the table: it empties the table (§4.4), known and unknown. (An entry
+            // with an unknown name may be too and go in here: it sits where the peer has no
+            // entry, and nothing valid names it.)
+            self.known.clear();
+            self.known_size = 0;
+            self.lost = false;
+            self.forget_learned();
+            return;
         }
+        // `field` made known texts `Static` or `Shared`: these clones copy no bytes.
+        self.known.push_front(Entry { name: name.clone(), value: value.clone(), seq: self.next_seq });
+        self.next_seq += 1;
+        self.known_size += size;
+        self.evict();
     }
 
-    /// Evicts from the oldest end. Unknown entries are older than every known one, so a
-    /// known entry goes only when the known ones alone exceed the size.
+    /// Evicts from the oldest end. Entries behind the known ones are older, so a known entry
+    /// goes only when the known ones alone exceed the size.
     fn evict(&mut self) {
         while self.known_size > self.max_size {
-            let Some((n, v)) = self.known.pop_back() else { break };
+            let Some(e) = self.known.pop_back() else { break };
             let len = |t: &Text| t.known().map_or(0, <[u8]>::len);
-            self.known_size -= len(&n) + len(&v) + ENTRY_OVERHEAD;
+            self.known_size -= len(&e.name) + len(&e.value) + ENTRY_OVERHEAD;
             // The unknown entries, older, went first.
             if !self.learned.is_empty() {
                 self.forget_learned();
@@ -543,8 +585,7 @@ mod tests {
 
     /// What the process's library said of a field that named an unknown entry teaches the
     /// decoder that entry: later references resolve, even after known entries went in front
-    /// of it. Once the unknown entries move (an entry with an unknown name), a late lesson
-    /// teaches nothing.
+    /// of it, and so does an entry inserted with that unknown name.
     #[test]
     fn an_unknown_entry_learned_from_the_library_resolves_later_references() {
         let literal = |prefix: u8, value: &str| {
@@ -571,14 +612,19 @@ mod tests {
         assert_eq!(pairs(&decoder.decode(&call1).0), owned(&[(":method", "POST"), (":path", "/demo.Greeter/Call1"), ("content-type", "application/grpc")]));
         assert_eq!(pairs(&decoder.decode(&[0x83, 0xc0, 0xbf]).0), owned(&[(":method", "POST"), (":path", "/demo.Greeter/Call0"), ("content-type", "application/grpc")]));
 
-        // Another connection: the lesson comes after the unknown entries moved.
+        // Another connection: a new value indexed under a name only an unknown entry holds
+        // (literal with incremental indexing, name 62) goes in front with its name unknown;
+        // the old entry moves to 63, and both resolve once learned.
         let mut decoder = Decoder::new();
         decoder.lose();
-        // Indexed 62 (unknown), then a literal with incremental indexing whose name is 62.
         let d = decoder.decode_only(&[0xbe, 0x7e, 0x01, b'x'], |_| true);
-        let at = d.fields[0].unresolved.expect("62 is unknown");
-        decoder.learn(at, b"x-a", Some(b"1"));
-        assert_eq!(pairs(&decoder.decode(&[0xbf]).0), owned(&[("?", "?")]), "62 of the old epoch is 63 now, and was not learned");
+        assert_eq!(pairs(&d.fields), owned(&[("?", "?"), ("?", "x")]));
+        decoder.learn(d.fields[0].unresolved.expect("62 is unknown"), b"x-a", Some(b"1"));
+        assert_eq!(pairs(&decoder.decode(&[0xbf]).0), owned(&[("x-a", "1")]), "the old 62 is 63 now");
+        let d = decoder.decode_only(&[0xbe], |_| true);
+        assert_eq!(pairs(&d.fields), owned(&[("?", "x")]));
+        decoder.learn(d.fields[0].unresolved.expect("its name is unknown"), b"x-a", Some(b"x"));
+        assert_eq!(pairs(&decoder.decode(&[0xbe, 0xbf]).0), owned(&[("x-a", "x"), ("x-a", "1")]));
     }
 
     #[test]
