@@ -322,6 +322,9 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
     for pid in effects.library_fields {
         user.runtimes.attach_library_fields(probes, pid);
     }
+    for pid in effects.library_fields_done {
+        user.runtimes.detach_library_fields(probes, pid);
+    }
     user.recognised(pipeline, probes);
 }
 

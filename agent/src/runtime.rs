@@ -104,8 +104,8 @@ pub struct RuntimeProbes {
     /// Objects probed, per process.
     files: HashMap<u32, HashSet<FileId>>,
     seen: HashSet<u32>,
-    /// Processes whose library field probes are attached.
-    library_fields: HashSet<u32>,
+    /// Processes whose library field probes are attached, with their links.
+    library_fields: HashMap<u32, Vec<UprobeLink>>,
     /// Processes recognised since the last call to `take_recognised`.
     recognised: Vec<(u32, Runtime)>,
     /// Processes with no runtime found yet, to look at again (asyncio's module is loaded on
@@ -191,25 +191,34 @@ impl RuntimeProbes {
     /// A connection of `pid` has requests whose header fields only its HTTP/2 library knows:
     /// attach the probes that send them, once per process. One line says what was attached.
     pub fn attach_library_fields(&mut self, probes: &mut Probes, pid: u32) {
-        if !self.library_fields.insert(pid) {
+        if self.library_fields.contains_key(&pid) {
             return;
         }
-        let mut attached = 0;
+        let mut links = Vec::new();
         for path in objects(pid) {
             let Ok(meta) = std::fs::metadata(&path) else { continue };
             let Some(Some(plan)) = self.plans.get(&(meta.dev(), meta.ino())) else { continue };
             for (program, offset) in plan.library_fields.clone() {
                 match probes.attach_uprobe(program, &path, offset, None, Some(pid)) {
-                    Ok(link) => {
-                        self.attached.entry(pid).or_default().push(link);
-                        attached += 1;
-                    }
+                    Ok(link) => links.push(link),
                     Err(err) => eprintln!("zerotrace: warning: pid {pid}: no HTTP/2 library field probe {program}: {err:#}"),
                 }
             }
         }
-        let what = if attached > 0 { "its HTTP/2 library's header fields are followed" } else { "no HTTP/2 library we can follow: those values stay unknown" };
+        let what = if links.is_empty() { "no HTTP/2 library we can follow: those values stay unknown" } else { "its HTTP/2 library's header fields are followed" };
         eprintln!("zerotrace: pid {pid} has HTTP/2 requests naming header table entries the agent never saw (a connection opened before attach); {what}");
+        self.library_fields.insert(pid, links);
+    }
+
+    /// `pid`'s connections decode whole again (or are gone): its library field probes come off.
+    pub fn detach_library_fields(&mut self, probes: &mut Probes, pid: u32) {
+        let Some(links) = self.library_fields.remove(&pid) else { return };
+        if !links.is_empty() {
+            eprintln!("zerotrace: pid {pid}: its HTTP/2 header tables are known again; its library's header fields are no longer followed");
+        }
+        for link in links {
+            probes.detach_uprobe(link);
+        }
     }
 
     /// A process ran exec: look at it again.
@@ -228,7 +237,12 @@ impl RuntimeProbes {
             self.attach_or_recheck(probes, pid, looks_left);
         }
         self.seen.retain(|pid| crate::targets::is_alive(*pid));
-        self.library_fields.retain(|pid| crate::targets::is_alive(*pid));
+        let gone: Vec<u32> = self.library_fields.keys().copied().filter(|pid| !crate::targets::is_alive(*pid)).collect();
+        for pid in gone {
+            for link in self.library_fields.remove(&pid).unwrap_or_default() {
+                probes.detach_uprobe(link);
+            }
+        }
         let gone: Vec<u32> = self.attached.keys().copied().filter(|pid| !crate::targets::is_alive(*pid)).collect();
         for pid in gone {
             self.files.remove(&pid);

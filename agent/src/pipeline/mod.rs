@@ -100,8 +100,10 @@ pub struct Effects {
     /// Sockets whose protocol wants another capture size: (tgid, fd, bytes per syscall).
     pub capture: Vec<(u32, u32, u16)>,
     /// Processes whose connections have requests waiting for their library's header fields
-    /// (`Parser::wants_library_fields`): attach the probes that send them.
+    /// (`Parser::library_fields_wanted`): attach the probes that send them.
     pub library_fields: Vec<u32>,
+    /// Processes whose connections have not wanted them for `LIBRARY_IDLE`: detach them.
+    pub library_fields_done: Vec<u32>,
 }
 
 struct Waiting {
@@ -167,8 +169,9 @@ pub struct Pipeline<H: Host> {
     stream_callers: HashMap<u32, std::collections::VecDeque<StreamCaller>>,
     /// Header fields from the processes' own HTTP/2 libraries (`library.rs`).
     library: library::LibraryFields,
-    /// Processes whose library fields were asked for (`Effects::library_fields`).
-    library_asked: std::collections::HashSet<u32>,
+    /// Processes whose library fields were asked for (`Effects::library_fields`), and when
+    /// one of their connections last wanted them.
+    library_asked: HashMap<u32, Instant>,
     /// In those processes, the socket each thread (goroutine) read last: a Go server decodes
     /// a connection's header blocks on the goroutine that reads it.
     last_read: HashMap<(u32, u32), u32>,
@@ -182,6 +185,8 @@ struct StreamCaller {
     ts_ns: u64,
 }
 
+/// A process's library probes come off after its connections wanted them for this long.
+const LIBRARY_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Threads whose last read is remembered (`Pipeline::last_read`).
 const MAX_LAST_READ: usize = 65536;
 /// Stream hints kept per process: a write's worth and more.
@@ -313,7 +318,7 @@ impl<H: Host> Pipeline<H> {
                 if self.conns.get_mut(tgid, fd).is_none() && !self.adopt_fd(tgid, fd) {
                     return;
                 }
-                if ingress && !self.library_asked.is_empty() && self.library_asked.contains(&tgid) {
+                if ingress && !self.library_asked.is_empty() && self.library_asked.contains_key(&tgid) {
                     if self.last_read.len() >= MAX_LAST_READ {
                         self.last_read.clear();
                     }
@@ -356,8 +361,8 @@ impl<H: Host> Pipeline<H> {
                 }
                 self.batched_write = false;
                 self.parsed = parsed;
-                if !self.library_asked.contains(&tgid) && self.conns.get(tgid, fd).and_then(|c| c.parser()).is_some_and(|p| p.wants_library_fields()) {
-                    self.library_asked.insert(tgid);
+                if self.conns.get_mut(tgid, fd).and_then(|c| c.parser_mut()).is_some_and(|p| p.library_fields_wanted()) && self.library_asked.insert(tgid, Instant::now()).is_none()
+                {
                     self.effects.library_fields.push(tgid);
                 }
             }
@@ -833,6 +838,14 @@ impl<H: Host> Pipeline<H> {
         self.stats.tls_without_socket += self.memory_bio.expire(now);
         for list in self.library.end_all() {
             self.take_library_list(list);
+        }
+        // Once its tables are learned (or its old connections gone), a process decodes whole
+        // again: its library probes, which run on every request, come off.
+        let idle: Vec<u32> = self.library_asked.iter().filter(|(_, at)| now.saturating_duration_since(**at) > LIBRARY_IDLE).map(|(tgid, _)| *tgid).collect();
+        for tgid in idle {
+            self.library_asked.remove(&tgid);
+            self.last_read.retain(|(t, _), _| *t != tgid);
+            self.effects.library_fields_done.push(tgid);
         }
         let mut ready = Vec::new();
         let waiting = std::mem::take(&mut self.waiting);

@@ -393,3 +393,23 @@ fn stream_hints_from_event_loop_callbacks_place_streams_written_later() {
     let clients: Vec<_> = spans.iter().filter(|s| s.span.kind == SpanKind::Client).map(|s| s.span.ids.parent).collect();
     assert_eq!(clients, [Some(server("/a")), Some(server("/b")), None], "streams 1 and 3 under their callbacks' requests, 5 (two callers) under none");
 }
+
+/// A request naming HPACK entries never seen (a connection joined mid-stream) asks for the
+/// process's library probes once; when no request has wanted them for a while, they are let go.
+#[test]
+fn library_probes_are_asked_for_once_and_let_go_when_no_longer_wanted() {
+    const HEADERS: u8 = 1;
+    const END_STREAM_AND_HEADERS: u8 = 0x5;
+    let mut s = Script::new();
+    s.open(7, Role::Client, 41_000, 50_051);
+    // POST, then entry 62, never seen: a connection opened before attach.
+    for stream in [1, 3] {
+        s.data(7, false, &crate::protocols::http2::frame_bytes(HEADERS, END_STREAM_AND_HEADERS, stream, &[0x83, 0xbe]));
+    }
+    let effects = s.pipeline.take_effects();
+    assert_eq!(effects.library_fields, [TGID], "asked once");
+    let _ = s.pipeline.tick(Instant::now() + Duration::from_secs(5));
+    assert!(s.pipeline.take_effects().library_fields_done.is_empty(), "still wanted");
+    let _ = s.pipeline.tick(Instant::now() + Duration::from_secs(40));
+    assert_eq!(s.pipeline.take_effects().library_fields_done, [TGID]);
+}

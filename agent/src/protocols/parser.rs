@@ -98,8 +98,9 @@ pub trait Parser: Send {
     fn complete_request(&mut self, _key: u64, _library: &[LibraryField]) -> Option<Completed> {
         None
     }
-    /// Requests wait for `complete_request`: the process's library probes are wanted.
-    fn wants_library_fields(&self) -> bool {
+    /// Whether what was fed since the last call left requests only `complete_request` can
+    /// complete: the process's library probes are wanted (taken: the flag clears).
+    fn library_fields_wanted(&mut self) -> bool {
         false
     }
     /// What `complete_request` did on this connection, for its report.

@@ -124,6 +124,8 @@ pub struct Http2 {
     /// Requests whose blocks named table entries never seen, newest last, until the library's
     /// fields complete them (`complete_request`).
     incomplete: std::collections::VecDeque<Incomplete>,
+    /// A request went into `incomplete` since `library_fields_wanted` was last asked.
+    library_wanted: bool,
     recovery: Recovery,
 }
 
@@ -173,6 +175,7 @@ impl Http2 {
             server_frames: 0,
             shared_transport: false,
             incomplete: Default::default(),
+            library_wanted: false,
             recovery: Recovery::default(),
         }
     }
@@ -352,6 +355,7 @@ impl Http2 {
                         self.incomplete.pop_front();
                     }
                     self.incomplete.push_back(Incomplete { stream: block.stream, fields: fields.clone(), count, cut });
+                    self.library_wanted = true;
                 }
                 let writer = self.writer(&fields, cut);
                 let (fields, context, grpc) = request_fields(&fields, cut);
@@ -475,8 +479,8 @@ impl Parser for Http2 {
         self.complete(u32::try_from(key).ok()?, library)
     }
 
-    fn wants_library_fields(&self) -> bool {
-        !self.incomplete.is_empty()
+    fn library_fields_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.library_wanted)
     }
 
     fn recovery(&self) -> Recovery {

@@ -248,7 +248,8 @@ fn the_librarys_fields_complete_a_request_that_named_unknown_entries() {
         h2.feed(Sender::Client, seg(&encode(kind::HEADERS, flag::END_HEADERS, stream, &[0x83, 0x86, 0xbf, 0xbe]), ts), &mut out);
     }
     assert_eq!(summary(&out), ["req Key(3) POST ?", "req Key(5) POST ?", "req Key(7) POST ?"]);
-    assert!(h2.wants_library_fields());
+    assert!(h2.library_fields_wanted());
+    assert!(!h2.library_fields_wanted(), "taken");
     let wrong = [(":method", "GET"), (":scheme", "http"), (":path", "/demo.Greeter/Call0"), ("content-type", "application/grpc")];
     assert_eq!(h2.complete_request(3, &list(&wrong)), None, "it disagrees with the known :method");
     assert_eq!(h2.complete_request(5, &list(&call0[..3])), None, "three fields for a block of four");
@@ -259,5 +260,5 @@ fn the_librarys_fields_complete_a_request_that_named_unknown_entries() {
     out.clear();
     h2.feed(Sender::Client, seg(&encode(kind::HEADERS, flag::END_HEADERS, 9, &[0x83, 0x86, 0xbf, 0xbe]), 4), &mut out);
     assert_eq!(summary(&out), ["rpc Key(9) demo.Greeter/Call0"]);
-    assert!(!h2.wants_library_fields());
+    assert!(!h2.library_fields_wanted(), "the entries were learned: nothing more to ask");
 }
