@@ -12,6 +12,8 @@ use zerotrace_abi::{
     SockAddr, StreamCallerEvent, TlsSocketEvent, UnitSpawnEvent, direction, header_flags, kind, stat,
 };
 
+use aya_ebpf::maps::ring_buf::RingBufEntry;
+
 use crate::maps::{EVENTS, Inflight, LOOP_GATHER, PAYLOAD_CAP, SCRATCH, WAKEUP_BYTES, count, op, setting_u8, setting_u32, setting_u64};
 
 /// Wake the reader only once enough is queued; it drains on a timer otherwise.
@@ -116,18 +118,15 @@ pub fn stream_caller(tgid: u32, stream: u32, caller: u32, cause: (u32, u64)) {
     submit(&StreamCallerEvent { header: RecordHeader::new(kind::STREAM_CALLER, tgid), stream, caller, cause_kind: cause.0, _pad: 0, cause_id: cause.1, ts_ns });
 }
 
-/// Sends one field: the first bytes of its name and value, and their lengths; `decoded` from
-/// the peer, or handed over to send.
+/// Reserves a header field record and writes its fixed part, texts empty.
 #[inline(always)]
-pub fn header_field(tgid: u32, tid: u32, stream: u32, cause: (u32, u64), decoded: bool, name: (u64, u64), value: (u64, u64)) {
+fn header_record(tgid: u32, tid: u32, stream: u32, cause: (u32, u64), flags: u8) -> Option<RingBufEntry<HeaderFieldEvent>> {
     let Some(mut entry) = EVENTS.reserve::<HeaderFieldEvent>(0) else {
         count(stat::RINGBUF_FULL);
-        return;
+        return None;
     };
     let event = entry.as_mut_ptr();
-    // SAFETY: `event` points at the reserved record, written here before it is submitted;
-    // the copies stay inside its arrays (lengths bounded by their sizes) and the helper checks
-    // the user sources.
+    // SAFETY: `event` points at the reserved record, written here before it is submitted.
     unsafe {
         (*event).header = RecordHeader::new(kind::HEADER_FIELD, tgid);
         (*event).tid = tid;
@@ -135,7 +134,23 @@ pub fn header_field(tgid: u32, tid: u32, stream: u32, cause: (u32, u64), decoded
         (*event).cause_kind = cause.0;
         (*event).cause_id = cause.1;
         (*event).ts_ns = bpf_ktime_get_ns();
-        (*event).flags = if decoded { header_flags::DECODED } else { 0 };
+        (*event).flags = flags;
+        (*event).name_len = 0;
+        (*event).value_len = 0;
+    }
+    Some(entry)
+}
+
+/// Sends one field: the first bytes of its name and value, and their lengths; `decoded` from
+/// the peer, or handed over to send.
+#[inline(always)]
+pub fn header_field(tgid: u32, tid: u32, stream: u32, cause: (u32, u64), decoded: bool, name: (u64, u64), value: (u64, u64)) {
+    let flags = if decoded { header_flags::DECODED } else { 0 };
+    let Some(mut entry) = header_record(tgid, tid, stream, cause, flags) else { return };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points at the reserved record; the copies stay inside its arrays
+    // (lengths bounded by their sizes) and the helper checks the user sources.
+    unsafe {
         (*event).name_len = if name.1 > u8::MAX as u64 { u8::MAX } else { name.1 as u8 };
         (*event).value_len = if value.1 > u16::MAX as u64 { u16::MAX } else { value.1 as u16 };
         let n = if name.1 > HEADER_NAME_BYTES as u64 { HEADER_NAME_BYTES as u32 } else { name.1 as u32 };
@@ -153,25 +168,10 @@ pub fn header_field(tgid: u32, tid: u32, stream: u32, cause: (u32, u64), decoded
 /// Thread `tid`'s field list for `stream` is whole (see `header_flags::END`).
 #[inline(always)]
 pub fn header_fields_end(tgid: u32, tid: u32, stream: u32, decoded: bool) {
-    let Some(mut entry) = EVENTS.reserve::<HeaderFieldEvent>(0) else {
-        count(stat::RINGBUF_FULL);
-        return;
-    };
-    let event = entry.as_mut_ptr();
-    // SAFETY: `event` points at the reserved record; every field the agent reads is written
-    // before it is submitted (the arrays are not read: the lengths are zero).
-    unsafe {
-        (*event).header = RecordHeader::new(kind::HEADER_FIELD, tgid);
-        (*event).tid = tid;
-        (*event).stream = stream;
-        (*event).cause_kind = 0;
-        (*event).cause_id = 0;
-        (*event).ts_ns = bpf_ktime_get_ns();
-        (*event).flags = header_flags::END | if decoded { header_flags::DECODED } else { 0 };
-        (*event).name_len = 0;
-        (*event).value_len = 0;
+    let flags = header_flags::END | if decoded { header_flags::DECODED } else { 0 };
+    if let Some(entry) = header_record(tgid, tid, stream, (0, 0), flags) {
+        entry.submit(0);
     }
-    entry.submit(0);
 }
 
 /// A new traced process (or thread) or an exec. Wakes the agent at once: it has uprobes to
