@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 use crate::traceparent::{self, SpanId, TraceId, TraceParent};
 
 mod evidence;
+mod messages;
+
+pub use messages::ConsumerStats;
 mod peers;
 
 pub use evidence::{Decision, Evidence, LinkStats, Outcome, UnitKey, Why};
@@ -129,6 +132,9 @@ pub struct Linker {
     spawned: HashMap<UnitKey, (UnitKey, u64)>,
     pub stats: LinkStats,
     pub stitch: StitchStats,
+    /// Messages sent by PRODUCER spans, by identity (`messages.rs`).
+    sent: messages::SentMessages,
+    pub consumers: messages::ConsumerStats,
 }
 
 /// How traced callees' searches for a traced caller came out (exit report).
@@ -486,6 +492,49 @@ impl Linker {
         if let Some((local, remote)) = ends {
             self.clients.sent(local, remote, facts.start_enter_ns, facts.key, span);
         }
+        span
+    }
+
+    /// A PRODUCER span's message, by identity: its consumers find it (`start_consumer`).
+    pub fn message_sent(&mut self, identity: u64, producer: SpanId, ts_ns: u64) {
+        self.sent.sent(identity, producer, ts_ns);
+    }
+
+    /// A CONSUMER span: a message delivered. Its parent is the context in its headers, else
+    /// the one PRODUCER span that sent the same message (`identity`); several give span links
+    /// and no parent; none, a root.
+    pub fn start_consumer(&mut self, facts: &RequestFacts<'_>, identity: Option<u64>) -> SpanId {
+        let span = new_span_id();
+        let root = || Context { trace_id: new_trace_id(), parent: None };
+        let incoming = facts.traceparent.and_then(traceparent::parse);
+        let producer = identity.map_or(messages::Producer::None, |id| self.sent.producer(id, facts.start_enter_ns));
+        let (origin, links) = match (incoming, producer) {
+            (Some(tp), _) => {
+                self.consumers.by_headers += 1;
+                (Origin::Known(Context { trace_id: tp.trace_id, parent: Some(tp.parent_id) }), Vec::new())
+            }
+            (None, messages::Producer::One(producer)) => {
+                self.consumers.by_identity += 1;
+                (Origin::ChildOf(producer), Vec::new())
+            }
+            (None, messages::Producer::Several(candidates)) => {
+                self.consumers.ambiguous += 1;
+                (Origin::Known(root()), candidates)
+            }
+            (None, messages::Producer::None) => {
+                self.consumers.producer_not_seen += 1;
+                (Origin::Known(root()), Vec::new())
+            }
+        };
+        for referred in links.iter().chain(match &origin {
+            Origin::ChildOf(p) => std::slice::from_ref(p),
+            _ => &[],
+        }) {
+            if let Some(node) = self.nodes.get_mut(referred) {
+                node.referable = true;
+            }
+        }
+        self.nodes.insert(span, Node { origin, incoming, links, made_for: None, resolved: None, finished: None, referable: true });
         span
     }
 

@@ -200,6 +200,10 @@ pub struct MessagingRequest {
     pub operation: String,
     pub message_id: Option<String>,
     pub body_size: Option<u64>,
+    /// The message's identity where the protocol can tell one message from another (NATS: a
+    /// hash of its subject and whole payload): the same on its send and on every delivery, so
+    /// a consumer is linked to its producer. Never exported.
+    pub identity: Option<u64>,
 }
 
 impl Message {
