@@ -406,4 +406,8 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
     eprintln!("zerotrace: protocols — {}", if protocols.is_empty() { "none recognised".to_string() } else { protocols.join("; ") });
     eprintln!("zerotrace: client span parents — {}", pipeline.link_stats().summary());
     eprintln!("zerotrace: same-host callees — {}", pipeline.stitch_stats().summary());
+    let consumers = pipeline.consumer_stats();
+    if consumers.by_headers + consumers.by_identity + consumers.ambiguous + consumers.producer_not_seen > 0 {
+        eprintln!("zerotrace: consumer spans — {}", consumers.summary());
+    }
 }

@@ -13,7 +13,7 @@ pub struct TestSpan {
     pub parent_id: String,
     pub trace_state: String,
     pub name: String,
-    /// "SERVER" or "CLIENT".
+    /// "SERVER", "CLIENT", "PRODUCER" or "CONSUMER".
     pub kind: String,
     pub start: u64,
     pub end: u64,
@@ -56,6 +56,8 @@ fn kind_name(k: i32) -> String {
     match k {
         2 => "SERVER",
         3 => "CLIENT",
+        4 => "PRODUCER",
+        5 => "CONSUMER",
         1 => "INTERNAL",
         _ => "OTHER",
     }

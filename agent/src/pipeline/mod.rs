@@ -15,7 +15,7 @@ use crate::link::{CalleeEnd, Decision, Evidence, LinkStats, Linker, PeerKey, Req
 use crate::process::{FdKind, ProcessResource};
 use crate::protocols::message::{Correlation, Message, Request, RequestFields, Response, Writer};
 use crate::protocols::parser::Segment;
-use crate::spans::record::SpanRecord;
+use crate::spans::record::{SpanKind, SpanRecord};
 use crate::spans::{Answer, Clock, DbSpanOptions, path_of};
 use crate::traceparent::SpanId;
 
@@ -187,6 +187,14 @@ struct StreamCaller {
 
 /// A process's library probes come off after its connections wanted them for this long.
 const LIBRARY_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// A message's identity (`MessagingRequest::identity`), for producer → consumer links.
+fn message_identity(request: &Request) -> Option<u64> {
+    match &request.fields {
+        RequestFields::Messaging(m) => m.identity,
+        _ => None,
+    }
+}
+
 /// Threads whose last read is remembered (`Pipeline::last_read`).
 const MAX_LAST_READ: usize = 65536;
 /// Stream hints kept per process: a write's worth and more.
@@ -567,6 +575,10 @@ impl<H: Host> Pipeline<H> {
         self.linker.stitch
     }
 
+    pub fn consumer_stats(&self) -> crate::link::ConsumerStats {
+        self.linker.consumers
+    }
+
     fn local_address(&mut self, tgid: u32, fd: u32) -> Option<std::net::SocketAddr> {
         self.socket_addresses(tgid, fd).0
     }
@@ -651,6 +663,9 @@ impl<H: Host> Pipeline<H> {
                 }
                 self.linker.start_server(&facts, end)
             }
+            // A delivery: its parent is the message's sender, not what the receiving thread
+            // serves (the consumer's own calls are what it serves).
+            _ if request.client_kind == SpanKind::Consumer => self.linker.start_consumer(&facts, message_identity(&request)),
             _ => {
                 let tuple = conn.info.local.map(|l| (l, conn.info.remote));
                 // The library said whom it writes this stream for: that caller's request.
@@ -661,7 +676,13 @@ impl<H: Host> Pipeline<H> {
                 if self.debug {
                     eprintln!("zerotrace: debug: client request {} tuple {tuple:?} enter={} cause {:?} evidence {evidence:?}", facts.path, facts.start_enter_ns, self.cause);
                 }
-                self.linker.start_client(&facts, tuple, &evidence)
+                let span = self.linker.start_client(&facts, tuple, &evidence);
+                if request.client_kind == SpanKind::Producer
+                    && let Some(identity) = message_identity(&request)
+                {
+                    self.linker.message_sent(identity, span, facts.start_enter_ns);
+                }
+                span
             }
         };
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return self.linker.finish(span) };

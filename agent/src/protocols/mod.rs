@@ -11,6 +11,7 @@ pub mod http2;
 pub mod memcached;
 pub mod message;
 pub mod mysql;
+pub mod nats;
 pub mod parser;
 pub mod postgres;
 pub mod redis;

@@ -8,7 +8,7 @@
 //! `PROTOCOLS`' order decides.
 
 use super::parser::{Parser, Sender};
-use super::{http1, http2, memcached, mysql, postgres, redis};
+use super::{http1, http2, memcached, mysql, nats, postgres, redis};
 
 /// How certain a detector is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,6 +49,9 @@ pub const PROTOCOLS: &[&Protocol] = &[
     &mysql::PROTOCOL,
     &redis::PROTOCOL,
     &memcached::PROTOCOL,
+    // Its greetings are magic; a PUB or MSG line (a connection opened before attach) has a
+    // grammar no other protocol here shares.
+    &nats::PROTOCOL,
     // The worked example of docs/ARCHITECTURE.md, in test builds only.
     #[cfg(test)]
     &super::toy::PROTOCOL,
