@@ -1,22 +1,35 @@
 //! Redis connections: the RESP framer on both directions, turned into one request per command
-//! and one response per reply. Pub/sub connections stop producing spans (their messages answer
-//! no command); RESP3 pushes are skipped.
+//! and one response per reply. Pub/sub is messaging: PUBLISH is a PRODUCER span (answered by
+//! its count of receivers), and each message a subscribed connection receives a CONSUMER span;
+//! both carry the message's identity (channel and payload, hashed) so a delivery is linked to
+//! its publish. A subscribed connection's other traffic gives no spans.
 
-use super::message::{DbCommand, DbOutcome, DbRequest, Message, Timing};
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+
+use super::message::{Correlation, DbCommand, DbOutcome, DbRequest, Message, MessagingRequest, Request, RequestFields, ResponseFields, Timing, TraceContext, Writer};
 use super::parser::{Health, Parser, Segment, Sender};
 use super::registry::{Detector, Layer, Protocol};
-use super::resp::{Direction, RespStream, RespValue};
+use super::resp::{Direction, Element, RespMessage, RespStream, RespValue};
+use crate::spans::record::SpanKind;
 
 pub const PROTOCOL: Protocol = Protocol {
     name: "redis",
     detectors: &[Detector { layer: Layer::Structure, sender: Sender::Client, matches: super::resp::looks_like_command, parser: || Box::new(Redis::new()) }],
 };
 
+/// What a request waiting for its reply was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waiting {
+    Command,
+    Publish,
+}
+
 pub struct Redis {
     commands: RespStream,
     replies: RespStream,
-    /// Requests emitted whose reply has not been seen.
-    waiting: usize,
+    /// Requests emitted whose reply has not been seen, oldest first.
+    waiting: VecDeque<Waiting>,
     subscribed: bool,
     last_reply: (u64, u64),
 }
@@ -29,7 +42,7 @@ impl Default for Redis {
 
 impl Redis {
     pub fn new() -> Self {
-        Self { commands: RespStream::new(Direction::Commands), replies: RespStream::new(Direction::Replies), waiting: 0, subscribed: false, last_reply: (0, 0) }
+        Self { commands: RespStream::new(Direction::Commands), replies: RespStream::new(Direction::Replies), waiting: VecDeque::new(), subscribed: false, last_reply: (0, 0) }
     }
 
     pub fn is_desynced(&self) -> bool {
@@ -44,32 +57,50 @@ impl Redis {
                     // last reply bytes, and the next reply starts a segment.
                     self.end_blind(out);
                 }
-                let RespValue::Command { name, .. } = m.value else { continue };
+                let RespValue::Command { name, .. } = &m.value else { continue };
+                let name = name.clone();
                 if matches!(name.as_str(), "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "MONITOR") {
                     self.subscribed = true;
                 }
                 if self.subscribed {
                     continue;
                 }
-                self.waiting += 1;
+                let timing = timing(&m);
+                if let (true, [channel, payload]) = (matches!(name.as_str(), "PUBLISH" | "SPUBLISH"), m.elements.as_slice()) {
+                    self.waiting.push_back(Waiting::Publish);
+                    let request = message("publish", channel, payload);
+                    out.push(Message::Request(Request {
+                        correlation: Correlation::InOrder,
+                        timing,
+                        context: TraceContext::default(),
+                        client_kind: SpanKind::Producer,
+                        fields: request,
+                        writer: Writer::Caller,
+                    }));
+                    continue;
+                }
+                self.waiting.push_back(Waiting::Command);
                 // A name Redis does not define may be anything the client typed.
                 let command = if super::redis_commands::is_known(&name) { DbCommand::Named(name) } else { DbCommand::Unrecognised };
-                let timing = Timing { first_enter_ns: m.start_enter_ns, first_exit_ns: m.start_exit_ns, last_enter_ns: m.end_enter_ns, last_exit_ns: m.end_exit_ns };
                 out.push(Message::db_call(timing, DbRequest { system: PROTOCOL.name, command, namespace: None, prepared: false }));
             }
         } else {
             self.last_reply = (seg.ts_enter_ns, seg.ts_exit_ns);
             for m in self.replies.feed(seg) {
-                let RespValue::Reply { error, push } = m.value else { continue };
-                if push || self.subscribed || self.waiting == 0 {
+                let RespValue::Reply { error, push } = &m.value else { continue };
+                if *push || self.subscribed || self.waiting.is_empty() {
+                    // Unasked: a message of a channel this connection subscribed to, or none.
+                    if let Some(delivery) = delivery(&m) {
+                        out.push(delivery);
+                    }
                     continue;
                 }
-                self.waiting -= 1;
-                let outcome = match error {
-                    Some(code) => DbOutcome::Error { code },
-                    None => DbOutcome::Ok,
+                let fields = match (self.waiting.pop_front(), error) {
+                    (Some(Waiting::Publish), error) => ResponseFields::Messaging { error: error.clone() },
+                    (_, Some(code)) => ResponseFields::Db(super::message::DbResponse { outcome: DbOutcome::Error { code: code.clone() }, rows: None }),
+                    (_, None) => ResponseFields::Db(super::message::DbResponse { outcome: DbOutcome::Ok, rows: None }),
                 };
-                out.push(Message::db_answer(m.end_enter_ns, m.end_exit_ns, outcome, None));
+                out.push(Message::in_order_answer(Timing::single(m.end_enter_ns, m.end_exit_ns), fields));
             }
         }
     }
@@ -81,12 +112,57 @@ impl Redis {
     }
 
     fn end_blind(&mut self, out: &mut Vec<Message>) {
-        for _ in 0..std::mem::take(&mut self.waiting) {
-            out.push(Message::db_answer(self.last_reply.0, self.last_reply.1, DbOutcome::Ok, None));
+        for waiting in std::mem::take(&mut self.waiting) {
+            let fields = match waiting {
+                Waiting::Publish => ResponseFields::Messaging { error: None },
+                Waiting::Command => ResponseFields::Db(super::message::DbResponse { outcome: DbOutcome::Ok, rows: None }),
+            };
+            out.push(Message::in_order_answer(Timing::single(self.last_reply.0, self.last_reply.1), fields));
         }
         self.replies = RespStream::new(Direction::Replies);
     }
 }
+fn timing(m: &RespMessage) -> Timing {
+    Timing { first_enter_ns: m.start_enter_ns, first_exit_ns: m.start_exit_ns, last_enter_ns: m.end_enter_ns, last_exit_ns: m.end_exit_ns }
+}
+
+/// A message to `channel`: its span's fields, with its identity when both strings were
+/// captured whole (the same on the PUBLISH and on every subscriber's delivery).
+fn message(operation: &str, channel: &Element, payload: &Element) -> RequestFields {
+    let identity = (channel.whole && payload.whole).then(|| {
+        let mut h = rustc_hash::FxHasher::default();
+        (channel.hash, payload.hash).hash(&mut h);
+        h.finish()
+    });
+    RequestFields::Messaging(MessagingRequest {
+        system: PROTOCOL.name,
+        destination: Some(String::from_utf8_lossy(&channel.head).into_owned()).filter(|_| channel.head.len() as u64 == channel.len),
+        operation: operation.to_string(),
+        message_id: None,
+        body_size: Some(payload.len),
+        identity,
+    })
+}
+
+/// A reply that is a pub/sub message (`message`, channel, payload; `smessage` alike;
+/// `pmessage`, pattern, channel, payload): a delivery, a CONSUMER span.
+fn delivery(m: &RespMessage) -> Option<Message> {
+    let (channel, payload) = match m.elements.as_slice() {
+        [kind, channel, payload] if matches!(kind.head.as_slice(), b"message" | b"smessage") => (channel, payload),
+        [kind, _pattern, channel, payload] if kind.head == b"pmessage" => (channel, payload),
+        _ => return None,
+    };
+    let fields = message("deliver", channel, payload);
+    Some(Message::Push(Request {
+        correlation: Correlation::InOrder,
+        timing: timing(m),
+        context: TraceContext::default(),
+        client_kind: SpanKind::Consumer,
+        fields,
+        writer: Writer::Caller,
+    }))
+}
+
 /// The inherent methods do the work (they take precedence in `Redis::feed`).
 impl Parser for Redis {
     fn protocol(&self) -> &'static str {
@@ -100,5 +176,52 @@ impl Parser for Redis {
     }
     fn health(&self) -> Health {
         Health::of(false, self.is_desynced())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::parser::seg;
+
+    fn messaging(m: &Message) -> (SpanKind, &MessagingRequest) {
+        match m {
+            Message::Request(r) | Message::Push(r) => match &r.fields {
+                RequestFields::Messaging(f) => (r.client_kind, f),
+                other => panic!("not messaging: {other:?}"),
+            },
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+
+    /// PUBLISH is a send answered by its count of receivers; the subscriber's `message` (RESP2
+    /// array or RESP3 push) and `pmessage` are deliveries with the same identity; the rest of
+    /// a subscribed connection gives nothing.
+    #[test]
+    fn a_publish_and_its_deliveries_are_one_message() {
+        let mut publisher = Redis::new();
+        let mut out = Vec::new();
+        publisher.feed(true, seg(b"*3\r\n$7\r\nPUBLISH\r\n$8\r\norders.1\r\n$9\r\n{\"id\": 1}\r\n", 1), &mut out);
+        publisher.feed(false, seg(b":1\r\n", 2), &mut out);
+        let (kind, sent) = messaging(&out[0]);
+        assert_eq!((kind, sent.destination.as_deref(), sent.body_size), (SpanKind::Producer, Some("orders.1"), Some(9)));
+        assert!(matches!(&out[1], Message::Response(r) if r.fields == ResponseFields::Messaging { error: None }), "{out:?}");
+        let mut subscriber = Redis::new();
+        let mut got = Vec::new();
+        subscriber.feed(true, seg(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$8\r\norders.*\r\n", 1), &mut got);
+        subscriber.feed(false, seg(b"*3\r\n$10\r\npsubscribe\r\n$8\r\norders.*\r\n:1\r\n", 2), &mut got);
+        assert!(got.is_empty(), "{got:?}");
+        subscriber.feed(false, seg(b"*4\r\n$8\r\npmessage\r\n$8\r\norders.*\r\n$8\r\norders.1\r\n$9\r\n{\"id\": 1}\r\n", 3), &mut got);
+        subscriber.feed(false, seg(b">3\r\n$7\r\nmessage\r\n$8\r\norders.1\r\n$9\r\n{\"id\": 2}\r\n", 4), &mut got);
+        let (kind, delivered) = messaging(&got[0]);
+        assert_eq!((kind, delivered.destination.as_deref()), (SpanKind::Consumer, Some("orders.1")));
+        assert!(sent.identity.is_some());
+        assert_eq!(delivered.identity, sent.identity);
+        assert_ne!(messaging(&got[1]).1.identity, sent.identity, "another payload");
+        // Ordinary commands on the publisher's connection stay database calls.
+        out.clear();
+        publisher.feed(true, seg(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", 5), &mut out);
+        publisher.feed(false, seg(b"$-1\r\n", 6), &mut out);
+        assert!(matches!(&out[..], [Message::Request(r), Message::Response(_)] if matches!(r.fields, RequestFields::Db(_))), "{out:?}");
     }
 }

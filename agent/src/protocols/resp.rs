@@ -1,7 +1,12 @@
 //! Redis RESP2/RESP3: a streaming framer for one direction of a connection. Commands are
 //! arrays of bulk strings (or inline lines); replies are any RESP value. Values are framed by
 //! counting, so large bulk strings cut by the capture cap cost nothing; only the command name
-//! and an error reply's prefix are read — keys and values are never kept.
+//! and an error reply's prefix are read — keys and values are never kept, with one exception:
+//! the top-level strings of what may be pub/sub traffic (a PUBLISH command, a reply array of
+//! three or four elements, a RESP3 push) are captured as `Element`s (their first bytes, for a
+//! channel's name, and a hash of the whole, for a message's identity), never exported as such.
+
+use std::hash::Hasher;
 
 use super::parser::Segment;
 
@@ -26,6 +31,35 @@ pub struct RespMessage {
     pub start_exit_ns: u64,
     pub end_enter_ns: u64,
     pub end_exit_ns: u64,
+    /// The top-level bulk strings of what may be pub/sub traffic (after a command's name);
+    /// empty for everything else.
+    pub elements: Vec<Element>,
+}
+
+/// A captured bulk string: its first bytes, its length, and a hash of all of it (`whole`
+/// when every byte was captured).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Element {
+    pub head: Vec<u8>,
+    pub len: u64,
+    pub hash: u64,
+    pub whole: bool,
+}
+
+/// Bytes of a captured element kept (a channel's name).
+const ELEMENT_HEAD: usize = 256;
+/// Elements captured per message at most.
+const MAX_ELEMENTS: usize = 4;
+
+/// Commands whose elements are captured: they send a message to a channel.
+fn publishes(name: &str) -> bool {
+    matches!(name, "PUBLISH" | "SPUBLISH")
+}
+
+/// A bulk string being captured.
+struct Capturing {
+    element: Element,
+    hasher: rustc_hash::FxHasher,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +91,9 @@ pub struct RespStream {
     name_pending: bool,
     name_buf: Vec<u8>,
     last: (u64, u64),
+    /// The current message's top-level strings are captured (`Element`).
+    capture: bool,
+    capturing: Option<Capturing>,
 }
 
 /// Does `data` start like a RESP command (an array of bulk strings)? Used to recognise Redis
@@ -73,7 +110,19 @@ fn parse_int(line: &[u8]) -> Option<i64> {
 
 impl RespStream {
     pub fn new(dir: Direction) -> Self {
-        Self { dir, state: State::Line, line: Vec::new(), stack: Vec::new(), current: None, want_name: false, name_pending: false, name_buf: Vec::new(), last: (0, 0) }
+        Self {
+            dir,
+            state: State::Line,
+            line: Vec::new(),
+            stack: Vec::new(),
+            current: None,
+            want_name: false,
+            name_pending: false,
+            name_buf: Vec::new(),
+            last: (0, 0),
+            capture: false,
+            capturing: None,
+        }
     }
 
     pub fn is_desynced(&self) -> bool {
@@ -98,16 +147,23 @@ impl RespStream {
             match self.state {
                 State::Bulk(remaining) => {
                     let n = (rest.len() as u64).min(remaining);
+                    // The payload without its trailing CRLF.
+                    let payload = n.min(remaining.saturating_sub(2)) as usize;
                     if self.name_pending {
-                        // The payload without its trailing CRLF, at most 32 bytes of it.
-                        let payload = n.min(remaining.saturating_sub(2)) as usize;
+                        // At most 32 bytes of it.
                         let room = 32usize.saturating_sub(self.name_buf.len());
                         self.name_buf.extend_from_slice(&rest[..payload.min(room)]);
+                    }
+                    if let Some(c) = self.capturing.as_mut() {
+                        let room = ELEMENT_HEAD.saturating_sub(c.element.head.len());
+                        c.element.head.extend_from_slice(&rest[..payload.min(room)]);
+                        c.hasher.write(&rest[..payload]);
                     }
                     rest = &rest[n as usize..];
                     if remaining == n {
                         self.state = State::Line;
                         self.take_name();
+                        self.take_element();
                         self.element_done(&mut out);
                     } else {
                         self.state = State::Bulk(remaining - n);
@@ -137,9 +193,13 @@ impl RespStream {
             match self.state {
                 State::Bulk(remaining) if gap <= remaining => {
                     let left = remaining - gap;
+                    if let Some(c) = self.capturing.as_mut() {
+                        c.element.whole = false;
+                    }
                     if left == 0 {
                         self.state = State::Line;
                         self.take_name();
+                        self.take_element();
                         self.element_done(&mut out);
                     } else {
                         self.state = State::Bulk(left);
@@ -158,12 +218,26 @@ impl RespStream {
         self.name_pending = false;
         let name = String::from_utf8_lossy(&self.name_buf).to_ascii_uppercase();
         self.name_buf.clear();
+        self.capture = publishes(&name);
         if let Some(RespMessage { value: RespValue::Command { name: n, .. }, .. }) = self.current.as_mut() {
             *n = name;
         }
     }
 
+    /// A captured bulk string ended: it joins its message's elements.
+    fn take_element(&mut self) {
+        let Some(Capturing { mut element, hasher }) = self.capturing.take() else { return };
+        element.hash = hasher.finish();
+        if let Some(m) = self.current.as_mut()
+            && m.elements.len() < MAX_ELEMENTS
+        {
+            m.elements.push(element);
+        }
+    }
+
     fn reset(&mut self) {
+        self.capture = false;
+        self.capturing = None;
         self.name_pending = false;
         self.name_buf.clear();
         self.want_name = false;
@@ -184,7 +258,8 @@ impl RespStream {
                 Direction::Commands => RespValue::Command { name: String::new(), args: 0 },
                 Direction::Replies => RespValue::Reply { error: None, push: false },
             };
-            self.current = Some(RespMessage { value, start_enter_ns: seg.ts_enter_ns, start_exit_ns: seg.ts_exit_ns, end_enter_ns: 0, end_exit_ns: 0 });
+            self.current = Some(RespMessage { value, start_enter_ns: seg.ts_enter_ns, start_exit_ns: seg.ts_exit_ns, end_enter_ns: 0, end_exit_ns: 0, elements: Vec::new() });
+            self.capture = false;
         }
     }
 
@@ -211,6 +286,11 @@ impl RespStream {
                 {
                     *push = true;
                 }
+                // A reply that may be a pub/sub message: `message`, channel, payload (and a
+                // pattern before the channel for `pmessage`), or any RESP3 push.
+                if top && self.dir == Direction::Replies && (kind == b'>' || (kind == b'*' && (3..=4).contains(&n))) {
+                    self.capture = true;
+                }
                 // Maps and attributes hold key/value pairs.
                 let count = if matches!(kind, b'%' | b'|') { n.max(0) * 2 } else { n.max(0) };
                 if n <= 0 {
@@ -234,6 +314,9 @@ impl RespStream {
                         self.want_name = false;
                         // The name is read from the payload that follows, if captured.
                         self.name_pending = true;
+                    } else if self.capture && self.stack.len() == 1 {
+                        let element = Element { head: Vec::new(), len: n as u64, hash: 0, whole: true };
+                        self.capturing = Some(Capturing { element, hasher: rustc_hash::FxHasher::default() });
                     }
                 }
             }
