@@ -2,7 +2,9 @@
 //! instrumentation: every delivery is a CONSUMER span under the PRODUCER span of the publish
 //! that sent it, found by the message's identity (channel or subject, and payload); a
 //! traceparent in the message's headers wins; two sends of the same message name no parent.
-//! NATS: nats-server (Debian) and nats-py. Redis pub/sub: redis-server and redis-py.
+//! NATS: nats-server (Debian) and nats-py. Redis pub/sub: redis-server and redis-py. RabbitMQ:
+//! rabbitmq-server (Debian) and pika, through a topic exchange, with a rejected and redelivered
+//! message.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,8 +18,13 @@ use zerotrace_integration_tests::{db, free_port, python_app, require_program, re
 /// Messages to `orders.<n>`, eight publishers at a time.
 const ORDERS: usize = 64;
 
+/// Where a message went: AMQP's routing key, else the destination (subject, channel).
+fn topic(span: &TestSpan) -> Option<&str> {
+    span.attr("messaging.rabbitmq.destination.routing_key").or_else(|| span.attr("messaging.destination.name"))
+}
+
 fn order_of(span: &TestSpan) -> Option<u64> {
-    span.attr("messaging.destination.name")?.strip_prefix("orders.")?.parse().ok()
+    topic(span)?.strip_prefix("orders.")?.parse().ok()
 }
 
 /// One PRODUCER and one CONSUMER span of `system` per message to `orders.<n>`, and every
@@ -31,7 +38,7 @@ fn assert_deliveries_under_their_sends(spans: &[TestSpan], system: &str, report:
         assert!(s.attr("messaging.message.body.size").is_some(), "{s:?}");
     }
     let send = sends[0];
-    assert_eq!((send.name.clone(), send.attr("messaging.operation.type")), (format!("send orders.{}", order_of(send).unwrap()), Some("send")));
+    assert_eq!((send.name.clone(), send.attr("messaging.operation.type")), (format!("send {}", send.attr("messaging.destination.name").unwrap()), Some("send")));
     let mut placed = 0;
     for d in &deliveries {
         assert_eq!(d.attr("messaging.operation.type"), Some("process"), "{d:?}");
@@ -50,9 +57,9 @@ fn assert_deliveries_under_their_sends(spans: &[TestSpan], system: &str, report:
 
 /// The same payload sent twice to `dup`: two candidates, so no parent, a link to each.
 fn assert_duplicates_linked_not_parented(spans: &[TestSpan], report: &str) {
-    let mut sends: Vec<&str> = find(spans, "PRODUCER", |s| s.attr("messaging.destination.name") == Some("dup")).iter().map(|s| s.span_id.as_str()).collect();
+    let mut sends: Vec<&str> = find(spans, "PRODUCER", |s| topic(s) == Some("dup")).iter().map(|s| s.span_id.as_str()).collect();
     sends.sort_unstable();
-    let deliveries = find(spans, "CONSUMER", |s| s.attr("messaging.destination.name") == Some("dup"));
+    let deliveries = find(spans, "CONSUMER", |s| topic(s) == Some("dup"));
     assert_eq!((sends.len(), deliveries.len()), (2, 2), "{report}");
     for d in &deliveries {
         assert!(d.parent_id.is_empty(), "the same message sent twice names no parent: {d:?}");
@@ -84,11 +91,15 @@ fn nats_deliveries_are_children_of_the_publishes_that_sent_them() {
     let report = exit.stderr.join("\n");
     assert_deliveries_under_their_sends(&spans, "nats", &report);
     assert_duplicates_linked_not_parented(&spans, &report);
-    // A publisher that put its own context in the headers: the delivery joins it.
-    let traced = find(&spans, "CONSUMER", |s| s.attr("messaging.destination.name") == Some("traced.0"));
+    assert_headers_honoured(&spans, &report);
+    assert!(report.contains("consumer spans — under their producer by message headers: 1, by message identity: 64"), "{report}");
+}
+
+/// A publisher that put its own context in the message's headers: the delivery joins it.
+fn assert_headers_honoured(spans: &[TestSpan], report: &str) {
+    let traced = find(spans, "CONSUMER", |s| topic(s).is_some_and(|t| t.starts_with("traced")));
     assert_eq!(traced.len(), 1, "{report}");
     assert_eq!((traced[0].trace_id.as_str(), traced[0].parent_id.as_str()), ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"), "{:?}", traced[0]);
-    assert!(report.contains("consumer spans — under their producer by message headers: 1, by message identity: 64"), "{report}");
 }
 
 /// Redis pub/sub: PUBLISH from a thread pool, a pattern subscriber in another process.
@@ -115,4 +126,62 @@ fn redis_pubsub_deliveries_are_children_of_the_publishes_that_sent_them() {
     let report = exit.stderr.join("\n");
     assert_deliveries_under_their_sends(&spans, "redis", &report);
     assert_duplicates_linked_not_parented(&spans, &report);
+}
+
+/// A private RabbitMQ node (Debian's rabbitmq-server) on a free port, its state in `dir`.
+fn rabbitmq(dir: &TempDir) -> (zerotrace_integration_tests::procs::Proc, u16) {
+    require_program("rabbitmq-server", "Debian's rabbitmq-server (cargo xtask setup)");
+    // Debian's `rabbitmq-server` switches to the `rabbitmq` user, whose node then outlives
+    // the test's process group; the script behind it runs the node as we are.
+    let server = std::path::Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+    assert!(server.exists(), "{} is missing: Debian's rabbitmq-server layout changed", server.display());
+    let (port, dist) = (free_port(), free_port());
+    let mut cmd = Command::new(server);
+    cmd.env("RABBITMQ_NODE_PORT", port.to_string())
+        .env("RABBITMQ_DIST_PORT", dist.to_string())
+        .env("RABBITMQ_NODENAME", format!("zerotrace-{port}@localhost"))
+        .env("RABBITMQ_MNESIA_BASE", dir.path().join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", dir.path().join("log"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.path().join("enabled_plugins"))
+        .env("RABBITMQ_CONFIG_FILE", dir.path().join("none"));
+    let proc = spawn(cmd, "rabbitmq-server");
+    // The node takes about 10 s to boot here.
+    wait_port(port, Duration::from_secs(90));
+    (proc, port)
+}
+
+/// RabbitMQ: pika publishers on eight connections, a consumer in another process that
+/// rejects one message once (RabbitMQ delivers it again). The consumer takes 8 messages at a
+/// time (`basic_qos`), as consumers are set up to: a read holding more deliveries than the
+/// capture keeps (4096 bytes) loses those past it.
+#[test]
+fn rabbitmq_deliveries_are_children_of_the_publishes_that_sent_them() {
+    require_root();
+    let dir = TempDir::new("rabbitmq");
+    let (_broker, port) = rabbitmq(&dir);
+    let app = python_app("amqp_demo.py");
+    let ready = dir.path().join("consuming");
+    // The orders, two duplicates, one with headers, and `retry` twice.
+    let count = ORDERS + 5;
+    let script = format!("python3 {app} consume {port} {count} {ready} & python3 {app} publish {port} {ORDERS} {ready}; wait", app = app.display(), ready = ready.display());
+    let both = Gated::new(&format!("export OTEL_SERVICE_NAME=amqp-peers; {script}"));
+    let agent = JsonlAgent::start(&[both.pid()]);
+    let out = both.run(Duration::from_secs(120));
+    assert!(out.contains(&format!("received {count}")) && out.contains("published"), "peers: {out}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (exit, spans) = agent.finish();
+    let report = exit.stderr.join("\n");
+    assert_deliveries_under_their_sends(&spans, "rabbitmq", &report);
+    for s in find(&spans, "PRODUCER", |s| order_of(s).is_some()) {
+        assert_eq!(s.attr("messaging.destination.name"), Some("orders"), "the exchange: {s:?}");
+    }
+    assert_duplicates_linked_not_parented(&spans, &report);
+    assert_headers_honoured(&spans, &report);
+    // Rejected and delivered again: two deliveries, both under the one publish.
+    let retry = find(&spans, "PRODUCER", |s| topic(s) == Some("retry"));
+    let retried = find(&spans, "CONSUMER", |s| topic(s) == Some("retry"));
+    assert_eq!((retry.len(), retried.len()), (1, 2), "{report}");
+    for d in &retried {
+        assert_eq!(d.parent_id, retry[0].span_id, "a redelivery under the publish: {d:?}");
+    }
 }

@@ -25,6 +25,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("memcached", "/usr/bin/memcached"),
     // The NATS broker of the messaging tests (tests/tests/messaging.rs).
     ("nats-server", "/usr/sbin/nats-server"),
+    // The RabbitMQ broker of the messaging tests (a private node per test).
+    ("rabbitmq-server", "/usr/sbin/rabbitmq-server"),
     // h2load, for the HTTP/2 bench (`cargo xtask bench --suite http2`).
     ("nghttp2-client", "/usr/bin/h2load"),
     // Go programs for the Go crypto/tls work (symbols tests build them).
@@ -55,6 +57,8 @@ const PYTHON: &[(&str, &str)] = &[
     ("grpc", "grpcio"),
     // The NATS client of the messaging tests (tests/apps/nats_demo.py).
     ("nats", "nats-py"),
+    // The RabbitMQ client of the messaging tests (tests/apps/amqp_demo.py).
+    ("pika", "pika"),
 ];
 /// The OpenTelemetry Python agent and Flask, for the `compare` reference app: (module, pinned
 /// package). Pinned so the comparison figures the tests assert do not move under us.
@@ -71,7 +75,7 @@ const PYTHON_AGENT: &[(&str, &str)] = &[
 /// OpenTelemetry Node agent), and the @grpc/grpc-js peer of the HTTP/2 tests.
 const NODE_APPS: &[&str] = &["tests/apps/express", "tests/apps/grpc_node"];
 /// Services the packages start on install: the tests start their own instances.
-const STOP_SERVICES: &str = "for s in nginx postgresql redis-server mariadb memcached nats-server; do service $s stop >/dev/null 2>&1; done; pkill -x nginx; pkill -x memcached; pkill -x mariadbd; pkill -x redis-server; pkill -x nats-server; true";
+const STOP_SERVICES: &str = "for s in nginx postgresql redis-server mariadb memcached nats-server rabbitmq-server; do service $s stop >/dev/null 2>&1; done; pkill -x nginx; pkill -x memcached; pkill -x mariadbd; pkill -x redis-server; pkill -x nats-server; true";
 
 pub fn install() -> Result<()> {
     // nightly rust-src for -Z build-std=core.

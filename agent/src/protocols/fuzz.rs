@@ -6,18 +6,19 @@ use super::message::Message;
 use super::parser::Segment;
 use super::parser::{Parser, Sender};
 use super::sql::{Dialect, mask_literals, summarize};
-use super::{memcached, mysql, nats, postgres, redis};
+use super::{amqp, memcached, mysql, nats, postgres, redis};
 
-/// The first byte picks the parser (the databases and caches, and NATS, whose line-and-count
-/// framing is theirs); the next eight choose segment sizes, directions and gaps.
+/// The first byte picks the parser (the databases and caches, NATS and AMQP, whose
+/// line-and-count or length-prefixed framing is theirs); the next eight choose segment sizes, directions and gaps.
 pub fn database(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else { return };
-    let mut codec: Box<dyn Parser> = match which % 6 {
+    let mut codec: Box<dyn Parser> = match which % 7 {
         0 => Box::new(postgres::Postgres::new()),
         1 => Box::new(mysql::Mysql::new(which & 0x10 == 0)),
         2 => Box::new(redis::Redis::new()),
         3 => Box::new(memcached::Memcached::new()),
         4 => Box::new(nats::Nats::default()),
+        6 => Box::new(amqp::Amqp::new(which & 0x10 == 0)),
         _ => {
             let text = String::from_utf8_lossy(rest);
             let masked = mask_literals(&text, if which & 1 == 0 { Dialect::Postgres } else { Dialect::Mysql });
@@ -79,6 +80,7 @@ pub(crate) mod smoke {
             b"\x02\x01\x02\x03\x04\x05\x06\x07\x08*2\r\n$3\r\nGET\r\n$1\r\nk\r\n$5\r\nhello\r\n-ERR x\r\n>2\r\n+a\r\n+b\r\n",
             b"\x03\x01\x41\x03\x44\x05\x46\x07\x48set k 0 0 5\r\nhello\r\nSTORED\r\nget k\r\nVALUE k 0 5\r\nhello\r\nEND\r\n",
             b"\x05SELECT * FROM t WHERE a = 'x''y' AND b IN (1, 2) -- c\n/* d */ $$e$$",
+            b"\x06\x01\x41\x03\x44\x05\x46\x07\x48\x01\x00\x01\x00\x00\x00\x0c\x00\x3c\x00\x28\x00\x00\x01a\x01b\x00\xce\x02\x00\x01\x00\x00\x00\x0e\x00\x3c\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\xce\x03\x00\x01\x00\x00\x00\x01x\xce",
             b"\x04\x01\x41\x03\x44\x05\x46\x07\x48PUB a.b 5\r\nhello\r\nMSG a.b 1 _R 5\r\nhello\r\nHPUB h 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
         ];
         mutate_and_run(seeds, 20_000, super::database);

@@ -204,6 +204,8 @@ pub struct MessagingRequest {
     /// hash of its subject and whole payload): the same on its send and on every delivery, so
     /// a consumer is linked to its producer. Never exported.
     pub identity: Option<u64>,
+    /// AMQP's routing key (`messaging.rabbitmq.destination.routing_key`).
+    pub routing_key: Option<String>,
 }
 
 impl Message {

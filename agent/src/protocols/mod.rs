@@ -4,6 +4,7 @@
 //! `parser` is the interface every protocol implements, `message` what parsers emit, and
 //! `registry` the list of protocols and how each is recognised.
 
+pub mod amqp;
 mod framing;
 pub mod fuzz;
 pub mod http1;

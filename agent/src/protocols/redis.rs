@@ -141,6 +141,7 @@ fn message(operation: &str, channel: &Element, payload: &Element) -> RequestFiel
         message_id: None,
         body_size: Some(payload.len),
         identity,
+        routing_key: None,
     })
 }
 

@@ -8,7 +8,7 @@
 //! `PROTOCOLS`' order decides.
 
 use super::parser::{Parser, Sender};
-use super::{http1, http2, memcached, mysql, nats, postgres, redis};
+use super::{amqp, http1, http2, memcached, mysql, nats, postgres, redis};
 
 /// How certain a detector is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,6 +52,9 @@ pub const PROTOCOLS: &[&Protocol] = &[
     // Its greetings are magic; a PUB or MSG line (a connection opened before attach) has a
     // grammar no other protocol here shares.
     &nats::PROTOCOL,
+    // The client's protocol header is magic; a Basic method frame (mid-stream) is checked to
+    // its frame-end octet.
+    &amqp::PROTOCOL,
     // The worked example of docs/ARCHITECTURE.md, in test builds only.
     #[cfg(test)]
     &super::toy::PROTOCOL,

@@ -26,6 +26,7 @@ pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &MessagingRequest, erro
         operation_name: Some(req.operation.clone()),
         message_id: req.message_id.clone(),
         body_size: req.body_size,
+        routing_key: req.routing_key.clone(),
     };
     let mut record = record(name, kind, net, Domain::Messaging(fields));
     if let Some(e) = error {

@@ -118,6 +118,8 @@ pub struct MessagingFields {
     pub operation_name: Option<String>,
     pub message_id: Option<String>,
     pub body_size: Option<u64>,
+    /// AMQP's routing key.
+    pub routing_key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

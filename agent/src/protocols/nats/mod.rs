@@ -140,6 +140,12 @@ impl Parser for Nats {
 
     fn close(&mut self, _: &mut Vec<Message>) {}
 
+    /// The most the probes copy: a subscriber's read carries many messages, and a line cut by
+    /// the capture loses the framing until the next read.
+    fn capture_bytes(&self) -> Option<u16> {
+        Some(zerotrace_abi::MAX_PAYLOAD as u16)
+    }
+
     fn health(&self) -> Health {
         Health::of(self.server_foreign, self.client.lost)
     }
@@ -262,6 +268,7 @@ impl Side {
                 message_id: headers.message_id,
                 body_size: Some(body.head.total - body.head.headers),
                 identity,
+                routing_key: None,
             }),
             writer: Writer::Caller,
         };
