@@ -78,6 +78,8 @@ pub struct Conn {
     /// wait for the next request; one that ended before that request began had no request we
     /// saw (past the capture cap, before attach) and is counted then.
     pub early: VecDeque<EarlyAnswer>,
+    /// The capture the probes were last asked for on this socket (`Parser::capture_bytes`).
+    pub capture_asked: Option<u16>,
 }
 
 /// An answer waiting for its request's record, with the thread and unit of work that read it.
@@ -182,6 +184,7 @@ impl Conn {
             requests: 0,
             opened_by: None,
             early: VecDeque::new(),
+            capture_asked: None,
         }
     }
 

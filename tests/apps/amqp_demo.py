@@ -53,7 +53,7 @@ def consume(port, count, ready):
     channel.basic_consume("orders-q", on_message)
     open(ready, "w").close()
     channel.start_consuming()
-    print("received", seen, flush=True)
+    print(f"received {seen}", flush=True)
     conn.close()
 
 

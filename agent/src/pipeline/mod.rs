@@ -342,13 +342,14 @@ impl<H: Host> Pipeline<H> {
                 let dir = if ingress { Direction::Ingress } else { Direction::Egress };
                 let seg = Segment { data: payload, total, ts_enter_ns, ts_exit_ns };
                 let mut parsed = std::mem::take(&mut self.parsed);
-                let protocol_before = conn.protocol();
                 conn.feed(dir, seg, &mut parsed);
-                // Recognised now, or switched (an h2c upgrade): the capture it needs.
-                if conn.protocol() != protocol_before
-                    && !conn.info.tls
+                // Recognised now, switched (an h2c upgrade), or in another mode (a Redis
+                // connection that subscribed): the capture it needs.
+                if !conn.info.tls
                     && let Some(bytes) = conn.capture_bytes()
+                    && conn.capture_asked != Some(bytes)
                 {
+                    conn.capture_asked = Some(bytes);
                     self.effects.capture.push((tgid, fd, bytes));
                 }
                 if conn.foreign && !conn.info.tls {

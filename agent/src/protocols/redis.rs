@@ -61,6 +61,9 @@ impl Redis {
                 let name = name.clone();
                 if matches!(name.as_str(), "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "MONITOR") {
                     self.subscribed = true;
+                    // Nothing but messages comes now: after a capture gap, the next read that
+                    // starts with one is where they resume.
+                    self.replies.resync_on_arrays = true;
                 }
                 if self.subscribed {
                     continue;
@@ -119,7 +122,9 @@ impl Redis {
             };
             out.push(Message::in_order_answer(Timing::single(self.last_reply.0, self.last_reply.1), fields));
         }
+        let (resync_on_arrays, resyncs) = (self.replies.resync_on_arrays, self.replies.resyncs);
         self.replies = RespStream::new(Direction::Replies);
+        (self.replies.resync_on_arrays, self.replies.resyncs) = (resync_on_arrays, resyncs);
     }
 }
 fn timing(m: &RespMessage) -> Timing {
@@ -178,6 +183,13 @@ impl Parser for Redis {
     fn health(&self) -> Health {
         Health::of(false, self.is_desynced())
     }
+    fn resyncs(&self) -> u64 {
+        self.commands.resyncs + self.replies.resyncs
+    }
+    /// A subscribed connection reads many messages at once: the most the probes copy.
+    fn capture_bytes(&self) -> Option<u16> {
+        self.subscribed.then_some(zerotrace_abi::MAX_PAYLOAD as u16)
+    }
 }
 
 #[cfg(test)]
@@ -224,5 +236,22 @@ mod tests {
         publisher.feed(true, seg(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", 5), &mut out);
         publisher.feed(false, seg(b"$-1\r\n", 6), &mut out);
         assert!(matches!(&out[..], [Message::Request(r), Message::Response(_)] if matches!(r.fields, RequestFields::Db(_))), "{out:?}");
+    }
+
+    /// A subscribed connection asks for the largest capture, and after a read cut by it
+    /// resumes at the next read that starts with a message.
+    #[test]
+    fn a_subscriber_resumes_after_a_capture_gap() {
+        let mut s = Redis::new();
+        let mut got = Vec::new();
+        assert_eq!(Parser::capture_bytes(&s), None);
+        s.feed(true, seg(b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n", 1), &mut got);
+        assert_eq!(Parser::capture_bytes(&s), Some(zerotrace_abi::MAX_PAYLOAD as u16));
+        // Two messages moved, the capture ends inside the second's header line.
+        let two = b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\na\r\n*3\r\n$7\r\nmess";
+        s.feed(false, Segment { data: two, total: two.len() as u64 + 30, ts_enter_ns: 2, ts_exit_ns: 3 }, &mut got);
+        s.feed(false, seg(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nb\r\n", 4), &mut got);
+        assert_eq!(got.len(), 2, "the first and the third: {got:?}");
+        assert_eq!(Parser::resyncs(&s), 1);
     }
 }

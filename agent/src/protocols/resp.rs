@@ -94,6 +94,11 @@ pub struct RespStream {
     /// The current message's top-level strings are captured (`Element`).
     capture: bool,
     capturing: Option<Capturing>,
+    /// Replies: after losing the framing, resume at a read that starts with an array of bulk
+    /// strings or a push (a subscribed connection, which receives nothing else).
+    pub resync_on_arrays: bool,
+    /// Times the framing was lost and found again.
+    pub resyncs: u64,
 }
 
 /// Does `data` start like a RESP command (an array of bulk strings)? Used to recognise Redis
@@ -102,6 +107,13 @@ pub fn looks_like_command(data: &[u8]) -> bool {
     let Some(rest) = data.strip_prefix(b"*") else { return false };
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     digits > 0 && digits < 8 && rest[digits..].starts_with(b"\r\n") && rest.get(digits + 2).is_none_or(|b| *b == b'$')
+}
+
+/// Does `data` start like a RESP3 push (`>` and a count)?
+fn looks_like_push(data: &[u8]) -> bool {
+    let Some(rest) = data.strip_prefix(b">") else { return false };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && digits < 8 && rest[digits..].starts_with(b"\r\n")
 }
 
 fn parse_int(line: &[u8]) -> Option<i64> {
@@ -122,6 +134,8 @@ impl RespStream {
             last: (0, 0),
             capture: false,
             capturing: None,
+            resync_on_arrays: false,
+            resyncs: 0,
         }
     }
 
@@ -135,12 +149,13 @@ impl RespStream {
         if self.state == State::Desync {
             let resync = match self.dir {
                 Direction::Commands => looks_like_command(seg.data),
-                Direction::Replies => false,
+                Direction::Replies => self.resync_on_arrays && (looks_like_command(seg.data) || looks_like_push(seg.data)),
             };
             if !resync {
                 return out;
             }
             self.reset();
+            self.resyncs += 1;
         }
         let mut rest = seg.data;
         while !rest.is_empty() && self.state != State::Desync {
