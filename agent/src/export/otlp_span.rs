@@ -115,6 +115,7 @@ fn messaging(m: &MessagingFields, attrs: &mut Attrs) {
     attrs.str("messaging.operation.type", Some(m.operation_type));
     attrs.str("messaging.operation.name", m.operation_name.as_deref());
     attrs.str("messaging.message.id", m.message_id.as_deref());
+    attrs.str("messaging.message.conversation_id", m.conversation_id.as_deref());
     attrs.int("messaging.message.body.size", m.body_size.map(|s| s.min(i64::MAX as u64) as i64));
     attrs.str("messaging.rabbitmq.destination.routing_key", m.routing_key.as_deref());
 }

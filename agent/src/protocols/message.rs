@@ -199,6 +199,9 @@ pub struct MessagingRequest {
     /// The protocol's operation (`publish`, `deliver`).
     pub operation: String,
     pub message_id: Option<String>,
+    /// The id of the conversation it belongs to (AMQP's correlation-id; Celery puts its task
+    /// id there): `messaging.message.conversation_id`.
+    pub conversation_id: Option<String>,
     pub body_size: Option<u64>,
     /// The message's identity where the protocol can tell one message from another (NATS: a
     /// hash of its subject and whole payload): the same on its send and on every delivery, so

@@ -3,6 +3,13 @@
 //! its count of receivers), and each message a subscribed connection receives a CONSUMER span;
 //! both carry the message's identity (channel and payload, hashed) so a delivery is linked to
 //! its publish. A subscribed connection's other traffic gives no spans.
+//!
+//! Lists used as queues are messaging too: a push of one message (LPUSH, RPUSH) is a PRODUCER
+//! span, and a pop that took one (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, LMOVE, RPOPLPUSH) a
+//! CONSUMER span, with the same identity (list and payload, hashed). A pop that took nothing
+//! (a blocking pop's timeout) gives no span. LPOP and RPOP stay database calls: they serve
+//! caches as often as queues. A message in a kombu envelope (Celery) gives its task id and
+//! the trace context its producer put in its headers (`envelope`).
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -19,10 +26,33 @@ pub const PROTOCOL: Protocol = Protocol {
 };
 
 /// What a request waiting for its reply was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Waiting {
     Command,
     Publish,
+    /// A list pop, answered by the message it took, if any. `source`: the list, for the pops
+    /// whose reply does not name it (LMOVE and kin).
+    Pop {
+        command: String,
+        source: Option<Element>,
+    },
+}
+
+/// How a command moves messages, if it does.
+enum QueueOp {
+    /// Sends to a channel or a list: (destination, payload) when it sends exactly one.
+    Send,
+    /// Takes from a list; `source_in_command`: the reply does not name the list.
+    Take { source_in_command: bool },
+}
+
+fn queue_op(name: &str) -> Option<QueueOp> {
+    Some(match name {
+        "PUBLISH" | "SPUBLISH" | "LPUSH" | "RPUSH" | "LPUSHX" | "RPUSHX" => QueueOp::Send,
+        "BLPOP" | "BRPOP" => QueueOp::Take { source_in_command: false },
+        "BLMOVE" | "BRPOPLPUSH" | "LMOVE" | "RPOPLPUSH" => QueueOp::Take { source_in_command: true },
+        _ => return None,
+    })
 }
 
 pub struct Redis {
@@ -31,6 +61,8 @@ pub struct Redis {
     /// Requests emitted whose reply has not been seen, oldest first.
     waiting: VecDeque<Waiting>,
     subscribed: bool,
+    /// The connection pushed to or popped from a list: messages, which want whole captures.
+    queues: bool,
     last_reply: (u64, u64),
 }
 
@@ -42,7 +74,14 @@ impl Default for Redis {
 
 impl Redis {
     pub fn new() -> Self {
-        Self { commands: RespStream::new(Direction::Commands), replies: RespStream::new(Direction::Replies), waiting: VecDeque::new(), subscribed: false, last_reply: (0, 0) }
+        Self {
+            commands: RespStream::new(Direction::Commands),
+            replies: RespStream::new(Direction::Replies),
+            waiting: VecDeque::new(),
+            subscribed: false,
+            queues: false,
+            last_reply: (0, 0),
+        }
     }
 
     pub fn is_desynced(&self) -> bool {
@@ -69,18 +108,28 @@ impl Redis {
                     continue;
                 }
                 let timing = timing(&m);
-                if let (true, [channel, payload]) = (matches!(name.as_str(), "PUBLISH" | "SPUBLISH"), m.elements.as_slice()) {
-                    self.waiting.push_back(Waiting::Publish);
-                    let request = message("publish", channel, payload);
-                    out.push(Message::Request(Request {
-                        correlation: Correlation::InOrder,
-                        timing,
-                        context: TraceContext::default(),
-                        client_kind: SpanKind::Producer,
-                        fields: request,
-                        writer: Writer::Caller,
-                    }));
-                    continue;
+                let op = queue_op(&name);
+                self.replies.capture_answers.push_back(matches!(op, Some(QueueOp::Take { .. })));
+                match (op, m.elements.as_slice()) {
+                    (Some(QueueOp::Send), [destination, rest @ ..]) => {
+                        self.queues |= name.ends_with("PUSH") || name.ends_with("PUSHX");
+                        self.waiting.push_back(Waiting::Publish);
+                        let operation = if name.contains("PUBLISH") { "publish" } else { "push" };
+                        // Several messages pushed at once: one span, no identity to link by.
+                        let (fields, context) = match (rest, m.args()) {
+                            ([payload], 2) => message(operation, destination, payload),
+                            _ => (fields(operation, destination, None, None), TraceContext::default()),
+                        };
+                        out.push(Message::Request(Request { correlation: Correlation::InOrder, timing, context, client_kind: SpanKind::Producer, fields, writer: Writer::Caller }));
+                        continue;
+                    }
+                    (Some(QueueOp::Take { source_in_command }), elements) => {
+                        self.queues = true;
+                        let source = if source_in_command { elements.first().cloned() } else { None };
+                        self.waiting.push_back(Waiting::Pop { command: name, source });
+                        continue;
+                    }
+                    _ => {}
                 }
                 self.waiting.push_back(Waiting::Command);
                 // A name Redis does not define may be anything the client typed.
@@ -99,6 +148,10 @@ impl Redis {
                     continue;
                 }
                 let fields = match (self.waiting.pop_front(), error) {
+                    (Some(Waiting::Pop { command, source }), error) => {
+                        self.taken(&m, command, source, error.as_deref(), out);
+                        continue;
+                    }
                     (Some(Waiting::Publish), error) => ResponseFields::Messaging { error: error.clone() },
                     (_, Some(code)) => ResponseFields::Db(super::message::DbResponse { outcome: DbOutcome::Error { code: code.clone() }, rows: None }),
                     (_, None) => ResponseFields::Db(super::message::DbResponse { outcome: DbOutcome::Ok, rows: None }),
@@ -114,9 +167,30 @@ impl Redis {
         }
     }
 
+    /// The reply to a list pop: the message it took is a delivery; an error is a failed
+    /// database call; nothing taken, nothing at all.
+    fn taken(&self, m: &RespMessage, command: String, source: Option<Element>, error: Option<&str>, out: &mut Vec<Message>) {
+        if let Some(code) = error {
+            let request = DbRequest { system: PROTOCOL.name, command: DbCommand::Named(command), namespace: None, prepared: false };
+            out.push(Message::db_call(timing(m), request));
+            let outcome = DbOutcome::Error { code: code.to_string() };
+            out.push(Message::in_order_answer(Timing::single(m.end_enter_ns, m.end_exit_ns), ResponseFields::Db(super::message::DbResponse { outcome, rows: None })));
+            return;
+        }
+        let (list, payload) = match (source.as_ref(), m.elements.as_slice()) {
+            (None, [list, payload]) => (list, payload),
+            (Some(list), [payload]) => (list, payload),
+            _ => return,
+        };
+        let (fields, context) = message(&command.to_ascii_lowercase(), list, payload);
+        out.push(Message::Push(Request { correlation: Correlation::InOrder, timing: timing(m), context, client_kind: SpanKind::Consumer, fields, writer: Writer::Caller }));
+    }
+
     fn end_blind(&mut self, out: &mut Vec<Message>) {
         for waiting in std::mem::take(&mut self.waiting) {
             let fields = match waiting {
+                // Its message, if it took one, was not captured.
+                Waiting::Pop { .. } => continue,
                 Waiting::Publish => ResponseFields::Messaging { error: None },
                 Waiting::Command => ResponseFields::Db(super::message::DbResponse { outcome: DbOutcome::Ok, rows: None }),
             };
@@ -131,20 +205,31 @@ fn timing(m: &RespMessage) -> Timing {
     Timing { first_enter_ns: m.start_enter_ns, first_exit_ns: m.start_exit_ns, last_enter_ns: m.end_enter_ns, last_exit_ns: m.end_exit_ns }
 }
 
-/// A message to `channel`: its span's fields, with its identity when both strings were
-/// captured whole (the same on the PUBLISH and on every subscriber's delivery).
-fn message(operation: &str, channel: &Element, payload: &Element) -> RequestFields {
+/// A message to `channel` (or a list): its span's fields, with its identity when both
+/// strings were captured whole (the same on the send and on every delivery), and the task id
+/// and trace context of a kombu envelope.
+fn message(operation: &str, channel: &Element, payload: &Element) -> (RequestFields, TraceContext) {
     let identity = (channel.whole && payload.whole).then(|| {
         let mut h = rustc_hash::FxHasher::default();
         (channel.hash, payload.hash).hash(&mut h);
         h.finish()
     });
+    let envelope = if payload.whole { super::envelope::kombu(&payload.head).unwrap_or_default() } else { Default::default() };
+    let mut fields = fields(operation, channel, Some(payload.len), identity);
+    if let RequestFields::Messaging(m) = &mut fields {
+        (m.message_id, m.conversation_id) = (envelope.id, envelope.correlation_id);
+    }
+    (fields, TraceContext { traceparent: envelope.traceparent, tracestate: envelope.tracestate })
+}
+
+fn fields(operation: &str, channel: &Element, body_size: Option<u64>, identity: Option<u64>) -> RequestFields {
     RequestFields::Messaging(MessagingRequest {
         system: PROTOCOL.name,
         destination: Some(String::from_utf8_lossy(&channel.head).into_owned()).filter(|_| channel.head.len() as u64 == channel.len),
         operation: operation.to_string(),
         message_id: None,
-        body_size: Some(payload.len),
+        conversation_id: None,
+        body_size,
         identity,
         routing_key: None,
     })
@@ -158,15 +243,8 @@ fn delivery(m: &RespMessage) -> Option<Message> {
         [kind, _pattern, channel, payload] if kind.head == b"pmessage" => (channel, payload),
         _ => return None,
     };
-    let fields = message("deliver", channel, payload);
-    Some(Message::Push(Request {
-        correlation: Correlation::InOrder,
-        timing: timing(m),
-        context: TraceContext::default(),
-        client_kind: SpanKind::Consumer,
-        fields,
-        writer: Writer::Caller,
-    }))
+    let (fields, context) = message("deliver", channel, payload);
+    Some(Message::Push(Request { correlation: Correlation::InOrder, timing: timing(m), context, client_kind: SpanKind::Consumer, fields, writer: Writer::Caller }))
 }
 
 /// The inherent methods do the work (they take precedence in `Redis::feed`).
@@ -187,8 +265,9 @@ impl Parser for Redis {
         self.commands.resyncs + self.replies.resyncs
     }
     /// A subscribed connection reads many messages at once: the most the probes copy.
+    /// So does one that moves messages through lists (a Celery message is about 1 KiB).
     fn capture_bytes(&self) -> Option<u16> {
-        self.subscribed.then_some(zerotrace_abi::MAX_PAYLOAD as u16)
+        (self.subscribed || self.queues).then_some(zerotrace_abi::MAX_PAYLOAD as u16)
     }
 }
 
@@ -236,6 +315,73 @@ mod tests {
         publisher.feed(true, seg(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", 5), &mut out);
         publisher.feed(false, seg(b"$-1\r\n", 6), &mut out);
         assert!(matches!(&out[..], [Message::Request(r), Message::Response(_)] if matches!(r.fields, RequestFields::Db(_))), "{out:?}");
+    }
+
+    fn bulk(b: &[u8]) -> Vec<u8> {
+        let mut v = format!("${}\r\n", b.len()).into_bytes();
+        v.extend_from_slice(b);
+        v.extend_from_slice(b"\r\n");
+        v
+    }
+
+    fn array(items: &[&[u8]]) -> Vec<u8> {
+        let mut v = format!("*{}\r\n", items.len()).into_bytes();
+        for item in items {
+            v.extend(bulk(item));
+        }
+        v
+    }
+
+    /// A list as a queue: one message pushed is a PRODUCER span, the pop that took it a
+    /// CONSUMER span with the same identity (BRPOP names the list, BLMOVE's command does);
+    /// a kombu envelope gives the task id and the producer's context; a pop that took
+    /// nothing gives nothing; several pushed at once have no identity; a failed pop is a
+    /// failed database call.
+    #[test]
+    fn a_list_pushed_and_popped_is_a_queue() {
+        let envelope: &[u8] = br#"{"body": "e30=", "headers": {"id": "4ceddcbb-3425-4b88-891f-d9a6e8b34e8f", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}, "properties": {"correlation_id": "4ceddcbb-3425-4b88-891f-d9a6e8b34e8f"}}"#;
+        let mut producer = Redis::new();
+        let mut out = Vec::new();
+        producer.feed(true, seg(&array(&[b"LPUSH", b"celery", envelope]), 1), &mut out);
+        producer.feed(false, seg(b":1\r\n", 2), &mut out);
+        assert_eq!(Parser::capture_bytes(&producer), Some(zerotrace_abi::MAX_PAYLOAD as u16));
+        let Message::Request(sent) = &out[0] else { panic!("{out:?}") };
+        assert_eq!(sent.context.traceparent.as_deref(), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+        let (kind, sent) = messaging(&out[0]);
+        assert_eq!((kind, sent.destination.as_deref(), sent.operation.as_str()), (SpanKind::Producer, Some("celery"), "push"));
+        assert_eq!(sent.message_id.as_deref(), Some("4ceddcbb-3425-4b88-891f-d9a6e8b34e8f"));
+        assert!(matches!(&out[1], Message::Response(_)), "{out:?}");
+
+        let mut consumer = Redis::new();
+        let mut got = Vec::new();
+        // Nothing came within the timeout, then the message; then a BLMOVE.
+        consumer.feed(true, seg(&array(&[b"BRPOP", b"celery", b"celery\x06\x163", b"1"]), 3), &mut got);
+        consumer.feed(false, seg(b"*-1\r\n", 4), &mut got);
+        assert!(got.is_empty(), "{got:?}");
+        consumer.feed(true, seg(&array(&[b"BRPOP", b"celery", b"celery\x06\x163", b"1"]), 5), &mut got);
+        let mut reply = b"*2\r\n".to_vec();
+        reply.extend(bulk(b"celery"));
+        reply.extend(bulk(envelope));
+        consumer.feed(false, seg(&reply, 6), &mut got);
+        let (kind, delivered) = messaging(&got[0]);
+        assert_eq!((kind, delivered.destination.as_deref(), delivered.operation.as_str()), (SpanKind::Consumer, Some("celery"), "brpop"));
+        assert_eq!((delivered.identity, delivered.message_id.as_deref()), (sent.identity, sent.message_id.as_deref()));
+        assert!(sent.identity.is_some());
+        consumer.feed(true, seg(&array(&[b"BLMOVE", b"celery", b"work", b"RIGHT", b"LEFT", b"0"]), 7), &mut got);
+        consumer.feed(false, seg(&bulk(envelope), 8), &mut got);
+        assert_eq!(messaging(&got[1]).1.identity, sent.identity, "the list named by the command");
+
+        // Several at once: one span without identity. A pop on the wrong type: a failed call.
+        out.clear();
+        producer.feed(true, seg(&array(&[b"RPUSH", b"jobs", b"a", b"b"]), 9), &mut out);
+        producer.feed(true, seg(&array(&[b"BLPOP", b"jobs", b"0"]), 10), &mut out);
+        producer.feed(false, seg(b":2\r\n-WRONGTYPE Operation against a key\r\n", 11), &mut out);
+        assert_eq!(messaging(&out[0]).1.identity, None);
+        assert!(matches!(&out[2], Message::Request(r) if matches!(&r.fields, RequestFields::Db(d) if d.command == DbCommand::Named("BLPOP".into()))), "{out:?}");
+        assert!(
+            matches!(&out[3], Message::Response(r) if matches!(&r.fields, ResponseFields::Db(d) if matches!(&d.outcome, DbOutcome::Error { code } if code == "WRONGTYPE"))),
+            "{out:?}"
+        );
     }
 
     /// A subscribed connection asks for the largest capture, and after a read cut by it

@@ -2,10 +2,12 @@
 //! arrays of bulk strings (or inline lines); replies are any RESP value. Values are framed by
 //! counting, so large bulk strings cut by the capture cap cost nothing; only the command name
 //! and an error reply's prefix are read — keys and values are never kept, with one exception:
-//! the top-level strings of what may be pub/sub traffic (a PUBLISH command, a reply array of
-//! three or four elements, a RESP3 push) are captured as `Element`s (their first bytes, for a
-//! channel's name, and a hash of the whole, for a message's identity), never exported as such.
+//! the top-level strings of what may be messaging traffic (a PUBLISH or a list push, a reply
+//! array of three or four elements, a RESP3 push, the reply to a list pop) are captured as
+//! `Element`s (their first bytes, for a channel's name and a message's envelope, and a hash of
+//! the whole, for a message's identity), never exported as such.
 
+use std::collections::VecDeque;
 use std::hash::Hasher;
 
 use super::parser::Segment;
@@ -36,6 +38,16 @@ pub struct RespMessage {
     pub elements: Vec<Element>,
 }
 
+impl RespMessage {
+    /// A command's count of arguments (after its name); 0 for a reply.
+    pub fn args(&self) -> usize {
+        match self.value {
+            RespValue::Command { args, .. } => args,
+            RespValue::Reply { .. } => 0,
+        }
+    }
+}
+
 /// A captured bulk string: its first bytes, its length, and a hash of all of it (`whole`
 /// when every byte was captured).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,14 +58,16 @@ pub struct Element {
     pub whole: bool,
 }
 
-/// Bytes of a captured element kept (a channel's name).
-const ELEMENT_HEAD: usize = 256;
+/// Bytes of a captured element kept: a channel's name, or a queued message's envelope (a
+/// Celery task's kombu JSON, about 1 KiB).
+const ELEMENT_HEAD: usize = zerotrace_abi::MAX_PAYLOAD;
 /// Elements captured per message at most.
 const MAX_ELEMENTS: usize = 4;
 
-/// Commands whose elements are captured: they send a message to a channel.
-fn publishes(name: &str) -> bool {
-    matches!(name, "PUBLISH" | "SPUBLISH")
+/// Commands whose elements are captured: they send a message to a channel or a list, or move
+/// one from a list (whose name the reply does not repeat).
+fn captures(name: &str) -> bool {
+    matches!(name, "PUBLISH" | "SPUBLISH" | "LPUSH" | "RPUSH" | "LPUSHX" | "RPUSHX" | "LMOVE" | "BLMOVE" | "RPOPLPUSH" | "BRPOPLPUSH")
 }
 
 /// A bulk string being captured.
@@ -99,6 +113,9 @@ pub struct RespStream {
     pub resync_on_arrays: bool,
     /// Times the framing was lost and found again.
     pub resyncs: u64,
+    /// Replies: whether to capture each next reply that answers a command (a list pop's:
+    /// the message it took), in command order; pushes take none.
+    pub capture_answers: VecDeque<bool>,
 }
 
 /// Does `data` start like a RESP command (an array of bulk strings)? Used to recognise Redis
@@ -136,6 +153,7 @@ impl RespStream {
             capturing: None,
             resync_on_arrays: false,
             resyncs: 0,
+            capture_answers: VecDeque::new(),
         }
     }
 
@@ -233,7 +251,7 @@ impl RespStream {
         self.name_pending = false;
         let name = String::from_utf8_lossy(&self.name_buf).to_ascii_uppercase();
         self.name_buf.clear();
-        self.capture = publishes(&name);
+        self.capture = captures(&name);
         if let Some(RespMessage { value: RespValue::Command { name: n, .. }, .. }) = self.current.as_mut() {
             *n = name;
         }
@@ -283,6 +301,9 @@ impl RespStream {
         let Some(content) = line.strip_suffix(b"\r\n") else { return self.desync() };
         let Some((&kind, body)) = content.split_first() else { return self.desync() };
         let top = self.stack.is_empty();
+        if top && self.dir == Direction::Replies && kind != b'>' && self.capture_answers.pop_front() == Some(true) {
+            self.capture = true;
+        }
         match kind {
             b'*' | b'%' | b'~' | b'>' | b'|' => {
                 let Some(n) = parse_int(body) else { return self.desync() };
@@ -329,7 +350,7 @@ impl RespStream {
                         self.want_name = false;
                         // The name is read from the payload that follows, if captured.
                         self.name_pending = true;
-                    } else if self.capture && self.stack.len() == 1 {
+                    } else if self.capture && (self.stack.len() == 1 || (top && self.dir == Direction::Replies)) {
                         let element = Element { head: Vec::new(), len: n as u64, hash: 0, whole: true };
                         self.capturing = Some(Capturing { element, hasher: rustc_hash::FxHasher::default() });
                     }

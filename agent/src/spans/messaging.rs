@@ -25,6 +25,7 @@ pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &MessagingRequest, erro
         operation_type,
         operation_name: Some(req.operation.clone()),
         message_id: req.message_id.clone(),
+        conversation_id: req.conversation_id.clone(),
         body_size: req.body_size,
         routing_key: req.routing_key.clone(),
     };

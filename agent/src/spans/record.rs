@@ -117,6 +117,7 @@ pub struct MessagingFields {
     /// The protocol's own operation name (`publish`, `deliver`).
     pub operation_name: Option<String>,
     pub message_id: Option<String>,
+    pub conversation_id: Option<String>,
     pub body_size: Option<u64>,
     /// AMQP's routing key.
     pub routing_key: Option<String>,

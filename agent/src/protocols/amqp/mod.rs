@@ -301,6 +301,7 @@ impl Side {
                 destination: Some(if exchange.is_empty() { "amq.default".to_string() } else { exchange.to_string() }),
                 operation: operation.to_string(),
                 message_id: content.message_id,
+                conversation_id: content.correlation_id,
                 body_size: Some(content.body_size),
                 identity,
                 routing_key: Some(routing_key.to_string()),

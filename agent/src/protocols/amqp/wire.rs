@@ -150,6 +150,7 @@ pub fn parse_method(payload: &[u8]) -> Option<Method> {
 pub struct Content {
     pub body_size: u64,
     pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
 }
@@ -180,8 +181,11 @@ pub fn parse_content_header(payload: &[u8]) -> Option<Content> {
     if has(11) {
         let _priority = r.u8()?;
     }
-    for bit in [10, 9, 8] {
-        // correlation-id, reply-to, expiration.
+    if has(10) {
+        content.correlation_id = Some(r.shortstr()?).filter(|id| !id.is_empty());
+    }
+    for bit in [9, 8] {
+        // reply-to, expiration.
         if has(bit) {
             let _ = r.shortstr()?;
         }

@@ -269,6 +269,7 @@ impl Side {
                 body_size: Some(body.head.total - body.head.headers),
                 identity,
                 routing_key: None,
+                conversation_id: None,
             }),
             writer: Writer::Caller,
         };
