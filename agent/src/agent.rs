@@ -410,4 +410,8 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
     if consumers.by_headers + consumers.by_identity + consumers.ambiguous + consumers.producer_not_seen > 0 {
         eprintln!("zerotrace: consumer spans — {}", consumers.summary());
     }
+    let handed = pipeline.hand_off_stats();
+    if handed.one + handed.several > 0 {
+        eprintln!("zerotrace: messages handed to worker processes — {} named one delivered message, {} several (no parent)", handed.one, handed.several);
+    }
 }

@@ -64,6 +64,14 @@ pub enum Event<'a> {
         tls: bool,
         cause: Cause,
     },
+    /// Bytes a traced thread read from a pipe (their first `PIPE_CAPTURE`).
+    PipeRead {
+        tgid: u32,
+        tid: u32,
+        fd: u32,
+        ts_ns: u64,
+        payload: &'a [u8],
+    },
     Close {
         tgid: u32,
         tid: u32,
@@ -147,6 +155,9 @@ pub fn socket_addr(a: &SockAddr) -> Option<SocketAddr> {
 }
 
 fn data<'a>(h: &zerotrace_abi::DataHeader, payload: &'a [u8]) -> Event<'a> {
+    if h.flags & zerotrace_abi::data_flags::PIPE != 0 {
+        return Event::PipeRead { tgid: h.header.tgid, tid: h.tid, fd: h.fd, ts_ns: h.ts_exit_ns, payload };
+    }
     Event::Data {
         tgid: h.header.tgid,
         tid: h.tid,

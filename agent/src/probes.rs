@@ -44,6 +44,10 @@ const ATTACH: &[(&str, &str, &str)] = &[
     (program::SYS_EXIT_CONNECT, "syscalls", "sys_exit_connect"),
     (program::INET_SOCK_SET_STATE, "sock", "inet_sock_set_state"),
     (program::SYS_ENTER_CLOSE, "syscalls", "sys_enter_close"),
+    (program::SYS_ENTER_PIPE, "syscalls", "sys_enter_pipe"),
+    (program::SYS_ENTER_PIPE, "syscalls", "sys_enter_pipe2"),
+    (program::SYS_EXIT_PIPE, "syscalls", "sys_exit_pipe"),
+    (program::SYS_EXIT_PIPE, "syscalls", "sys_exit_pipe2"),
     (program::TASK_NEWTASK, "task", "task_newtask"),
     (program::SCHED_PROCESS_EXEC, "sched", "sched_process_exec"),
     (program::SCHED_PROCESS_EXIT, "sched", "sched_process_exit"),
@@ -233,8 +237,9 @@ impl Probes {
 
     /// Tells the probes to stop copying data for an fd that is not a socket (or not a protocol
     /// we parse). The entry disappears when the fd is closed.
-    /// Marks the sockets a process already has open, so their traffic is captured: the probes
-    /// only capture fds known as sockets, and these were opened before we attached. Called
+    /// Marks the sockets (and pipes' read ends) a process already has open, so their traffic
+    /// is captured: the probes only capture fds known as sockets or pipes, and these were
+    /// opened before we attached. Called
     /// after attaching; an fd the probes have seen since keeps their verdict (BPF_NOEXIST).
     pub fn adopt_open_sockets(&mut self, tgid: u32) {
         let Ok(dir) = std::fs::read_dir(format!("/proc/{tgid}/fd")) else { return };
@@ -242,6 +247,9 @@ impl Probes {
             let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
             if matches!(crate::process::fd_kind(tgid, fd), crate::process::FdKind::Socket(_)) {
                 let _ = self.fd_states.insert(fd_key(tgid, fd), FdState::new(fd_state::SOCKET).to_word(), 1);
+            } else if crate::process::is_pipe_read_end(tgid, fd) {
+                let pipe = FdState { capture_cap: zerotrace_abi::PIPE_CAPTURE, ..FdState::new(fd_state::PIPE) };
+                let _ = self.fd_states.insert(fd_key(tgid, fd), pipe.to_word(), 1);
             }
         }
     }

@@ -118,6 +118,18 @@ pub enum FdKind {
     Gone,
 }
 
+/// Whether `fd` of `pid` is the read end of a pipe (`pipe:[…]`, opened read-only).
+pub fn is_pipe_read_end(pid: u32, fd: u32) -> bool {
+    let is_pipe = fs::read_link(format!("/proc/{pid}/fd/{fd}")).is_ok_and(|t| t.to_string_lossy().starts_with("pipe:["));
+    // `flags:` is octal; O_ACCMODE (3) is 0 for O_RDONLY.
+    is_pipe
+        && fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+            .ok()
+            .and_then(|info| info.lines().find_map(|l| l.strip_prefix("flags:").map(|f| f.trim().to_string())))
+            .and_then(|flags| u32::from_str_radix(&flags, 8).ok())
+            .is_some_and(|flags| flags & 3 == 0)
+}
+
 pub fn fd_kind(pid: u32, fd: u32) -> FdKind {
     match fs::read_link(format!("/proc/{pid}/fd/{fd}")) {
         Ok(target) => {

@@ -51,6 +51,9 @@ pub enum Why {
     /// Work a thread took from a queue that a thread serving one request put it on (a
     /// `ThreadPoolExecutor`).
     Delegated,
+    /// A worker process's thread read, from a pipe, the id of the one message its CONSUMER
+    /// span took (a Celery prefork child running its task).
+    HandedMessage,
     /// The asyncio task that wrote it, or the chain of libuv callbacks its answer started,
     /// went on to answer the request (read before the write).
     TaskAnswered,
@@ -73,6 +76,8 @@ pub enum Why {
     SharedTransport,
     /// A multiplexed connection's request that does not say which library wrote it.
     UnknownWriter,
+    /// The worker's pipe read named several delivered messages.
+    HandedSeveral,
     // No evidence: no parent.
     /// The thread serves no request (a worker thread, a background job).
     NotServing,
@@ -99,6 +104,8 @@ impl Why {
             Why::OpenedBy => "connection opened by the request",
             Why::TaskAnswered => "task or callback chain that answered the request",
             Why::Delegated => "work handed to a pool thread",
+            Why::HandedMessage => "message handed to a worker process",
+            Why::HandedSeveral => "several messages handed to a worker process",
             Why::TaskAnsweredNothing => "task or callback chain that answered no request",
             Why::ThreadServesSeveral => "thread serves several requests",
             Why::Pipelined => "pipelined requests",
@@ -116,8 +123,17 @@ impl Why {
 
     pub fn outcome(self) -> Outcome {
         match self {
-            Why::Thread | Why::Goroutine | Why::PathForwarded | Why::Callback | Why::Continuation | Why::OpenedBy | Why::TaskAnswered | Why::Delegated => Outcome::Parent,
-            Why::ThreadServesSeveral | Why::Pipelined | Why::ContinuesSeveral | Why::HandOff | Why::BatchedWrite | Why::SharedTransport | Why::UnknownWriter => Outcome::Ambiguous,
+            Why::Thread | Why::Goroutine | Why::PathForwarded | Why::Callback | Why::Continuation | Why::OpenedBy | Why::TaskAnswered | Why::Delegated | Why::HandedMessage => {
+                Outcome::Parent
+            }
+            Why::ThreadServesSeveral
+            | Why::Pipelined
+            | Why::ContinuesSeveral
+            | Why::HandOff
+            | Why::BatchedWrite
+            | Why::SharedTransport
+            | Why::UnknownWriter
+            | Why::HandedSeveral => Outcome::Ambiguous,
             Why::NotServing | Why::OutsideCallback | Why::CallbackWithoutRequest | Why::UnfollowedRuntime | Why::TaskAnsweredNothing => Outcome::NoEvidence,
         }
     }

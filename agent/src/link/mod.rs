@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crate::traceparent::{self, SpanId, TraceId, TraceParent};
 
 mod evidence;
+pub mod handed;
 mod messages;
 
 pub use messages::ConsumerStats;

@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::callbacks::Callbacks;
 use crate::conn::{ConnInfo, ConnTable, Direction, PendingRequest, Role};
 use crate::events::{Cause, Event};
+use crate::link::handed::{HandedMessages, Work};
 use crate::link::{CalleeEnd, Decision, Evidence, LinkStats, Linker, PeerKey, RequestFacts, StitchStats, Why};
 use crate::process::{FdKind, ProcessResource};
 use crate::protocols::message::{Correlation, Message, Request, RequestFields, Response, Writer};
@@ -148,6 +149,8 @@ pub struct Pipeline<H: Host> {
     memory_bio: MemoryBioHold,
     /// Event-loop callbacks: what each thread's current callback has read.
     callbacks: Callbacks,
+    /// Messages handed to worker processes over pipes.
+    handed: HandedMessages,
     /// The callback the record being handled was made in.
     cause: Cause,
     /// Processes whose threads are not a request's unit of work for plain sockets (Go: the
@@ -219,6 +222,7 @@ impl<H: Host> Pipeline<H> {
             effects: Effects::default(),
             memory_bio: MemoryBioHold::default(),
             callbacks: Callbacks::default(),
+            handed: HandedMessages::default(),
             cause: Cause::Thread,
             thread_rule_off: Default::default(),
             dead_since: HashMap::default(),
@@ -392,6 +396,7 @@ impl<H: Host> Pipeline<H> {
                     self.drop_conn(conn, tgid, cut_off);
                 }
                 self.callbacks.forget_process(tgid);
+                self.handed.process_exited(tgid);
                 self.thread_rule_off.remove(&tgid);
                 self.library.forget_process(tgid);
                 self.library_asked.remove(&tgid);
@@ -415,6 +420,7 @@ impl<H: Host> Pipeline<H> {
                 }
                 hints.push_back(StreamCaller { stream, evidence, ts_ns });
             }
+            Event::PipeRead { tgid, tid, fd, ts_ns, payload } => self.handed.pipe_read(tgid, tid, fd, payload, ts_ns),
             Event::Process { pid, .. } => {
                 // A new process or an exec; the probes do not report new threads.
                 self.effects.started.push(pid);
@@ -509,6 +515,14 @@ impl<H: Host> Pipeline<H> {
         {
             return handed.clone();
         }
+        if !self.linker.serves(tid)
+            && let Some(work) = self.handed.working_for(tgid, tid)
+        {
+            return match work {
+                Work::One(consumer) => Evidence::Serving(*consumer, Why::HandedMessage),
+                Work::Several(candidates) => Evidence::Undecided(Why::HandedSeveral, candidates.clone()),
+            };
+        }
         if tid & zerotrace_abi::GOROUTINE_ACTOR == 0 && self.thread_rule_off.contains(&tgid) {
             return Evidence::Undecided(Why::UnfollowedRuntime, Vec::new());
         }
@@ -574,6 +588,10 @@ impl<H: Host> Pipeline<H> {
 
     pub fn stitch_stats(&self) -> StitchStats {
         self.linker.stitch
+    }
+
+    pub fn hand_off_stats(&self) -> crate::link::handed::HandOffStats {
+        self.handed.stats
     }
 
     pub fn consumer_stats(&self) -> crate::link::ConsumerStats {
@@ -666,7 +684,13 @@ impl<H: Host> Pipeline<H> {
             }
             // A delivery: its parent is the message's sender, not what the receiving thread
             // serves (the consumer's own calls are what it serves).
-            _ if request.client_kind == SpanKind::Consumer => self.linker.start_consumer(&facts, message_identity(&request)),
+            _ if request.client_kind == SpanKind::Consumer => {
+                let span = self.linker.start_consumer(&facts, message_identity(&request));
+                if let RequestFields::Messaging(m) = &request.fields {
+                    self.handed.delivered(m.message_id.iter().chain(&m.conversation_id).map(String::as_str), span, facts.start_enter_ns);
+                }
+                span
+            }
             _ => {
                 let tuple = conn.info.local.map(|l| (l, conn.info.remote));
                 // The library said whom it writes this stream for: that caller's request.

@@ -87,7 +87,15 @@ pub mod fd_state {
     /// it saw before the TLS probes tied it to an SSL): not captured, but still a socket, so
     /// an SSL call's syscalls on it tie the SSL to it.
     pub const FOREIGN: u8 = 4;
+    /// The read end of a pipe a traced process made: the first `PIPE_CAPTURE` bytes of its
+    /// reads are captured, for the ids of the messages a process hands to its workers (a
+    /// Celery prefork child reads its task, with the task's id, from a pipe).
+    pub const PIPE: u8 = 5;
 }
+
+/// Bytes copied per read on a pipe (`fd_state::PIPE`): a Celery job names its task id within
+/// its first hundred bytes.
+pub const PIPE_CAPTURE: u16 = 256;
 
 /// Value of the per-fd state map (`FD_STATE`): what the fd is, and how much of each syscall's
 /// bytes to copy, which the agent sets per connection (a parser that needs only a prefix).

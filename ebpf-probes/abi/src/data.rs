@@ -64,6 +64,8 @@ pub mod data_flags {
     /// The record's `tid` names a goroutine (`GOROUTINE_ACTOR` set), not a thread: Go moves
     /// goroutines between threads, and a request's work is the goroutine's.
     pub const GOROUTINE: u32 = 2;
+    /// Read from a pipe (`fd_state::PIPE`), not a socket.
+    pub const PIPE: u32 = 4;
 }
 
 /// Set in a data record's `tid` when it names a goroutine: above any thread id (the kernel's

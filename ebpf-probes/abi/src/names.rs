@@ -45,6 +45,8 @@ pub mod program {
     pub const SYS_EXIT_CONNECT: &str = "sys_exit_connect";
     pub const INET_SOCK_SET_STATE: &str = "inet_sock_set_state";
     pub const SYS_ENTER_CLOSE: &str = "sys_enter_close";
+    pub const SYS_ENTER_PIPE: &str = "sys_enter_pipe";
+    pub const SYS_EXIT_PIPE: &str = "sys_exit_pipe";
     pub const TASK_NEWTASK: &str = "task_newtask";
     pub const SCHED_PROCESS_EXEC: &str = "sched_process_exec";
     pub const SCHED_PROCESS_EXIT: &str = "sched_process_exit";
@@ -102,6 +104,8 @@ pub mod program {
         SYS_EXIT_CONNECT,
         INET_SOCK_SET_STATE,
         SYS_ENTER_CLOSE,
+        SYS_ENTER_PIPE,
+        SYS_EXIT_PIPE,
         TASK_NEWTASK,
         SCHED_PROCESS_EXEC,
         SCHED_PROCESS_EXIT,

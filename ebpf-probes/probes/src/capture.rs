@@ -302,7 +302,7 @@ pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
     let scratch = unsafe { &mut *scratch };
 
     let (dir, vectored) = match call.op {
-        op::READ => (direction::INGRESS, false),
+        op::READ | op::PIPE_READ => (direction::INGRESS, false),
         op::WRITE => (direction::EGRESS, false),
         op::READV => (direction::INGRESS, true),
         op::WRITEV => (direction::EGRESS, true),
@@ -333,7 +333,7 @@ pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
         tid: pid_tgid as u32,
         fd: call.fd,
         captured: n as u32,
-        flags,
+        flags: if call.op == op::PIPE_READ { flags | zerotrace_abi::data_flags::PIPE } else { flags },
         cause_kind,
         ts_enter_ns: call.ts_enter_ns,
         // SAFETY: helper without arguments.

@@ -121,7 +121,7 @@ fn try_enter_close(ctx: &TracePointContext) -> Res {
     let state = unsafe { FD_STATE.get(&key) }.copied();
     if let Some(state) = state {
         let _ = FD_STATE.remove(&key);
-        if state.state != fd_state::NOT_SOCKET {
+        if state.state != fd_state::NOT_SOCKET && state.state != fd_state::PIPE {
             capture::close(pid_tgid, fd);
         }
     }
@@ -134,3 +134,27 @@ entry_point!(sys_enter_connect, try_enter_connect);
 entry_point!(sys_exit_connect, try_exit_connect);
 entry_point!(inet_sock_set_state, try_sock_state);
 entry_point!(sys_enter_close, try_enter_close);
+
+/// pipe/pipe2(int fds[2], …): the array is filled at exit.
+fn try_enter_pipe(ctx: &TracePointContext) -> Res {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    stash(pid_tgid, &new_call(pid_tgid, op::PIPE, 0, arg(ctx, ARG0)?));
+    Ok(())
+}
+
+/// A pipe made: its read end's reads are captured (`fd_state::PIPE`); the write end is not.
+fn try_exit_pipe(ctx: &TracePointContext) -> Res {
+    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
+    let Some(call) = take(pid_tgid) else { return Ok(()) };
+    if call.op != op::PIPE || arg(ctx, RET)? != 0 {
+        return Ok(());
+    }
+    // SAFETY: checked user read of the int[2] the kernel just filled.
+    let fds = unsafe { aya_ebpf::helpers::bpf_probe_read_user(call.ptr as *const [u32; 2]) }.map_err(|e| e as i64)?;
+    let state = FdState { capture_cap: zerotrace_abi::PIPE_CAPTURE, ..FdState::new(fd_state::PIPE) };
+    let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, fds[0]), &state, 0);
+    Ok(())
+}
+
+entry_point!(sys_enter_pipe, try_enter_pipe);
+entry_point!(sys_exit_pipe, try_exit_pipe);

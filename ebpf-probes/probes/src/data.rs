@@ -7,14 +7,14 @@ use zerotrace_abi::{fd_key, fd_state};
 use crate::maps::{self, FD_STATE, Inflight, op};
 use crate::{ARG0, ARG1, ARG2, ARG3, RET, Res, arg, capture, entry_point, filter, go_tls, new_call, take, tls};
 
-/// The slot a data call's arguments go to, or `None` when this fd's bytes are not captured
+/// The slot a data call's arguments go to (the fd's capture cap, whether it is a pipe), or `None` when this fd's bytes are not captured
 /// here: not a known socket (or not a protocol the agent parses), TLS whose plaintext the TLS
 /// probes capture, or the thread's slot is taken. A socket call made inside an SSL call is
 /// that SSL's ciphertext: it ties the SSL to its socket and is skipped; so is the write that
 /// follows an SSL write over a memory BIO (see `Inflight::pending_ssl`). Files read inside an
 /// SSL call (a certificate check reads /etc/localtime) tie nothing.
 #[inline(always)]
-fn data_slot(pid_tgid: u64, fd: u32, call_op: u32) -> Option<(&'static mut Inflight, u16)> {
+fn data_slot(pid_tgid: u64, fd: u32, call_op: u32) -> Option<(&'static mut Inflight, u16, bool)> {
     let slot = maps::slot(pid_tgid as u32)?;
     // Only fds known as sockets are captured: from accept/connect, or found open when the
     // agent attached (it fills those in). Files, pipes and ttys cost nothing more here, and the
@@ -25,8 +25,12 @@ fn data_slot(pid_tgid: u64, fd: u32, call_op: u32) -> Option<(&'static mut Infli
     let state = fd_entry.map(|e| e.state);
     let socket = matches!(state, Some(fd_state::SOCKET | fd_state::TLS | fd_state::FOREIGN));
     if !socket {
-        // Files, pipes, eventfds: never a TLS socket, so not the thread's last data call.
-        return None;
+        // Files, pipes, eventfds: never a TLS socket, so not the thread's last data call. A
+        // pipe's reads are captured, unless an SSL call holds the slot.
+        return match fd_entry {
+            Some(e) if e.state == fd_state::PIPE && call_op == op::READ && slot.tls.op == op::NONE && slot.pending_ssl == 0 => Some((slot, e.capture_cap, true)),
+            _ => None,
+        };
     }
     (slot.last_fd, slot.last_op) = (fd, call_op);
     if slot.tls.op != op::NONE {
@@ -44,7 +48,7 @@ fn data_slot(pid_tgid: u64, fd: u32, call_op: u32) -> Option<(&'static mut Infli
     }
     // TLS and foreign sockets' bytes (ciphertext, unknown protocols) are not captured.
     match fd_entry {
-        Some(e) if e.state == fd_state::SOCKET => Some((slot, e.capture_cap)),
+        Some(e) if e.state == fd_state::SOCKET => Some((slot, e.capture_cap, false)),
         _ => None,
     }
 }
@@ -78,11 +82,13 @@ fn enter_data(ctx: &TracePointContext, call_op: u32, flags: Flags) -> Res {
         return Ok(());
     }
     let fd = arg(ctx, ARG0)? as u32;
-    let Some((slot, cap)) = data_slot(pid_tgid, fd, call_op) else { return Ok(()) };
+    let Some((slot, cap, pipe)) = data_slot(pid_tgid, fd, call_op) else { return Ok(()) };
     let ptr = match call_op {
         op::SENDFILE => 0,
         _ => arg(ctx, ARG1)?,
     };
+    // A pipe's read is recorded as such (`data_flags::PIPE`).
+    let call_op = if pipe { op::PIPE_READ } else { call_op };
     // No SSL call is in progress (checked by `data_slot`), so resetting the TLS part loses
     // nothing.
     *slot = new_call(pid_tgid, call_op, fd, ptr);
@@ -98,7 +104,7 @@ fn enter_msg(ctx: &TracePointContext, call_op: u32, flags: Flags) -> Res {
         return Ok(());
     }
     let fd = arg(ctx, ARG0)? as u32;
-    let Some((slot, cap)) = data_slot(pid_tgid, fd, call_op) else { return Ok(()) };
+    let Some((slot, cap, _)) = data_slot(pid_tgid, fd, call_op) else { return Ok(()) };
     let msghdr = arg(ctx, ARG1)?;
     // SAFETY: checked user read of msghdr.msg_iov.
     let iov = unsafe { aya_ebpf::helpers::bpf_probe_read_user((msghdr + 16) as *const u64) }.map_err(|e| e as i64)?;

@@ -189,6 +189,10 @@ pub mod op {
     pub const READV: u32 = 5;
     pub const WRITEV: u32 = 6;
     pub const SENDFILE: u32 = 7;
+    /// pipe/pipe2: `ptr` is the user's `int[2]`.
+    pub const PIPE: u32 = 8;
+    /// read() on a pipe's read end (`fd_state::PIPE`).
+    pub const PIPE_READ: u32 = 9;
 
     #[inline(always)]
     pub fn is_read(op: u32) -> bool {

@@ -41,7 +41,7 @@ fn try_exec(_ctx: &TracePointContext) -> Res {
     Ok(())
 }
 
-/// Lowest fds a forked child inherits the socket state of. A pre-forking server (PostgreSQL's
+/// Lowest fds a forked child inherits the socket (and pipe) state of. A pre-forking server (PostgreSQL's
 /// postmaster) accepts, forks, and closes its copy: the child's reads only count as socket
 /// reads if it inherits the state now, and the agent learns which connection the child holds
 /// from an inherit record.
@@ -52,10 +52,13 @@ fn inherit_sockets(parent: u32, child: u32) {
     for fd in 0..INHERITED_FDS {
         // SAFETY: lookup; the value is copied.
         if let Some(state) = unsafe { FD_STATE.get(&fd_key(parent, fd)) }.copied()
-            && (state.state == fd_state::SOCKET || state.state == fd_state::TLS)
+            && (state.state == fd_state::SOCKET || state.state == fd_state::TLS || state.state == fd_state::PIPE)
         {
             let _ = FD_STATE.insert(&fd_key(child, fd), &state, 0);
-            capture::inherit(parent, child, fd);
+            // The agent follows sockets, not pipes.
+            if state.state != fd_state::PIPE {
+                capture::inherit(parent, child, fd);
+            }
         }
     }
 }
