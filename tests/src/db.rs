@@ -96,3 +96,25 @@ pub fn mariadb() -> Server {
     run_ok(Command::new("mariadb").args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "root", "-e", "CREATE DATABASE shop"]), "create database");
     Server { port, proc, dir }
 }
+
+/// A private RabbitMQ node (Debian's rabbitmq-server) on a free port, its state in `dir`.
+pub fn rabbitmq(dir: &TempDir) -> (Proc, u16) {
+    require_program("rabbitmq-server", "Debian's rabbitmq-server (cargo xtask setup)");
+    // Debian's `rabbitmq-server` switches to the `rabbitmq` user, whose node then outlives
+    // the test's process group; the script behind it runs the node as we are.
+    let server = std::path::Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+    assert!(server.exists(), "{} is missing: Debian's rabbitmq-server layout changed", server.display());
+    let (port, dist) = (free_port(), free_port());
+    let mut cmd = Command::new(server);
+    cmd.env("RABBITMQ_NODE_PORT", port.to_string())
+        .env("RABBITMQ_DIST_PORT", dist.to_string())
+        .env("RABBITMQ_NODENAME", format!("zerotrace-{port}@localhost"))
+        .env("RABBITMQ_MNESIA_BASE", dir.path().join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", dir.path().join("log"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.path().join("enabled_plugins"))
+        .env("RABBITMQ_CONFIG_FILE", dir.path().join("none"));
+    let proc = spawn(cmd, "rabbitmq-server");
+    // The node takes about 10 s to boot here.
+    wait_port(port, Duration::from_secs(90));
+    (proc, port)
+}

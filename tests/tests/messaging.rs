@@ -139,28 +139,6 @@ fn redis_pubsub_deliveries_are_children_of_the_publishes_that_sent_them() {
     assert_duplicates_linked_not_parented(&spans, &report);
 }
 
-/// A private RabbitMQ node (Debian's rabbitmq-server) on a free port, its state in `dir`.
-fn rabbitmq(dir: &TempDir) -> (zerotrace_integration_tests::procs::Proc, u16) {
-    require_program("rabbitmq-server", "Debian's rabbitmq-server (cargo xtask setup)");
-    // Debian's `rabbitmq-server` switches to the `rabbitmq` user, whose node then outlives
-    // the test's process group; the script behind it runs the node as we are.
-    let server = std::path::Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
-    assert!(server.exists(), "{} is missing: Debian's rabbitmq-server layout changed", server.display());
-    let (port, dist) = (free_port(), free_port());
-    let mut cmd = Command::new(server);
-    cmd.env("RABBITMQ_NODE_PORT", port.to_string())
-        .env("RABBITMQ_DIST_PORT", dist.to_string())
-        .env("RABBITMQ_NODENAME", format!("zerotrace-{port}@localhost"))
-        .env("RABBITMQ_MNESIA_BASE", dir.path().join("mnesia"))
-        .env("RABBITMQ_LOG_BASE", dir.path().join("log"))
-        .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.path().join("enabled_plugins"))
-        .env("RABBITMQ_CONFIG_FILE", dir.path().join("none"));
-    let proc = spawn(cmd, "rabbitmq-server");
-    // The node takes about 10 s to boot here.
-    wait_port(port, Duration::from_secs(90));
-    (proc, port)
-}
-
 /// RabbitMQ: pika publishers on eight connections, a consumer in another process that
 /// rejects one message once (RabbitMQ delivers it again). The consumer takes 8 messages at a
 /// time (`basic_qos`), as consumers are set up to: a read holding more deliveries than the
@@ -169,7 +147,7 @@ fn rabbitmq(dir: &TempDir) -> (zerotrace_integration_tests::procs::Proc, u16) {
 fn rabbitmq_deliveries_are_children_of_the_publishes_that_sent_them() {
     require_root();
     let dir = TempDir::new("rabbitmq");
-    let (_broker, port) = rabbitmq(&dir);
+    let (_broker, port) = db::rabbitmq(&dir);
     let app = python_app("amqp_demo.py");
     let ready = dir.path().join("consuming");
     // The orders, two duplicates, one with headers, and `retry` twice.

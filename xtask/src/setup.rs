@@ -59,6 +59,8 @@ const PYTHON: &[(&str, &str)] = &[
     ("nats", "nats-py"),
     // The RabbitMQ client of the messaging tests (tests/apps/amqp_demo.py).
     ("pika", "pika"),
+    // Celery with its Redis transport (tests/apps/celery_demo.py); py-amqp comes with it.
+    ("celery", "celery[redis]==5.7.0"),
 ];
 /// The OpenTelemetry Python agent and Flask, for the `compare` reference app: (module, pinned
 /// package). Pinned so the comparison figures the tests assert do not move under us.
