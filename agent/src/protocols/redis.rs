@@ -61,8 +61,6 @@ pub struct Redis {
     /// Requests emitted whose reply has not been seen, oldest first.
     waiting: VecDeque<Waiting>,
     subscribed: bool,
-    /// The connection pushed to or popped from a list: messages, which want whole captures.
-    queues: bool,
     last_reply: (u64, u64),
 }
 
@@ -74,14 +72,7 @@ impl Default for Redis {
 
 impl Redis {
     pub fn new() -> Self {
-        Self {
-            commands: RespStream::new(Direction::Commands),
-            replies: RespStream::new(Direction::Replies),
-            waiting: VecDeque::new(),
-            subscribed: false,
-            queues: false,
-            last_reply: (0, 0),
-        }
+        Self { commands: RespStream::new(Direction::Commands), replies: RespStream::new(Direction::Replies), waiting: VecDeque::new(), subscribed: false, last_reply: (0, 0) }
     }
 
     pub fn is_desynced(&self) -> bool {
@@ -112,19 +103,18 @@ impl Redis {
                 self.replies.capture_answers.push_back(matches!(op, Some(QueueOp::Take { .. })));
                 match (op, m.elements.as_slice()) {
                     (Some(QueueOp::Send), [destination, rest @ ..]) => {
-                        self.queues |= name.ends_with("PUSH") || name.ends_with("PUSHX");
                         self.waiting.push_back(Waiting::Publish);
-                        let operation = if name.contains("PUBLISH") { "publish" } else { "push" };
+                        // The system's own name of the operation: "publish", "lpush"…
+                        let operation = name.to_ascii_lowercase();
                         // Several messages pushed at once: one span, no identity to link by.
                         let (fields, context) = match (rest, m.args()) {
-                            ([payload], 2) => message(operation, destination, payload),
-                            _ => (fields(operation, destination, None, None), TraceContext::default()),
+                            ([payload], 2) => message(&operation, destination, payload),
+                            _ => (fields(&operation, destination, None, None), TraceContext::default()),
                         };
                         out.push(Message::Request(Request { correlation: Correlation::InOrder, timing, context, client_kind: SpanKind::Producer, fields, writer: Writer::Caller }));
                         continue;
                     }
                     (Some(QueueOp::Take { source_in_command }), elements) => {
-                        self.queues = true;
                         let source = if source_in_command { elements.first().cloned() } else { None };
                         self.waiting.push_back(Waiting::Pop { command: name, source });
                         continue;
@@ -152,7 +142,9 @@ impl Redis {
                         self.taken(&m, command, source, error.as_deref(), out);
                         continue;
                     }
-                    (Some(Waiting::Publish), error) => ResponseFields::Messaging { error: error.clone() },
+                    (Some(Waiting::Publish), None) => ResponseFields::Messaging { error: None },
+                    // Refused (a push onto a key that holds no list): no message left, and
+                    // the span is the failed command, which names no key.
                     (_, Some(code)) => ResponseFields::Db(super::message::DbResponse { outcome: DbOutcome::Error { code: code.clone() }, rows: None }),
                     (_, None) => ResponseFields::Db(super::message::DbResponse { outcome: DbOutcome::Ok, rows: None }),
                 };
@@ -264,10 +256,12 @@ impl Parser for Redis {
     fn resyncs(&self) -> u64 {
         self.commands.resyncs + self.replies.resyncs
     }
-    /// A subscribed connection reads many messages at once: the most the probes copy.
-    /// So does one that moves messages through lists (a Celery message is about 1 KiB).
+    /// The most the probes copy: any command may carry a message (a list push, a publish;
+    /// a Celery task is a kilobyte and more, and its identity needs every byte), and a
+    /// subscribed connection reads many messages at once. The probes copy what moved, up to
+    /// this: small commands and replies cost no more.
     fn capture_bytes(&self) -> Option<u16> {
-        (self.subscribed || self.queues).then_some(zerotrace_abi::MAX_PAYLOAD as u16)
+        Some(zerotrace_abi::MAX_PAYLOAD as u16)
     }
 }
 
@@ -335,8 +329,8 @@ mod tests {
     /// A list as a queue: one message pushed is a PRODUCER span, the pop that took it a
     /// CONSUMER span with the same identity (BRPOP names the list, BLMOVE's command does);
     /// a kombu envelope gives the task id and the producer's context; a pop that took
-    /// nothing gives nothing; several pushed at once have no identity; a failed pop is a
-    /// failed database call.
+    /// nothing gives nothing; several pushed at once have no identity; a failed pop or push
+    /// is a failed database call.
     #[test]
     fn a_list_pushed_and_popped_is_a_queue() {
         let envelope: &[u8] = br#"{"body": "e30=", "headers": {"id": "4ceddcbb-3425-4b88-891f-d9a6e8b34e8f", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}, "properties": {"correlation_id": "4ceddcbb-3425-4b88-891f-d9a6e8b34e8f"}}"#;
@@ -344,11 +338,10 @@ mod tests {
         let mut out = Vec::new();
         producer.feed(true, seg(&array(&[b"LPUSH", b"celery", envelope]), 1), &mut out);
         producer.feed(false, seg(b":1\r\n", 2), &mut out);
-        assert_eq!(Parser::capture_bytes(&producer), Some(zerotrace_abi::MAX_PAYLOAD as u16));
         let Message::Request(sent) = &out[0] else { panic!("{out:?}") };
         assert_eq!(sent.context.traceparent.as_deref(), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
         let (kind, sent) = messaging(&out[0]);
-        assert_eq!((kind, sent.destination.as_deref(), sent.operation.as_str()), (SpanKind::Producer, Some("celery"), "push"));
+        assert_eq!((kind, sent.destination.as_deref(), sent.operation.as_str()), (SpanKind::Producer, Some("celery"), "lpush"));
         assert_eq!(sent.message_id.as_deref(), Some("4ceddcbb-3425-4b88-891f-d9a6e8b34e8f"));
         assert!(matches!(&out[1], Message::Response(_)), "{out:?}");
 
@@ -382,17 +375,20 @@ mod tests {
             matches!(&out[3], Message::Response(r) if matches!(&r.fields, ResponseFields::Db(d) if matches!(&d.outcome, DbOutcome::Error { code } if code == "WRONGTYPE"))),
             "{out:?}"
         );
+
+        // A push the server refused sent nothing: its answer is a failed command's.
+        out.clear();
+        producer.feed(true, seg(&array(&[b"LPUSH", b"user:k", b"v"]), 12), &mut out);
+        producer.feed(false, seg(b"-WRONGTYPE Operation against a key\r\n", 13), &mut out);
+        assert!(matches!(&out[1], Message::Response(r) if matches!(&r.fields, ResponseFields::Db(_))), "{out:?}");
     }
 
-    /// A subscribed connection asks for the largest capture, and after a read cut by it
-    /// resumes at the next read that starts with a message.
+    /// A subscribed connection, after a read cut by the capture, resumes at the next read that starts with a message.
     #[test]
     fn a_subscriber_resumes_after_a_capture_gap() {
         let mut s = Redis::new();
         let mut got = Vec::new();
-        assert_eq!(Parser::capture_bytes(&s), None);
         s.feed(true, seg(b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n", 1), &mut got);
-        assert_eq!(Parser::capture_bytes(&s), Some(zerotrace_abi::MAX_PAYLOAD as u16));
         // Two messages moved, the capture ends inside the second's header line.
         let two = b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\na\r\n*3\r\n$7\r\nmess";
         s.feed(false, Segment { data: two, total: two.len() as u64 + 30, ts_enter_ns: 2, ts_exit_ns: 3 }, &mut got);

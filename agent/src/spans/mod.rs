@@ -47,6 +47,14 @@ pub fn build(conn: &ConnInfo, request: &Request, answer: Answer<'_>, options: Db
         (RequestFields::Rpc(req), Some(ResponseFields::Rpc { status_code, error })) => rpc::span(conn, kind, req, *status_code, error.clone(), true),
         (RequestFields::Messaging(req), None) => messaging::span(conn, kind, req, None),
         (RequestFields::Messaging(req), Some(ResponseFields::Messaging { error })) => messaging::span(conn, kind, req, error.clone()),
+        // A send the server refused (a Redis push onto a key that holds no list) sent no
+        // message: it is the failed command, and names no destination.
+        (RequestFields::Messaging(req), Some(ResponseFields::Db(d))) => {
+            let command = crate::protocols::message::DbCommand::Named(req.operation.to_ascii_uppercase());
+            let request = crate::protocols::message::DbRequest { system: req.system, command, namespace: None, prepared: false };
+            let kind = if kind == SpanKind::Server { kind } else { SpanKind::Client };
+            db::span(conn, kind, &request, Some(d), options)?
+        }
         _ => return None,
     };
     time(&mut record, request, answered, clock);
