@@ -105,12 +105,19 @@ impl Targets {
     }
 }
 
+/// A connected socket's capture until its protocol is recognised: the largest, unless the user
+/// asked for less than the default cap.
+fn client_first_cap(capture_bytes: u32) -> u32 {
+    if capture_bytes >= zerotrace_abi::DEFAULT_PAYLOAD_CAP { zerotrace_abi::MAX_PAYLOAD as u32 } else { 0 }
+}
+
 /// Traces until a signal, the deadline, or every traced process has exited, sending spans
 /// to `sink`.
 pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) -> Result<()> {
     let Targets { pids, cgroup_ids } = targets;
     let settings = Settings {
         payload_cap: args.capture_bytes,
+        client_first_cap: client_first_cap(args.capture_bytes),
         cgroup_filter: !args.cgroups.is_empty(),
         wakeup_bytes: WAKEUP_BYTES,
         hooks_only: args.hooks_only,
@@ -157,6 +164,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
     let mut pipeline = Pipeline::new(ProcHost, Clock::now());
     pipeline.db_options.keep_literals = args.keep_sql_literals;
+    pipeline.client_first_cap = client_first_cap(args.capture_bytes) as u16;
     for &pid in &pids {
         pipeline.preload_resource(pid);
     }

@@ -56,6 +56,8 @@ const ATTACH: &[(&str, &str, &str)] = &[
 
 pub struct Settings {
     pub payload_cap: u32,
+    /// A connected socket's capture until its protocol is recognised (0: `payload_cap`).
+    pub client_first_cap: u32,
     pub cgroup_filter: bool,
     pub wakeup_bytes: u64,
     pub hooks_only: bool,
@@ -130,6 +132,7 @@ impl Probes {
             // /sys/kernel/btf/vmlinux (tens of MiB resident) and works on kernels without it.
             .btf(None)
             .override_global(setting::PAYLOAD_CAP, &settings.payload_cap, true)
+            .override_global(setting::CLIENT_FIRST_CAP, &settings.client_first_cap, true)
             .override_global(setting::CGROUP_FILTER, &cgroup_filter, true)
             .override_global(setting::HOOKS_ONLY, &hooks_only, true)
             .override_global(setting::GO_GOROUTINES, &go_goroutines, true)

@@ -83,11 +83,12 @@ impl Client {
     }
 }
 
-/// The probes loaded and attached (as root), copying up to 1024 bytes per call.
-fn attached(wakeup_bytes: u64) -> (Probes, aya::maps::RingBuf<aya::maps::MapData>) {
+/// The probes loaded and attached (as root), copying up to 1024 bytes per call (and
+/// `client_first_cap` on a connected socket until the agent sets its cap; 0: none).
+fn attached(wakeup_bytes: u64, client_first_cap: u32) -> (Probes, aya::maps::RingBuf<aya::maps::MapData>) {
     require_root();
     let loop_gather = zerotrace::probes::kernel_has_bpf_loop();
-    let settings = Settings { payload_cap: 1024, cgroup_filter: false, wakeup_bytes, hooks_only: false, go_goroutines: false, loop_gather };
+    let settings = Settings { payload_cap: 1024, client_first_cap, cgroup_filter: false, wakeup_bytes, hooks_only: false, go_goroutines: false, loop_gather };
     let (mut probes, ring) = Probes::load(&settings).expect("the probes load");
     probes.attach().expect("the probes attach");
     (probes, ring)
@@ -95,7 +96,7 @@ fn attached(wakeup_bytes: u64) -> (Probes, aya::maps::RingBuf<aya::maps::MapData
 
 #[test]
 fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_holds() {
-    let (mut probes, mut ring) = attached(1 << 20);
+    let (mut probes, mut ring) = attached(1 << 20, 0);
 
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -152,6 +153,41 @@ fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_hol
     probes.detach_all();
 }
 
+/// A socket the traced process connects copies `client_first_cap` bytes (its first request
+/// whole) until the agent sets the connection's cap; 0 is the global cap again.
+#[test]
+fn a_connected_socket_starts_with_the_first_request_cap() {
+    let (mut probes, mut ring) = attached(1 << 20, 4096);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; 65536];
+        while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let script = format!(
+        "import socket, sys\nprint('ready', flush=True)\nsys.stdin.readline()\ns = socket.create_connection(('127.0.0.1', {port}))\nprint(s.fileno(), flush=True)\nfor line in sys.stdin:\n    s.sendall(b'x' * {CHUNK})\n    print('sent', flush=True)\n"
+    );
+    let mut client = Client::start(&script);
+    let pid = client.pid();
+    assert_eq!(client.line(), "ready");
+    let mut discovery = Discovery::default();
+    discovery.add(&mut probes, pid).expect("added");
+    let fd: u32 = client.step().parse().expect("the socket's fd");
+    client.step();
+    let (first, _) = drain(&mut ring, pid, Duration::from_millis(300));
+    let sends: Vec<_> = first.iter().filter(|(egress, _, _)| *egress).collect();
+    assert_eq!(sends.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), [(CHUNK, CHUNK as u64)], "the first send whole: {first:?}");
+    probes.set_capture_cap(pid, fd, 0).expect("cap set");
+    client.step();
+    let (next, _) = drain(&mut ring, pid, Duration::from_millis(300));
+    let sends: Vec<_> = next.iter().filter(|(egress, _, _)| *egress).collect();
+    assert_eq!(sends.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(), [(1024, CHUNK as u64)], "then the global cap: {next:?}");
+    client.finish();
+    let _ = server.join();
+    probes.detach_all();
+}
+
 /// A connect whose 16-byte sockaddr_in is the last thing readable before an inaccessible
 /// page (Go allocates one per connect on its heap, so this happens by chance under load):
 /// the probes read only what the family needs, so the connection and its bytes are seen.
@@ -161,7 +197,7 @@ fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_hol
 /// Last, one sendmsg of 40 buffers is gathered whole (bpf_loop, Linux ≥ 5.17).
 #[test]
 fn a_connect_address_at_the_end_of_a_page_is_read_and_peeks_are_not_data() {
-    let (mut probes, mut ring) = attached(1);
+    let (mut probes, mut ring) = attached(1, 0);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let server = std::thread::spawn(move || {
@@ -223,7 +259,7 @@ sys.stdin.readline()
 /// verdict carries the connection's generation and lands only on that connection.
 #[test]
 fn a_verdict_lands_only_on_the_connection_it_was_made_for() {
-    let (mut probes, mut ring) = attached(1);
+    let (mut probes, mut ring) = attached(1, 0);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let server = std::thread::spawn(move || {

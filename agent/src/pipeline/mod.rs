@@ -136,6 +136,10 @@ pub struct Pipeline<H: Host> {
     host: H,
     clock: Clock,
     pub db_options: DbSpanOptions,
+    /// The capture the probes give a connected socket until the agent has recognised its
+    /// protocol (`Settings::client_first_cap`; 0: the global cap): once it has, the
+    /// connection is set to what its parser wants.
+    pub client_first_cap: u16,
     conns: ConnTable,
     linker: Linker,
     waiting: Vec<Waiting>,
@@ -213,6 +217,7 @@ impl<H: Host> Pipeline<H> {
             host,
             clock,
             db_options: DbSpanOptions::default(),
+            client_first_cap: 0,
             conns: ConnTable::default(),
             linker: Linker::default(),
             waiting: Vec::new(),
@@ -310,6 +315,9 @@ impl<H: Host> Pipeline<H> {
                 if let Some(conn) = self.conns.get_mut(tgid, fd) {
                     conn.opened_by = opened_by;
                     conn.info.generation = generation;
+                    if role == Role::Client && self.client_first_cap != 0 {
+                        conn.capture_asked = Some(self.client_first_cap);
+                    }
                 }
             }
             Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload, tls, cause } => {
@@ -348,9 +356,12 @@ impl<H: Host> Pipeline<H> {
                 let mut parsed = std::mem::take(&mut self.parsed);
                 conn.feed(dir, seg, &mut parsed);
                 // Recognised now, switched (an h2c upgrade), or in another mode (a Redis
-                // connection that subscribed): the capture it needs.
+                // connection that subscribed): the capture it needs. A connection that started
+                // with the first-request capture goes back to the global one (0) unless its
+                // parser wants another.
+                let wanted = conn.capture_bytes().or_else(|| (conn.protocol().is_some() && conn.capture_asked.is_some()).then_some(0));
                 if !conn.info.tls
-                    && let Some(bytes) = conn.capture_bytes()
+                    && let Some(bytes) = wanted
                     && conn.capture_asked != Some(bytes)
                 {
                     conn.capture_asked = Some(bytes);

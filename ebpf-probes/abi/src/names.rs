@@ -17,13 +17,14 @@ pub mod map {
 /// Load-time settings (globals the agent overrides before loading).
 pub mod setting {
     pub const PAYLOAD_CAP: &str = "PAYLOAD_CAP";
+    pub const CLIENT_FIRST_CAP: &str = "CLIENT_FIRST_CAP";
     pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
     pub const HOOKS_ONLY: &str = "HOOKS_ONLY";
     pub const GO_GOROUTINES: &str = "GO_GOROUTINES";
     pub const LOOP_GATHER: &str = "LOOP_GATHER";
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     pub const AGENT_TGID: &str = "AGENT_TGID";
-    pub const ALL: &[&str] = &[PAYLOAD_CAP, CGROUP_FILTER, HOOKS_ONLY, GO_GOROUTINES, LOOP_GATHER, WAKEUP_BYTES, AGENT_TGID];
+    pub const ALL: &[&str] = &[PAYLOAD_CAP, CLIENT_FIRST_CAP, CGROUP_FILTER, HOOKS_ONLY, GO_GOROUTINES, LOOP_GATHER, WAKEUP_BYTES, AGENT_TGID];
 }
 
 /// Programs, by the file that defines them.

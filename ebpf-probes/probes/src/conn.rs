@@ -67,7 +67,8 @@ fn try_exit_connect(ctx: &TracePointContext) -> Res {
         return Ok(());
     }
     let generation = new_generation();
-    let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, call.fd), &FdState { generation, ..FdState::new(fd_state::SOCKET) }, 0);
+    let capture_cap = maps::setting_u32(&maps::CLIENT_FIRST_CAP) as u16;
+    let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, call.fd), &FdState { generation, capture_cap, ..FdState::new(fd_state::SOCKET) }, 0);
     capture::conn_open(pid_tgid, role::CLIENT, call.fd, zerotrace_abi::FD_UNKNOWN, call.local, call.remote, generation);
     Ok(())
 }

@@ -9,6 +9,11 @@ use zerotrace_abi::{DataEvent, FdState, PID_WORDS, SockAddr, stat};
 /// Payload capture cap, set by the agent at load time (≤ MAX_PAYLOAD).
 #[unsafe(no_mangle)]
 pub static PAYLOAD_CAP: u32 = zerotrace_abi::DEFAULT_PAYLOAD_CAP;
+/// Capture of a connected socket until the agent has recognised its protocol (0: the payload
+/// cap): a client's first write is its first request or message, whole (a queued task of a
+/// kilobyte and more: its identity and headers need all of it).
+#[unsafe(no_mangle)]
+pub static CLIENT_FIRST_CAP: u32 = 0;
 /// Unread bytes in the ring buffer above which a record wakes the reader (the agent sets it;
 /// see its WAKEUP_BYTES). Below it records are submitted without a wakeup and the agent drains
 /// on its timer: a wakeup per record would cost the traced thread ~1.4 µs instead of ~25 ns.
