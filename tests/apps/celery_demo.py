@@ -118,10 +118,12 @@ def drive(web_port, backend_port, n, ready):
         break
 
     def one(i):
-        print(f"task {i} {get(f'http://127.0.0.1:{web_port}/enqueue/{i}')}", flush=True)
+        return f"task {i} {get(f'http://127.0.0.1:{web_port}/enqueue/{i}')}"
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(one, range(n)))
+        lines = list(pool.map(one, range(n)))
+    # Printed from one thread: lines printed from several can interleave.
+    print("\n".join(lines), flush=True)
     deadline = time.time() + 60
     while int(get(f"http://127.0.0.1:{backend_port}/count")) < n:
         if time.time() > deadline:

@@ -39,14 +39,15 @@ fn parent<'a>(spans: &'a [TestSpan], span: &TestSpan) -> Option<&'a TestSpan> {
     spans.iter().find(|s| !span.parent_id.is_empty() && s.span_id == span.parent_id)
 }
 
-fn run_celery(broker: &str, pg_port: u16) -> (String, Vec<TestSpan>, String) {
+fn run_celery(broker: &str, pg_port: u16, web_prefix: &str) -> (String, Vec<TestSpan>, String) {
     let app = python_app("celery_demo.py");
     let dir = TempDir::new("celery");
     let ready = dir.path().join("worker-ready");
     let (web, backend) = (free_port(), free_port());
     let script = format!(
+        // Only the driver writes to stdout: its lines are whole.
         "export CELERY_BROKER={broker} CELERY_PG_PORT={pg_port} OTEL_SERVICE_NAME=celery-demo; \
-         python3 {app} backend {backend} & B=$!; python3 {app} web {web} {backend} & W=$!; python3 {app} worker {ready} & C=$!; \
+         python3 {app} backend {backend} >&2 & B=$!; {web_prefix}python3 {app} web {web} {backend} >&2 & W=$!; python3 {app} worker {ready} >&2 & C=$!; \
          python3 {app} drive {web} {backend} {TASKS} {ready}; status=$?; sleep 1; kill -TERM $B $W $C; wait $C; exit $status",
         app = app.display(),
         ready = ready.display()
@@ -62,7 +63,17 @@ fn run_celery(broker: &str, pg_port: u16) -> (String, Vec<TestSpan>, String) {
 
 /// Every request's task, and the calls the task made, in the request's trace, each under the
 /// right parent.
-fn assert_one_trace_per_request(out: &str, spans: &[TestSpan], system: &str, report: &str) {
+/// What the send of a task is under.
+#[derive(PartialEq)]
+enum Send {
+    /// Our SERVER span of the request that queued it.
+    UnderRequest,
+    /// The span id of the instrumented app's own send, which it put in the task's headers:
+    /// the app's Flask span (not exported here) is its parent, so it has none in our spans.
+    Adopted,
+}
+
+fn assert_one_trace_per_request(out: &str, spans: &[TestSpan], system: &str, send: Send, report: &str) {
     let task_ids: HashMap<String, usize> = out
         .lines()
         .filter_map(|l| {
@@ -82,9 +93,12 @@ fn assert_one_trace_per_request(out: &str, spans: &[TestSpan], system: &str, rep
         if let Some(producer) = parent(spans, c) {
             assert_eq!(producer.kind, "PRODUCER", "a task under something else than its send: {c:?} under {producer:?}");
             assert_eq!(task_id(producer), task_id(c), "a task under another task's send: {c:?} under {producer:?}");
-            let server = parent(spans, producer).unwrap_or_else(|| panic!("a send without its request: {producer:?}\n{report}"));
-            assert_eq!((server.kind.as_str(), number(server, "/enqueue/")), ("SERVER", Some(n)), "a send under another request: {producer:?} under {server:?}");
-            assert_eq!((producer.trace_id.as_str(), c.trace_id.as_str()), (server.trace_id.as_str(), server.trace_id.as_str()));
+            assert_eq!(producer.trace_id, c.trace_id);
+            if send == Send::UnderRequest {
+                let server = parent(spans, producer).unwrap_or_else(|| panic!("a send without its request: {producer:?}\n{report}"));
+                assert_eq!((server.kind.as_str(), number(server, "/enqueue/")), ("SERVER", Some(n)), "a send under another request: {producer:?} under {server:?}");
+                assert_eq!(producer.trace_id, server.trace_id);
+            }
             placed.0 += 1;
         } else {
             assert!(c.parent_id.is_empty(), "a task under a span that is not there: {c:?}");
@@ -124,8 +138,8 @@ fn assert_one_trace_per_request(out: &str, spans: &[TestSpan], system: &str, rep
 fn celery_with_redis_is_one_trace_from_the_request_to_the_workers_calls() {
     require_root();
     let (redis, pg) = (db::redis(), db::postgres());
-    let (out, spans, report) = run_celery(&format!("redis://127.0.0.1:{}/0", redis.port), pg.port);
-    assert_one_trace_per_request(&out, &spans, "redis", &report);
+    let (out, spans, report) = run_celery(&format!("redis://127.0.0.1:{}/0", redis.port), pg.port, "");
+    assert_one_trace_per_request(&out, &spans, "redis", Send::UnderRequest, &report);
     let send = find(&spans, "PRODUCER", |s| s.attr("messaging.destination.name") == Some("celery"));
     assert_eq!(send.len(), TASKS, "{report}");
     assert_eq!(send[0].name, "send celery");
@@ -137,6 +151,21 @@ fn celery_with_rabbitmq_is_one_trace_from_the_request_to_the_workers_calls() {
     let dir = TempDir::new("celery-rabbitmq");
     let (_broker, port) = db::rabbitmq(&dir);
     let pg = db::postgres();
-    let (out, spans, report) = run_celery(&format!("amqp://guest:guest@127.0.0.1:{port}//"), pg.port);
-    assert_one_trace_per_request(&out, &spans, "rabbitmq", &report);
+    let (out, spans, report) = run_celery(&format!("amqp://guest:guest@127.0.0.1:{port}//"), pg.port, "");
+    assert_one_trace_per_request(&out, &spans, "rabbitmq", Send::UnderRequest, &report);
+}
+
+/// The web service instrumented by the OpenTelemetry Python agent (Flask and Celery, spans
+/// not exported): its traceparent travels in the task's headers and the CONSUMER span takes
+/// it; our PRODUCER span, which saw the same headers leave, adopts the agent's span id, so the
+/// task is under it, and the worker's calls under the task.
+#[test]
+fn celery_with_a_traceparent_in_the_task_headers_takes_it() {
+    require_root();
+    let (redis, pg) = (db::redis(), db::postgres());
+    let instrument = zerotrace_integration_tests::require_program("opentelemetry-instrument", "the OpenTelemetry Python agent (cargo xtask setup)");
+    let prefix = format!("OTEL_TRACES_EXPORTER=none OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none {} ", instrument.display());
+    let (out, spans, report) = run_celery(&format!("redis://127.0.0.1:{}/0", redis.port), pg.port, &prefix);
+    assert_one_trace_per_request(&out, &spans, "redis", Send::Adopted, &report);
+    assert!(report.contains(&format!("under their producer by message headers: {TASKS}, by message identity: 0")), "{report}");
 }
