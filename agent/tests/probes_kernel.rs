@@ -94,10 +94,8 @@ fn attached(wakeup_bytes: u64, client_first_cap: u32) -> (Probes, aya::maps::Rin
     (probes, ring)
 }
 
-#[test]
-fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_holds() {
-    let (mut probes, mut ring) = attached(1 << 20, 0);
-
+/// A local server that takes one connection and reads it to the end: its port and thread.
+fn sink_server() -> (u16, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let server = std::thread::spawn(move || {
@@ -105,6 +103,14 @@ fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_hol
         let mut buf = vec![0u8; 65536];
         while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
     });
+    (port, server)
+}
+
+#[test]
+fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_holds() {
+    let (mut probes, mut ring) = attached(1 << 20, 0);
+
+    let (port, server) = sink_server();
     // A client that sends CHUNK bytes each time it reads a line, on one connection.
     let script = format!(
         "import socket, sys\ns = socket.create_connection(('127.0.0.1', {port}))\nprint('connected', flush=True)\nfor line in sys.stdin:\n    s.sendall(b'x' * {CHUNK})\n    print('sent', flush=True)\n"
@@ -158,13 +164,7 @@ fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_hol
 #[test]
 fn a_connected_socket_starts_with_the_first_request_cap() {
     let (mut probes, mut ring) = attached(1 << 20, 4096);
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().expect("accept");
-        let mut buf = vec![0u8; 65536];
-        while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
-    });
+    let (port, server) = sink_server();
     let script = format!(
         "import socket, sys\nprint('ready', flush=True)\nsys.stdin.readline()\ns = socket.create_connection(('127.0.0.1', {port}))\nprint(s.fileno(), flush=True)\nfor line in sys.stdin:\n    s.sendall(b'x' * {CHUNK})\n    print('sent', flush=True)\n"
     );
