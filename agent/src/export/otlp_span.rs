@@ -118,6 +118,8 @@ fn messaging(m: &MessagingFields, attrs: &mut Attrs) {
     attrs.str("messaging.message.conversation_id", m.conversation_id.as_deref());
     attrs.int("messaging.message.body.size", m.body_size.map(|s| s.min(i64::MAX as u64) as i64));
     attrs.str("messaging.rabbitmq.destination.routing_key", m.routing_key.as_deref());
+    attrs.str("messaging.destination.partition.id", m.partition.map(|p| p.to_string()).as_deref());
+    attrs.int("messaging.kafka.offset", m.offset);
 }
 
 fn network(n: &Network, attrs: &mut Attrs) {

@@ -107,9 +107,11 @@ pub enum ResponseFields {
         status_code: Option<u32>,
         error: Option<String>,
     },
-    /// An acknowledgement or an error from a broker.
+    /// An acknowledgement or an error from a broker, and the offset it gave the message
+    /// (Kafka).
     Messaging {
         error: Option<String>,
+        offset: Option<i64>,
     },
     /// The exchange failed below its domain (an HTTP/2 stream reset, a GOAWAY): `error` is
     /// the `error.type`, whatever the request's domain.
@@ -209,6 +211,10 @@ pub struct MessagingRequest {
     pub identity: Option<u64>,
     /// AMQP's routing key (`messaging.rabbitmq.destination.routing_key`).
     pub routing_key: Option<String>,
+    /// Kafka's partition (`messaging.destination.partition.id`).
+    pub partition: Option<u32>,
+    /// Kafka's offset of a fetched record (`messaging.kafka.offset`).
+    pub offset: Option<i64>,
 }
 
 impl Message {

@@ -142,7 +142,7 @@ impl Redis {
                         self.taken(&m, command, source, error.as_deref(), out);
                         continue;
                     }
-                    (Some(Waiting::Publish), None) => ResponseFields::Messaging { error: None },
+                    (Some(Waiting::Publish), None) => ResponseFields::Messaging { error: None, offset: None },
                     // Refused (a push onto a key that holds no list): no message left, and
                     // the span is the failed command, which names no key.
                     (_, Some(code)) => ResponseFields::Db(super::message::DbResponse { outcome: DbOutcome::Error { code: code.clone() }, rows: None }),
@@ -183,7 +183,7 @@ impl Redis {
             let fields = match waiting {
                 // Its message, if it took one, was not captured.
                 Waiting::Pop { .. } => continue,
-                Waiting::Publish => ResponseFields::Messaging { error: None },
+                Waiting::Publish => ResponseFields::Messaging { error: None, offset: None },
                 Waiting::Command => ResponseFields::Db(super::message::DbResponse { outcome: DbOutcome::Ok, rows: None }),
             };
             out.push(Message::in_order_answer(Timing::single(self.last_reply.0, self.last_reply.1), fields));
@@ -224,6 +224,8 @@ fn fields(operation: &str, channel: &Element, body_size: Option<u64>, identity: 
         body_size,
         identity,
         routing_key: None,
+        partition: None,
+        offset: None,
     })
 }
 
@@ -291,7 +293,7 @@ mod tests {
         publisher.feed(false, seg(b":1\r\n", 2), &mut out);
         let (kind, sent) = messaging(&out[0]);
         assert_eq!((kind, sent.destination.as_deref(), sent.body_size), (SpanKind::Producer, Some("orders.1"), Some(9)));
-        assert!(matches!(&out[1], Message::Response(r) if r.fields == ResponseFields::Messaging { error: None }), "{out:?}");
+        assert!(matches!(&out[1], Message::Response(r) if r.fields == ResponseFields::Messaging { error: None, offset: None }), "{out:?}");
         let mut subscriber = Redis::new();
         let mut got = Vec::new();
         subscriber.feed(true, seg(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$8\r\norders.*\r\n", 1), &mut got);

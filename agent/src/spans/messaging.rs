@@ -6,7 +6,8 @@ use super::{ends, record};
 use crate::conn::ConnInfo;
 use crate::protocols::message::MessagingRequest;
 
-pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &MessagingRequest, error: Option<String>) -> SpanRecord {
+/// `offset`: the one the broker's answer gave the message (a Kafka send's).
+pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &MessagingRequest, error: Option<String>, offset: Option<i64>) -> SpanRecord {
     let operation_type = match kind {
         SpanKind::Producer => "send",
         SpanKind::Consumer => "process",
@@ -28,6 +29,8 @@ pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &MessagingRequest, erro
         conversation_id: req.conversation_id.clone(),
         body_size: req.body_size,
         routing_key: req.routing_key.clone(),
+        partition: req.partition,
+        offset: req.offset.or(offset),
     };
     let mut record = record(name, kind, net, Domain::Messaging(fields));
     if let Some(e) = error {

@@ -121,6 +121,9 @@ pub struct MessagingFields {
     pub body_size: Option<u64>,
     /// AMQP's routing key.
     pub routing_key: Option<String>,
+    /// Kafka's partition and a fetched record's offset.
+    pub partition: Option<u32>,
+    pub offset: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -269,6 +269,8 @@ impl Side {
                 body_size: Some(body.head.total - body.head.headers),
                 identity,
                 routing_key: None,
+                partition: None,
+                offset: None,
                 conversation_id: None,
             }),
             writer: Writer::Caller,
