@@ -6,19 +6,20 @@ use super::message::Message;
 use super::parser::Segment;
 use super::parser::{Parser, Sender};
 use super::sql::{Dialect, mask_literals, summarize};
-use super::{amqp, memcached, mysql, nats, postgres, redis};
+use super::{amqp, kafka, memcached, mysql, nats, postgres, redis};
 
-/// The first byte picks the parser (the databases and caches, NATS and AMQP, whose
+/// The first byte picks the parser (the databases and caches, NATS, AMQP and Kafka, whose
 /// line-and-count or length-prefixed framing is theirs); the next eight choose segment sizes, directions and gaps.
 pub fn database(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else { return };
-    let mut codec: Box<dyn Parser> = match which % 7 {
+    let mut codec: Box<dyn Parser> = match which % 8 {
         0 => Box::new(postgres::Postgres::new()),
         1 => Box::new(mysql::Mysql::new(which & 0x10 == 0)),
         2 => Box::new(redis::Redis::new()),
         3 => Box::new(memcached::Memcached::new()),
         4 => Box::new(nats::Nats::default()),
         6 => Box::new(amqp::Amqp::new(which & 0x10 == 0)),
+        7 => Box::new(kafka::Kafka::default()),
         _ => {
             let text = String::from_utf8_lossy(rest);
             let masked = mask_literals(&text, if which & 1 == 0 { Dialect::Postgres } else { Dialect::Mysql });
@@ -82,6 +83,8 @@ pub(crate) mod smoke {
             b"\x05SELECT * FROM t WHERE a = 'x''y' AND b IN (1, 2) -- c\n/* d */ $$e$$",
             b"\x06\x01\x41\x03\x44\x05\x46\x07\x48\x01\x00\x01\x00\x00\x00\x0c\x00\x3c\x00\x28\x00\x00\x01a\x01b\x00\xce\x02\x00\x01\x00\x00\x00\x0e\x00\x3c\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\xce\x03\x00\x01\x00\x00\x00\x01x\xce",
             b"\x04\x01\x41\x03\x44\x05\x46\x07\x48PUB a.b 5\r\nhello\r\nMSG a.b 1 _R 5\r\nhello\r\nHPUB h 12 14\r\nNATS/1.0\r\n\r\nhi\r\n",
+            // Kafka: a Produce v7 request of one record, and its answer.
+            b"\x07\x01\x41\x03\x44\x05\x46\x07\x48\x00\x00\x00\x69\x00\x00\x00\x07\x00\x00\x00\x06\x00\x01c\xff\xff\xff\xff\x00\x00\x75\x30\x00\x00\x00\x01\x00\x01t\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x48\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x3c\x00\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x00\x00\x00\x01\x14\x00\x00\x00\x01\x02v\x02\x00\x00\x00\x00\x00\x00\x00\x00",
         ];
         mutate_and_run(seeds, 20_000, super::database);
         // Found by cargo fuzz: an empty MySQL packet where an OK was due.

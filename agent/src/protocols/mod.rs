@@ -10,6 +10,7 @@ mod framing;
 pub mod fuzz;
 pub mod http1;
 pub mod http2;
+pub mod kafka;
 pub mod memcached;
 pub mod message;
 pub mod mysql;
