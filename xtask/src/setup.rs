@@ -9,6 +9,9 @@ use crate::build::which;
 use crate::util::{output, run, succeeds};
 
 const BPF_LINKER_VERSION: &str = "0.10.3";
+/// The Kafka-compatible broker of the messaging tests (no Kafka in Debian; tansu is on
+/// crates.io). `dynostore` brings its in-memory storage engine.
+const TANSU_VERSION: &str = "0.6.0";
 /// Debian packages the tests and benchmarks drive (real peers).
 const DEBIAN: &[(&str, &str)] = &[
     ("nginx", "/usr/sbin/nginx"),
@@ -61,6 +64,8 @@ const PYTHON: &[(&str, &str)] = &[
     ("pika", "pika"),
     // Celery with its Redis transport (tests/apps/celery_demo.py); py-amqp comes with it.
     ("celery", "celery[redis]==5.7.0"),
+    // The Kafka client of the messaging tests (tests/apps/kafka_demo.py).
+    ("kafka", "kafka-python==3.0.12"),
 ];
 /// The OpenTelemetry Python agent and Flask, for the `compare` reference app: (module, pinned
 /// package). Pinned so the comparison figures the tests assert do not move under us.
@@ -99,6 +104,13 @@ pub fn install() -> Result<()> {
     if !linker_ok {
         println!("xtask setup: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
         run(Command::new("cargo").args(["+stable", "install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force"]).env_remove("RUSTUP_TOOLCHAIN"))?;
+    }
+    let tansu_ok = which("tansu").and_then(|p| Command::new(p).arg("--version").output().ok()).is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(TANSU_VERSION));
+    if !tansu_ok {
+        println!("xtask setup: building tansu {TANSU_VERSION}, the Kafka broker of the tests (about 13 minutes on 2 cores)");
+        run(Command::new("cargo")
+            .args(["+stable", "install", &format!("tansu@{TANSU_VERSION}"), "--locked", "--force", "--features", "dynostore"])
+            .env_remove("RUSTUP_TOOLCHAIN"))?;
     }
     let missing: Vec<&str> = DEBIAN.iter().filter(|(_, bin)| !std::path::Path::new(bin).exists()).map(|(p, _)| *p).collect();
     if !missing.is_empty() {
