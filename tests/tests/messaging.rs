@@ -166,11 +166,14 @@ fn rabbitmq_deliveries_are_children_of_the_publishes_that_sent_them() {
     }
     assert_duplicates_linked_not_parented(&spans, &report);
     assert_headers_honoured(&spans, &report);
-    // Rejected and delivered again: two deliveries, both under the one publish.
+    // Rejected and delivered again: two deliveries, both under the one publish, the second
+    // marked as a redelivery.
     let retry = find(&spans, "PRODUCER", |s| topic(s) == Some("retry"));
     let retried = find(&spans, "CONSUMER", |s| topic(s) == Some("retry"));
     assert_eq!((retry.len(), retried.len()), (1, 2), "{report}");
     for d in &retried {
         assert_eq!(d.parent_id, retry[0].span_id, "a redelivery under the publish: {d:?}");
     }
+    let marked: Vec<Option<&str>> = retried.iter().map(|d| d.attr("zerotrace.messaging.redelivered")).collect();
+    assert!(marked.contains(&Some("true")) && marked.contains(&None), "one first delivery, one marked redelivery: {marked:?}");
 }

@@ -120,6 +120,10 @@ fn messaging(m: &MessagingFields, attrs: &mut Attrs) {
     attrs.str("messaging.rabbitmq.destination.routing_key", m.routing_key.as_deref());
     attrs.str("messaging.destination.partition.id", m.partition.map(|p| p.to_string()).as_deref());
     attrs.int("messaging.kafka.offset", m.offset);
+    // No convention names a redelivery yet: ours, set only when true.
+    if m.redelivered {
+        attrs.0.push(kv_bool("zerotrace.messaging.redelivered", true));
+    }
 }
 
 fn network(n: &Network, attrs: &mut Attrs) {

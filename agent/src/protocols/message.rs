@@ -215,6 +215,9 @@ pub struct MessagingRequest {
     pub partition: Option<u32>,
     /// Kafka's offset of a fetched record (`messaging.kafka.offset`).
     pub offset: Option<i64>,
+    /// The broker says it delivered this message before (AMQP's `redelivered`: rejected,
+    /// or unacknowledged when its consumer went away).
+    pub redelivered: bool,
 }
 
 impl Message {

@@ -226,6 +226,7 @@ fn fields(operation: &str, channel: &Element, body_size: Option<u64>, identity: 
         routing_key: None,
         partition: None,
         offset: None,
+        redelivered: false,
     })
 }
 

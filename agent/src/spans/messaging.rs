@@ -31,6 +31,7 @@ pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &MessagingRequest, erro
         routing_key: req.routing_key.clone(),
         partition: req.partition,
         offset: req.offset.or(offset),
+        redelivered: req.redelivered,
     };
     let mut record = record(name, kind, net, Domain::Messaging(fields));
     if let Some(e) = error {

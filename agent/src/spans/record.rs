@@ -124,6 +124,8 @@ pub struct MessagingFields {
     /// Kafka's partition and a fetched record's offset.
     pub partition: Option<u32>,
     pub offset: Option<i64>,
+    /// A delivery of a message delivered before.
+    pub redelivered: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -305,6 +305,7 @@ impl Side {
                 body_size: Some(content.body_size),
                 identity,
                 routing_key: Some(routing_key.to_string()),
+                redelivered: msg.method.redelivered(),
                 ..Default::default()
             }),
             writer: Writer::Caller,

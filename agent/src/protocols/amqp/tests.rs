@@ -97,7 +97,7 @@ fn a_publish_and_its_delivery_are_one_message() {
     delivered.extend(frame(wire::BODY, 1, b"{\"id\": 7} "));
     consumer.feed(Sender::Server, seg(&delivered, 4), &mut got);
     let (kind, received, _) = fields(&got[0]);
-    assert_eq!((kind, received.operation.as_str()), (SpanKind::Consumer, "deliver"));
+    assert_eq!((kind, received.operation.as_str(), received.redelivered), (SpanKind::Consumer, "deliver", false));
     assert!(sent.identity.is_some());
     assert_eq!(received.identity, sent.identity, "same exchange, routing key and body");
 }
@@ -111,7 +111,7 @@ fn a_message_id_is_the_identity_even_when_the_body_is_cut() {
     bytes.extend(&frame(wire::BODY, 1, &[b'x'; 5000])[..100]);
     c.feed(Sender::Server, Segment { data: &bytes, total: bytes.len() as u64 - 100 + 5008, ts_enter_ns: 1, ts_exit_ns: 2 }, &mut out);
     let (_, m, _) = fields(&out[0]);
-    assert_eq!((m.destination.as_deref(), m.message_id.as_deref()), (Some("amq.default"), Some("task-42")));
+    assert_eq!((m.destination.as_deref(), m.message_id.as_deref(), m.redelivered), (Some("amq.default"), Some("task-42"), true));
     assert_eq!(m.identity, wire::identity("", "jobs", Some("task-42"), None));
     assert_eq!(c.health(), Health::InSync);
 }

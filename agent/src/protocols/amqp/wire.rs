@@ -78,6 +78,11 @@ impl Method {
         }
     }
 
+    /// The broker delivered this message before.
+    pub fn redelivered(&self) -> bool {
+        matches!(self, Method::Deliver { redelivered: true, .. } | Method::GetOk { redelivered: true, .. })
+    }
+
     /// The operation's name, as the protocol calls it.
     pub fn operation(&self) -> &'static str {
         match self {

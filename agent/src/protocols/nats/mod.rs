@@ -271,6 +271,7 @@ impl Side {
                 routing_key: None,
                 partition: None,
                 offset: None,
+                redelivered: false,
                 conversation_id: None,
             }),
             writer: Writer::Caller,
