@@ -107,11 +107,13 @@ pub enum ResponseFields {
         status_code: Option<u32>,
         error: Option<String>,
     },
-    /// An acknowledgement or an error from a broker, and the offset it gave the message
-    /// (Kafka).
+    /// An acknowledgement or an error from a broker, and the offset (Kafka) or id (a Redis
+    /// stream entry's) it gave the message.
     Messaging {
         error: Option<String>,
         offset: Option<i64>,
+        /// The id the broker gave the message (a Redis stream entry's).
+        message_id: Option<String>,
     },
     /// The exchange failed below its domain (an HTTP/2 stream reset, a GOAWAY): `error` is
     /// the `error.type`, whatever the request's domain.

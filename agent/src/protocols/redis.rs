@@ -10,6 +10,11 @@
 //! (a blocking pop's timeout) gives no span. LPOP and RPOP stay database calls: they serve
 //! caches as often as queues. A message in a kombu envelope (Celery) gives its task id and
 //! the trace context its producer put in its headers (`envelope`).
+//!
+//! Streams too: XADD is a PRODUCER span (its answer, the entry id, is the message id), and
+//! each entry an XREAD or XREADGROUP answer holds a CONSUMER span with that id; both carry
+//! the identity of the stream and the entry's fields and values, hashed. A read that took
+//! nothing (a BLOCK that timed out) gives no span.
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -17,7 +22,7 @@ use std::hash::{Hash, Hasher};
 use super::message::{Correlation, DbCommand, DbOutcome, DbRequest, Message, MessagingRequest, Request, RequestFields, ResponseFields, Timing, TraceContext, Writer};
 use super::parser::{Health, Parser, Segment, Sender};
 use super::registry::{Detector, Layer, Protocol};
-use super::resp::{Direction, Element, RespMessage, RespStream, RespValue};
+use super::resp::{Capture, Direction, Element, RespMessage, RespStream, RespValue};
 use crate::spans::record::SpanKind;
 
 pub const PROTOCOL: Protocol = Protocol {
@@ -36,6 +41,10 @@ enum Waiting {
         command: String,
         source: Option<Element>,
     },
+    /// A stream read, answered by the entries it took, if any.
+    StreamRead {
+        command: String,
+    },
 }
 
 /// How a command moves messages, if it does.
@@ -44,6 +53,10 @@ enum QueueOp {
     Send,
     /// Takes from a list; `source_in_command`: the reply does not name the list.
     Take { source_in_command: bool },
+    /// Appends an entry to a stream.
+    StreamAdd,
+    /// Reads entries from streams.
+    StreamRead,
 }
 
 fn queue_op(name: &str) -> Option<QueueOp> {
@@ -51,6 +64,8 @@ fn queue_op(name: &str) -> Option<QueueOp> {
         "PUBLISH" | "SPUBLISH" | "LPUSH" | "RPUSH" | "LPUSHX" | "RPUSHX" => QueueOp::Send,
         "BLPOP" | "BRPOP" => QueueOp::Take { source_in_command: false },
         "BLMOVE" | "BRPOPLPUSH" | "LMOVE" | "RPOPLPUSH" => QueueOp::Take { source_in_command: true },
+        "XADD" => QueueOp::StreamAdd,
+        "XREAD" | "XREADGROUP" => QueueOp::StreamRead,
         _ => return None,
     })
 }
@@ -100,7 +115,13 @@ impl Redis {
                 }
                 let timing = timing(&m);
                 let op = queue_op(&name);
-                self.replies.capture_answers.push_back(matches!(op, Some(QueueOp::Take { .. })));
+                self.replies.capture_answers.push_back(match op {
+                    Some(QueueOp::Take { .. }) => Capture::Top,
+                    // The entry id XADD answers; the entries a read took.
+                    Some(QueueOp::StreamAdd) => Capture::Top,
+                    Some(QueueOp::StreamRead) => Capture::Deep,
+                    _ => Capture::None,
+                });
                 match (op, m.elements.as_slice()) {
                     (Some(QueueOp::Send), [destination, rest @ ..]) => {
                         self.waiting.push_back(Waiting::Publish);
@@ -117,6 +138,25 @@ impl Redis {
                     (Some(QueueOp::Take { source_in_command }), elements) => {
                         let source = if source_in_command { elements.first().cloned() } else { None };
                         self.waiting.push_back(Waiting::Pop { command: name, source });
+                        continue;
+                    }
+                    (Some(QueueOp::StreamAdd), [stream, rest @ ..]) => {
+                        self.waiting.push_back(Waiting::Publish);
+                        // Every argument captured, or the entry has no identity.
+                        let pairs = entry_fields(rest).filter(|_| m.elements.len() == m.args());
+                        let request = stream_entry("xadd", stream, None, pairs);
+                        out.push(Message::Request(Request {
+                            correlation: Correlation::InOrder,
+                            timing,
+                            context: TraceContext::default(),
+                            client_kind: SpanKind::Producer,
+                            fields: request,
+                            writer: Writer::Caller,
+                        }));
+                        continue;
+                    }
+                    (Some(QueueOp::StreamRead), _) => {
+                        self.waiting.push_back(Waiting::StreamRead { command: name });
                         continue;
                     }
                     _ => {}
@@ -142,7 +182,12 @@ impl Redis {
                         self.taken(&m, command, source, error.as_deref(), out);
                         continue;
                     }
-                    (Some(Waiting::Publish), None) => ResponseFields::Messaging { error: None, offset: None },
+                    (Some(Waiting::StreamRead { command }), error) => {
+                        read_entries(&m, command, error.as_deref(), out);
+                        continue;
+                    }
+                    // XADD's answer is the entry's id.
+                    (Some(Waiting::Publish), None) => ResponseFields::Messaging { error: None, offset: None, message_id: entry_id(&m) },
                     // Refused (a push onto a key that holds no list): no message left, and
                     // the span is the failed command, which names no key.
                     (_, Some(code)) => ResponseFields::Db(super::message::DbResponse { outcome: DbOutcome::Error { code: code.clone() }, rows: None }),
@@ -163,11 +208,7 @@ impl Redis {
     /// database call; nothing taken, nothing at all.
     fn taken(&self, m: &RespMessage, command: String, source: Option<Element>, error: Option<&str>, out: &mut Vec<Message>) {
         if let Some(code) = error {
-            let request = DbRequest { system: PROTOCOL.name, command: DbCommand::Named(command), namespace: None, prepared: false };
-            out.push(Message::db_call(timing(m), request));
-            let outcome = DbOutcome::Error { code: code.to_string() };
-            out.push(Message::in_order_answer(Timing::single(m.end_enter_ns, m.end_exit_ns), ResponseFields::Db(super::message::DbResponse { outcome, rows: None })));
-            return;
+            return failed_call(m, command, code, out);
         }
         let (list, payload) = match (source.as_ref(), m.elements.as_slice()) {
             (None, [list, payload]) => (list, payload),
@@ -182,8 +223,8 @@ impl Redis {
         for waiting in std::mem::take(&mut self.waiting) {
             let fields = match waiting {
                 // Its message, if it took one, was not captured.
-                Waiting::Pop { .. } => continue,
-                Waiting::Publish => ResponseFields::Messaging { error: None, offset: None },
+                Waiting::Pop { .. } | Waiting::StreamRead { .. } => continue,
+                Waiting::Publish => ResponseFields::Messaging { error: None, offset: None, message_id: None },
                 Waiting::Command => ResponseFields::Db(super::message::DbResponse { outcome: DbOutcome::Ok, rows: None }),
             };
             out.push(Message::in_order_answer(Timing::single(self.last_reply.0, self.last_reply.1), fields));
@@ -193,6 +234,119 @@ impl Redis {
         (self.replies.resync_on_arrays, self.replies.resyncs) = (resync_on_arrays, resyncs);
     }
 }
+/// A read the server refused: the failed command's span.
+fn failed_call(m: &RespMessage, command: String, code: &str, out: &mut Vec<Message>) {
+    let request = DbRequest { system: PROTOCOL.name, command: DbCommand::Named(command), namespace: None, prepared: false };
+    out.push(Message::db_call(timing(m), request));
+    let outcome = DbOutcome::Error { code: code.to_string() };
+    out.push(Message::in_order_answer(Timing::single(m.end_enter_ns, m.end_exit_ns), ResponseFields::Db(super::message::DbResponse { outcome, rows: None })));
+}
+
+/// XADD's arguments after the stream's name: options, the entry id, then the entry's field
+/// and value pairs, which this returns (None when they are not whole pairs).
+fn entry_fields(args: &[Element]) -> Option<&[Element]> {
+    let mut i = 0;
+    loop {
+        match args.get(i)?.head.to_ascii_uppercase().as_slice() {
+            b"NOMKSTREAM" => i += 1,
+            b"MAXLEN" | b"MINID" => {
+                i += 1;
+                if matches!(args.get(i)?.head.as_slice(), b"=" | b"~") {
+                    i += 1;
+                }
+                // The threshold, then LIMIT and its count.
+                i += 1;
+                if args.get(i).is_some_and(|a| a.head.eq_ignore_ascii_case(b"LIMIT")) {
+                    i += 2;
+                }
+            }
+            _ => break,
+        }
+    }
+    let pairs = args.get(i + 1..)?;
+    (!pairs.is_empty() && pairs.len() % 2 == 0).then_some(pairs)
+}
+
+/// A stream entry's span fields: its identity (the stream, and every field and value
+/// captured whole, hashed; the same on XADD and on every read) and its id.
+fn stream_entry(operation: &str, stream: &Element, id: Option<String>, pairs: Option<&[Element]>) -> RequestFields {
+    let identity = pairs.filter(|p| stream.whole && p.len() % 2 == 0 && p.iter().all(|e| e.whole)).map(|p| {
+        let mut h = rustc_hash::FxHasher::default();
+        stream.hash.hash(&mut h);
+        for e in p {
+            e.hash.hash(&mut h);
+        }
+        h.finish()
+    });
+    let mut request = fields(operation, stream, pairs.map(|p| p.iter().map(|e| e.len).sum()), identity);
+    if let RequestFields::Messaging(m) = &mut request {
+        m.message_id = id;
+    }
+    request
+}
+
+/// The entry id XADD answered.
+fn entry_id(m: &RespMessage) -> Option<String> {
+    let [id] = m.elements.as_slice() else { return None };
+    id.whole.then(|| String::from_utf8_lossy(&id.head).into_owned())
+}
+
+/// Stream entries at most per read answer that become spans.
+const MAX_ENTRIES: usize = 128;
+
+/// The answer to XREAD or XREADGROUP: each entry it holds is a delivery. RESP2 nests
+/// `[[stream, [[id, [field, value, …]], …]], …]`, RESP3 maps each stream to its entries: either
+/// way the stream's name is the shallowest string, an entry's id two levels deeper, its fields
+/// and values three. An error is a failed call; nothing read (a BLOCK that timed out), nothing.
+fn read_entries(m: &RespMessage, command: String, error: Option<&str>, out: &mut Vec<Message>) {
+    if let Some(code) = error {
+        return failed_call(m, command, code, out);
+    }
+    let Some(top) = m.elements.iter().map(|e| e.depth).min() else { return };
+    let operation = command.to_ascii_lowercase();
+    let mut stream = None;
+    // The entry being read: its id's index, and where its fields end.
+    let mut entry: Option<(usize, usize)> = None;
+    let mut emitted = 0;
+    let mut flush = |stream: Option<&Element>, entry: Option<(usize, usize)>, out: &mut Vec<Message>| {
+        let (Some(stream), Some((id_at, end))) = (stream, entry) else { return };
+        if emitted == MAX_ENTRIES {
+            return;
+        }
+        emitted += 1;
+        let id = &m.elements[id_at];
+        let id = id.whole.then(|| String::from_utf8_lossy(&id.head).into_owned());
+        let fields = stream_entry(&operation, stream, id, Some(&m.elements[id_at + 1..end]));
+        out.push(Message::Push(Request {
+            correlation: Correlation::InOrder,
+            timing: timing(m),
+            context: TraceContext::default(),
+            client_kind: SpanKind::Consumer,
+            fields,
+            writer: Writer::Caller,
+        }));
+    };
+    for (i, e) in m.elements.iter().enumerate() {
+        match e.depth - top {
+            0 => {
+                flush(stream, entry.take(), out);
+                stream = Some(e);
+            }
+            2 => {
+                flush(stream, entry.take(), out);
+                entry = Some((i, i + 1));
+            }
+            3 => {
+                if let Some((_, end)) = entry.as_mut() {
+                    *end = i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    flush(stream, entry, out);
+}
+
 fn timing(m: &RespMessage) -> Timing {
     Timing { first_enter_ns: m.start_enter_ns, first_exit_ns: m.start_exit_ns, last_enter_ns: m.end_enter_ns, last_exit_ns: m.end_exit_ns }
 }
@@ -294,7 +448,7 @@ mod tests {
         publisher.feed(false, seg(b":1\r\n", 2), &mut out);
         let (kind, sent) = messaging(&out[0]);
         assert_eq!((kind, sent.destination.as_deref(), sent.body_size), (SpanKind::Producer, Some("orders.1"), Some(9)));
-        assert!(matches!(&out[1], Message::Response(r) if r.fields == ResponseFields::Messaging { error: None, offset: None }), "{out:?}");
+        assert!(matches!(&out[1], Message::Response(r) if r.fields == ResponseFields::Messaging { error: None, offset: None, message_id: None }), "{out:?}");
         let mut subscriber = Redis::new();
         let mut got = Vec::new();
         subscriber.feed(true, seg(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$8\r\norders.*\r\n", 1), &mut got);
@@ -384,6 +538,66 @@ mod tests {
         producer.feed(true, seg(&array(&[b"LPUSH", b"user:k", b"v"]), 12), &mut out);
         producer.feed(false, seg(b"-WRONGTYPE Operation against a key\r\n", 13), &mut out);
         assert!(matches!(&out[1], Message::Response(r) if matches!(&r.fields, ResponseFields::Db(_))), "{out:?}");
+    }
+
+    /// A stream: XADD (with options) is a PRODUCER span whose answer gives the entry id; each
+    /// entry an XREADGROUP (RESP2) or XREAD (RESP3) answer holds is a CONSUMER span with that
+    /// id and the same identity; a read that timed out gives nothing; a failed read is a failed
+    /// call.
+    #[test]
+    fn stream_entries_added_and_read_are_messages() {
+        let mut producer = Redis::new();
+        let mut out = Vec::new();
+        producer.feed(true, seg(&array(&[b"XADD", b"orders", b"MAXLEN", b"~", b"1000", b"*", b"order", b"7", b"region", b"eu"]), 1), &mut out);
+        producer.feed(false, seg(&bulk(b"1700000000000-0"), 2), &mut out);
+        let (kind, sent) = messaging(&out[0]);
+        assert_eq!((kind, sent.destination.as_deref(), sent.operation.as_str(), sent.body_size), (SpanKind::Producer, Some("orders"), "xadd", Some(14)));
+        assert!(sent.identity.is_some());
+        assert!(
+            matches!(&out[1], Message::Response(r) if r.fields == ResponseFields::Messaging { error: None, offset: None, message_id: Some("1700000000000-0".into()) }),
+            "{out:?}"
+        );
+
+        let entry = |id: &[u8], order: &[u8]| {
+            let mut e = b"*2\r\n".to_vec();
+            e.extend(bulk(id));
+            e.extend(array(&[b"order", order, b"region", b"eu"]));
+            e
+        };
+        // RESP2: [[stream, [entry, entry]]].
+        let mut resp2 = b"*1\r\n*2\r\n".to_vec();
+        resp2.extend(bulk(b"orders"));
+        resp2.extend(b"*2\r\n");
+        resp2.extend(entry(b"1700000000000-0", b"7"));
+        resp2.extend(entry(b"1700000000001-0", b"8"));
+        // RESP3: {stream: [entry]}.
+        let mut resp3 = b"%1\r\n".to_vec();
+        resp3.extend(bulk(b"orders"));
+        resp3.extend(b"*1\r\n");
+        resp3.extend(entry(b"1700000000000-0", b"7"));
+        for (reply, count) in [(resp2, 2), (resp3, 1)] {
+            let mut consumer = Redis::new();
+            let mut got = Vec::new();
+            consumer.feed(true, seg(&array(&[b"XREADGROUP", b"GROUP", b"g", b"c", b"BLOCK", b"100", b"STREAMS", b"orders", b">"]), 3), &mut got);
+            consumer.feed(false, seg(b"*-1\r\n", 4), &mut got);
+            assert!(got.is_empty(), "a read that timed out: {got:?}");
+            consumer.feed(true, seg(&array(&[b"XREADGROUP", b"GROUP", b"g", b"c", b"STREAMS", b"orders", b">"]), 5), &mut got);
+            consumer.feed(false, seg(&reply, 6), &mut got);
+            assert_eq!(got.len(), count, "{got:?}");
+            let (kind, first) = messaging(&got[0]);
+            assert_eq!(
+                (kind, first.destination.as_deref(), first.operation.as_str(), first.message_id.as_deref()),
+                (SpanKind::Consumer, Some("orders"), "xreadgroup", Some("1700000000000-0"))
+            );
+            assert_eq!(first.identity, sent.identity, "the same stream, fields and values");
+            if count == 2 {
+                assert_ne!(messaging(&got[1]).1.identity, sent.identity);
+                assert_eq!(messaging(&got[1]).1.message_id.as_deref(), Some("1700000000001-0"));
+            }
+            consumer.feed(true, seg(&array(&[b"XREAD", b"STREAMS", b"nostream", b"0"]), 7), &mut got);
+            consumer.feed(false, seg(b"-WRONGTYPE Operation against a key\r\n", 8), &mut got);
+            assert!(matches!(&got[count], Message::Request(r) if matches!(&r.fields, RequestFields::Db(d) if d.command == DbCommand::Named("XREAD".into()))), "{got:?}");
+        }
     }
 
     /// A subscribed connection, after a read cut by the capture, resumes at the next read that starts with a message.

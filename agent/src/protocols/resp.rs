@@ -5,7 +5,8 @@
 //! the top-level strings of what may be messaging traffic (a PUBLISH or a list push, a reply
 //! array of three or four elements, a RESP3 push, the reply to a list pop) are captured as
 //! `Element`s (their first bytes, for a channel's name and a message's envelope, and a hash of
-//! the whole, for a message's identity), never exported as such.
+//! the whole, for a message's identity), never exported as such. Stream traffic (XADD, and the
+//! replies to XREAD and XREADGROUP) is captured at every depth, each element with its depth.
 
 use std::collections::VecDeque;
 use std::hash::Hasher;
@@ -56,18 +57,37 @@ pub struct Element {
     pub len: u64,
     pub hash: u64,
     pub whole: bool,
+    /// Aggregates around it: 1 for a command's argument or a top-level array's element.
+    pub depth: u8,
 }
 
 /// Bytes of a captured element kept: a channel's name, or a queued message's envelope (a
 /// Celery task's kombu JSON, about 1 KiB).
 const ELEMENT_HEAD: usize = zerotrace_abi::MAX_PAYLOAD;
-/// Elements captured per message at most.
+/// Elements captured per message at most: the top level's few, or a stream message's fields
+/// (and a read's entries).
 const MAX_ELEMENTS: usize = 4;
+const MAX_DEEP_ELEMENTS: usize = 512;
 
-/// Commands whose elements are captured: they send a message to a channel or a list, or move
-/// one from a list (whose name the reply does not repeat).
-fn captures(name: &str) -> bool {
-    matches!(name, "PUBLISH" | "SPUBLISH" | "LPUSH" | "RPUSH" | "LPUSHX" | "RPUSHX" | "LMOVE" | "BLMOVE" | "RPOPLPUSH" | "BRPOPLPUSH")
+/// Which of a message's bulk strings are captured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Capture {
+    #[default]
+    None,
+    /// The top level's first few (a channel and a message).
+    Top,
+    /// All, at every depth (a stream entry's fields, a stream read's entries).
+    Deep,
+}
+
+/// Commands whose elements are captured: they send a message to a channel, a list or a
+/// stream, or move one from a list (whose name the reply does not repeat).
+fn captures(name: &str) -> Capture {
+    match name {
+        "PUBLISH" | "SPUBLISH" | "LPUSH" | "RPUSH" | "LPUSHX" | "RPUSHX" | "LMOVE" | "BLMOVE" | "RPOPLPUSH" | "BRPOPLPUSH" => Capture::Top,
+        "XADD" => Capture::Deep,
+        _ => Capture::None,
+    }
 }
 
 /// A bulk string being captured.
@@ -105,17 +125,17 @@ pub struct RespStream {
     name_pending: bool,
     name_buf: Vec<u8>,
     last: (u64, u64),
-    /// The current message's top-level strings are captured (`Element`).
-    capture: bool,
+    /// Which of the current message's strings are captured (`Element`).
+    capture: Capture,
     capturing: Option<Capturing>,
     /// Replies: after losing the framing, resume at a read that starts with an array of bulk
     /// strings or a push (a subscribed connection, which receives nothing else).
     pub resync_on_arrays: bool,
     /// Times the framing was lost and found again.
     pub resyncs: u64,
-    /// Replies: whether to capture each next reply that answers a command (a list pop's:
-    /// the message it took), in command order; pushes take none.
-    pub capture_answers: VecDeque<bool>,
+    /// Replies: what to capture of each next reply that answers a command (a list pop's:
+    /// the message it took; a stream read's: its entries), in command order; pushes take none.
+    pub capture_answers: VecDeque<Capture>,
 }
 
 /// Does `data` start like a RESP command (an array of bulk strings)? Used to recognise Redis
@@ -149,7 +169,7 @@ impl RespStream {
             name_pending: false,
             name_buf: Vec::new(),
             last: (0, 0),
-            capture: false,
+            capture: Capture::None,
             capturing: None,
             resync_on_arrays: false,
             resyncs: 0,
@@ -261,15 +281,16 @@ impl RespStream {
     fn take_element(&mut self) {
         let Some(Capturing { mut element, hasher }) = self.capturing.take() else { return };
         element.hash = hasher.finish();
+        let most = if self.capture == Capture::Deep { MAX_DEEP_ELEMENTS } else { MAX_ELEMENTS };
         if let Some(m) = self.current.as_mut()
-            && m.elements.len() < MAX_ELEMENTS
+            && m.elements.len() < most
         {
             m.elements.push(element);
         }
     }
 
     fn reset(&mut self) {
-        self.capture = false;
+        self.capture = Capture::None;
         self.capturing = None;
         self.name_pending = false;
         self.name_buf.clear();
@@ -292,7 +313,7 @@ impl RespStream {
                 Direction::Replies => RespValue::Reply { error: None, push: false },
             };
             self.current = Some(RespMessage { value, start_enter_ns: seg.ts_enter_ns, start_exit_ns: seg.ts_exit_ns, end_enter_ns: 0, end_exit_ns: 0, elements: Vec::new() });
-            self.capture = false;
+            self.capture = Capture::None;
         }
     }
 
@@ -301,8 +322,8 @@ impl RespStream {
         let Some(content) = line.strip_suffix(b"\r\n") else { return self.desync() };
         let Some((&kind, body)) = content.split_first() else { return self.desync() };
         let top = self.stack.is_empty();
-        if top && self.dir == Direction::Replies && kind != b'>' && self.capture_answers.pop_front() == Some(true) {
-            self.capture = true;
+        if top && self.dir == Direction::Replies && kind != b'>' {
+            self.capture = self.capture_answers.pop_front().unwrap_or_default();
         }
         match kind {
             b'*' | b'%' | b'~' | b'>' | b'|' => {
@@ -324,8 +345,8 @@ impl RespStream {
                 }
                 // A reply that may be a pub/sub message: `message`, channel, payload (and a
                 // pattern before the channel for `pmessage`), or any RESP3 push.
-                if top && self.dir == Direction::Replies && (kind == b'>' || (kind == b'*' && (3..=4).contains(&n))) {
-                    self.capture = true;
+                if top && self.dir == Direction::Replies && self.capture == Capture::None && (kind == b'>' || (kind == b'*' && (3..=4).contains(&n))) {
+                    self.capture = Capture::Top;
                 }
                 // Maps and attributes hold key/value pairs.
                 let count = if matches!(kind, b'%' | b'|') { n.max(0) * 2 } else { n.max(0) };
@@ -350,8 +371,8 @@ impl RespStream {
                         self.want_name = false;
                         // The name is read from the payload that follows, if captured.
                         self.name_pending = true;
-                    } else if self.capture && (self.stack.len() == 1 || (top && self.dir == Direction::Replies)) {
-                        let element = Element { head: Vec::new(), len: n as u64, hash: 0, whole: true };
+                    } else if self.capture == Capture::Deep || (self.capture == Capture::Top && (self.stack.len() == 1 || (top && self.dir == Direction::Replies))) {
+                        let element = Element { head: Vec::new(), len: n as u64, hash: 0, whole: true, depth: self.stack.len().min(255) as u8 };
                         self.capturing = Some(Capturing { element, hasher: rustc_hash::FxHasher::default() });
                     }
                 }

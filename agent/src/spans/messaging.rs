@@ -6,8 +6,9 @@ use super::{ends, record};
 use crate::conn::ConnInfo;
 use crate::protocols::message::MessagingRequest;
 
-/// `offset`: the one the broker's answer gave the message (a Kafka send's).
-pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &MessagingRequest, error: Option<String>, offset: Option<i64>) -> SpanRecord {
+/// `offset`, `message_id`: what the broker's answer gave the message (a Kafka send's offset,
+/// a Redis stream entry's id).
+pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &MessagingRequest, error: Option<String>, offset: Option<i64>, message_id: Option<String>) -> SpanRecord {
     let operation_type = match kind {
         SpanKind::Producer => "send",
         SpanKind::Consumer => "process",
@@ -25,7 +26,7 @@ pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &MessagingRequest, erro
         destination: req.destination.clone(),
         operation_type,
         operation_name: Some(req.operation.clone()),
-        message_id: req.message_id.clone(),
+        message_id: req.message_id.clone().or(message_id),
         conversation_id: req.conversation_id.clone(),
         body_size: req.body_size,
         routing_key: req.routing_key.clone(),

@@ -45,8 +45,10 @@ pub fn build(conn: &ConnInfo, request: &Request, answer: Answer<'_>, options: Db
         (RequestFields::Db(req), Some(ResponseFields::Db(d))) => db::span(conn, kind, req, Some(d), options)?,
         (RequestFields::Rpc(req), None) => rpc::span(conn, kind, req, None, None, false),
         (RequestFields::Rpc(req), Some(ResponseFields::Rpc { status_code, error })) => rpc::span(conn, kind, req, *status_code, error.clone(), true),
-        (RequestFields::Messaging(req), None) => messaging::span(conn, kind, req, None, None),
-        (RequestFields::Messaging(req), Some(ResponseFields::Messaging { error, offset })) => messaging::span(conn, kind, req, error.clone(), *offset),
+        (RequestFields::Messaging(req), None) => messaging::span(conn, kind, req, None, None, None),
+        (RequestFields::Messaging(req), Some(ResponseFields::Messaging { error, offset, message_id })) => {
+            messaging::span(conn, kind, req, error.clone(), *offset, message_id.clone())
+        }
         // A send the server refused (a Redis push onto a key that holds no list) sent no
         // message: it is the failed command, and names no destination.
         (RequestFields::Messaging(req), Some(ResponseFields::Db(d))) => {

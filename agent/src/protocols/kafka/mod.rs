@@ -280,7 +280,7 @@ impl Kafka {
                     for (i, &key) in keys.iter().enumerate() {
                         // The partition's records got offsets from its base, in order.
                         let offset = outcome.filter(|o| o.error_code == 0 && o.base_offset >= 0).map(|o| o.base_offset + i as i64);
-                        let fields = ResponseFields::Messaging { error: error.clone(), offset };
+                        let fields = ResponseFields::Messaging { error: error.clone(), offset, message_id: None };
                         out.push(Message::Response(Response { correlation: Correlation::Key(key), timing: frame.timing, closes_connection: false, fields }));
                     }
                 }
