@@ -7,12 +7,12 @@
 """
 
 import json
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
+from ready_file import wait_for
 
 
 def subscribe(port, count, ready):
@@ -36,11 +36,7 @@ def subscribe(port, count, ready):
 
 
 def publish(port, n, ready):
-    deadline = time.time() + 20
-    while not os.path.exists(ready):
-        if time.time() > deadline:
-            sys.exit("the subscriber never got ready")
-        time.sleep(0.05)
+    wait_for(ready, "subscriber")
     r = redis.Redis(port=port)
 
     def send(i):

@@ -139,6 +139,52 @@ fn redis_pubsub_deliveries_are_children_of_the_publishes_that_sent_them() {
     assert_duplicates_linked_not_parented(&spans, &report);
 }
 
+/// Redis streams: XADD from four threads, a consumer group reading with XREADGROUP in another
+/// process. Every entry read is under the XADD of the same entry id (the answer to XADD gives
+/// the send its id), found by the entry's identity (stream, fields and values).
+#[test]
+fn redis_stream_entries_are_children_of_the_xadds_that_added_them() {
+    require_root();
+    let server = db::redis();
+    let app = python_app("redis_streams.py");
+    let dir = TempDir::new("streams");
+    let ready = dir.path().join("grouped");
+    let script = format!(
+        "python3 {app} consume {port} {count} {ready} & python3 {app} add {port} {ORDERS} {ready}; wait",
+        app = app.display(),
+        port = server.port,
+        count = ORDERS + 2,
+        ready = ready.display()
+    );
+    let both = Gated::new(&format!("export OTEL_SERVICE_NAME=redis-streams; {script}"));
+    let agent = JsonlAgent::start(&[both.pid()]);
+    let out = both.run(Duration::from_secs(90));
+    assert!(out.contains(&format!("received {}", ORDERS + 2)) && out.contains("added"), "peers: {out}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (exit, spans) = agent.finish();
+    let report = exit.stderr.join("\n");
+    let in_orders = |s: &TestSpan| s.attr("messaging.system") == Some("redis") && s.attr("messaging.destination.name") == Some("orders");
+    let sends = find(&spans, "PRODUCER", in_orders);
+    let reads = find(&spans, "CONSUMER", in_orders);
+    assert_eq!((sends.len(), reads.len()), (ORDERS, ORDERS), "one span per XADD and per entry read\n{report}");
+    for s in sends.iter().chain(&reads) {
+        assert!(s.attr("messaging.message.id").is_some_and(|id| id.contains('-')), "an entry id: {s:?}");
+    }
+    let mut placed = 0;
+    for r in &reads {
+        let Some(parent) = spans.iter().find(|s| s.span_id == r.parent_id) else {
+            assert!(r.parent_id.is_empty(), "an entry read under a span that is not there: {r:?}");
+            continue;
+        };
+        assert_eq!(parent.kind, "PRODUCER", "{r:?} under {parent:?}");
+        assert_eq!(parent.attr("messaging.message.id"), r.attr("messaging.message.id"), "an entry read under another entry's XADD: {r:?} under {parent:?}");
+        placed += 1;
+    }
+    eprintln!("redis streams: {placed} of {ORDERS} entries read under their XADD\n{report}");
+    assert_eq!(placed, ORDERS, "every entry read under its own XADD (message identity)\n{report}");
+    assert_duplicates_linked_not_parented(&spans, &report);
+}
+
 /// RabbitMQ: pika publishers on eight connections, a consumer in another process that
 /// rejects one message once (RabbitMQ delivers it again). The consumer takes 8 messages at a
 /// time (`basic_qos`), as consumers are set up to: a read holding more deliveries than the
