@@ -105,8 +105,8 @@ impl Targets {
     }
 }
 
-/// A connected socket's capture until its protocol is recognised: the largest, unless the user
-/// asked for less than the default cap.
+/// The capture of a socket the traced process connects, or that was open at attach, until its
+/// protocol is recognised: the largest, unless the user asked for less than the default cap.
 fn client_first_cap(capture_bytes: u32) -> u32 {
     if capture_bytes >= zerotrace_abi::DEFAULT_PAYLOAD_CAP { zerotrace_abi::MAX_PAYLOAD as u32 } else { 0 }
 }
@@ -147,7 +147,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
     for &pid in &tls_pids {
         tls.attach_process(&mut probes, pid);
         runtimes.attach_process(&mut probes, pid);
-        probes.adopt_open_sockets(pid);
+        probes.adopt_open_sockets(pid, client_first_cap(args.capture_bytes) as u16);
     }
     eprintln!(
         "zerotrace: tracing {} process(es){}{} — Ctrl-C to stop",

@@ -52,9 +52,9 @@ pub struct TraceArgs {
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<PathBuf>,
     /// Bytes of each read/write to capture (1..=4096). Larger heads are parsed from their
-    /// start line only. A connection the traced process opens copies up to 4096 bytes until
-    /// its protocol is recognised (its first request or message, whole), unless this is set
-    /// below its default.
+    /// start line only. A connection the traced process opens, or that was open when the agent
+    /// attached, copies up to 4096 bytes until its protocol is recognised (its first request or
+    /// messages, whole), unless this is set below its default.
     #[arg(long, default_value_t = zerotrace_abi::DEFAULT_PAYLOAD_CAP, value_parser = clap::value_parser!(u32).range(1..=zerotrace_abi::MAX_PAYLOAD as i64))]
     pub capture_bytes: u32,
     /// Put SQL on database spans as sent, literals included. By default every literal is

@@ -244,12 +244,16 @@ impl Probes {
     /// is captured: the probes only capture fds known as sockets or pipes, and these were
     /// opened before we attached. Called
     /// after attaching; an fd the probes have seen since keeps their verdict (BPF_NOEXIST).
-    pub fn adopt_open_sockets(&mut self, tgid: u32) {
+    /// `first_cap`: what their reads and writes copy until the agent knows their protocol
+    /// (a subscriber's first burst of messages, read the moment it arrives; 0: the global
+    /// cap).
+    pub fn adopt_open_sockets(&mut self, tgid: u32, first_cap: u16) {
         let Ok(dir) = std::fs::read_dir(format!("/proc/{tgid}/fd")) else { return };
         for entry in dir.flatten() {
             let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
             if matches!(crate::process::fd_kind(tgid, fd), crate::process::FdKind::Socket(_)) {
-                let _ = self.fd_states.insert(fd_key(tgid, fd), FdState::new(fd_state::SOCKET).to_word(), 1);
+                let socket = FdState { capture_cap: first_cap, ..FdState::new(fd_state::SOCKET) };
+                let _ = self.fd_states.insert(fd_key(tgid, fd), socket.to_word(), 1);
             } else if crate::process::is_pipe_read_end(tgid, fd) {
                 let pipe = FdState { capture_cap: zerotrace_abi::PIPE_CAPTURE, ..FdState::new(fd_state::PIPE) };
                 let _ = self.fd_states.insert(fd_key(tgid, fd), pipe.to_word(), 1);

@@ -127,7 +127,7 @@ fn processes_are_added_and_removed_after_attach_and_a_connection_capture_cap_hol
     let mut discovery = Discovery::default();
     discovery.add(&mut probes, pid).expect("added after attach");
     // Its socket predates the add: the agent marks the open sockets, as for any target.
-    probes.adopt_open_sockets(pid);
+    probes.adopt_open_sockets(pid, 0);
     client.step();
     let (seen, _) = drain(&mut ring, pid, Duration::from_millis(300));
     let sends: Vec<_> = seen.iter().filter(|(egress, _, total)| *egress && *total == CHUNK as u64).collect();

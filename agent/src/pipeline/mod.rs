@@ -136,8 +136,8 @@ pub struct Pipeline<H: Host> {
     host: H,
     clock: Clock,
     pub db_options: DbSpanOptions,
-    /// The capture the probes give a connected socket until the agent has recognised its
-    /// protocol (`Settings::client_first_cap`; 0: the global cap): once it has, the
+    /// The capture the probes give a connected socket (and one found open at attach) until the
+    /// agent has recognised its protocol (`Settings::client_first_cap`; 0: the global cap): once it has, the
     /// connection is set to what its parser wants.
     pub client_first_cap: u16,
     conns: ConnTable,
@@ -638,6 +638,13 @@ impl<H: Host> Pipeline<H> {
             }
         };
         self.conns.open(tgid, fd, Role::Unknown, local, remote);
+        // Found open at attach with the first-request cap (`Probes::adopt_open_sockets`):
+        // recognised, it goes to what its parser asks, or the global cap.
+        if self.client_first_cap != 0
+            && let Some(conn) = self.conns.get_mut(tgid, fd)
+        {
+            conn.capture_asked = Some(self.client_first_cap);
+        }
         true
     }
 

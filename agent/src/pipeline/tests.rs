@@ -158,6 +158,20 @@ fn an_adopted_connection_takes_its_role_from_the_first_bytes() {
     assert_eq!(db.system, "redis");
 }
 
+/// A connection the process opened, or one found open at attach, starts with the first-request
+/// capture; recognised, it goes to what its parser asks (Redis: the largest, already there:
+/// nothing to change) or back to the global cap (HTTP/1: 0).
+#[test]
+fn first_request_captures_end_at_recognition() {
+    let mut s = Script::new();
+    s.pipeline.client_first_cap = 4096;
+    s.open(5, Role::Client, 40_000, 8080);
+    s.data(5, false, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    s.data(7, true, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+    let effects = s.pipeline.take_effects();
+    assert_eq!(effects.capture, [(TGID, 5, 0)], "HTTP goes back to the global cap; the adopted Redis connection keeps the largest");
+}
+
 #[test]
 fn a_connection_speaking_nothing_we_know_is_given_up_and_its_fd_released() {
     let mut s = Script::new();
