@@ -72,7 +72,9 @@ pub struct TraceArgs {
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<u64>,
     /// Serve the agent's own metrics (events, spans, and every loss by reason, as in the exit
-    /// report) in the Prometheus text format at http://ADDR/metrics, e.g. 127.0.0.1:9464.
+    /// report) in the Prometheus text format at http://ADDR/metrics, e.g. 127.0.0.1:9464, and a
+    /// liveness probe at http://ADDR/healthz (200 while the agent reads its events, 503 once it
+    /// has not for 10 s).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// On SIGINT/SIGTERM or the end of --duration: at most this many seconds to export what is

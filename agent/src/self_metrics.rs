@@ -42,7 +42,28 @@ pub struct SelfMetrics {
     /// The metrics without a reason.
     plain: HashMap<Metric, Counter>,
     last: HashMap<(Metric, &'static str), u64>,
-    page: Arc<Mutex<String>>,
+    page: Arc<Mutex<Page>>,
+}
+
+/// What the HTTP handler serves: the metrics page, and when the agent's loop last rendered it
+/// (`/healthz` says whether that loop is alive).
+#[derive(Default)]
+pub struct Page {
+    text: String,
+    rendered: Option<std::time::Instant>,
+}
+
+/// The agent's loop renders the page every second: this long without a render, it is stuck.
+const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `/healthz`: 200 while the agent's loop renders its metrics, 503 once it has not for
+/// `STALLED_AFTER` (or never has), with one line saying which.
+fn health(rendered: Option<std::time::Instant>) -> (u16, String) {
+    match rendered.map(|at| at.elapsed()) {
+        Some(age) if age < STALLED_AFTER => (200, "ok\n".to_string()),
+        Some(age) => (503, format!("stalled: the agent has not read its events for {} s\n", age.as_secs())),
+        None => (503, "starting: the agent has not read its events yet\n".to_string()),
+    }
 }
 
 impl Default for SelfMetrics {
@@ -77,7 +98,7 @@ impl SelfMetrics {
     }
 
     /// The page the HTTP handler serves (rendered by `update`).
-    pub fn page(&self) -> Arc<Mutex<String>> {
+    pub fn page(&self) -> Arc<Mutex<Page>> {
         self.page.clone()
     }
 
@@ -96,25 +117,38 @@ impl SelfMetrics {
         }
         let mut text = String::new();
         if encode(&mut text, &self.registry).is_ok() {
-            *self.page.lock().unwrap_or_else(|e| e.into_inner()) = text;
+            *self.page.lock().unwrap_or_else(|e| e.into_inner()) = Page { text, rendered: Some(std::time::Instant::now()) };
         }
     }
 }
 
-/// Serves the page on `addr` until the runtime stops. Fails at once if the address is taken.
-pub async fn serve(addr: std::net::SocketAddr, page: Arc<Mutex<String>>) -> anyhow::Result<()> {
+/// Serves the page on `addr` (`/metrics`, and `/healthz` for a liveness probe) until the
+/// runtime stops. Fails at once if the address is taken.
+pub async fn serve(addr: std::net::SocketAddr, page: Arc<Mutex<Page>>) -> anyhow::Result<()> {
     use anyhow::Context;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-listen {addr}: cannot listen there; pick a free address and port"))?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let page = page.clone();
-            async move {
-                let text = page.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-            }
-        }),
-    );
+    let metrics_page = page.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let page = metrics_page.clone();
+                async move {
+                    let text = page.lock().unwrap_or_else(|e| e.into_inner()).text.clone();
+                    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            axum::routing::get(move || {
+                let page = page.clone();
+                async move {
+                    let (code, text) = health(page.lock().unwrap_or_else(|e| e.into_inner()).rendered);
+                    (axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE), text)
+                }
+            }),
+        );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -130,8 +164,18 @@ mod tests {
         let mut m = SelfMetrics::new();
         m.update(&vec![(Metric::Spans, "", 5), (Metric::RequestsWithoutSpan, "request_not_captured", 2)]);
         m.update(&vec![(Metric::Spans, "", 9), (Metric::RequestsWithoutSpan, "request_not_captured", 2)]);
-        let page = m.page().lock().expect("page").clone();
+        let page = m.page().lock().expect("page").text.clone();
         assert!(page.contains("zerotrace_spans_total 9"), "{page}");
         assert!(page.contains("zerotrace_requests_without_span_total{reason=\"request_not_captured\"} 2"), "{page}");
+    }
+
+    #[test]
+    fn health_follows_the_loop() {
+        let now = std::time::Instant::now();
+        assert_eq!(health(None).0, 503);
+        assert_eq!(health(Some(now)), (200, "ok\n".to_string()));
+        let stuck = now.checked_sub(STALLED_AFTER + std::time::Duration::from_secs(2)).expect("an instant 12 s ago");
+        let (code, text) = health(Some(stuck));
+        assert!(code == 503 && text.starts_with("stalled: the agent has not read its events for 1"), "{code} {text}");
     }
 }

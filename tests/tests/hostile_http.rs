@@ -116,6 +116,9 @@ fn a_pipeline_past_the_capture_is_counted() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no such metric: {page}"));
     assert!(page.contains("zerotrace_spans_total "), "{page}");
+    // The liveness probe a DaemonSet points at.
+    let health = std::process::Command::new("curl").args(["-s", "-w", " %{http_code}", &format!("http://{metrics}/healthz")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "ok\n 200");
     let (exit, spans) = agent.finish();
     assert_eq!(exit.code, Some(0), "{:?}", exit.stderr);
     let with_span = find(&spans, "SERVER", |s| s.attr("url.path").is_some_and(|p| p.starts_with("/piped/"))).len();
