@@ -315,9 +315,9 @@ impl<H: Host> Pipeline<H> {
                 if let Some(conn) = self.conns.get_mut(tgid, fd) {
                     conn.opened_by = opened_by;
                     conn.info.generation = generation;
-                    if role == Role::Client && self.client_first_cap != 0 {
-                        conn.capture_asked = Some(self.client_first_cap);
-                    }
+                }
+                if role == Role::Client {
+                    self.starts_with_first_cap(tgid, fd);
                 }
             }
             Event::Data { tgid, tid, fd, ingress, ts_enter_ns, ts_exit_ns, total, payload, tls, cause } => {
@@ -638,14 +638,19 @@ impl<H: Host> Pipeline<H> {
             }
         };
         self.conns.open(tgid, fd, Role::Unknown, local, remote);
-        // Found open at attach with the first-request cap (`Probes::adopt_open_sockets`):
-        // recognised, it goes to what its parser asks, or the global cap.
+        // Found open at attach with the first-request cap (`Probes::adopt_open_sockets`).
+        self.starts_with_first_cap(tgid, fd);
+        true
+    }
+
+    /// A connection the probes capture with the first-request cap (connected, or found open
+    /// at attach): recognised, it goes to what its parser asks, or the global cap.
+    fn starts_with_first_cap(&mut self, tgid: u32, fd: u32) {
         if self.client_first_cap != 0
             && let Some(conn) = self.conns.get_mut(tgid, fd)
         {
             conn.capture_asked = Some(self.client_first_cap);
         }
-        true
     }
 
     fn on_message(&mut self, tgid: u32, fd: u32, tid: u32, message: Message) {

@@ -116,9 +116,8 @@ impl Redis {
                 let timing = timing(&m);
                 let op = queue_op(&name);
                 self.replies.capture_answers.push_back(match op {
-                    Some(QueueOp::Take { .. }) => Capture::Top,
-                    // The entry id XADD answers; the entries a read took.
-                    Some(QueueOp::StreamAdd) => Capture::Top,
+                    // The message a pop took; the entry id XADD answers; the entries a read took.
+                    Some(QueueOp::Take { .. } | QueueOp::StreamAdd) => Capture::Top,
                     Some(QueueOp::StreamRead) => Capture::Deep,
                     _ => Capture::None,
                 });
@@ -132,7 +131,7 @@ impl Redis {
                             ([payload], 2) => message(&operation, destination, payload),
                             _ => (fields(&operation, destination, None, None), TraceContext::default()),
                         };
-                        out.push(Message::Request(Request { correlation: Correlation::InOrder, timing, context, client_kind: SpanKind::Producer, fields, writer: Writer::Caller }));
+                        out.push(sent(timing, context, fields));
                         continue;
                     }
                     (Some(QueueOp::Take { source_in_command }), elements) => {
@@ -145,14 +144,7 @@ impl Redis {
                         // Every argument captured, or the entry has no identity.
                         let pairs = entry_fields(rest).filter(|_| m.elements.len() == m.args());
                         let request = stream_entry("xadd", stream, None, pairs);
-                        out.push(Message::Request(Request {
-                            correlation: Correlation::InOrder,
-                            timing,
-                            context: TraceContext::default(),
-                            client_kind: SpanKind::Producer,
-                            fields: request,
-                            writer: Writer::Caller,
-                        }));
+                        out.push(sent(timing, TraceContext::default(), request));
                         continue;
                     }
                     (Some(QueueOp::StreamRead), _) => {
@@ -216,7 +208,7 @@ impl Redis {
             _ => return,
         };
         let (fields, context) = message(&command.to_ascii_lowercase(), list, payload);
-        out.push(Message::Push(Request { correlation: Correlation::InOrder, timing: timing(m), context, client_kind: SpanKind::Consumer, fields, writer: Writer::Caller }));
+        out.push(received(timing(m), context, fields));
     }
 
     fn end_blind(&mut self, out: &mut Vec<Message>) {
@@ -317,14 +309,7 @@ fn read_entries(m: &RespMessage, command: String, error: Option<&str>, out: &mut
         let id = &m.elements[id_at];
         let id = id.whole.then(|| String::from_utf8_lossy(&id.head).into_owned());
         let fields = stream_entry(&operation, stream, id, Some(&m.elements[id_at + 1..end]));
-        out.push(Message::Push(Request {
-            correlation: Correlation::InOrder,
-            timing: timing(m),
-            context: TraceContext::default(),
-            client_kind: SpanKind::Consumer,
-            fields,
-            writer: Writer::Caller,
-        }));
+        out.push(received(timing(m), TraceContext::default(), fields));
     };
     for (i, e) in m.elements.iter().enumerate() {
         match e.depth - top {
@@ -345,6 +330,16 @@ fn read_entries(m: &RespMessage, command: String, error: Option<&str>, out: &mut
         }
     }
     flush(stream, entry, out);
+}
+
+/// A message sent (a PRODUCER span, answered in order).
+fn sent(timing: Timing, context: TraceContext, fields: RequestFields) -> Message {
+    Message::Request(Request { correlation: Correlation::InOrder, timing, context, client_kind: SpanKind::Producer, fields, writer: Writer::Caller })
+}
+
+/// A message received (a CONSUMER span of its own).
+fn received(timing: Timing, context: TraceContext, fields: RequestFields) -> Message {
+    Message::Push(Request { correlation: Correlation::InOrder, timing, context, client_kind: SpanKind::Consumer, fields, writer: Writer::Caller })
 }
 
 fn timing(m: &RespMessage) -> Timing {
@@ -393,7 +388,7 @@ fn delivery(m: &RespMessage) -> Option<Message> {
         _ => return None,
     };
     let (fields, context) = message("deliver", channel, payload);
-    Some(Message::Push(Request { correlation: Correlation::InOrder, timing: timing(m), context, client_kind: SpanKind::Consumer, fields, writer: Writer::Caller }))
+    Some(received(timing(m), context, fields))
 }
 
 /// The inherent methods do the work (they take precedence in `Redis::feed`).

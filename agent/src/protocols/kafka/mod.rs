@@ -52,19 +52,18 @@ const MAX_TOPICS: usize = 4096;
 fn looks_like_request(data: &[u8]) -> bool {
     let Some(size) = data.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { return false };
     let client_id_len = data.get(12..14).map_or(0, |b| i16::from_be_bytes([b[0], b[1]]));
-    (10..=MAX_FRAME).contains(&size)
-        && client_id_len > 0
-        && 10 + client_id_len as u32 <= size
-        && data.len() >= 14 + (client_id_len as usize).min(8)
-        && wire::request_header(&data[4..data.len().min(4 + size as usize)]).is_some_and(|(h, _)| h.api_key != PRODUCE || produce_head_plausible(&data[4..]))
+    if !(10..=MAX_FRAME).contains(&size) || client_id_len <= 0 || 10 + client_id_len as u32 > size || data.len() < 14 + (client_id_len as usize).min(8) {
+        return false;
+    }
+    let msg = &data[4..data.len().min(4 + size as usize)];
+    let Some((header, at)) = wire::request_header(msg) else { return false };
+    header.api_key != PRODUCE || produce_plausible(msg.get(at..).unwrap_or_default(), header.api_version)
 }
 
-/// A Produce request: acks −1, 0 or 1, and a first partition whose records start with a v2
-/// batch header (a non-flexible Produce answer can pass the header checks).
-fn produce_head_plausible(msg: &[u8]) -> bool {
-    let Some((header, at)) = wire::request_header(msg) else { return false };
-    wire::produce_request(msg.get(at..).unwrap_or_default(), header.api_version)
-        .is_some_and(|p| (-1..=1).contains(&p.acks) && p.partitions.first().is_some_and(|first| first.records.batches > 0))
+/// A Produce request's body: acks −1, 0 or 1, and a first partition whose records start with
+/// a v2 batch header (a non-flexible Produce answer can pass the header checks).
+fn produce_plausible(body: &[u8], version: i16) -> bool {
+    wire::produce_request(body, version).is_some_and(|p| (-1..=1).contains(&p.acks) && p.partitions.first().is_some_and(|first| first.records.batches > 0))
 }
 
 /// A request whose answer is due: which API, and the keys of the spans it opened.
