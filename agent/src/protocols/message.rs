@@ -49,6 +49,11 @@ pub enum Message {
     /// Server to client without a request (a delivery to a subscriber): a span of its own on
     /// the receiving side.
     Push(Request),
+    /// A consumer went back to its broker: it settled what it was delivered (an AMQP ack,
+    /// reject or nack) or asked for its next message (a blocking pop, a stream read, a
+    /// `Basic.Get`). The deliveries its thread read on this connection are done with
+    /// (`link::consuming`). No span.
+    Settle(Timing),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,6 +254,7 @@ impl Message {
         match self {
             Message::Request(r) | Message::OneWay(r) | Message::Push(r) => &r.timing,
             Message::Response(r) => &r.timing,
+            Message::Settle(t) => t,
         }
     }
 

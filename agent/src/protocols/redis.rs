@@ -137,6 +137,7 @@ impl Redis {
                     (Some(QueueOp::Take { source_in_command }), elements) => {
                         let source = if source_in_command { elements.first().cloned() } else { None };
                         self.waiting.push_back(Waiting::Pop { command: name, source });
+                        out.push(Message::Settle(timing));
                         continue;
                     }
                     (Some(QueueOp::StreamAdd), [stream, rest @ ..]) => {
@@ -149,14 +150,21 @@ impl Redis {
                     }
                     (Some(QueueOp::StreamRead), _) => {
                         self.waiting.push_back(Waiting::StreamRead { command: name });
+                        out.push(Message::Settle(timing));
                         continue;
                     }
                     _ => {}
                 }
                 self.waiting.push_back(Waiting::Command);
+                let acknowledges = name == "XACK";
                 // A name Redis does not define may be anything the client typed.
                 let command = if super::redis_commands::is_known(&name) { DbCommand::Named(name) } else { DbCommand::Unrecognised };
                 out.push(Message::db_call(timing, DbRequest { system: PROTOCOL.name, command, namespace: None, prepared: false }));
+                // A stream consumer acknowledging its entries is done with them (after the call,
+                // which is still their work).
+                if acknowledges {
+                    out.push(Message::Settle(timing));
+                }
             }
         } else {
             self.last_reply = (seg.ts_enter_ns, seg.ts_exit_ns);
@@ -422,6 +430,13 @@ mod tests {
     use super::*;
     use crate::protocols::parser::seg;
 
+    /// Removes the settles (a consumer going back to its broker), returning how many.
+    fn without_settles(out: &mut Vec<Message>) -> usize {
+        let before = out.len();
+        out.retain(|m| !matches!(m, Message::Settle(_)));
+        before - out.len()
+    }
+
     fn messaging(m: &Message) -> (SpanKind, &MessagingRequest) {
         match m {
             Message::Request(r) | Message::Push(r) => match &r.fields {
@@ -502,18 +517,21 @@ mod tests {
         // Nothing came within the timeout, then the message; then a BLMOVE.
         consumer.feed(true, seg(&array(&[b"BRPOP", b"celery", b"celery\x06\x163", b"1"]), 3), &mut got);
         consumer.feed(false, seg(b"*-1\r\n", 4), &mut got);
+        assert_eq!(without_settles(&mut got), 1, "a blocking pop goes back for the next message");
         assert!(got.is_empty(), "{got:?}");
         consumer.feed(true, seg(&array(&[b"BRPOP", b"celery", b"celery\x06\x163", b"1"]), 5), &mut got);
         let mut reply = b"*2\r\n".to_vec();
         reply.extend(bulk(b"celery"));
         reply.extend(bulk(envelope));
         consumer.feed(false, seg(&reply, 6), &mut got);
+        without_settles(&mut got);
         let (kind, delivered) = messaging(&got[0]);
         assert_eq!((kind, delivered.destination.as_deref(), delivered.operation.as_str()), (SpanKind::Consumer, Some("celery"), "brpop"));
         assert_eq!((delivered.identity, delivered.message_id.as_deref()), (sent.identity, sent.message_id.as_deref()));
         assert!(sent.identity.is_some());
         consumer.feed(true, seg(&array(&[b"BLMOVE", b"celery", b"work", b"RIGHT", b"LEFT", b"0"]), 7), &mut got);
         consumer.feed(false, seg(&bulk(envelope), 8), &mut got);
+        without_settles(&mut got);
         assert_eq!(messaging(&got[1]).1.identity, sent.identity, "the list named by the command");
 
         // Several at once: one span without identity. A pop on the wrong type: a failed call.
@@ -521,6 +539,7 @@ mod tests {
         producer.feed(true, seg(&array(&[b"RPUSH", b"jobs", b"a", b"b"]), 9), &mut out);
         producer.feed(true, seg(&array(&[b"BLPOP", b"jobs", b"0"]), 10), &mut out);
         producer.feed(false, seg(b":2\r\n-WRONGTYPE Operation against a key\r\n", 11), &mut out);
+        without_settles(&mut out);
         assert_eq!(messaging(&out[0]).1.identity, None);
         assert!(matches!(&out[2], Message::Request(r) if matches!(&r.fields, RequestFields::Db(d) if d.command == DbCommand::Named("BLPOP".into()))), "{out:?}");
         assert!(
@@ -575,9 +594,11 @@ mod tests {
             let mut got = Vec::new();
             consumer.feed(true, seg(&array(&[b"XREADGROUP", b"GROUP", b"g", b"c", b"BLOCK", b"100", b"STREAMS", b"orders", b">"]), 3), &mut got);
             consumer.feed(false, seg(b"*-1\r\n", 4), &mut got);
+            assert_eq!(without_settles(&mut got), 1, "a stream read goes back for the next entries");
             assert!(got.is_empty(), "a read that timed out: {got:?}");
             consumer.feed(true, seg(&array(&[b"XREADGROUP", b"GROUP", b"g", b"c", b"STREAMS", b"orders", b">"]), 5), &mut got);
             consumer.feed(false, seg(&reply, 6), &mut got);
+            without_settles(&mut got);
             assert_eq!(got.len(), count, "{got:?}");
             let (kind, first) = messaging(&got[0]);
             assert_eq!(
@@ -591,6 +612,7 @@ mod tests {
             }
             consumer.feed(true, seg(&array(&[b"XREAD", b"STREAMS", b"nostream", b"0"]), 7), &mut got);
             consumer.feed(false, seg(b"-WRONGTYPE Operation against a key\r\n", 8), &mut got);
+            without_settles(&mut got);
             assert!(matches!(&got[count], Message::Request(r) if matches!(&r.fields, RequestFields::Db(d) if d.command == DbCommand::Named("XREAD".into()))), "{got:?}");
         }
     }

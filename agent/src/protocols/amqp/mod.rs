@@ -234,6 +234,9 @@ impl Side {
             wire::METHOD => {
                 // A method frame ends any content its channel was waiting for.
                 self.channels.remove(&channel);
+                if from == Sender::Client && wire::settles(&payload) {
+                    out.push(Message::Settle(Timing { first_enter_ns: first.0, first_exit_ns: first.1, last_enter_ns: last.0, last_exit_ns: last.1 }));
+                }
                 if let Some(method) = parse_method(&payload).filter(|m| m.carries_content(from))
                     && self.channels.len() < MAX_CHANNELS
                 {

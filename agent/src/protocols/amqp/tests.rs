@@ -155,3 +155,28 @@ fn recognised_by_the_protocol_header_and_mid_stream_by_a_basic_method() {
         assert_eq!((sender, parser.protocol()), (from, "amqp"));
     }
 }
+
+/// A consumer's ack, reject, nack and `Basic.Get` settle what it read (it went back to its
+/// broker); its publishes, its qos and the server's methods do not.
+#[test]
+fn acks_and_gets_from_the_client_settle() {
+    let method = |id: u16| {
+        let mut p = vec![0, 60];
+        p.extend(id.to_be_bytes());
+        p.extend(7u64.to_be_bytes());
+        p.push(0);
+        frame(wire::METHOD, 1, &p)
+    };
+    let settles = |from: Sender, bytes: &[u8]| {
+        let mut amqp = Amqp::new(true);
+        let mut out = Vec::new();
+        amqp.feed(from, seg(bytes, 1), &mut out);
+        out.iter().filter(|m| matches!(m, Message::Settle(_))).count()
+    };
+    for (id, name) in [(80, "ack"), (90, "reject"), (120, "nack"), (70, "get")] {
+        assert_eq!(settles(Sender::Client, &method(id)), 1, "{name}");
+        assert_eq!(settles(Sender::Server, &method(id)), 0, "{name} from the server");
+    }
+    assert_eq!(settles(Sender::Client, &method(10)), 0, "qos");
+    assert_eq!(settles(Sender::Client, &publish("orders", "orders.1")), 0, "publish");
+}

@@ -16,6 +16,9 @@ const BASIC: u16 = 60;
 const PUBLISH: u16 = 40;
 const DELIVER: u16 = 60;
 const GET_OK: u16 = 71;
+/// The client methods that settle a delivery or ask for the next message: get, ack, reject,
+/// nack.
+const SETTLING: [u16; 4] = [70, 80, 90, 120];
 /// Other Basic methods (for recognition mid-stream): qos, consume, cancel, get, ack, reject,
 /// recover, nack and their answers.
 const BASIC_METHODS: [u16; 17] = [10, 11, 20, 21, 30, 31, 40, 50, 60, 70, 71, 72, 80, 90, 100, 110, 120];
@@ -148,6 +151,13 @@ pub fn parse_method(payload: &[u8]) -> Option<Method> {
         }
         _ => None,
     }
+}
+
+/// Whether a client's method frame payload settles a delivery (ack, reject, nack) or asks for
+/// the next message (`Basic.Get`).
+pub fn settles(payload: &[u8]) -> bool {
+    let mut r = Reader(payload);
+    r.u16() == Some(BASIC) && r.u16().is_some_and(|method| SETTLING.contains(&method))
 }
 
 /// What a content header says of its message.

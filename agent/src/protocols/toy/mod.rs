@@ -138,6 +138,7 @@ mod tests {
                 Message::Response(r) => format!("done {:?}", r.correlation),
                 Message::OneWay(_) => "pub".into(),
                 Message::Push(_) => "msg".into(),
+                Message::Settle(_) => "settle".into(),
             })
             .collect();
         assert_eq!(kinds, ["call Key(7)", "call Key(8)", "pub", "done Key(8)", "msg", "done Key(7)"]);
