@@ -130,6 +130,12 @@ pub fn is_pipe_read_end(pid: u32, fd: u32) -> bool {
             .is_some_and(|flags| flags & 3 == 0)
 }
 
+/// Whether the process runs gevent from its wheels: its compiled `Greenlet` module
+/// (`gevent/_gevent_cgreenlet.cpython-311-….so`) is mapped.
+pub fn runs_gevent(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| maps.contains("/_gevent_cgreenlet."))
+}
+
 pub fn fd_kind(pid: u32, fd: u32) -> FdKind {
     match fs::read_link(format!("/proc/{pid}/fd/{fd}")) {
         Ok(target) => {

@@ -66,6 +66,8 @@ const PYTHON: &[(&str, &str)] = &[
     ("celery", "celery[redis]==5.7.0"),
     // The Kafka client of the messaging tests (tests/apps/kafka_demo.py).
     ("kafka", "kafka-python==3.0.12"),
+    // Greenlets sharing one thread, for the consumer-loop tests (tests/apps/queue_workers.py).
+    ("gevent", "gevent==24.11.1"),
 ];
 /// The OpenTelemetry Python agent and Flask, for the `compare` reference app: (module, pinned
 /// package). Pinned so the comparison figures the tests assert do not move under us.

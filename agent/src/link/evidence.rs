@@ -54,6 +54,9 @@ pub enum Why {
     /// A worker process's thread read, from a pipe, the id of the one message its CONSUMER
     /// span took (a Celery prefork child running its task).
     HandedMessage,
+    /// A consumer's thread read one delivery, on a connection whose consumer settles what it
+    /// reads, and has not settled it yet (`consuming`).
+    Delivery,
     /// The asyncio task that wrote it, or the chain of libuv callbacks its answer started,
     /// went on to answer the request (read before the write).
     TaskAnswered,
@@ -78,6 +81,11 @@ pub enum Why {
     UnknownWriter,
     /// The worker's pipe read named several delivered messages.
     HandedSeveral,
+    /// The thread read several deliveries it has not settled (read ahead, or never acked).
+    DeliveriesSeveral,
+    /// The thread read one delivery, on a connection whose consumer was not seen settling
+    /// yet: between deliveries its loop may run anything.
+    UnsettledDelivery,
     // No evidence: no parent.
     /// The thread serves no request (a worker thread, a background job).
     NotServing,
@@ -88,8 +96,9 @@ pub enum Why {
     TaskAnsweredNothing,
     /// The callback's socket carries no request we could tie it to.
     CallbackWithoutRequest,
-    /// A runtime whose unit of work moves between threads and is not followed for this
-    /// kind of traffic (Go's plaintext sockets: goroutines).
+    /// A runtime whose unit of work moves between threads, or shares them, and is not
+    /// followed for this kind of traffic (Go's plaintext sockets: goroutines; gevent's
+    /// greenlets).
     UnfollowedRuntime,
 }
 
@@ -106,6 +115,9 @@ impl Why {
             Why::Delegated => "work handed to a pool thread",
             Why::HandedMessage => "message handed to a worker process",
             Why::HandedSeveral => "several messages handed to a worker process",
+            Why::Delivery => "the delivery its consumer thread read",
+            Why::DeliveriesSeveral => "several unsettled deliveries",
+            Why::UnsettledDelivery => "delivery of a consumer not seen settling yet",
             Why::TaskAnsweredNothing => "task or callback chain that answered no request",
             Why::ThreadServesSeveral => "thread serves several requests",
             Why::Pipelined => "pipelined requests",
@@ -117,15 +129,22 @@ impl Why {
             Why::NotServing => "thread serves no request",
             Why::OutsideCallback => "outside any socket callback",
             Why::CallbackWithoutRequest => "callback without a request",
-            Why::UnfollowedRuntime => "unfollowed runtime (Go plaintext)",
+            Why::UnfollowedRuntime => "unfollowed runtime (Go plaintext, gevent)",
         }
     }
 
     pub fn outcome(self) -> Outcome {
         match self {
-            Why::Thread | Why::Goroutine | Why::PathForwarded | Why::Callback | Why::Continuation | Why::OpenedBy | Why::TaskAnswered | Why::Delegated | Why::HandedMessage => {
-                Outcome::Parent
-            }
+            Why::Thread
+            | Why::Goroutine
+            | Why::PathForwarded
+            | Why::Callback
+            | Why::Continuation
+            | Why::OpenedBy
+            | Why::TaskAnswered
+            | Why::Delegated
+            | Why::HandedMessage
+            | Why::Delivery => Outcome::Parent,
             Why::ThreadServesSeveral
             | Why::Pipelined
             | Why::ContinuesSeveral
@@ -133,7 +152,9 @@ impl Why {
             | Why::BatchedWrite
             | Why::SharedTransport
             | Why::UnknownWriter
-            | Why::HandedSeveral => Outcome::Ambiguous,
+            | Why::HandedSeveral
+            | Why::DeliveriesSeveral
+            | Why::UnsettledDelivery => Outcome::Ambiguous,
             Why::NotServing | Why::OutsideCallback | Why::CallbackWithoutRequest | Why::UnfollowedRuntime | Why::TaskAnsweredNothing => Outcome::NoEvidence,
         }
     }

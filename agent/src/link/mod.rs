@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::traceparent::{self, SpanId, TraceId, TraceParent};
 
+pub mod consuming;
 mod evidence;
 pub mod handed;
 mod messages;
@@ -136,6 +137,9 @@ pub struct Linker {
     /// Messages sent by PRODUCER spans, by identity (`messages.rs`).
     sent: messages::SentMessages,
     pub consumers: messages::ConsumerStats,
+    /// Spans kept past `REMEMBER` while work may still name them (a delivery its consumer
+    /// thread has not settled).
+    held: rustc_hash::FxHashSet<SpanId>,
 }
 
 /// How traced callees' searches for a traced caller came out (exit report).
@@ -539,6 +543,16 @@ impl Linker {
         span
     }
 
+    /// Keeps `span` known, however long ago it finished, until `release`.
+    pub fn hold(&mut self, span: SpanId) {
+        self.held.insert(span);
+    }
+
+    /// `span` need not be kept any more: it is forgotten a `REMEMBER` after this at most.
+    pub fn release(&mut self, span: &SpanId) {
+        self.held.remove(span);
+    }
+
     /// The span links of a span the evidence could not place: (trace, span) of each candidate
     /// whose trace is known.
     pub fn links(&self, span: &SpanId) -> Vec<(TraceId, SpanId)> {
@@ -686,6 +700,11 @@ impl Linker {
                 break;
             }
             self.finished.pop_front();
+            if self.held.contains(&id) {
+                // Looked at again a REMEMBER later.
+                self.finished.push_back((now, id));
+                continue;
+            }
             self.nodes.remove(&id);
         }
         self.clients.expire(now);

@@ -303,3 +303,20 @@ fn hand_offs_take_the_verdict_at_hand_off_time() {
     assert_eq!(l.resolve(c, Instant::now()).map(|c| c.parent), Some(Some(a)));
     assert_eq!(l.stats.get(Why::Delegated), 1);
 }
+
+/// A delivery held while its consumer thread works on it outlives the 3 s a finished span is
+/// remembered: a slow job's late call still finds it. Released, it is forgotten.
+#[test]
+fn a_held_delivery_is_remembered_until_released() {
+    let mut l = Linker::default();
+    let delivery = l.start_consumer(&facts(1, "", None, 1), None);
+    l.finish(delivery);
+    l.hold(delivery);
+    let later = Instant::now() + REMEMBER * 2;
+    l.expire(later);
+    let late_call = l.start_client(&facts(1, "/item/7", None, 9), None, &Evidence::Serving(delivery, Why::Delivery));
+    assert_eq!(l.resolve(late_call, later).and_then(|c| c.parent), Some(delivery), "still known: its late call is its child");
+    l.release(&delivery);
+    l.expire(later + REMEMBER * 2);
+    assert!(!l.nodes.contains_key(&delivery), "forgotten once released");
+}

@@ -6,11 +6,12 @@ mod library;
 use crate::memory_bio::{Held, MemoryBioHold};
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::callbacks::Callbacks;
 use crate::conn::{ConnInfo, ConnTable, Direction, PendingRequest, Role};
 use crate::events::{Cause, Event};
+use crate::link::consuming::{OpenDeliveries, Working};
 use crate::link::handed::{HandedMessages, Work};
 use crate::link::{CalleeEnd, Decision, Evidence, LinkStats, Linker, PeerKey, RequestFacts, StitchStats, Why};
 use crate::process::{FdKind, ProcessResource};
@@ -22,6 +23,8 @@ use crate::traceparent::SpanId;
 
 /// Listening sockets whose address is remembered (a bound on a map of long-lived sockets).
 const MAX_LISTENERS: usize = 4096;
+/// How often a process that does not run gevent is asked again (`look_for_shared_threads`).
+const SHARED_THREADS_LOOK: Duration = Duration::from_secs(1);
 /// How long a process is seen dead before its connections are ended without its exit record.
 const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Spans waiting for their trace context before the queue is considered runaway.
@@ -35,6 +38,11 @@ pub trait Host {
     fn socket_ends(&mut self, tgid: u32, fd: u32, inode: u64) -> Option<(Option<std::net::SocketAddr>, Option<std::net::SocketAddr>)>;
     fn resource(&mut self, tgid: u32) -> Option<ProcessResource>;
     fn is_alive(&mut self, tgid: u32) -> bool;
+    /// Whether the process's threads each run many tasks that take turns (gevent's
+    /// greenlets): then a thread is no unit of work.
+    fn shares_threads(&mut self, _tgid: u32) -> bool {
+        false
+    }
 }
 
 /// The real host: /proc.
@@ -52,6 +60,9 @@ impl Host for ProcHost {
     }
     fn is_alive(&mut self, tgid: u32) -> bool {
         crate::targets::is_alive(tgid)
+    }
+    fn shares_threads(&mut self, tgid: u32) -> bool {
+        crate::process::runs_gevent(tgid)
     }
 }
 
@@ -155,11 +166,15 @@ pub struct Pipeline<H: Host> {
     callbacks: Callbacks,
     /// Messages handed to worker processes over pipes.
     handed: HandedMessages,
+    /// Deliveries consumer threads read and have not settled.
+    consuming: OpenDeliveries,
     /// The callback the record being handled was made in.
     cause: Cause,
     /// Processes whose threads are not a request's unit of work for plain sockets (Go: the
     /// goroutine is, and it moves between threads), so the thread rule does not apply.
     thread_rule_off: rustc_hash::FxHashSet<u32>,
+    /// When each process was last asked whether its threads are shared (`Host::shares_threads`).
+    threads_looked_at: HashMap<u32, Instant>,
     /// Processes seen dead by housekeeping, since when (`remove_exited`).
     dead_since: HashMap<u32, Instant>,
     pub stats: PipelineStats,
@@ -228,8 +243,10 @@ impl<H: Host> Pipeline<H> {
             memory_bio: MemoryBioHold::default(),
             callbacks: Callbacks::default(),
             handed: HandedMessages::default(),
+            consuming: OpenDeliveries::default(),
             cause: Cause::Thread,
             thread_rule_off: Default::default(),
+            threads_looked_at: Default::default(),
             dead_since: HashMap::default(),
             stats: PipelineStats::default(),
             debug: std::env::var_os("ZEROTRACE_DEBUG").is_some(),
@@ -391,6 +408,9 @@ impl<H: Host> Pipeline<H> {
                 }
             }
             Event::Close { tgid, tid, fd, ts_ns } => {
+                for done in self.consuming.closed(tgid, fd) {
+                    self.linker.release(&done);
+                }
                 if let Some(conn) = self.conns.remove(tgid, fd) {
                     if let (Role::Client, Some(local)) = (conn.info.role, conn.info.local) {
                         self.linker.client_closed(local, conn.info.remote, ts_ns);
@@ -408,7 +428,11 @@ impl<H: Host> Pipeline<H> {
                 }
                 self.callbacks.forget_process(tgid);
                 self.handed.process_exited(tgid);
+                for done in self.consuming.process_exited(tgid) {
+                    self.linker.release(&done);
+                }
                 self.thread_rule_off.remove(&tgid);
+                self.threads_looked_at.remove(&tgid);
                 self.library.forget_process(tgid);
                 self.library_asked.remove(&tgid);
                 self.last_read.retain(|(t, _), _| *t != tgid);
@@ -443,7 +467,13 @@ impl<H: Host> Pipeline<H> {
                 }
             }
             Event::HandOff { tgid, tid, take: false, item, cause } => {
-                let evidence = self.callbacks.evidence(&self.conns, tgid, tid, zerotrace_abi::FD_UNKNOWN, cause);
+                self.look_for_shared_threads(tgid);
+                // A thread serving nothing of its own hands on what it works for (a consumer
+                // thread submitting its delivery's work to a pool).
+                let evidence = match self.callbacks.evidence(&self.conns, tgid, tid, zerotrace_abi::FD_UNKNOWN, cause) {
+                    Evidence::Thread if self.threads_are_units(tgid, tid) && !self.linker.serves(tid) => self.thread_work(tgid, tid).unwrap_or(Evidence::Thread),
+                    other => other,
+                };
                 let evidence = self.linker.portable(tid, evidence);
                 self.callbacks.handed(tgid, item, evidence);
             }
@@ -521,23 +551,41 @@ impl<H: Host> Pipeline<H> {
         if evidence != Evidence::Thread {
             return evidence;
         }
-        if !self.linker.serves(tid)
-            && let Some(handed) = self.callbacks.delegated(tgid, tid)
-        {
-            return handed.clone();
-        }
-        if !self.linker.serves(tid)
-            && let Some(work) = self.handed.working_for(tgid, tid)
-        {
-            return match work {
-                Work::One(consumer) => Evidence::Serving(*consumer, Why::HandedMessage),
-                Work::Several(candidates) => Evidence::Undecided(Why::HandedSeveral, candidates.clone()),
-            };
-        }
-        if tid & zerotrace_abi::GOROUTINE_ACTOR == 0 && self.thread_rule_off.contains(&tgid) {
+        if !self.threads_are_units(tgid, tid) {
             return Evidence::Undecided(Why::UnfollowedRuntime, Vec::new());
         }
+        if !self.linker.serves(tid)
+            && let Some(work) = self.thread_work(tgid, tid)
+        {
+            return work;
+        }
         Evidence::Thread
+    }
+
+    /// Whether `tid` is one unit of work: not a thread of a process whose threads run many
+    /// (Go's, unless followed by goroutine; gevent's).
+    fn threads_are_units(&self, tgid: u32, tid: u32) -> bool {
+        tid & zerotrace_abi::GOROUTINE_ACTOR != 0 || !self.thread_rule_off.contains(&tgid)
+    }
+
+    /// What a thread that serves no request of its own works for: work it took from a thread
+    /// that did (a pool), the message a pipe handed it (a worker process), or the deliveries
+    /// it read and has not settled (a consumer loop).
+    fn thread_work(&self, tgid: u32, tid: u32) -> Option<Evidence> {
+        if let Some(handed) = self.callbacks.delegated(tgid, tid) {
+            return Some(handed.clone());
+        }
+        if let Some(work) = self.handed.working_for(tgid, tid) {
+            return Some(match work {
+                Work::One(consumer) => Evidence::Serving(*consumer, Why::HandedMessage),
+                Work::Several(candidates) => Evidence::Undecided(Why::HandedSeveral, candidates.clone()),
+            });
+        }
+        Some(match self.consuming.working(tgid, tid)? {
+            Working::One(delivery) => Evidence::Serving(delivery, Why::Delivery),
+            Working::Unsettled(delivery) => Evidence::Undecided(Why::UnsettledDelivery, vec![delivery]),
+            Working::Several(candidates) => Evidence::Undecided(Why::DeliveriesSeveral, candidates),
+        })
     }
 
     /// The SERVER span whose event-loop callback is connecting `fd`, when the evidence names
@@ -586,6 +634,23 @@ impl<H: Host> Pipeline<H> {
     /// What the agent must act on since the last call.
     pub fn take_effects(&mut self) -> Effects {
         std::mem::take(&mut self.effects)
+    }
+
+    /// Whether `tgid` runs gevent, asked of the host at most once a second while it does not
+    /// (it may import gevent late), never again once it does: then the thread rule is off.
+    fn look_for_shared_threads(&mut self, tgid: u32) {
+        if self.thread_rule_off.contains(&tgid) {
+            return;
+        }
+        let now = Instant::now();
+        if self.threads_looked_at.get(&tgid).is_some_and(|at| now.saturating_duration_since(*at) < SHARED_THREADS_LOOK) {
+            return;
+        }
+        self.threads_looked_at.insert(tgid, now);
+        if self.host.shares_threads(tgid) {
+            eprintln!("zerotrace: pid {tgid} runs gevent: its greenlets take turns on its threads, so its calls get no parent from the thread that made them");
+            self.thread_rule_off.insert(tgid);
+        }
     }
 
     /// The thread rule does not hold for this process's plain sockets (a Go program).
@@ -658,6 +723,11 @@ impl<H: Host> Pipeline<H> {
             Message::Request(request) => self.on_request(tgid, fd, tid, request, Answer::Unanswered),
             Message::OneWay(request) | Message::Push(request) => self.on_request(tgid, fd, tid, request, Answer::NoneExpected),
             Message::Response(response) => self.answer(tgid, fd, tid, response),
+            Message::Settle(_) => {
+                for done in self.consuming.settled(tgid, tid, fd) {
+                    self.linker.release(&done);
+                }
+            }
         }
     }
 
@@ -712,10 +782,16 @@ impl<H: Host> Pipeline<H> {
                 if let RequestFields::Messaging(m) = &request.fields {
                     self.handed.delivered(m.message_id.iter().chain(&m.conversation_id).map(String::as_str), span, facts.start_enter_ns);
                 }
+                // Held while open: a job may outlast a finished span's memory.
+                self.linker.hold(span);
+                if let Some(done) = self.consuming.read(tgid, tid, fd, span) {
+                    self.linker.release(&done);
+                }
                 span
             }
             _ => {
                 let tuple = conn.info.local.map(|l| (l, conn.info.remote));
+                self.look_for_shared_threads(tgid);
                 // The library said whom it writes this stream for: that caller's request.
                 let evidence = match self.stream_caller(tgid, &request) {
                     Some(evidence) => evidence,
@@ -897,7 +973,11 @@ impl<H: Host> Pipeline<H> {
             let tid = conn.info.tgid;
             self.callbacks.forget_process(tid);
             self.thread_rule_off.remove(&tid);
+            self.threads_looked_at.remove(&tid);
             self.stream_callers.remove(&tid);
+            for done in self.consuming.process_exited(tid) {
+                self.linker.release(&done);
+            }
             self.drop_conn(conn, tid, None);
         }
     }
