@@ -52,7 +52,24 @@ pub struct HandedMessages {
     order: VecDeque<(u64, [u8; UUID_LEN])>,
     /// (tgid, tid) → (the pipe it was handed the message on, what it works for).
     working: HashMap<(u32, u32), (u32, Work)>,
+    /// CONSUMER spans that a delivered id or a working thread names, with how many do: the
+    /// linker holds them (`Linker::hold`) while any does, since a task may start long after
+    /// its delivery finished.
+    named: HashMap<SpanId, u32>,
+    /// Spans that became named (to hold) and that no longer are (to release), since the
+    /// caller last took them (`take_holds`).
+    to_hold: Vec<SpanId>,
+    released: Vec<SpanId>,
     pub stats: HandOffStats,
+}
+
+impl Work {
+    fn spans(&self) -> &[SpanId] {
+        match self {
+            Work::One(span) => std::slice::from_ref(span),
+            Work::Several(spans) => spans,
+        }
+    }
 }
 
 impl HandedMessages {
@@ -65,6 +82,7 @@ impl HandedMessages {
             if !spans.iter().any(|(_, s)| *s == span) {
                 spans.push((ts_ns, span));
                 self.order.push_back((ts_ns, key));
+                self.name(span);
             }
         }
     }
@@ -73,9 +91,13 @@ impl HandedMessages {
         while self.order.len() >= MAX_DELIVERED || self.order.front().is_some_and(|(t, _)| now_ns.saturating_sub(*t) > REMEMBER_NS) {
             let Some((t, key)) = self.order.pop_front() else { break };
             if let Some(spans) = self.delivered.get_mut(&key) {
-                spans.retain(|(at, _)| *at > t);
+                let (gone, kept): (Vec<_>, Vec<_>) = spans.drain(..).partition(|(at, _)| *at <= t);
+                *spans = kept;
                 if spans.is_empty() {
                     self.delivered.remove(&key);
+                }
+                for (_, span) in gone {
+                    self.unname(span);
                 }
             }
         }
@@ -98,8 +120,10 @@ impl HandedMessages {
         let work = match spans.len() {
             0 => {
                 // Back at the pipe it was handed its message on: that message is done.
-                if self.working.get(&(tgid, tid)).is_some_and(|(on, _)| *on == fd) {
-                    self.working.remove(&(tgid, tid));
+                if self.working.get(&(tgid, tid)).is_some_and(|(on, _)| *on == fd)
+                    && let Some((_, done)) = self.working.remove(&(tgid, tid))
+                {
+                    self.unname_all(&done);
                 }
                 return;
             }
@@ -112,7 +136,40 @@ impl HandedMessages {
                 Work::Several(spans)
             }
         };
-        self.working.insert((tgid, tid), (fd, work));
+        for span in work.spans() {
+            self.name(*span);
+        }
+        if let Some((_, done)) = self.working.insert((tgid, tid), (fd, work)) {
+            self.unname_all(&done);
+        }
+    }
+
+    fn name(&mut self, span: SpanId) {
+        let count = self.named.entry(span).or_default();
+        *count += 1;
+        if *count == 1 {
+            self.to_hold.push(span);
+        }
+    }
+
+    fn unname(&mut self, span: SpanId) {
+        let Some(count) = self.named.get_mut(&span) else { return };
+        *count -= 1;
+        if *count == 0 {
+            self.named.remove(&span);
+            self.released.push(span);
+        }
+    }
+
+    fn unname_all(&mut self, work: &Work) {
+        for span in work.spans() {
+            self.unname(*span);
+        }
+    }
+
+    /// The spans to hold and to release since the last call.
+    pub fn take_holds(&mut self) -> (Vec<SpanId>, Vec<SpanId>) {
+        (std::mem::take(&mut self.to_hold), std::mem::take(&mut self.released))
     }
 
     /// What thread `tid` of `tgid` works for, if it was handed a message.
@@ -122,7 +179,10 @@ impl HandedMessages {
 
     /// A process ended: its threads work for nothing more.
     pub fn process_exited(&mut self, tgid: u32) {
-        self.working.retain(|(t, _), _| *t != tgid);
+        let done: Vec<Work> = self.working.extract_if(|(t, _), _| *t == tgid).map(|(_, (_, work))| work).collect();
+        for work in done {
+            self.unname_all(&work);
+        }
     }
 }
 
@@ -203,6 +263,25 @@ mod tests {
         assert_eq!(h.working_for(7, 9), Some(&Work::Several(vec![[1; 8], [3; 8]])), "delivered twice");
         h.pipe_read(7, 10, 11, &job(TASK), 100 + REMEMBER_NS * 2);
         assert_eq!(h.working_for(7, 10), None, "too old");
+    }
+
+    /// A delivered message's span is held while its id may still be handed on or a worker
+    /// works for it, and released once neither is so.
+    #[test]
+    fn spans_are_held_while_named_and_released_once_not() {
+        let mut h = HandedMessages::default();
+        h.delivered([TASK], [1; 8], 100);
+        assert_eq!(h.take_holds(), (vec![[1; 8]], vec![]));
+        h.pipe_read(7, 8, 11, &job(TASK), 200);
+        assert_eq!(h.take_holds(), (vec![], vec![]), "already held");
+        h.delivered([OTHER], [2; 8], 100 + REMEMBER_NS * 2);
+        assert_eq!(h.take_holds(), (vec![[2; 8]], vec![]), "its id expired, but a worker still works for it");
+        h.pipe_read(7, 8, 11, b"\0\0\x03\xd3", 100 + REMEMBER_NS * 2);
+        assert_eq!(h.take_holds(), (vec![], vec![[1; 8]]), "back at its inbox: done with it");
+        h.pipe_read(7, 9, 11, &job(OTHER), 200 + REMEMBER_NS * 2);
+        h.process_exited(7);
+        h.delivered([TASK], [3; 8], 100 + REMEMBER_NS * 4);
+        assert_eq!(h.take_holds(), (vec![[3; 8]], vec![[2; 8]]), "the worker exited and the id expired");
     }
 
     #[test]

@@ -138,8 +138,9 @@ pub struct Linker {
     sent: messages::SentMessages,
     pub consumers: messages::ConsumerStats,
     /// Spans kept past `REMEMBER` while work may still name them (a delivery its consumer
-    /// thread has not settled).
-    held: rustc_hash::FxHashSet<SpanId>,
+    /// thread has not settled, a message a worker process may still be handed), with how many
+    /// holders hold each.
+    held: HashMap<SpanId, u32>,
 }
 
 /// How traced callees' searches for a traced caller came out (exit report).
@@ -543,14 +544,20 @@ impl Linker {
         span
     }
 
-    /// Keeps `span` known, however long ago it finished, until `release`.
+    /// Keeps `span` known, however long ago it finished, until as many `release`s.
     pub fn hold(&mut self, span: SpanId) {
-        self.held.insert(span);
+        *self.held.entry(span).or_default() += 1;
     }
 
-    /// `span` need not be kept any more: it is forgotten a `REMEMBER` after this at most.
+    /// One holder of `span` is done with it: once none holds it, it is forgotten a
+    /// `REMEMBER` after this at most.
     pub fn release(&mut self, span: &SpanId) {
-        self.held.remove(span);
+        if let Some(count) = self.held.get_mut(span) {
+            *count -= 1;
+            if *count == 0 {
+                self.held.remove(span);
+            }
+        }
     }
 
     /// The span links of a span the evidence could not place: (trace, span) of each candidate
@@ -700,7 +707,7 @@ impl Linker {
                 break;
             }
             self.finished.pop_front();
-            if self.held.contains(&id) {
+            if self.held.contains_key(&id) {
                 // Looked at again a REMEMBER later.
                 self.finished.push_back((now, id));
                 continue;

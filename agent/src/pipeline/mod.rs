@@ -428,6 +428,7 @@ impl<H: Host> Pipeline<H> {
                 }
                 self.callbacks.forget_process(tgid);
                 self.handed.process_exited(tgid);
+                self.sync_handed_holds();
                 for done in self.consuming.process_exited(tgid) {
                     self.linker.release(&done);
                 }
@@ -455,7 +456,10 @@ impl<H: Host> Pipeline<H> {
                 }
                 hints.push_back(StreamCaller { stream, evidence, ts_ns });
             }
-            Event::PipeRead { tgid, tid, fd, ts_ns, payload } => self.handed.pipe_read(tgid, tid, fd, payload, ts_ns),
+            Event::PipeRead { tgid, tid, fd, ts_ns, payload } => {
+                self.handed.pipe_read(tgid, tid, fd, payload, ts_ns);
+                self.sync_handed_holds();
+            }
             Event::Process { pid, .. } => {
                 // A new process or an exec; the probes do not report new threads.
                 self.effects.started.push(pid);
@@ -636,6 +640,17 @@ impl<H: Host> Pipeline<H> {
         std::mem::take(&mut self.effects)
     }
 
+    /// The linker keeps the CONSUMER spans that hand-offs may still name (`HandedMessages`).
+    fn sync_handed_holds(&mut self) {
+        let (hold, release) = self.handed.take_holds();
+        for span in hold {
+            self.linker.hold(span);
+        }
+        for span in &release {
+            self.linker.release(span);
+        }
+    }
+
     /// Whether `tgid` runs gevent, asked of the host at most once a second while it does not
     /// (it may import gevent late), never again once it does: then the thread rule is off.
     fn look_for_shared_threads(&mut self, tgid: u32) {
@@ -781,6 +796,7 @@ impl<H: Host> Pipeline<H> {
                 let span = self.linker.start_consumer(&facts, message_identity(&request));
                 if let RequestFields::Messaging(m) = &request.fields {
                     self.handed.delivered(m.message_id.iter().chain(&m.conversation_id).map(String::as_str), span, facts.start_enter_ns);
+                    self.sync_handed_holds();
                 }
                 // Held while open: a job may outlast a finished span's memory.
                 self.linker.hold(span);
