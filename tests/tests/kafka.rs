@@ -3,7 +3,8 @@
 //! kafka-python. Every record sent is a PRODUCER span carrying the offset the broker gave it,
 //! every record fetched a CONSUMER span with its offset, under the PRODUCER span of the same
 //! record (found by its identity: partition, key and value, hashed). The same payload sent
-//! twice names no parent; a `traceparent` in a record's headers wins.
+//! twice names no parent; a `traceparent` in a record's headers wins. Then the producer under
+//! the OpenTelemetry Python agent: every delivery by its headers.
 
 #![allow(clippy::unwrap_used)]
 
@@ -23,9 +24,9 @@ fn record_of(span: &TestSpan) -> Option<(&str, &str, &str)> {
     Some((span.attr("messaging.destination.name")?, span.attr("messaging.destination.partition.id")?, span.attr("messaging.kafka.offset")?))
 }
 
-#[test]
-fn kafka_fetched_records_are_children_of_the_sends_that_produced_them() {
-    require_root();
+/// A tansu broker, the consumer, and the producer (its command after `producer_prefix`),
+/// all traced: (the producer's output, spans, the agent's report).
+fn run_kafka(producer_prefix: &str) -> (String, Vec<TestSpan>, String) {
     let tansu = require_program("tansu", "tansu, the Kafka-compatible broker from crates.io (cargo xtask setup)");
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
@@ -40,7 +41,7 @@ fn kafka_fetched_records_are_children_of_the_sends_that_produced_them() {
     let mut consume = Command::new("python3");
     consume.arg(&app).args(["consume", &port.to_string(), &(ORDERS + 3).to_string()]).env("OTEL_SERVICE_NAME", "kafka-consumer");
     let consumer = spawn_until(consume, "kafka consumer", "ready", Duration::from_secs(60));
-    let producer = Gated::new(&format!("OTEL_SERVICE_NAME=kafka-producer exec python3 {} produce {port} {ORDERS}", app.display()));
+    let producer = Gated::new(&format!("export OTEL_SERVICE_NAME=kafka-producer; exec {producer_prefix}python3 {} produce {port} {ORDERS}", app.display()));
     let agent = JsonlAgent::start(&[producer.pid(), consumer.pid()]);
     // The consumer's fetch in flight at attach (a long poll of up to 500 ms) was sent before
     // the agent saw it: its answer cannot be decoded (which API, which version), so the
@@ -50,8 +51,12 @@ fn kafka_fetched_records_are_children_of_the_sends_that_produced_them() {
     assert!(out.contains("done"), "producer: {out}");
     std::thread::sleep(Duration::from_millis(2500));
     let (exit, spans) = agent.finish();
-    let report = exit.stderr.join("\n");
+    (out, spans, exit.stderr.join("\n"))
+}
 
+/// One PRODUCER span per record the broker acknowledged (with its partition and offset), and
+/// every `orders` record fetched under its own send, never another's.
+fn assert_records_under_their_sends(out: &str, spans: &[TestSpan], report: &str) {
     // The broker's own answers, as the producer printed them: every send span has one.
     let acknowledged: Vec<(String, String, String)> = out
         .lines()
@@ -61,8 +66,8 @@ fn kafka_fetched_records_are_children_of_the_sends_that_produced_them() {
             (f[0].to_string(), f[1].to_string(), f[2].to_string())
         })
         .collect();
-    let sends = find(&spans, "PRODUCER", |s| s.attr("messaging.system") == Some("kafka"));
-    let deliveries = find(&spans, "CONSUMER", |s| s.attr("messaging.system") == Some("kafka"));
+    let sends = find(spans, "PRODUCER", |s| s.attr("messaging.system") == Some("kafka"));
+    let deliveries = find(spans, "CONSUMER", |s| s.attr("messaging.system") == Some("kafka"));
     let mut sent: Vec<(String, String, String)> = sends.iter().filter_map(|s| record_of(s)).map(|(t, p, o)| (t.into(), p.into(), o.into())).collect();
     let mut expected = acknowledged.clone();
     sent.sort();
@@ -88,7 +93,14 @@ fn kafka_fetched_records_are_children_of_the_sends_that_produced_them() {
         placed.insert(record);
     }
     eprintln!("kafka: {} of {ORDERS} records delivered under their send\n{report}", placed.len());
-    assert_eq!(placed.len(), ORDERS, "every record fetched under its own send (message identity)\n{report}");
+    assert_eq!(placed.len(), ORDERS, "every record fetched under its own send\n{report}");
+}
+
+#[test]
+fn kafka_fetched_records_are_children_of_the_sends_that_produced_them() {
+    require_root();
+    let (out, spans, report) = run_kafka("");
+    assert_records_under_their_sends(&out, &spans, &report);
 
     // The same payload twice: both deliveries were fetched after both sends, so neither has a
     // parent, and each links both sends.
@@ -108,4 +120,23 @@ fn kafka_fetched_records_are_children_of_the_sends_that_produced_them() {
     assert_eq!(traced.len(), 1, "{report}");
     assert_eq!((traced[0].trace_id.as_str(), traced[0].parent_id.as_str()), ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"), "{:?}", traced[0]);
     assert!(report.contains(&format!("consumer spans — under their producer by message headers: 1, by message identity: {ORDERS}")), "{report}");
+}
+
+/// The producer under the OpenTelemetry Python agent (kafka-python instrumentation, spans not
+/// exported): its context rides in each record's headers, our PRODUCER span adopts the span id
+/// it saw leave, and each delivery is under it by headers, the duplicates too (each send has
+/// its own context).
+#[test]
+fn kafka_with_the_otel_agent_on_the_producer_links_by_headers() {
+    require_root();
+    let instrument = require_program("opentelemetry-instrument", "the OpenTelemetry Python agent (cargo xtask setup)");
+    let prefix = format!("env OTEL_TRACES_EXPORTER=none OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none {} ", instrument.display());
+    let (out, spans, report) = run_kafka(&prefix);
+    assert_records_under_their_sends(&out, &spans, &report);
+    let dups = find(&spans, "CONSUMER", |s| s.attr("messaging.destination.name") == Some("dup"));
+    let mut parents: Vec<&str> = dups.iter().map(|d| d.parent_id.as_str()).collect();
+    parents.sort_unstable();
+    parents.dedup();
+    assert_eq!(parents.len(), 2, "each duplicate under its own send, told apart by its headers: {dups:?}");
+    assert!(report.contains("by message identity: 0"), "every delivery by its headers\n{report}");
 }

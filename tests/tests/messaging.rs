@@ -4,7 +4,8 @@
 //! traceparent in the message's headers wins; two sends of the same message name no parent.
 //! NATS: nats-server (Debian) and nats-py. Redis pub/sub: redis-server and redis-py. RabbitMQ:
 //! rabbitmq-server (Debian) and pika, through a topic exchange, with a rejected and redelivered
-//! message.
+//! message; and with the publisher under the OpenTelemetry Python agent, every delivery by
+//! its headers.
 
 #![allow(clippy::unwrap_used)]
 
@@ -189,23 +190,30 @@ fn redis_stream_entries_are_children_of_the_xadds_that_added_them() {
 /// rejects one message once (RabbitMQ delivers it again). The consumer takes 8 messages at a
 /// time (`basic_qos`), as consumers are set up to: a read holding more deliveries than the
 /// capture keeps (4096 bytes) loses those past it.
-#[test]
-fn rabbitmq_deliveries_are_children_of_the_publishes_that_sent_them() {
-    require_root();
+/// The consumer and the publisher (its command after `publish_prefix`), traced: (spans, the
+/// agent's report).
+fn run_rabbitmq(publish_prefix: &str) -> (Vec<TestSpan>, String) {
     let dir = TempDir::new("rabbitmq");
     let (_broker, port) = db::rabbitmq(&dir);
     let app = python_app("amqp_demo.py");
     let ready = dir.path().join("consuming");
     // The orders, two duplicates, one with headers, and `retry` twice.
     let count = ORDERS + 5;
-    let script = format!("python3 {app} consume {port} {count} {ready} & python3 {app} publish {port} {ORDERS} {ready}; wait", app = app.display(), ready = ready.display());
+    let script =
+        format!("python3 {app} consume {port} {count} {ready} & {publish_prefix}python3 {app} publish {port} {ORDERS} {ready}; wait", app = app.display(), ready = ready.display());
     let both = Gated::new(&format!("export OTEL_SERVICE_NAME=amqp-peers; {script}"));
     let agent = JsonlAgent::start(&[both.pid()]);
     let out = both.run(Duration::from_secs(120));
     assert!(out.contains(&format!("received {count}")) && out.contains("published"), "peers: {out}");
     std::thread::sleep(Duration::from_millis(1500));
     let (exit, spans) = agent.finish();
-    let report = exit.stderr.join("\n");
+    (spans, exit.stderr.join("\n"))
+}
+
+#[test]
+fn rabbitmq_deliveries_are_children_of_the_publishes_that_sent_them() {
+    require_root();
+    let (spans, report) = run_rabbitmq("");
     assert_deliveries_under_their_sends(&spans, "rabbitmq", &report);
     for s in find(&spans, "PRODUCER", |s| order_of(s).is_some()) {
         assert_eq!(s.attr("messaging.destination.name"), Some("orders"), "the exchange: {s:?}");
@@ -222,4 +230,22 @@ fn rabbitmq_deliveries_are_children_of_the_publishes_that_sent_them() {
     }
     let marked: Vec<Option<&str>> = retried.iter().map(|d| d.attr("zerotrace.messaging.redelivered")).collect();
     assert!(marked.contains(&Some("true")) && marked.contains(&None), "one first delivery, one marked redelivery: {marked:?}");
+}
+
+/// The publisher under the OpenTelemetry Python agent (pika instrumentation, spans not
+/// exported): its context rides in each message's headers table, our PRODUCER span adopts the
+/// span id it saw leave, and every delivery is under it by headers, the duplicates too.
+#[test]
+fn rabbitmq_with_the_otel_agent_on_the_publisher_links_by_headers() {
+    require_root();
+    let instrument = zerotrace_integration_tests::require_program("opentelemetry-instrument", "the OpenTelemetry Python agent (cargo xtask setup)");
+    let prefix = format!("OTEL_TRACES_EXPORTER=none OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none {} ", instrument.display());
+    let (spans, report) = run_rabbitmq(&prefix);
+    assert_deliveries_under_their_sends(&spans, "rabbitmq", &report);
+    let dups = find(&spans, "CONSUMER", |s| topic(s) == Some("dup"));
+    let mut parents: Vec<&str> = dups.iter().map(|d| d.parent_id.as_str()).collect();
+    parents.sort_unstable();
+    parents.dedup();
+    assert_eq!((dups.len(), parents.len()), (2, 2), "each duplicate under its own send, told apart by its headers: {dups:?}");
+    assert!(report.contains("by message identity: 0"), "every delivery by its headers\n{report}");
 }

@@ -80,6 +80,9 @@ const PYTHON_AGENT: &[(&str, &str)] = &[
     ("opentelemetry.instrumentation.psycopg2", "opentelemetry-instrumentation-psycopg2==0.66b1"),
     ("opentelemetry.instrumentation.redis", "opentelemetry-instrumentation-redis==0.66b1"),
     ("opentelemetry.instrumentation.celery", "opentelemetry-instrumentation-celery==0.66b1"),
+    // One side of the messaging tests' header cases (tests/tests/messaging.rs, kafka.rs).
+    ("opentelemetry.instrumentation.pika", "opentelemetry-instrumentation-pika==0.66b1"),
+    ("opentelemetry.instrumentation.kafka", "opentelemetry-instrumentation-kafka-python==0.66b1"),
 ];
 /// Node apps, installed from their lock files: the Express reference app (and the
 /// OpenTelemetry Node agent), and the @grpc/grpc-js peer of the HTTP/2 tests.
