@@ -30,6 +30,8 @@ const DEBIAN: &[(&str, &str)] = &[
     ("nats-server", "/usr/sbin/nats-server"),
     // The RabbitMQ broker of the messaging tests (a private node per test).
     ("rabbitmq-server", "/usr/sbin/rabbitmq-server"),
+    // The MQTT broker of the messaging tests.
+    ("mosquitto", "/usr/sbin/mosquitto"),
     // h2load, for the HTTP/2 bench (`cargo xtask bench --suite http2`).
     ("nghttp2-client", "/usr/bin/h2load"),
     // Go programs for the Go crypto/tls work (symbols tests build them).
@@ -68,6 +70,8 @@ const PYTHON: &[(&str, &str)] = &[
     ("kafka", "kafka-python==3.0.12"),
     // Greenlets sharing one thread, for the consumer-loop tests (tests/apps/queue_workers.py).
     ("gevent", "gevent==24.11.1"),
+    // The MQTT client of the messaging tests (tests/apps/mqtt_demo.py).
+    ("paho.mqtt", "paho-mqtt==2.1.0"),
 ];
 /// The OpenTelemetry Python agent and Flask, for the `compare` reference app: (module, pinned
 /// package). Pinned so the comparison figures the tests assert do not move under us.
@@ -88,7 +92,7 @@ const PYTHON_AGENT: &[(&str, &str)] = &[
 /// OpenTelemetry Node agent), and the @grpc/grpc-js peer of the HTTP/2 tests.
 const NODE_APPS: &[&str] = &["tests/apps/express", "tests/apps/grpc_node"];
 /// Services the packages start on install: the tests start their own instances.
-const STOP_SERVICES: &str = "for s in nginx postgresql redis-server mariadb memcached nats-server rabbitmq-server; do service $s stop >/dev/null 2>&1; done; pkill -x nginx; pkill -x memcached; pkill -x mariadbd; pkill -x redis-server; pkill -x nats-server; true";
+const STOP_SERVICES: &str = "for s in nginx postgresql redis-server mariadb memcached nats-server rabbitmq-server mosquitto; do service $s stop >/dev/null 2>&1; done; pkill -x nginx; pkill -x memcached; pkill -x mariadbd; pkill -x redis-server; pkill -x nats-server; pkill -x mosquitto; true";
 
 pub fn install() -> Result<()> {
     // nightly rust-src for -Z build-std=core.

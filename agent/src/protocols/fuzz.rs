@@ -6,13 +6,13 @@ use super::message::Message;
 use super::parser::Segment;
 use super::parser::{Parser, Sender};
 use super::sql::{Dialect, mask_literals, summarize};
-use super::{amqp, kafka, memcached, mysql, nats, postgres, redis};
+use super::{amqp, kafka, memcached, mqtt, mysql, nats, postgres, redis};
 
-/// The first byte picks the parser (the databases and caches, NATS, AMQP and Kafka, whose
+/// The first byte picks the parser (the databases and caches, NATS, AMQP, Kafka and MQTT, whose
 /// line-and-count or length-prefixed framing is theirs); the next eight choose segment sizes, directions and gaps.
 pub fn database(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else { return };
-    let mut codec: Box<dyn Parser> = match which % 8 {
+    let mut codec: Box<dyn Parser> = match which % 10 {
         0 => Box::new(postgres::Postgres::new()),
         1 => Box::new(mysql::Mysql::new(which & 0x10 == 0)),
         2 => Box::new(redis::Redis::new()),
@@ -20,6 +20,7 @@ pub fn database(data: &[u8]) {
         4 => Box::new(nats::Nats::default()),
         6 => Box::new(amqp::Amqp::new(which & 0x10 == 0)),
         7 => Box::new(kafka::Kafka::default()),
+        8 => Box::new(mqtt::Mqtt::default()),
         _ => {
             let text = String::from_utf8_lossy(rest);
             let masked = mask_literals(&text, if which & 1 == 0 { Dialect::Postgres } else { Dialect::Mysql });

@@ -13,6 +13,7 @@ pub mod http2;
 pub mod kafka;
 pub mod memcached;
 pub mod message;
+pub mod mqtt;
 pub mod mysql;
 pub mod nats;
 pub mod parser;

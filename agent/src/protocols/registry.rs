@@ -8,7 +8,7 @@
 //! `PROTOCOLS`' order decides.
 
 use super::parser::{Parser, Sender};
-use super::{amqp, http1, http2, kafka, memcached, mysql, nats, postgres, redis};
+use super::{amqp, http1, http2, kafka, memcached, mqtt, mysql, nats, postgres, redis};
 
 /// How certain a detector is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,6 +55,8 @@ pub const PROTOCOLS: &[&Protocol] = &[
     // The client's protocol header is magic; a Basic method frame (mid-stream) is checked to
     // its frame-end octet.
     &amqp::PROTOCOL,
+    // A CONNECT packet naming the protocol (`MQTT`, `MQIsdp`) and a level it defines: magic.
+    &mqtt::PROTOCOL,
     // A size, then an API key and version in their ranges and a printable client id: after
     // the others, whose grammars are stricter.
     &kafka::PROTOCOL,
