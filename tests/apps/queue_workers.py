@@ -8,14 +8,15 @@ busy process would (the agent forgets spans as it goes; an idle one would forget
 - `amqp-work PORT HTTP_PORT COUNT READY_FILE THREADS`: THREADS threads, each with its own pika
   connection, consume from the queue `jobs` one message at a time (prefetch 1), call for it,
   then ack it; READY_FILE once all consume; prints "worked N" after COUNT jobs;
-- `amqp-send PORT N READY_FILE`: waits for READY_FILE, then publishes job n < N to `jobs`
-  (message id `job-<n>`) from 4 threads;
+- `amqp-send PORT N READY_FILE`: waits for READY_FILE, then serves HTTP on a free port, where
+  GET /enqueue/<n> publishes job n to `jobs` (message id `job-<n>`), and requests
+  /enqueue/<n> for n < N from 4 threads: each job is sent while serving a request;
 - `redis-work PORT HTTP_PORT COUNT READY_FILE THREADS`: THREADS threads, each with its own
   redis-py client, take jobs with BRPOP from the lists `jobs.<n>` (the list names the job);
 - `redis-gevent-work PORT HTTP_PORT COUNT READY_FILE`: one thread, gevent: a BRPOP loop that
   spawns a greenlet per job, which waits a little and calls: the calls of several jobs
   interleave on the thread that read them;
-- `redis-send PORT N READY_FILE`: LPUSHes job n to `jobs.<n>` from 4 threads.
+- `redis-send PORT N READY_FILE`: the same, GET /enqueue/<n> LPUSHing job n to `jobs.<n>`.
 """
 
 import sys
@@ -31,6 +32,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ready_file import wait_for
 
@@ -104,23 +106,48 @@ def amqp_work(port, http_port, count, ready, threads):
     print(f"worked {counter.done}", flush=True)
 
 
+def serve_and_drive(n, enqueue):
+    """Serves GET /enqueue/<n> (calling `enqueue(n)` on the request's thread) and requests it
+    for every n < N from 4 threads."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            enqueue(int(self.path.rsplit("/", 1)[-1]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    web = server.server_address[1]
+
+    def request(i):
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/enqueue/{i}", timeout=10) as answer:
+            answer.read()
+        time.sleep(0.005)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(request, range(n)))
+    server.shutdown()
+    print("sent", flush=True)
+
+
 def amqp_send(port, n, ready):
     import pika
 
     wait_for(ready, "workers")
 
-    def send(ids):
+    def enqueue(i):
         conn = pika.BlockingConnection(pika.ConnectionParameters(host="127.0.0.1", port=port, heartbeat=0))
         channel = conn.channel()
         channel.queue_declare("jobs")
-        for i in ids:
-            channel.basic_publish("", "jobs", json.dumps({"n": i}), pika.BasicProperties(message_id=f"job-{i}"))
-            time.sleep(0.005)
+        channel.basic_publish("", "jobs", json.dumps({"n": i}), pika.BasicProperties(message_id=f"job-{i}"))
         conn.close()
 
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(send, [range(k, n, 4) for k in range(4)]))
-    print("sent", flush=True)
+    serve_and_drive(n, enqueue)
 
 
 KEYS = [f"jobs.{i}" for i in range(LISTS)]
@@ -182,14 +209,7 @@ def redis_send(port, n, ready):
 
     wait_for(ready, "workers")
     r = redis.Redis(port=port)
-
-    def send(i):
-        r.lpush(f"jobs.{i % LISTS}", str(i))
-        time.sleep(0.005)
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(send, range(n)))
-    print("sent", flush=True)
+    serve_and_drive(n, lambda i: r.lpush(f"jobs.{i % LISTS}", str(i)))
 
 
 if __name__ == "__main__":

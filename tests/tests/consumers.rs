@@ -4,6 +4,8 @@
 //! `GET /item/<n>`, so a call under another job's delivery is told apart and fails the test.
 //! RabbitMQ with pika (prefetch 1, ack after the work) and Redis BRPOP loops, four consumer
 //! threads each; a gevent loop whose greenlets interleave jobs on one thread gets no parent.
+//! Each job is sent while serving a request `/enqueue/<n>`, so a placed call closes one trace:
+//! SERVER → PRODUCER → CONSUMER → the worker's CLIENT call.
 
 #![allow(clippy::unwrap_used)]
 
@@ -29,8 +31,9 @@ fn job_of(span: &TestSpan) -> Option<u64> {
 }
 
 /// One call per job. A call with a parent is under the delivery of its own job, never
-/// another's; one without is linked to its own delivery or to nothing. Returns how many
-/// calls are under their delivery.
+/// another's, and that delivery under the send of its job, under the request `/enqueue/<n>`
+/// that sent it: one trace from the request to the worker's call. One without a parent is
+/// linked to deliveries or to nothing. Returns how many calls are under their delivery.
 fn assert_calls_under_their_delivery(spans: &[TestSpan], report: &str) -> usize {
     let calls = find(spans, "CLIENT", |s| item_of(s).is_some());
     assert_eq!(calls.len(), JOBS, "one call per job\n{report}");
@@ -44,6 +47,12 @@ fn assert_calls_under_their_delivery(spans: &[TestSpan], report: &str) -> usize 
                 assert_eq!(parent.kind, "CONSUMER", "a job's call under something else than a delivery: {call:?} under {parent:?}");
                 assert_eq!(job_of(parent), n, "a job's call under another job's delivery: {call:?} under {parent:?}");
                 assert_eq!(parent.trace_id, call.trace_id);
+                let send = spans.iter().find(|s| s.span_id == parent.parent_id).unwrap_or_else(|| panic!("a delivery without its send: {parent:?}\n{report}"));
+                assert_eq!(send.kind, "PRODUCER", "{parent:?} under {send:?}");
+                let request = spans.iter().find(|s| s.span_id == send.parent_id).unwrap_or_else(|| panic!("a send without its request: {send:?}\n{report}"));
+                let enqueued = request.attr("url.path").and_then(|p| p.strip_prefix("/enqueue/")?.parse().ok());
+                assert_eq!((request.kind.as_str(), enqueued), ("SERVER", n), "a send under another request: {send:?} under {request:?}");
+                assert_eq!(request.trace_id, call.trace_id, "one trace from the request to the worker's call");
                 placed += 1;
             }
             None => {
