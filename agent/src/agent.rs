@@ -14,9 +14,11 @@ use tokio::sync::mpsc;
 use crate::cli::{Exporter, RunArgs, TraceArgs};
 use crate::discovery::Discovery;
 use crate::export::{self, ExportStats, SpanSink};
+use crate::fleet::Fleet;
 use crate::pipeline::{Pipeline, ProcHost};
 use crate::probes::{Probes, Settings};
 use crate::runtime::{Runtime, RuntimeProbes};
+use crate::selectors::{SelectorArgs, Selectors};
 use crate::self_metrics::SelfMetrics;
 use crate::spans::Clock;
 use crate::tls::TlsProbes;
@@ -65,7 +67,10 @@ fn build_sink(args: &RunArgs, host_name: &str) -> Result<Box<dyn SpanSink>> {
 
 /// `zerotrace run`: trace the targets into the chosen sink until told to stop.
 pub fn run(args: RunArgs) -> Result<()> {
-    let targets = Targets::resolve(&args.trace)?;
+    if args.trace.list {
+        return list(&args.trace);
+    }
+    let targets = Targets::resolve(&args.trace, true)?;
     runtime()?.block_on(async {
         // Inside the runtime: tonic's lazy channel needs it.
         let sink = build_sink(&args, &process::host_name())?;
@@ -81,17 +86,71 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
+/// `--list`: every process of the host, whether fleet mode would trace it, and why.
+fn list(args: &TraceArgs) -> Result<()> {
+    if !args.pids.is_empty() || !args.cgroups.is_empty() {
+        bail!("--list surveys fleet mode: drop --pid and --cgroup");
+    }
+    let selectors = Selectors::new(&selector_args(args))?;
+    let surveyed = crate::fleet::survey(&selectors);
+    println!("{:>8}  {:<7}  {:<40}  why", "PID", "TRACED", "EXECUTABLE");
+    for s in &surveyed {
+        let (traced, why) = match &s.verdict {
+            crate::selectors::Verdict::Trace(why) => ("yes", why),
+            crate::selectors::Verdict::Skip(why) => ("no", why),
+        };
+        println!("{:>8}  {:<7}  {:<40}  {why}", s.facts.pid, traced, s.facts.exe.as_deref().unwrap_or("-"));
+    }
+    let traced = surveyed.iter().filter(|s| s.verdict.traced()).count();
+    println!("{traced} of {} processes would be traced, and processes started later that match", surveyed.len());
+    Ok(())
+}
+
+fn selector_args(args: &TraceArgs) -> SelectorArgs<'_> {
+    SelectorArgs {
+        exe: &args.exe,
+        exclude_exe: &args.exclude_exe,
+        ports: &args.ports,
+        container: args.container,
+        k8s_namespace: &args.k8s_namespace,
+        k8s_pod: &args.k8s_pod,
+        exclude_k8s_namespace: &args.exclude_k8s_namespace,
+    }
+}
+
 /// The processes and cgroups asked for, checked to exist, with the host checked to be able to
-/// trace them.
+/// trace them; or, in fleet mode, the host's processes the selectors match.
 pub struct Targets {
     pids: Vec<u32>,
     cgroup_ids: Vec<u64>,
+    /// Fleet mode: the selectors processes that run exec later are checked against.
+    fleet: Option<Selectors>,
 }
 
 impl Targets {
-    pub fn resolve(args: &TraceArgs) -> Result<Targets> {
-        if args.pids.is_empty() && args.cgroups.is_empty() {
+    /// `fleet_allowed`: no `--pid` and no `--cgroup` means fleet mode (`run`), else an error.
+    pub fn resolve(args: &TraceArgs, fleet_allowed: bool) -> Result<Targets> {
+        let selectors = Selectors::new(&selector_args(args))?;
+        let fleet_mode = args.pids.is_empty() && args.cgroups.is_empty();
+        if !fleet_mode && selectors.narrows() {
+            bail!("--exe, --exclude-exe, --port, --container and --k8s-* select processes in fleet mode, without --pid or --cgroup: drop one or the other");
+        }
+        if fleet_mode && !fleet_allowed {
             return Err(targets::TargetError::Nothing.into());
+        }
+        if fleet_mode {
+            for warning in preflight::check()? {
+                eprintln!("zerotrace: warning: {warning}");
+            }
+            let surveyed = crate::fleet::survey(&selectors);
+            let pids: Vec<u32> = surveyed.iter().filter(|s| s.verdict.traced()).map(|s| s.facts.pid).collect();
+            eprintln!(
+                "zerotrace: fleet mode: {} of {} processes match{}; processes that start later are checked when they run exec (--list shows why each is traced or not)",
+                pids.len(),
+                surveyed.len(),
+                if selectors.narrows() { " the selectors" } else { " (no selector: every process)" }
+            );
+            return Ok(Targets { pids, cgroup_ids: Vec::new(), fleet: Some(selectors) });
         }
         let pids = targets::pids_with_descendants(&args.pids)?;
         let mut cgroup_ids = Vec::new();
@@ -101,7 +160,7 @@ impl Targets {
         for warning in preflight::check()? {
             eprintln!("zerotrace: warning: {warning}");
         }
-        Ok(Targets { pids, cgroup_ids })
+        Ok(Targets { pids, cgroup_ids, fleet: None })
     }
 }
 
@@ -114,7 +173,7 @@ fn client_first_cap(capture_bytes: u32) -> u32 {
 /// Traces until a signal, the deadline, or every traced process has exited, sending spans
 /// to `sink`.
 pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) -> Result<()> {
-    let Targets { pids, cgroup_ids } = targets;
+    let Targets { pids, cgroup_ids, fleet } = targets;
     let settings = Settings {
         payload_cap: args.capture_bytes,
         client_first_cap: client_first_cap(args.capture_bytes),
@@ -123,6 +182,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
         hooks_only: args.hooks_only,
         go_goroutines: crate::probes::kernel_has_btf(),
         loop_gather: crate::probes::kernel_has_bpf_loop(),
+        discover_execs: fleet.is_some(),
     };
     let go_goroutines = settings.go_goroutines;
     if !settings.loop_gather {
@@ -131,8 +191,14 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
     let (mut probes, ring) = Probes::load(&settings)?;
     let mut discovery = Discovery::default();
     for &pid in &pids {
-        discovery.add(&mut probes, pid)?;
+        match discovery.add(&mut probes, pid) {
+            Ok(()) => {}
+            // Fleet mode lists processes, some of which exit before they are added.
+            Err(_) if fleet.is_some() && !targets::is_alive(pid) => {}
+            Err(err) => return Err(err),
+        }
     }
+    let mut fleet = fleet.map(|selectors| Fleet::new(selectors, discovery));
     let mut known_cgroups: std::collections::HashSet<u64> = cgroup_ids.iter().copied().collect();
     for &id in &cgroup_ids {
         probes.trace_cgroup(id)?;
@@ -171,7 +237,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
     for dir in &args.cgroups {
         targets::cgroup_pids(dir).into_iter().for_each(|p| pipeline.preload_resource(p));
     }
-    let mut user = UserProbes { tls, runtimes, go_goroutines };
+    let mut user = UserProbes { tls, runtimes, go_goroutines, first_cap: client_first_cap(args.capture_bytes) as u16 };
     let mut self_metrics = match args.metrics_listen {
         Some(addr) => {
             let metrics = SelfMetrics::new();
@@ -229,13 +295,18 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
                 if before > live.len() {
                     eprintln!("zerotrace: {} traced process(es) exited; {} still traced", before - live.len(), live.len());
                 }
-                if live.is_empty() && args.cgroups.is_empty() && !pids.is_empty() {
+                if live.is_empty() && args.cgroups.is_empty() && !pids.is_empty() && fleet.is_none() {
                     eprintln!("zerotrace: every traced process has exited; stopping");
                     break;
                 }
             }
         }
-        drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user);
+        if let Some(fleet) = fleet.as_mut() {
+            for pid in fleet.relook_due(&mut probes) {
+                user.started(pid, &mut probes, &mut pipeline);
+            }
+        }
+        drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user, fleet.as_mut());
         if exits_due {
             // After draining: an exited process's last records are already in the ring.
             pipeline.remove_exited();
@@ -243,7 +314,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
         send(&tx, pipeline.tick(Instant::now()), &stats);
     }
 
-    drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user);
+    drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user, fleet.as_mut());
     send(&tx, pipeline.flush(), &stats);
     drop(tx);
     finish_export(exporter, Duration::from_secs(args.shutdown_timeout), (&mut sigint, &mut sigterm, signalled), &stats).await;
@@ -290,9 +361,20 @@ struct UserProbes {
     runtimes: RuntimeProbes,
     /// Go processes' plain socket calls are attributed to goroutines (kernel BTF).
     go_goroutines: bool,
+    /// The capture of sockets found open in a process traced from now on.
+    first_cap: u16,
 }
 
 impl UserProbes {
+    /// A process traced from now on (fleet mode): its per-process probes, the sockets it
+    /// already holds, its resource while it lives.
+    fn started(&mut self, pid: u32, probes: &mut Probes, pipeline: &mut Pipeline<ProcHost>) {
+        self.tls.process_started(probes, pid);
+        self.runtimes.process_started(probes, pid);
+        probes.adopt_open_sockets(pid, self.first_cap);
+        pipeline.preload_resource(pid);
+    }
+
     /// Tells the pipeline and the probes what runtimes were recognised. A Go process's
     /// threads are no unit of work: its plain socket calls go by goroutine where the kernel
     /// allows, and the thread rule is off for whatever still comes by thread.
@@ -310,7 +392,7 @@ impl UserProbes {
     }
 }
 
-fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline<ProcHost>, probes: &mut Probes, user: &mut UserProbes) {
+fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline<ProcHost>, probes: &mut Probes, user: &mut UserProbes, fleet: Option<&mut Fleet>) {
     while let Some(item) = ring.next() {
         pipeline.record(&item);
     }
@@ -323,7 +405,23 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
         // The socket may be closed by now: then there is nothing to capture anyway.
         let _ = probes.set_capture_cap(tgid, fd, bytes);
     }
+    let mut released = Vec::new();
+    if let Some(fleet) = fleet {
+        for pid in effects.execs {
+            if !fleet.exec_traced(probes, pid) {
+                released.push(pid);
+            }
+        }
+        for pid in effects.execs_untraced {
+            if fleet.exec_untraced(probes, pid) {
+                user.started(pid, probes, pipeline);
+            }
+        }
+    }
     for pid in effects.started {
+        if released.contains(&pid) {
+            continue;
+        }
         user.tls.process_started(probes, pid);
         user.runtimes.process_started(probes, pid);
     }

@@ -51,6 +51,36 @@ pub struct TraceArgs {
     /// /sys/fs/cgroup/unified/system.slice/docker-<id>.scope. Repeatable.
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<PathBuf>,
+    /// Fleet mode (no --pid, no --cgroup): every process of the host is traced, the ones
+    /// started later too, unless the selectors below narrow it. Each kind of selector given
+    /// must match; repeated values of one kind match when any does. Executable path or name,
+    /// a shell glob ('nginx', 'python3*', '/opt/app/*').
+    #[arg(long = "exe", value_name = "GLOB", help_heading = "Fleet mode")]
+    pub exe: Vec<String>,
+    /// Never trace executables whose path or name matches (wins over every selector).
+    #[arg(long = "exclude-exe", value_name = "GLOB", help_heading = "Fleet mode")]
+    pub exclude_exe: Vec<String>,
+    /// Processes listening on this TCP port (checked at start, at exec, and 1 s and 5 s after an
+    /// exec: a server listens after it starts).
+    #[arg(long = "port", value_name = "PORT", help_heading = "Fleet mode")]
+    pub ports: Vec<u16>,
+    /// Processes in a container (a container id in their cgroup path).
+    #[arg(long, help_heading = "Fleet mode")]
+    pub container: bool,
+    /// Processes of Kubernetes pods in a namespace matching this glob (read from the pod's
+    /// service-account namespace file; no API access).
+    #[arg(long = "k8s-namespace", value_name = "GLOB", help_heading = "Fleet mode")]
+    pub k8s_namespace: Vec<String>,
+    /// Processes of Kubernetes pods whose name matches this glob.
+    #[arg(long = "k8s-pod", value_name = "GLOB", help_heading = "Fleet mode")]
+    pub k8s_pod: Vec<String>,
+    /// Never trace processes of pods in a namespace matching this glob (e.g. kube-system).
+    #[arg(long = "exclude-k8s-namespace", value_name = "GLOB", help_heading = "Fleet mode")]
+    pub exclude_k8s_namespace: Vec<String>,
+    /// Fleet mode survey: print every process of the host, whether it would be traced and
+    /// why, then exit without tracing.
+    #[arg(long, help_heading = "Fleet mode")]
+    pub list: bool,
     /// Bytes of each read/write to capture (1..=4096). Larger heads are parsed from their
     /// start line only. A connection the traced process opens, or that was open when the agent
     /// attached, copies up to 4096 bytes until its protocol is recognised (its first request or

@@ -85,9 +85,11 @@ pub enum Event<'a> {
         fd: u32,
     },
     /// A traced process forked `pid` (perhaps a thread), or `pid` ran exec (`parent_tgid` 0).
+    /// `traced` is false for an exec reported only for discovery by selectors.
     Process {
         pid: u32,
         parent_tgid: u32,
+        traced: bool,
     },
     /// Thread `tid` sent its last TLS write's ciphertext on `fd` (memory BIO).
     TlsSocket {
@@ -196,7 +198,7 @@ pub fn from_record(bytes: &[u8]) -> Result<Event<'_>, decode::DecodeError> {
         decode::Record::Datagram(h, _peer, payload) => data(&h, payload),
         decode::Record::Close(c) => Event::Close { tgid: c.header.tgid, tid: c.tid, fd: c.fd, ts_ns: c.ts_ns },
         decode::Record::Inherit(i) => Event::Inherit { parent_tgid: i.header.tgid, child: i.child, fd: i.fd },
-        decode::Record::Process(p) => Event::Process { pid: p.header.tgid, parent_tgid: p.parent_tgid },
+        decode::Record::Process(p) => Event::Process { pid: p.header.tgid, parent_tgid: p.parent_tgid, traced: p.traced != 0 },
         decode::Record::TlsSocket(t) => Event::TlsSocket { tgid: t.header.tgid, tid: t.tid, fd: t.fd },
         decode::Record::HandOff(h) => Event::HandOff { tgid: h.header.tgid, tid: h.tid, take: h.take != 0, item: h.item, cause: Cause::from_abi(h.cause_kind, h.cause_id) },
         decode::Record::StreamCaller(s) => {

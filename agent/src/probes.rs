@@ -65,6 +65,8 @@ pub struct Settings {
     pub go_goroutines: bool,
     /// Gather vectored calls with bpf_loop, over many more buffers (needs Linux ≥ 5.17).
     pub loop_gather: bool,
+    /// Report every process's exec, traced or not (discovery by selectors).
+    pub discover_execs: bool,
 }
 
 /// Whether the running kernel is at least `major.minor` (from its release, `uname -r`).
@@ -127,6 +129,7 @@ impl Probes {
         let hooks_only = u8::from(settings.hooks_only);
         let go_goroutines = u8::from(settings.go_goroutines);
         let loop_gather = u8::from(settings.loop_gather);
+        let discover_execs = u8::from(settings.discover_execs);
         let mut ebpf = EbpfLoader::new()
             // The probes use no CO-RE relocations: skipping the kernel's BTF saves parsing
             // /sys/kernel/btf/vmlinux (tens of MiB resident) and works on kernels without it.
@@ -139,6 +142,7 @@ impl Probes {
             .override_global(setting::LOOP_GATHER, &loop_gather, true)
             .override_global(setting::WAKEUP_BYTES, &settings.wakeup_bytes, true)
             .override_global(setting::AGENT_TGID, &std::process::id(), true)
+            .override_global(setting::DISCOVER_EXECS, &discover_execs, true)
             .load(PROBES)
             .map_err(|e| anyhow!(explain_load_error(&e)))?;
         let take = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing from the probe object"));

@@ -107,7 +107,15 @@ pub fn resource(pid: u32) -> Option<ProcessResource> {
     let from_attrs = extra.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone());
     extra.retain(|(k, _)| k != "service.name");
     let service_name = env.get("OTEL_SERVICE_NAME").filter(|s| !s.is_empty()).cloned().or(from_attrs).or(program).unwrap_or_else(|| executable_name.clone());
-    let container_id = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|c| container_id_from_cgroup(&c));
+    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let container_id = container_id_from_cgroup(&cgroup);
+    // The pod, as far as the node tells (the process's own attributes win).
+    let pod = crate::kubernetes::PodIdentity::of(pid, &cgroup, env.get("HOSTNAME").map(String::as_str));
+    for (key, value) in pod.attributes() {
+        if !extra.iter().any(|(k, _)| *k == key) {
+            extra.push((key, value));
+        }
+    }
     Some(ProcessResource { pid, service_name, executable_name, container_id, extra })
 }
 

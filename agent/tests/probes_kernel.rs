@@ -88,7 +88,8 @@ impl Client {
 fn attached(wakeup_bytes: u64, client_first_cap: u32) -> (Probes, aya::maps::RingBuf<aya::maps::MapData>) {
     require_root();
     let loop_gather = zerotrace::probes::kernel_has_bpf_loop();
-    let settings = Settings { payload_cap: 1024, client_first_cap, cgroup_filter: false, wakeup_bytes, hooks_only: false, go_goroutines: false, loop_gather };
+    let settings =
+        Settings { payload_cap: 1024, client_first_cap, cgroup_filter: false, wakeup_bytes, hooks_only: false, go_goroutines: false, loop_gather, discover_execs: false };
     let (mut probes, ring) = Probes::load(&settings).expect("the probes load");
     probes.attach().expect("the probes attach");
     (probes, ring)

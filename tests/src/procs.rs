@@ -142,6 +142,18 @@ pub struct AgentExit {
 }
 
 impl Agent {
+    /// Waits until the agent has printed a line containing `text`; false after `timeout`.
+    pub fn wait_for_line(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr.lock().unwrap().iter().any(|l| l.contains(text)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     /// Starts `zerotrace run ARGS…` and waits until it says it is tracing.
     pub fn start(args: &[String]) -> Agent {
         Self::start_env(args, &[])

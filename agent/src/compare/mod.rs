@@ -57,7 +57,7 @@ fn write_file(path: &Path, text: &str, flag: &str) -> Result<()> {
 /// Traces the targets while the built-in receiver takes the language agent's spans; returns
 /// (zerotrace's, the agent's).
 fn live(args: &CompareArgs) -> Result<(Vec<ResourceSpans>, Vec<ResourceSpans>)> {
-    let targets = Targets::resolve(&args.trace)?;
+    let targets = Targets::resolve(&args.trace, false)?;
     if let Some(dir) = &args.save_spans {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}; choose a writable directory with --save-spans", dir.display()))?;
     }

@@ -109,6 +109,11 @@ pub struct Effects {
     /// Processes that appeared (fork) or changed program (exec), for the agent to attach
     /// per-process probes to.
     pub started: Vec<u32>,
+    /// Traced processes that ran exec (fleet mode checks the new program).
+    pub execs: Vec<u32>,
+    /// Processes that are not traced and ran exec (discovery by selectors): the agent decides
+    /// whether the new program is to be traced.
+    pub execs_untraced: Vec<u32>,
     /// Sockets whose protocol wants another capture size: (tgid, fd, bytes per syscall).
     pub capture: Vec<(u32, u32, u16)>,
     /// Processes whose connections have requests waiting for their library's header fields
@@ -460,10 +465,14 @@ impl<H: Host> Pipeline<H> {
                 self.handed.pipe_read(tgid, tid, fd, payload, ts_ns);
                 self.sync_handed_holds();
             }
-            Event::Process { pid, .. } => {
+            Event::Process { pid, traced: true, parent_tgid } => {
                 // A new process or an exec; the probes do not report new threads.
                 self.effects.started.push(pid);
+                if parent_tgid == 0 {
+                    self.effects.execs.push(pid);
+                }
             }
+            Event::Process { pid, traced: false, .. } => self.effects.execs_untraced.push(pid),
             Event::TlsSocket { tgid, tid, fd } => {
                 for held in self.memory_bio.release(tgid, tid) {
                     let Held { ingress, ts_enter_ns, ts_exit_ns, total, payload, cause, .. } = held;

@@ -24,7 +24,8 @@ pub mod setting {
     pub const LOOP_GATHER: &str = "LOOP_GATHER";
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     pub const AGENT_TGID: &str = "AGENT_TGID";
-    pub const ALL: &[&str] = &[PAYLOAD_CAP, CLIENT_FIRST_CAP, CGROUP_FILTER, HOOKS_ONLY, GO_GOROUTINES, LOOP_GATHER, WAKEUP_BYTES, AGENT_TGID];
+    pub const DISCOVER_EXECS: &str = "DISCOVER_EXECS";
+    pub const ALL: &[&str] = &[PAYLOAD_CAP, CLIENT_FIRST_CAP, CGROUP_FILTER, HOOKS_ONLY, GO_GOROUTINES, LOOP_GATHER, WAKEUP_BYTES, AGENT_TGID, DISCOVER_EXECS];
 }
 
 /// Programs, by the file that defines them.

@@ -3,16 +3,18 @@
 
 use crate::RecordHeader;
 
-/// A traced process forked (`pid` may also be a new thread; the agent checks) or a traced
-/// task called exec (the header's tgid is `pid`). Sent with a wakeup: the agent attaches
-/// per-process uprobes (TLS) to the new process before it gets far.
+/// A traced process forked (`pid` may also be a new thread; the agent checks) or a task
+/// called exec (the header's tgid is `pid`): a traced one, or any but the agent's when the
+/// agent discovers processes by selectors (`DISCOVER_EXECS`). Sent with a wakeup: the agent
+/// attaches per-process uprobes (TLS) to the new process before it gets far.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcessEvent {
     pub header: RecordHeader,
     /// The forking process; 0 for an exec.
     pub parent_tgid: u32,
-    pub _pad: u32,
+    /// 1 when the process is traced; 0 for an exec reported only for discovery.
+    pub traced: u32,
 }
 
 /// A traced process ended (its last thread exited) at `ts_ns`: the requests it was serving or

@@ -176,8 +176,8 @@ pub fn header_fields_end(tgid: u32, tid: u32, stream: u32, decoded: bool) {
 
 /// A new traced process (or thread) or an exec. Wakes the agent at once: it has uprobes to
 /// attach for the process, and forks and execs are rare next to data.
-pub fn process(pid: u32, parent_tgid: u32) {
-    submit_with(&ProcessEvent { header: RecordHeader::new(kind::PROCESS, pid), parent_tgid, _pad: 0 }, BPF_RB_FORCE_WAKEUP as u64);
+pub fn process(pid: u32, parent_tgid: u32, traced: bool) {
+    submit_with(&ProcessEvent { header: RecordHeader::new(kind::PROCESS, pid), parent_tgid, traced: u32::from(traced) }, BPF_RB_FORCE_WAKEUP as u64);
 }
 
 /// A traced process ended; its cut-off requests can wait for the next drain (no wakeup).

@@ -38,6 +38,10 @@ pub static AGENT_TGID: u32 = 0;
 /// 1 when at least one cgroup is targeted; saves the cgroup lookup otherwise.
 #[unsafe(no_mangle)]
 pub static CGROUP_FILTER: u8 = 0;
+/// 1 when the agent discovers processes by selectors: every exec is reported, traced or not
+/// (execs are rare: one record each).
+#[unsafe(no_mangle)]
+pub static DISCOVER_EXECS: u8 = 0;
 
 /// Processes (tgid) to trace, one bit per pid. Filled by the agent before the programs are
 /// attached; afterwards only `task_newtask`/`sched_process_exit` change it, with atomic adds.

@@ -30,14 +30,22 @@ fn try_new_task(ctx: &TracePointContext) -> Res {
         filter::mark_pid(child, true);
         inherit_sockets(tgid, child);
     }
-    capture::process(child, tgid);
+    capture::process(child, tgid, true);
     Ok(())
 }
 
-/// A traced task ran exec: the new program may bring its own TLS library.
+/// A traced task ran exec: the new program may bring its own TLS library. When the agent
+/// discovers processes by selectors, any task's exec (but the agent's): the new program may
+/// match them.
 fn try_exec(_ctx: &TracePointContext) -> Res {
-    let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
-    capture::process((pid_tgid >> 32) as u32, 0);
+    if let Some(pid_tgid) = filter::traced_task() {
+        capture::process((pid_tgid >> 32) as u32, 0, true);
+    } else if maps::setting_u8(&maps::DISCOVER_EXECS) != 0 && maps::setting_u8(&maps::HOOKS_ONLY) == 0 {
+        let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+        if tgid != maps::setting_u32(&maps::AGENT_TGID) {
+            capture::process(tgid, 0, false);
+        }
+    }
     Ok(())
 }
 
