@@ -25,7 +25,8 @@ fn nonexistent_pid_is_a_clear_error() {
 
 #[test]
 fn no_target_is_a_clear_error() {
-    let (code, stderr) = run_agent_to_exit(&["run"], &[]);
+    // `run` without a target is fleet mode (tests/tests/fleet.rs); `compare` needs one.
+    let (code, stderr) = run_agent_to_exit(&["compare"], &[]);
     assert_ne!(code, Some(0));
     one_error_line(&stderr, "--pid");
 }
