@@ -46,6 +46,8 @@ const UNIT_WAIT: Duration = Duration::from_secs(10);
 /// The "process" of callback-chain units (`UnitKey.0`): no real tgid is 0, so they never
 /// collide with a process's own units (asyncio tasks).
 const CHAIN: u32 = 0;
+/// How long a delivery waits for the records of the sends made before it (`AwaitSends`).
+const SENDS_WAIT: Duration = Duration::from_millis(300);
 /// How long a finished SERVER span waits at most for a traced caller's CLIENT span to be
 /// placed itself (the caller may wait for its own unit of work): then it is a root, counted.
 const PEER_GIVE_UP: Duration = Duration::from_secs(12);
@@ -78,6 +80,14 @@ enum Origin {
     /// A CLIENT span written by a unit of work (an asyncio task, a chain of libuv callbacks)
     /// whose request is not known yet: `Linker::unit_answered` decides.
     AwaitUnit(UnitKey),
+    /// A delivery found by its message's identity: decided `SENDS_WAIT` after it finished,
+    /// once the records of sends written before it was read have all come in (a publisher
+    /// descheduled between its write and its record: the broker can deliver the message
+    /// before the agent sees it leave).
+    AwaitSends {
+        identity: u64,
+        delivered_ns: u64,
+    },
 }
 
 struct Node {
@@ -513,21 +523,35 @@ impl Linker {
         let span = new_span_id();
         let root = || Context { trace_id: new_trace_id(), parent: None };
         let incoming = facts.traceparent.and_then(traceparent::parse);
-        let producer = identity.map_or(messages::Producer::None, |id| self.sent.producer(id, facts.start_enter_ns));
-        let (origin, links) = match (incoming, producer) {
+        let origin = match (incoming, identity) {
             (Some(tp), _) => {
                 self.consumers.by_headers += 1;
-                (Origin::Known(Context { trace_id: tp.trace_id, parent: Some(tp.parent_id) }), Vec::new())
+                Origin::Known(Context { trace_id: tp.trace_id, parent: Some(tp.parent_id) })
             }
-            (None, messages::Producer::One(producer)) => {
+            (None, Some(identity)) => Origin::AwaitSends { identity, delivered_ns: facts.start_enter_ns },
+            (None, None) => {
+                self.consumers.producer_not_seen += 1;
+                Origin::Known(root())
+            }
+        };
+        self.nodes.insert(span, Node { origin, incoming, links: Vec::new(), made_for: None, resolved: None, finished: None, referable: true });
+        span
+    }
+
+    /// A delivery's origin by the sends of its message seen so far: the one send, or a root
+    /// linked to the several.
+    fn by_identity(&mut self, identity: u64, delivered_ns: u64) -> (Origin, Vec<SpanId>) {
+        let root = || Context { trace_id: new_trace_id(), parent: None };
+        let (origin, links) = match self.sent.producer(identity, delivered_ns) {
+            messages::Producer::One(producer) => {
                 self.consumers.by_identity += 1;
                 (Origin::ChildOf(producer), Vec::new())
             }
-            (None, messages::Producer::Several(candidates)) => {
+            messages::Producer::Several(candidates) => {
                 self.consumers.ambiguous += 1;
                 (Origin::Known(root()), candidates)
             }
-            (None, messages::Producer::None) => {
+            messages::Producer::None => {
                 self.consumers.producer_not_seen += 1;
                 (Origin::Known(root()), Vec::new())
             }
@@ -540,8 +564,7 @@ impl Linker {
                 node.referable = true;
             }
         }
-        self.nodes.insert(span, Node { origin, incoming, links, made_for: None, resolved: None, finished: None, referable: true });
-        span
+        (origin, links)
     }
 
     /// Keeps `span` known, however long ago it finished, until as many `release`s.
@@ -558,6 +581,16 @@ impl Linker {
                 self.held.remove(span);
             }
         }
+    }
+
+    /// Whether a resolved span's links can be written: every candidate still known has its
+    /// trace, or the span has waited `SENDS_WAIT` twice for them (a delivery waiting for its
+    /// sends' records).
+    pub fn links_settled(&self, span: &SpanId, now: Instant) -> bool {
+        let Some(node) = self.nodes.get(span) else { return true };
+        node.links.is_empty()
+            || node.finished.is_some_and(|t| now.saturating_duration_since(t) >= SENDS_WAIT * 2)
+            || node.links.iter().all(|c| !self.nodes.contains_key(c) || self.trace_of(c).is_some())
     }
 
     /// The span links of a span the evidence could not place: (trace, span) of each candidate
@@ -593,7 +626,7 @@ impl Linker {
             match &node.origin {
                 Origin::Known(ctx) => return Some(ctx.trace_id),
                 Origin::ChildOf(parent) | Origin::StitchedTo { caller: parent, .. } => id = *parent,
-                Origin::AwaitPeer { .. } | Origin::AwaitUnit(_) => return None,
+                Origin::AwaitPeer { .. } | Origin::AwaitUnit(_) | Origin::AwaitSends { .. } => return None,
             }
         }
         None
@@ -688,6 +721,16 @@ impl Linker {
             Origin::StitchedTo { caller, fallback } => {
                 let waited = finished.map(|t| now.saturating_duration_since(t));
                 self.resolve_caller(caller, fallback, waited, now, depth)?
+            }
+            Origin::AwaitSends { identity, delivered_ns } => {
+                if !finished.is_some_and(|t| now.saturating_duration_since(t) >= SENDS_WAIT) {
+                    return None;
+                }
+                let (origin, links) = self.by_identity(identity, delivered_ns);
+                if let Some(node) = self.nodes.get_mut(&span) {
+                    (node.origin, node.links) = (origin, links);
+                }
+                return self.resolve_depth(span, now, depth);
             }
         };
         if let Some(node) = self.nodes.get_mut(&span) {

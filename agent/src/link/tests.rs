@@ -320,3 +320,33 @@ fn a_held_delivery_is_remembered_until_released() {
     l.expire(later + REMEMBER * 2);
     assert!(!l.nodes.contains_key(&delivery), "forgotten once released");
 }
+
+/// A delivery is decided a moment after it was read: the record of a send written before
+/// the read may come in after it (the publisher descheduled between its write and its
+/// record). Two sends of the same message then name no parent, even when the second's record
+/// is late; one late send is still the parent.
+#[test]
+fn a_delivery_waits_for_late_send_records() {
+    let mut l = Linker::default();
+    let first = l.start_client(&facts(1, "", None, 10), None, &Evidence::Thread);
+    l.message_sent(77, first, 10);
+    let delivery = l.start_consumer(&facts(2, "", None, 30), Some(77));
+    l.finish(delivery);
+    let second = l.start_client(&facts(3, "", None, 20), None, &Evidence::Thread);
+    l.message_sent(77, second, 20);
+    let now = Instant::now();
+    assert!(l.resolve(delivery, now).is_none(), "not decided before the wait");
+    let ctx = l.resolve(delivery, now + SENDS_WAIT).expect("decided");
+    assert_eq!(ctx.parent, None, "two sends before the read: no parent");
+    let mut linked: Vec<SpanId> = l.links(&delivery).into_iter().map(|(_, s)| s).collect();
+    linked.sort_unstable();
+    let mut both = vec![first, second];
+    both.sort_unstable();
+    assert_eq!(linked, both);
+
+    let lone = l.start_consumer(&facts(2, "", None, 40), Some(88));
+    l.finish(lone);
+    let late = l.start_client(&facts(4, "", None, 35), None, &Evidence::Thread);
+    l.message_sent(88, late, 35);
+    assert_eq!(l.resolve(lone, Instant::now() + SENDS_WAIT).and_then(|c| c.parent), Some(late));
+}

@@ -1025,6 +1025,8 @@ impl<H: Host> Pipeline<H> {
         let waiting = std::mem::take(&mut self.waiting);
         for mut w in waiting {
             match self.linker.resolve(w.id, now) {
+                // Its candidates' traces come soon (a delivery waiting for its sends' records).
+                Some(_) if !self.linker.links_settled(&w.id, now) => self.waiting.push(w),
                 Some(ctx) => {
                     w.span.ids.trace_id = ctx.trace_id;
                     w.span.ids.span_id = w.id;
