@@ -723,7 +723,7 @@ impl Linker {
                 self.resolve_caller(caller, fallback, waited, now, depth)?
             }
             Origin::AwaitSends { identity, delivered_ns } => {
-                if !finished.is_some_and(|t| now.saturating_duration_since(t) >= SENDS_WAIT) {
+                if finished.is_none_or(|t| now.saturating_duration_since(t) < SENDS_WAIT) {
                     return None;
                 }
                 let (origin, links) = self.by_identity(identity, delivered_ns);
