@@ -17,6 +17,8 @@ use crate::export::{self, ExportStats, SpanSink};
 use crate::fleet::Fleet;
 use crate::pipeline::{Pipeline, ProcHost};
 use crate::probes::{Probes, Settings};
+use crate::red::RedMetrics;
+use crate::red::otlp::MetricsExporter;
 use crate::runtime::{Runtime, RuntimeProbes};
 use crate::selectors::{SelectorArgs, Selectors};
 use crate::self_metrics::SelfMetrics;
@@ -65,6 +67,28 @@ fn build_sink(args: &RunArgs, host_name: &str) -> Result<Box<dyn SpanSink>> {
     })
 }
 
+/// Whether RED metrics are pushed as OTLP (`OTEL_METRICS_EXPORTER`: `otlp`; unset, when the
+/// traces go out as OTLP; `none` or `prometheus`: not), and where.
+fn metrics_push(args: &RunArgs) -> Result<Option<(MetricsExporter, Duration)>> {
+    let push = match std::env::var("OTEL_METRICS_EXPORTER").ok().as_deref().map(str::trim) {
+        None | Some("") => exporter_choice(args.exporter)? == Exporter::Otlp,
+        Some("otlp") => true,
+        Some("none" | "prometheus") => false,
+        Some(other) => bail!("OTEL_METRICS_EXPORTER={other} is not supported; use otlp, prometheus (the --prometheus-port page only) or none"),
+    };
+    if !push {
+        return Ok(None);
+    }
+    let exporter = MetricsExporter::new(args.otlp_endpoint.as_deref(), args.otlp_protocol)?;
+    let interval = crate::red::otlp::export_interval()?;
+    eprintln!("zerotrace: RED metrics pushed to {} every {} s", exporter.endpoint(), interval.as_secs_f64());
+    Ok(Some((exporter, interval)))
+}
+
+fn now_unix_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// `zerotrace run`: trace the targets into the chosen sink until told to stop.
 pub fn run(args: RunArgs) -> Result<()> {
     if args.trace.list {
@@ -74,7 +98,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     runtime()?.block_on(async {
         // Inside the runtime: tonic's lazy channel needs it.
         let sink = build_sink(&args, &process::host_name())?;
-        trace(&args.trace, targets, sink).await
+        let metrics = metrics_push(&args)?;
+        trace(&args.trace, targets, sink, metrics).await
     })
 }
 
@@ -172,7 +197,7 @@ fn client_first_cap(capture_bytes: u32) -> u32 {
 
 /// Traces until a signal, the deadline, or every traced process has exited, sending spans
 /// to `sink`.
-pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) -> Result<()> {
+pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, metrics_push: Option<(MetricsExporter, Duration)>) -> Result<()> {
     let Targets { pids, cgroup_ids, fleet } = targets;
     let settings = Settings {
         payload_cap: args.capture_bytes,
@@ -238,15 +263,37 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
         targets::cgroup_pids(dir).into_iter().for_each(|p| pipeline.preload_resource(p));
     }
     let mut user = UserProbes { tls, runtimes, go_goroutines, first_cap: client_first_cap(args.capture_bytes) as u16 };
-    let mut self_metrics = match args.metrics_listen {
+    let listen = args.metrics_listen.or(args.prometheus_port.map(|port| std::net::SocketAddr::from(([0, 0, 0, 0], port))));
+    // RED metrics are counted only when something reads them: counting costs every span.
+    let red = (listen.is_some() || metrics_push.is_some()).then(|| Arc::new(std::sync::Mutex::new(RedMetrics::new(now_unix_ns()))));
+    let mut self_metrics = match listen {
         Some(addr) => {
-            let metrics = SelfMetrics::new();
+            let mut metrics = SelfMetrics::new();
+            if let Some(red) = &red {
+                metrics.register_collector(Box::new(crate::red::prometheus::RedCollector(red.clone())));
+            }
             crate::self_metrics::serve(addr, metrics.page()).await?;
-            eprintln!("zerotrace: own metrics on http://{addr}/metrics");
+            eprintln!("zerotrace: own metrics and RED metrics on http://{addr}/metrics");
             Some(metrics)
         }
         None => None,
     };
+    let push_every = metrics_push.as_ref().map_or(Duration::from_secs(3600), |(_, every)| *every);
+    let mut push_tick = tokio::time::interval_at(tokio::time::Instant::now() + push_every, push_every);
+    let (push_tx, push_task) = match metrics_push {
+        Some((mut exporter, _)) => {
+            // Latest totals only: a push still in flight makes the next one wait its turn.
+            let (tx, mut rx) = mpsc::channel::<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest>(1);
+            let task = tokio::spawn(async move {
+                while let Some(request) = rx.recv().await {
+                    exporter.export(request).await;
+                }
+            });
+            (Some(tx), Some(task))
+        }
+        None => (None, None),
+    };
+    let host_name = process::host_name();
     user.recognised(&mut pipeline, &mut probes);
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -273,6 +320,12 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
                 guard.clear_ready();
             }
             _ = drain.tick() => {}
+            _ = push_tick.tick(), if push_tx.is_some() => {
+                if let (Some(tx), Some(red)) = (&push_tx, &red) {
+                    let request = crate::red::otlp::request(&red.lock().unwrap_or_else(|e| e.into_inner()), &host_name, now_unix_ns());
+                    let _ = tx.try_send(request);
+                }
+            }
             _ = housekeeping.tick() => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
@@ -290,6 +343,9 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
                 user.tls.housekeeping(&mut probes);
                 user.runtimes.housekeeping(&mut probes);
                 exits_due = true;
+                if let Some(red) = &red {
+                    red.lock().unwrap_or_else(|e| e.into_inner()).forget_gone(targets::is_alive, push_every * 2 + Duration::from_secs(60));
+                }
                 let before = live.len();
                 live.retain(|&p| targets::is_alive(p));
                 if before > live.len() {
@@ -311,13 +367,26 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
             // After draining: an exited process's last records are already in the ring.
             pipeline.remove_exited();
         }
-        send(&tx, pipeline.tick(Instant::now()), &stats);
+        let spans = pipeline.tick(Instant::now());
+        if let Some(red) = &red {
+            red.lock().unwrap_or_else(|e| e.into_inner()).observe_all(&spans);
+        }
+        send(&tx, spans, &stats);
     }
 
     drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user, fleet.as_mut());
-    send(&tx, pipeline.flush(), &stats);
+    let spans = pipeline.flush();
+    if let Some(red) = &red {
+        red.lock().unwrap_or_else(|e| e.into_inner()).observe_all(&spans);
+    }
+    send(&tx, spans, &stats);
     drop(tx);
-    finish_export(exporter, Duration::from_secs(args.shutdown_timeout), (&mut sigint, &mut sigterm, signalled), &stats).await;
+    // The last totals go with the last spans, within the same deadline (a push in flight
+    // keeps the slot: then the totals it carries, a moment older, are the last).
+    if let (Some(push_tx), Some(red)) = (push_tx, &red) {
+        let _ = push_tx.try_send(crate::red::otlp::request(&red.lock().unwrap_or_else(|e| e.into_inner()), &host_name, now_unix_ns()));
+    }
+    finish_export(exporter, push_task, Duration::from_secs(args.shutdown_timeout), (&mut sigint, &mut sigterm, signalled), &stats).await;
     report(&probes, &pipeline, &stats);
     if let Some(metrics) = self_metrics.as_mut() {
         metrics.update(&reading(&probes, &pipeline, &stats));
@@ -329,8 +398,10 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>) 
 /// Lets the sink export what is queued, for at most `deadline`, or until a second signal: the
 /// first one (already received when `signalled`) asks for a clean stop, the second for an
 /// immediate one.
+/// `metrics`: the RED metrics push, given its last totals, finishes within the same deadline.
 async fn finish_export(
     mut exporter: tokio::task::JoinHandle<()>,
+    mut metrics: Option<tokio::task::JoinHandle<()>>,
     deadline: Duration,
     signals: (&mut tokio::signal::unix::Signal, &mut tokio::signal::unix::Signal, bool),
     stats: &ExportStats,
@@ -338,19 +409,31 @@ async fn finish_export(
     let (sigint, sigterm, mut signalled) = signals;
     let deadline = tokio::time::sleep(deadline);
     tokio::pin!(deadline);
-    let why = loop {
-        tokio::select! {
-            _ = &mut exporter => return,
-            _ = &mut deadline => break "export did not finish within the shutdown deadline (--shutdown-timeout)",
-            _ = sigint.recv() => {}
-            _ = sigterm.recv() => {}
+    let why = {
+        let done = async {
+            let _ = (&mut exporter).await;
+            if let Some(push) = metrics.as_mut() {
+                let _ = push.await;
+            }
+        };
+        tokio::pin!(done);
+        loop {
+            tokio::select! {
+                _ = &mut done => return,
+                _ = &mut deadline => break "export did not finish within the shutdown deadline (--shutdown-timeout)",
+                _ = sigint.recv() => {}
+                _ = sigterm.recv() => {}
+            }
+            if signalled {
+                break "second signal";
+            }
+            signalled = true;
         }
-        if signalled {
-            break "second signal";
-        }
-        signalled = true;
     };
     exporter.abort();
+    if let Some(push) = metrics {
+        push.abort();
+    }
     stats.abandon_pending();
     eprintln!("zerotrace: {why}: stopping now; {} queued span(s) dropped", stats.dropped_shutdown.load(Ordering::Relaxed));
 }

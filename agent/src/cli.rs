@@ -107,6 +107,9 @@ pub struct TraceArgs {
     /// has not for 10 s).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The same page on 0.0.0.0:PORT (with the RED histograms, as for --metrics-listen).
+    #[arg(long, value_name = "PORT", conflicts_with = "metrics_listen")]
+    pub prometheus_port: Option<u16>,
     /// On SIGINT/SIGTERM or the end of --duration: at most this many seconds to export what is
     /// queued; then what is left is counted as dropped and the exit report printed. A second
     /// signal stops at once.

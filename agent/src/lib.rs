@@ -24,6 +24,7 @@ pub mod preflight;
 pub mod probes;
 pub mod process;
 pub mod protocols;
+pub mod red;
 pub mod runtime;
 pub mod selectors;
 pub mod self_metrics;

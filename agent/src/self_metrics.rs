@@ -74,14 +74,17 @@ impl Default for SelfMetrics {
 
 impl SelfMetrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("zerotrace");
+        // The agent's own metrics under `zerotrace_`; the RED histograms (registered by the
+        // agent, `red::prometheus`) at the top, under their conventions' names.
+        let mut registry = Registry::default();
+        let own = registry.sub_registry_with_prefix("zerotrace");
         let mut families = HashMap::default();
         let mut plain = HashMap::default();
         for (metric, name, help) in
             [(Metric::Events, "events", "Kernel records read"), (Metric::Spans, "spans", "Spans made"), (Metric::Exported, "spans_exported", "Spans the sink accepted")]
         {
             let counter = Counter::default();
-            registry.register(name, help, counter.clone());
+            own.register(name, help, counter.clone());
             plain.insert(metric, counter);
         }
         for (metric, name, help) in [
@@ -91,10 +94,15 @@ impl SelfMetrics {
             (Metric::Stitching, "same_host_callees", "SERVER spans whose caller is traced on this host, by outcome"),
         ] {
             let family = ByReason::default();
-            registry.register(name, help, family.clone());
+            own.register(name, help, family.clone());
             families.insert(metric, family);
         }
         Self { registry, families, plain, last: HashMap::default(), page: Arc::default() }
+    }
+
+    /// Metrics encoded from elsewhere at each render (the RED histograms).
+    pub fn register_collector(&mut self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        self.registry.register_collector(collector);
     }
 
     /// The page the HTTP handler serves (rendered by `update`).

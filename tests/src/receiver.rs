@@ -4,8 +4,11 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, metric};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 
@@ -14,6 +17,8 @@ use crate::spans::{TestSpan, from_proto};
 #[derive(Clone, Default)]
 pub struct Received {
     inner: Arc<Mutex<Vec<ResourceSpans>>>,
+    /// Every metrics export, in order.
+    metrics: Arc<Mutex<Vec<ResourceMetrics>>>,
     /// Request headers seen by the HTTP receiver / metadata seen by gRPC (lower-case keys).
     pub headers: Arc<Mutex<Vec<(String, String)>>>,
 }
@@ -21,6 +26,43 @@ pub struct Received {
 impl Received {
     pub fn spans(&self) -> Vec<TestSpan> {
         from_proto(&self.inner.lock().unwrap())
+    }
+
+    /// The latest data point of each series of histogram `name`: (service.name, attributes as
+    /// `k=v` sorted, count, bucket counts). Cumulative: the latest is the total.
+    pub fn histogram(&self, name: &str) -> Vec<HistogramSeries> {
+        // (service, attributes) → (time, count, buckets) of the latest point.
+        type Latest = std::collections::BTreeMap<(String, Vec<String>), (u64, u64, Vec<u64>)>;
+        let mut latest: Latest = Default::default();
+        for rm in self.metrics.lock().unwrap().iter() {
+            let service = rm.resource.as_ref().and_then(|r| crate::spans::kv_map(&r.attributes).remove("service.name")).unwrap_or_default();
+            for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics).filter(|m| m.name == name) {
+                let Some(metric::Data::Histogram(h)) = &m.data else { continue };
+                for p in &h.data_points {
+                    let mut attrs: Vec<String> = crate::spans::kv_map(&p.attributes).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    attrs.sort();
+                    let entry = latest.entry((service.clone(), attrs)).or_default();
+                    if p.time_unix_nano >= entry.0 {
+                        *entry = (p.time_unix_nano, p.count, p.bucket_counts.clone());
+                    }
+                }
+            }
+        }
+        latest.into_iter().map(|((service, attrs), (_, count, buckets))| (service, attrs, count, buckets)).collect()
+    }
+}
+
+/// One histogram series as last exported: (service.name, `k=v` attributes sorted, count,
+/// bucket counts).
+pub type HistogramSeries = (String, Vec<String>, u64, Vec<u64>);
+
+struct GrpcMetrics(Received);
+
+#[tonic::async_trait]
+impl MetricsService for GrpcMetrics {
+    async fn export(&self, request: tonic::Request<ExportMetricsServiceRequest>) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.metrics.lock().unwrap().extend(request.into_inner().resource_metrics);
+        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
     }
 }
 
@@ -53,9 +95,10 @@ impl Receiver {
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
         let svc = TraceServiceServer::new(Grpc(received.clone()));
+        let metrics = MetricsServiceServer::new(GrpcMetrics(received.clone()));
         runtime.spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            let _ = tonic::transport::Server::builder().add_service(svc).serve_with_incoming(incoming).await;
+            let _ = tonic::transport::Server::builder().add_service(svc).add_service(metrics).serve_with_incoming(incoming).await;
         });
         Receiver { addr, received, _runtime: runtime }
     }

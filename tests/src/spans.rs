@@ -37,7 +37,7 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn kv_map(kvs: &[KeyValue]) -> HashMap<String, String> {
+pub fn kv_map(kvs: &[KeyValue]) -> HashMap<String, String> {
     kvs.iter()
         .filter_map(|kv| {
             let v = match kv.value.as_ref()?.value.as_ref()? {

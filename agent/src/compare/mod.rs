@@ -67,7 +67,7 @@ fn live(args: &CompareArgs) -> Result<(Vec<ResourceSpans>, Vec<ResourceSpans>)> 
             receiver::start(SocketAddr::new(args.otlp_listen, args.otlp_grpc_port), SocketAddr::new(args.otlp_listen, args.otlp_http_port), received.clone()).await?;
         eprintln!("zerotrace compare: OTLP receiver on {grpc} (gRPC) and {http} (HTTP); point the language agent at it, e.g. OTEL_EXPORTER_OTLP_ENDPOINT=http://{http}");
         let memory = MemorySink::new(crate::process::host_name());
-        trace(&args.trace, targets, Box::new(memory.clone())).await?;
+        trace(&args.trace, targets, Box::new(memory.clone()), None).await?;
         eprintln!("zerotrace compare: tracing stopped; receiving for {} s more", args.settle);
         tokio::time::sleep(Duration::from_secs(args.settle)).await;
         eprintln!("zerotrace compare: {} spans from the language agent", received.span_count());

@@ -17,6 +17,34 @@ const MAX_ATTEMPTS: u32 = 5;
 /// OTLP's default export timeout (OTEL_EXPORTER_OTLP_TIMEOUT).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What is exported: its settings are read from `OTEL_EXPORTER_OTLP_<SIGNAL>_*` before the
+/// general `OTEL_EXPORTER_OTLP_*`, and an HTTP base endpoint gets its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+}
+
+impl Signal {
+    fn upper(self) -> &'static str {
+        match self {
+            Signal::Traces => "TRACES",
+            Signal::Metrics => "METRICS",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/v1/traces",
+            Signal::Metrics => "/v1/metrics",
+        }
+    }
+
+    fn var(self, what: &str) -> String {
+        format!("OTEL_EXPORTER_OTLP_{}_{what}", self.upper())
+    }
+}
+
 /// Resolved exporter settings (flags first, then OTEL_* environment, then defaults).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OtlpConfig {
@@ -44,20 +72,27 @@ pub fn parse_headers(value: &str) -> Vec<(String, String)> {
 }
 
 impl OtlpConfig {
-    /// Applies the OpenTelemetry exporter environment variables under the command-line flags.
+    /// Applies the OpenTelemetry exporter environment variables under the command-line flags,
+    /// for traces.
     pub fn resolve(flag_endpoint: Option<&str>, flag_protocol: Option<OtlpProtocol>) -> Result<Self> {
+        Self::resolve_signal(Signal::Traces, flag_endpoint, flag_protocol)
+    }
+
+    /// The same for any signal: the flags name the collector, whatever the signal.
+    pub fn resolve_signal(signal: Signal, flag_endpoint: Option<&str>, flag_protocol: Option<OtlpProtocol>) -> Result<Self> {
         let protocol = match flag_protocol {
             Some(p) => p,
-            None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")).as_deref() {
+            None => match env(&signal.var("PROTOCOL")).or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")).as_deref() {
                 None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
                 Some("grpc") => OtlpProtocol::Grpc,
                 Some(other) => bail!("OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported; use grpc or http/protobuf"),
             },
         };
-        // A signal-specific endpoint is used as-is; a base endpoint gets /v1/traces for HTTP.
-        let (endpoint, as_is) = match (flag_endpoint, env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), env("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+        // A signal-specific endpoint is used as-is; a base endpoint gets the signal's path
+        // (/v1/traces, /v1/metrics) for HTTP.
+        let (endpoint, as_is) = match (flag_endpoint, env(&signal.var("ENDPOINT")), env("OTEL_EXPORTER_OTLP_ENDPOINT")) {
             (Some(flag), _, _) => (flag.to_string(), false),
-            (None, Some(traces), _) => (traces, true),
+            (None, Some(own), _) => (own, true),
             (None, None, Some(base)) => (base, false),
             (None, None, None) => (
                 match protocol {
@@ -74,12 +109,12 @@ impl OtlpConfig {
             .filter(|u: &http_uri::Uri| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
             .with_context(|| format!("OTLP endpoint {endpoint:?} is not a valid http:// or https:// URL; pass e.g. --otlp-endpoint http://localhost:4317"))?;
         let endpoint = match protocol {
-            OtlpProtocol::HttpProtobuf if !as_is => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+            OtlpProtocol::HttpProtobuf if !as_is => format!("{}{}", endpoint.trim_end_matches('/'), signal.path()),
             _ => uri.to_string().trim_end_matches('/').to_string(),
         };
         check_port(&uri, &endpoint)?;
-        let headers = env("OTEL_EXPORTER_OTLP_TRACES_HEADERS").or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS")).map(|h| parse_headers(&h)).unwrap_or_default();
-        let timeout = match ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"].into_iter().find_map(|name| Some((name, env(name)?))) {
+        let headers = env(&signal.var("HEADERS")).or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS")).map(|h| parse_headers(&h)).unwrap_or_default();
+        let timeout = match [signal.var("TIMEOUT"), "OTEL_EXPORTER_OTLP_TIMEOUT".to_string()].into_iter().find_map(|name| Some((env(&name)?, name))).map(|(v, n)| (n, v)) {
             None => DEFAULT_TIMEOUT,
             Some((name, value)) => match value.trim().parse::<u64>() {
                 Ok(ms) if ms > 0 => Duration::from_millis(ms),

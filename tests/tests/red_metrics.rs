@@ -1,0 +1,113 @@
+//! RED metrics (issue 18): the stable conventions' duration histograms from every request,
+//! served in the Prometheus format (`--prometheus-port`) and pushed as OTLP metrics to a real
+//! OTLP receiver. A Python service answers known numbers of 200s and 500s and makes Redis
+//! calls; the counts, the status codes and the absence of any path are checked.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use zerotrace_integration_tests::procs::{Agent, Gated, python_service};
+use zerotrace_integration_tests::receiver::Receiver;
+use zerotrace_integration_tests::{db, free_port, require_root};
+
+fn get(port: u16, path: &str) {
+    let _ = Command::new("curl").args(["-s", "-o", "/dev/null", &format!("http://127.0.0.1:{port}{path}")]).status().unwrap();
+}
+
+/// The value of the one sample line of `metric` whose labels include every `labels` pair.
+fn sample(page: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    page.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn scrape(port: u16) -> String {
+    let out = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/metrics")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn red_histograms_on_the_prometheus_page_count_every_request_without_paths() {
+    require_root();
+    let redis = db::redis();
+    let web = free_port();
+    let service = python_service(web, None, "red-web");
+    let clients = Gated::new(&format!("for i in 1 2 3 4; do redis-cli -p {} SET red:$i v >/dev/null; done; redis-cli -p {} GET red:1 >/dev/null", redis.port, redis.port));
+    let metrics = free_port();
+    let service_pid = service.pid();
+    let agent = Agent::start(&[
+        "--pid".into(),
+        service_pid.to_string(),
+        "--pid".into(),
+        clients.pid().to_string(),
+        "--exporter".into(),
+        "none".into(),
+        "--prometheus-port".into(),
+        metrics.to_string(),
+    ]);
+    for i in 0..10 {
+        get(web, &format!("/item/{i}"));
+    }
+    for _ in 0..3 {
+        get(web, "/fail");
+    }
+    clients.run(Duration::from_secs(30));
+    // The page is rendered every second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut page = String::new();
+    while Instant::now() < deadline {
+        page = scrape(metrics);
+        if sample(&page, "http_server_request_duration_seconds_count", &[("http_response_status_code", "500")]) == Some(3.0)
+            && sample(&page, "db_client_operation_duration_seconds_count", &[("db_operation_name", "GET")]) == Some(1.0)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let exit = agent.stop();
+    let report = exit.stderr.join("\n");
+    let ok = [("service_name", "red-web"), ("http_request_method", "GET"), ("http_response_status_code", "200"), ("url_scheme", "http"), ("network_protocol_version", "1.1")];
+    assert_eq!(sample(&page, "http_server_request_duration_seconds_count", &ok), Some(10.0), "{page}\n{report}");
+    assert_eq!(sample(&page, "http_server_request_duration_seconds_bucket", &[ok[2], ("le", "+Inf")]), Some(10.0), "{page}");
+    assert_eq!(sample(&page, "http_server_request_duration_seconds_count", &[("http_response_status_code", "500"), ("error_type", "500")]), Some(3.0), "{page}");
+    assert_eq!(
+        sample(&page, "db_client_operation_duration_seconds_count", &[("db_system_name", "redis"), ("db_operation_name", "SET"), ("server_port", &redis.port.to_string())]),
+        Some(4.0),
+        "{page}"
+    );
+    assert!(page.contains("# TYPE http_server_request_duration_seconds histogram"), "{page}");
+    assert!(page.contains("zerotrace_spans_total"), "the agent's own metrics next to them: {page}");
+    assert!(!page.contains("/item") && !page.contains("red:1"), "no path or key in a label: {page}");
+}
+
+#[test]
+fn red_histograms_are_pushed_as_otlp_metrics() {
+    require_root();
+    let receiver = Receiver::grpc();
+    let web = free_port();
+    let service = python_service(web, None, "red-push");
+    let service_pid = service.pid();
+    let endpoint = format!("http://{}", receiver.addr);
+    let agent = Agent::start_env(
+        &["--pid".into(), service_pid.to_string(), "--exporter".into(), "otlp".into(), "--otlp-endpoint".into(), endpoint, "--otlp-protocol".into(), "grpc".into()],
+        &[("OTEL_METRIC_EXPORT_INTERVAL", "1000")],
+    );
+    for i in 0..5 {
+        get(web, &format!("/item/{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let exit = agent.stop();
+    let report = exit.stderr.join("\n");
+    let series = receiver.received.histogram("http.server.request.duration");
+    let ok: Vec<_> = series.iter().filter(|(service, attrs, ..)| service == "red-push" && attrs.contains(&"http.response.status_code=200".to_string())).collect();
+    assert_eq!(ok.len(), 1, "{series:?}\n{report}");
+    let (_, attrs, count, buckets) = ok[0];
+    assert_eq!(*count, 5, "cumulative: every request counted once\n{report}");
+    assert_eq!(buckets.iter().sum::<u64>(), 5);
+    assert!(attrs.contains(&"http.request.method=GET".to_string()), "{attrs:?}");
+    assert!(attrs.iter().all(|a| !a.contains("/item")), "{attrs:?}");
+    assert!(report.contains("RED metrics pushed to"), "{report}");
+}
