@@ -199,6 +199,7 @@ fn client_first_cap(capture_bytes: u32) -> u32 {
 /// to `sink`.
 pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, metrics_push: Option<(MetricsExporter, Duration)>) -> Result<()> {
     let Targets { pids, cgroup_ids, fleet } = targets;
+    let rules = args.routes.iter().map(|r| crate::spans::routes::Rule::parse(r)).collect::<Result<Vec<_>, _>>()?;
     let settings = Settings {
         payload_cap: args.capture_bytes,
         client_first_cap: client_first_cap(args.capture_bytes),
@@ -255,6 +256,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(|e| anyhow::anyhow!("watching the ring buffer: {e}"))?;
     let mut pipeline = Pipeline::new(ProcHost, Clock::now());
     pipeline.db_options.keep_literals = args.keep_sql_literals;
+    pipeline.routes = crate::spans::routes::Routes::new(rules);
     pipeline.client_first_cap = client_first_cap(args.capture_bytes) as u16;
     for &pid in &pids {
         pipeline.preload_resource(pid);

@@ -77,6 +77,11 @@ pub struct TraceArgs {
     /// Never trace processes of pods in a namespace matching this glob (e.g. kube-system).
     #[arg(long = "exclude-k8s-namespace", value_name = "GLOB", help_heading = "Fleet mode")]
     pub exclude_k8s_namespace: Vec<String>,
+    /// A path template for HTTP span names, `url.template` and the RED metrics, when the
+    /// path matches it: `{name}` or `*` for one segment, `**` for the rest, e.g.
+    /// /merchant/{id}/status. Repeatable; the first that matches wins over the inferred one.
+    #[arg(long = "route", value_name = "TEMPLATE")]
+    pub routes: Vec<String>,
     /// Fleet mode survey: print every process of the host, whether it would be traced and
     /// why, then exit without tracing.
     #[arg(long, help_heading = "Fleet mode")]

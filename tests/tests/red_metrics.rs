@@ -47,6 +47,8 @@ fn red_histograms_on_the_prometheus_page_count_every_request_without_paths() {
         "none".into(),
         "--prometheus-port".into(),
         metrics.to_string(),
+        "--route".into(),
+        "/item/{sku}".into(),
     ]);
     for i in 0..10 {
         get(web, &format!("/item/{i}"));
@@ -69,10 +71,22 @@ fn red_histograms_on_the_prometheus_page_count_every_request_without_paths() {
     }
     let exit = agent.stop();
     let report = exit.stderr.join("\n");
-    let ok = [("service_name", "red-web"), ("http_request_method", "GET"), ("http_response_status_code", "200"), ("url_scheme", "http"), ("network_protocol_version", "1.1")];
+    // The user's route names the items; the failing path is its own template.
+    let ok = [
+        ("service_name", "red-web"),
+        ("http_request_method", "GET"),
+        ("http_response_status_code", "200"),
+        ("url_scheme", "http"),
+        ("network_protocol_version", "1.1"),
+        ("url_template", "/item/{sku}"),
+    ];
     assert_eq!(sample(&page, "http_server_request_duration_seconds_count", &ok), Some(10.0), "{page}\n{report}");
     assert_eq!(sample(&page, "http_server_request_duration_seconds_bucket", &[ok[2], ("le", "+Inf")]), Some(10.0), "{page}");
-    assert_eq!(sample(&page, "http_server_request_duration_seconds_count", &[("http_response_status_code", "500"), ("error_type", "500")]), Some(3.0), "{page}");
+    assert_eq!(
+        sample(&page, "http_server_request_duration_seconds_count", &[("http_response_status_code", "500"), ("error_type", "500"), ("url_template", "/fail")]),
+        Some(3.0),
+        "{page}"
+    );
     assert_eq!(
         sample(&page, "db_client_operation_duration_seconds_count", &[("db_system_name", "redis"), ("db_operation_name", "SET"), ("server_port", &redis.port.to_string())]),
         Some(4.0),
@@ -80,7 +94,7 @@ fn red_histograms_on_the_prometheus_page_count_every_request_without_paths() {
     );
     assert!(page.contains("# TYPE http_server_request_duration_seconds histogram"), "{page}");
     assert!(page.contains("zerotrace_spans_total"), "the agent's own metrics next to them: {page}");
-    assert!(!page.contains("/item") && !page.contains("red:1"), "no path or key in a label: {page}");
+    assert!(!page.contains("/item/1") && !page.contains("red:1"), "no path or key in a label: {page}");
 }
 
 #[test]
@@ -108,6 +122,6 @@ fn red_histograms_are_pushed_as_otlp_metrics() {
     assert_eq!(*count, 5, "cumulative: every request counted once\n{report}");
     assert_eq!(buckets.iter().sum::<u64>(), 5);
     assert!(attrs.contains(&"http.request.method=GET".to_string()), "{attrs:?}");
-    assert!(attrs.iter().all(|a| !a.contains("/item")), "{attrs:?}");
+    assert!(attrs.contains(&"url.template=/item/{id}".to_string()) && attrs.iter().all(|a| !a.contains("/item/1")), "the template, never the path: {attrs:?}");
     assert!(report.contains("RED metrics pushed to"), "{report}");
 }

@@ -85,6 +85,7 @@ fn http(h: &HttpFields, attrs: &mut Attrs) {
         }
         Url::Client { full } => attrs.str("url.full", full.as_deref()),
     }
+    attrs.str("url.template", h.template.as_deref());
     attrs.str("user_agent.original", h.user_agent.as_deref());
     attrs.int("http.response.status_code", h.status_code.map(i64::from));
 }

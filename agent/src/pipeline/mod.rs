@@ -152,6 +152,8 @@ pub struct Pipeline<H: Host> {
     host: H,
     clock: Clock,
     pub db_options: DbSpanOptions,
+    /// Path templates for HTTP span names (`url.template`).
+    pub routes: crate::spans::routes::Routes,
     /// The capture the probes give a connected socket (and one found open at attach) until the
     /// agent has recognised its protocol (`Settings::client_first_cap`; 0: the global cap): once it has, the
     /// connection is set to what its parser wants.
@@ -237,6 +239,7 @@ impl<H: Host> Pipeline<H> {
             host,
             clock,
             db_options: DbSpanOptions::default(),
+            routes: Default::default(),
             client_first_cap: 0,
             conns: ConnTable::default(),
             linker: Linker::default(),
@@ -439,6 +442,7 @@ impl<H: Host> Pipeline<H> {
                 }
                 self.thread_rule_off.remove(&tgid);
                 self.threads_looked_at.remove(&tgid);
+                self.routes.process_exited(tgid);
                 self.library.forget_process(tgid);
                 self.library_asked.remove(&tgid);
                 self.last_read.retain(|(t, _), _| *t != tgid);
@@ -902,7 +906,10 @@ impl<H: Host> Pipeline<H> {
     /// A request's exchange is over: its span is built, the linker told, and the span queued
     /// for its trace context. `tid`: the thread that wrote the answer (or saw the end).
     fn complete(&mut self, info: &ConnInfo, req: PendingRequest, tid: u32, answer: Answer<'_>) {
-        let span = crate::spans::build(info, &req.request, answer, self.db_options, &self.clock);
+        let mut span = crate::spans::build(info, &req.request, answer, self.db_options, &self.clock);
+        if let Some(span) = span.as_mut() {
+            self.routes.apply(info.tgid, span);
+        }
         if info.role == Role::Server {
             self.linker.end_server(tid, info.id, req.span);
             let read_ns = req.request.timing.first_exit_ns;

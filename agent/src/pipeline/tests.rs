@@ -101,7 +101,7 @@ fn pipelined_http_requests_pair_in_order_and_nothing_after_a_close_answer_is_a_s
     s.data(5, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
     s.close(5);
     let spans = s.spans();
-    assert_eq!(names(&spans), ["SERVER GET", "SERVER POST"]);
+    assert_eq!(names(&spans), ["SERVER GET /a", "SERVER POST /b"]);
     let status: Vec<Option<u16>> = spans.iter().map(|s| s.span.http().and_then(|h| h.status_code)).collect();
     assert_eq!(status, [Some(200), Some(503)]);
     assert_eq!(spans[1].span.error_type.as_deref(), Some("503"));
@@ -139,7 +139,7 @@ fn a_process_killed_mid_request_ends_its_spans_at_the_exit() {
     let exit_ns = s.ts;
     s.pipeline.handle(Event::Exit { tgid: TGID, ts_ns: exit_ns, code: None });
     let spans = s.spans();
-    assert_eq!(names(&spans), ["SERVER GET"]);
+    assert_eq!(names(&spans), ["SERVER GET /slow"]);
     assert_eq!(spans[0].span.error_type.as_deref(), Some("process_exited"));
     let lasted = spans[0].span.end_unix_ns - spans[0].span.start_unix_ns;
     assert!((999_000..=1_000_000).contains(&lasted), "lasted {lasted} ns, until the exit");

@@ -3,12 +3,13 @@
 //!
 //! | histogram | spans | attributes |
 //! |---|---|---|
-//! | `http.server.request.duration` (s) | SERVER, HTTP | `http.request.method`, `http.response.status_code`, `url.scheme`, `network.protocol.version`, `error.type` |
-//! | `http.client.request.duration` (s) | CLIENT, HTTP | `http.request.method`, `http.response.status_code`, `server.address`, `server.port`, `network.protocol.version`, `error.type` |
+//! | `http.server.request.duration` (s) | SERVER, HTTP | `http.request.method`, `http.response.status_code`, `url.scheme`, `network.protocol.version`, `url.template`, `error.type` |
+//! | `http.client.request.duration` (s) | CLIENT, HTTP | `http.request.method`, `http.response.status_code`, `server.address`, `server.port`, `network.protocol.version`, `url.template`, `error.type` |
 //! | `db.client.operation.duration` (s) | CLIENT, database | `db.system.name`, `db.operation.name`, `db.namespace`, `server.address`, `server.port`, `error.type` |
 //! | `rpc.server.duration`, `rpc.client.duration` (ms) | gRPC | `rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code` |
 //!
-//! Never a path, a URL, a query or a statement. `http.route` waits for route templates. Each
+//! Never a path, a URL, a query or a statement: the path's template (`spans::routes`, capped
+//! per service) instead; `http.route` is for a framework's own route, unknown here. Each
 //! process's series are capped (`MAX_SERIES` per histogram): past it, a span is counted in one
 //! series marked `otel.metric.overflow`, as the OpenTelemetry SDKs do. Histograms are
 //! cumulative from the agent's start. Served in the Prometheus format next to the agent's own
@@ -186,6 +187,7 @@ pub fn measure(span: &SpanRecord) -> Option<(Instrument, Attributes)> {
                 put("url.scheme", Some(scheme.to_string()));
             }
             put("network.protocol.version", Some(h.protocol_version.to_string()).filter(|v| !v.is_empty()));
+            put("url.template", h.template.clone());
             put("error.type", error);
             Instrument::HttpServer
         }
@@ -195,6 +197,7 @@ pub fn measure(span: &SpanRecord) -> Option<(Instrument, Attributes)> {
             put("server.address", server.0);
             put("server.port", server.1);
             put("network.protocol.version", Some(h.protocol_version.to_string()).filter(|v| !v.is_empty()));
+            put("url.template", h.template.clone());
             put("error.type", error);
             Instrument::HttpClient
         }

@@ -95,7 +95,7 @@ pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &HttpRequest, status: O
         net.server_port = Some(port);
         Url::Client { full }
     };
-    let fields = HttpFields { method, method_original, protocol_version: req.version, url, user_agent: req.user_agent.clone(), status_code: status };
+    let fields = HttpFields { method, method_original, protocol_version: req.version, url, user_agent: req.user_agent.clone(), status_code: status, template: None };
     let mut record = record(name, kind, net, Domain::Http(fields));
     // The head was longer than the capture: what is missing (headers, the end of a long
     // target) is not on the span.

@@ -6,6 +6,7 @@ mod db;
 mod http;
 mod messaging;
 pub mod record;
+pub mod routes;
 mod rpc;
 pub use db::DbSpanOptions;
 pub use http::{path_of, redact_path_params};

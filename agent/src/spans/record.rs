@@ -67,6 +67,9 @@ pub struct HttpFields {
     pub url: Url,
     pub user_agent: Option<String>,
     pub status_code: Option<u16>,
+    /// A low-cardinality template of the path (`url.template`: inferred, or a user's rule;
+    /// `spans::routes`), when one was given.
+    pub template: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
