@@ -200,6 +200,10 @@ fn client_first_cap(capture_bytes: u32) -> u32 {
 pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, metrics_push: Option<(MetricsExporter, Duration)>) -> Result<()> {
     let Targets { pids, cgroup_ids, fleet } = targets;
     let rules = args.routes.iter().map(|r| crate::spans::routes::Rule::parse(r)).collect::<Result<Vec<_>, _>>()?;
+    let sampler = crate::sampling::Sampler::from_env()?;
+    if !matches!(&sampler, crate::sampling::Sampler::ParentBased(root) if root.keeps_all()) {
+        eprintln!("zerotrace: sampling traces: {} (OTEL_TRACES_SAMPLER); RED metrics count every request", sampler.describe());
+    }
     let settings = Settings {
         payload_cap: args.capture_bytes,
         client_first_cap: client_first_cap(args.capture_bytes),
@@ -369,18 +373,20 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
             // After draining: an exited process's last records are already in the ring.
             pipeline.remove_exited();
         }
-        let spans = pipeline.tick(Instant::now());
+        let mut spans = pipeline.tick(Instant::now());
         if let Some(red) = &red {
             red.lock().unwrap_or_else(|e| e.into_inner()).observe_all(&spans);
         }
+        sample(&sampler, &pipeline, &mut spans, &stats);
         send(&tx, spans, &stats);
     }
 
     drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user, fleet.as_mut());
-    let spans = pipeline.flush();
+    let mut spans = pipeline.flush();
     if let Some(red) = &red {
         red.lock().unwrap_or_else(|e| e.into_inner()).observe_all(&spans);
     }
+    sample(&sampler, &pipeline, &mut spans, &stats);
     send(&tx, spans, &stats);
     drop(tx);
     // The last totals go with the last spans, within the same deadline (a push in flight
@@ -519,6 +525,17 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
     user.recognised(pipeline, probes);
 }
 
+/// Keeps the spans of sampled traces (after the RED metrics counted them all).
+fn sample(sampler: &crate::sampling::Sampler, pipeline: &Pipeline<ProcHost>, spans: &mut Vec<crate::pipeline::FinishedSpan>, stats: &ExportStats) {
+    // The default keeps everything until a trace comes in marked "not sampled": no work.
+    if sampler.keeps_all() || (sampler.drops_only_unsampled_parents() && !pipeline.has_unsampled_remote()) {
+        return;
+    }
+    let before = spans.len();
+    spans.retain(|f| sampler.sampled(&f.span.ids.trace_id, pipeline.remote_sampled(&f.span.ids.trace_id)));
+    stats.not_sampled.fetch_add((before - spans.len()) as u64, Ordering::Relaxed);
+}
+
 fn send(tx: &mpsc::Sender<Vec<crate::pipeline::FinishedSpan>>, spans: Vec<crate::pipeline::FinishedSpan>, stats: &ExportStats) {
     if spans.is_empty() {
         return;
@@ -551,6 +568,7 @@ fn reading(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) 
         (SpansDropped, "export_failed", stats.dropped_export_failed.load(Ordering::Relaxed)),
         (SpansDropped, "shutdown_deadline", stats.dropped_shutdown.load(Ordering::Relaxed)),
         (SpansDropped, "unlinked_backlog", s.dropped_unlinked),
+        (SpansDropped, "not_sampled", stats.not_sampled.load(Ordering::Relaxed)),
         (EventsLost, "tls_record_without_socket", s.tls_without_socket),
         (RequestsWithoutSpan, "request_not_captured", s.answers_without_request),
         (RequestsWithoutSpan, "answered_in_another_protocol", s.answered_in_another_protocol),
@@ -573,10 +591,11 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
     let lost: Vec<String> = probes.loss_counters().iter().filter(|(_, n)| *n > 0).map(|(why, n)| format!("{n} ({why})")).collect();
     let s = pipeline.stats;
     eprintln!(
-        "zerotrace: {} events, {} spans, {} exported; lost events: {}; spans dropped: {} (queue full), {} (export failed), {} (shutdown deadline), {} (unlinked backlog); TLS records without a known socket: {}",
+        "zerotrace: {} events, {} spans, {} exported, {} not sampled; lost events: {}; spans dropped: {} (queue full), {} (export failed), {} (shutdown deadline), {} (unlinked backlog); TLS records without a known socket: {}",
         s.events,
         s.spans,
         stats.exported.load(Ordering::Relaxed),
+        stats.not_sampled.load(Ordering::Relaxed),
         if lost.is_empty() { "none".to_string() } else { lost.join(", ") },
         stats.dropped_queue_full.load(Ordering::Relaxed),
         stats.dropped_export_failed.load(Ordering::Relaxed),

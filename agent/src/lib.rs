@@ -26,6 +26,7 @@ pub mod process;
 pub mod protocols;
 pub mod red;
 pub mod runtime;
+pub mod sampling;
 pub mod selectors;
 pub mod self_metrics;
 pub mod spans;

@@ -28,6 +28,8 @@ pub struct ExportStats {
     pub dropped_export_failed: AtomicU64,
     /// Queued but neither exported nor failed when the shutdown deadline passed.
     pub dropped_shutdown: AtomicU64,
+    /// Spans of traces the sampler dropped (`OTEL_TRACES_SAMPLER`), never queued.
+    pub not_sampled: AtomicU64,
 }
 
 impl ExportStats {

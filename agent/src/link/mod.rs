@@ -46,6 +46,8 @@ const UNIT_WAIT: Duration = Duration::from_secs(10);
 /// The "process" of callback-chain units (`UnitKey.0`): no real tgid is 0, so they never
 /// collide with a process's own units (asyncio tasks).
 const CHAIN: u32 = 0;
+/// Traces whose incoming sampled flag is remembered at most.
+const MAX_REMOTE_FLAGS: usize = 65536;
 /// How long a delivery waits for the records of the sends made before it (`AwaitSends`).
 const SENDS_WAIT: Duration = Duration::from_millis(300);
 /// How long a finished SERVER span waits at most for a traced caller's CLIENT span to be
@@ -147,6 +149,11 @@ pub struct Linker {
     /// Messages sent by PRODUCER spans, by identity (`messages.rs`).
     sent: messages::SentMessages,
     pub consumers: messages::ConsumerStats,
+    /// The sampled flag each trace came in with (an incoming `traceparent`, or an
+    /// instrumented app's own), for parent-based sampling (`sampling.rs`).
+    remote_flags: HashMap<TraceId, bool>,
+    /// Whether one of `remote_flags` says "not sampled".
+    pub unsampled_remote: bool,
     /// Spans kept past `REMEMBER` while work may still name them (a delivery its consumer
     /// thread has not settled, a message a worker process may still be handed), with how many
     /// holders hold each.
@@ -232,6 +239,7 @@ impl Linker {
     pub fn start_server(&mut self, facts: &RequestFacts<'_>, end: Option<CalleeEnd>) -> SpanId {
         let span = new_span_id();
         let incoming = facts.traceparent.and_then(traceparent::parse);
+        self.remember_flags(incoming.as_ref());
         let fallback = match incoming {
             Some(tp) => Context { trace_id: tp.trace_id, parent: Some(tp.parent_id) },
             None => Context { trace_id: new_trace_id(), parent: None },
@@ -472,6 +480,7 @@ impl Linker {
         let pass_through = matches!((outgoing, serving.and_then(|s| s.1)), (Some(o), Some(i)) if o == i);
         let (span, origin) = match (outgoing, serving) {
             (Some(tp), serving) if !pass_through => {
+                self.remember_flags(Some(&tp));
                 if let Some((server, None)) = serving {
                     self.join_app_trace(server, tp.trace_id);
                 }
@@ -523,6 +532,7 @@ impl Linker {
         let span = new_span_id();
         let root = || Context { trace_id: new_trace_id(), parent: None };
         let incoming = facts.traceparent.and_then(traceparent::parse);
+        self.remember_flags(incoming.as_ref());
         let origin = match (incoming, identity) {
             (Some(tp), _) => {
                 self.consumers.by_headers += 1;
@@ -565,6 +575,23 @@ impl Linker {
             }
         }
         (origin, links)
+    }
+
+    /// Remembers the sampled flag a trace came with (bounded: a flood of traces forgets the
+    /// oldest flags all at once, and their traces fall back to the root sampler).
+    fn remember_flags(&mut self, tp: Option<&TraceParent>) {
+        let Some(tp) = tp else { return };
+        if self.remote_flags.len() >= MAX_REMOTE_FLAGS {
+            self.remote_flags.clear();
+        }
+        let sampled = tp.flags & 1 == 1;
+        self.unsampled_remote |= !sampled;
+        self.remote_flags.insert(tp.trace_id, sampled);
+    }
+
+    /// The sampled flag `trace` came in with, if it came in with one.
+    pub fn remote_sampled(&self, trace: &TraceId) -> Option<bool> {
+        self.remote_flags.get(trace).copied()
     }
 
     /// Keeps `span` known, however long ago it finished, until as many `release`s.

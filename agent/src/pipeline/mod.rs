@@ -681,6 +681,16 @@ impl<H: Host> Pipeline<H> {
         }
     }
 
+    /// Whether some trace came in marked "not sampled" (parent-based sampling has work).
+    pub fn has_unsampled_remote(&self) -> bool {
+        self.linker.unsampled_remote
+    }
+
+    /// The sampled flag a trace came in with, if it did (parent-based sampling).
+    pub fn remote_sampled(&self, trace: &crate::traceparent::TraceId) -> Option<bool> {
+        self.linker.remote_sampled(trace)
+    }
+
     /// The thread rule does not hold for this process's plain sockets (a Go program).
     pub fn thread_rule_off(&mut self, tgid: u32) {
         self.thread_rule_off.insert(tgid);
