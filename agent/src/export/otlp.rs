@@ -142,6 +142,47 @@ mod http_uri {
     pub use tonic::codegen::http::Uri;
 }
 
+/// A lazy gRPC channel to the configured endpoint, with its timeouts (any signal's client).
+pub fn grpc_channel(config: &OtlpConfig) -> Result<Channel> {
+    Ok(Channel::from_shared(config.endpoint.clone())
+        .with_context(|| format!("invalid OTLP gRPC endpoint {}", config.endpoint))?
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        .connect_lazy())
+}
+
+/// The HTTP client for the configured timeout.
+pub fn http_client(config: &OtlpConfig) -> Result<reqwest::Client> {
+    reqwest::Client::builder().timeout(config.timeout).build().context("building the HTTP client")
+}
+
+/// The configured headers as gRPC metadata.
+pub fn with_metadata<T>(mut request: tonic::Request<T>, headers: &[(String, String)]) -> tonic::Request<T> {
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (k.parse::<tonic::metadata::MetadataKey<_>>(), v.parse()) {
+            request.metadata_mut().insert(k, v);
+        }
+    }
+    request
+}
+
+/// POSTs a protobuf body with the configured headers. Err: what went wrong, and whether a
+/// retry may help (no answer, or 429/502/503/504).
+pub async fn post(client: &reqwest::Client, config: &OtlpConfig, body: Vec<u8>) -> std::result::Result<(), (String, bool)> {
+    let mut req = client.post(&config.endpoint).header("content-type", "application/x-protobuf").body(body);
+    for (k, v) in &config.headers {
+        req = req.header(k, v);
+    }
+    match req.send().await {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) => {
+            let code = resp.status().as_u16();
+            Err((format!("HTTP {code}"), matches!(code, 429 | 502 | 503 | 504)))
+        }
+        Err(e) => Err((e.to_string(), true)),
+    }
+}
+
 enum Transport {
     Grpc(TraceServiceClient<Channel>),
     Http(reqwest::Client),
@@ -164,15 +205,8 @@ enum Outcome {
 impl OtlpSink {
     pub fn new(config: OtlpConfig, host_name: String) -> Result<Self> {
         let transport = match config.protocol {
-            OtlpProtocol::Grpc => {
-                let channel = Channel::from_shared(config.endpoint.clone())
-                    .with_context(|| format!("invalid OTLP gRPC endpoint {}", config.endpoint))?
-                    .timeout(config.timeout)
-                    .connect_timeout(config.timeout)
-                    .connect_lazy();
-                Transport::Grpc(TraceServiceClient::new(channel))
-            }
-            OtlpProtocol::HttpProtobuf => Transport::Http(reqwest::Client::builder().timeout(config.timeout).build().context("building the HTTP client")?),
+            OtlpProtocol::Grpc => Transport::Grpc(TraceServiceClient::new(grpc_channel(&config)?)),
+            OtlpProtocol::HttpProtobuf => Transport::Http(http_client(&config)?),
         };
         Ok(Self { config, transport, host_name, failing: false })
     }
@@ -180,12 +214,7 @@ impl OtlpSink {
     async fn attempt(&mut self, request: &ExportTraceServiceRequest) -> Outcome {
         match &mut self.transport {
             Transport::Grpc(client) => {
-                let mut req = tonic::Request::new(request.clone());
-                for (k, v) in &self.config.headers {
-                    if let (Ok(k), Ok(v)) = (k.parse::<tonic::metadata::MetadataKey<_>>(), v.parse()) {
-                        req.metadata_mut().insert(k, v);
-                    }
-                }
+                let req = with_metadata(tonic::Request::new(request.clone()), &self.config.headers);
                 match client.export(req).await {
                     Ok(_) => Outcome::Done,
                     Err(status) => {
@@ -198,21 +227,11 @@ impl OtlpSink {
                     }
                 }
             }
-            Transport::Http(client) => {
-                let mut req = client.post(&self.config.endpoint).header("content-type", "application/x-protobuf").body(request.encode_to_vec());
-                for (k, v) in &self.config.headers {
-                    req = req.header(k, v);
-                }
-                match req.send().await {
-                    Ok(resp) if resp.status().is_success() => Outcome::Done,
-                    Ok(resp) => {
-                        let code = resp.status().as_u16();
-                        let text = format!("HTTP {code}");
-                        if matches!(code, 429 | 502 | 503 | 504) { Outcome::Retry(text) } else { Outcome::Fail(text) }
-                    }
-                    Err(e) => Outcome::Retry(format!("{e}")),
-                }
-            }
+            Transport::Http(client) => match post(client, &self.config, request.encode_to_vec()).await {
+                Ok(()) => Outcome::Done,
+                Err((text, true)) => Outcome::Retry(text),
+                Err((text, false)) => Outcome::Fail(text),
+            },
         }
     }
 

@@ -5,6 +5,7 @@
 //! `registry` the list of protocols and how each is recognised.
 
 pub mod amqp;
+mod bytes;
 mod envelope;
 mod framing;
 pub mod fuzz;

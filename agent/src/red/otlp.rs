@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 
 use super::{Instrument, RedMetrics};
 use crate::cli::OtlpProtocol;
-use crate::export::otlp::{OtlpConfig, Signal};
+use crate::export::otlp::{self, OtlpConfig, Signal};
 use crate::export::otlp_span::kv_str;
 use crate::spans::record::SEMCONV_VERSION;
 
@@ -100,15 +100,8 @@ impl MetricsExporter {
     pub fn new(flag_endpoint: Option<&str>, flag_protocol: Option<OtlpProtocol>) -> Result<MetricsExporter> {
         let config = OtlpConfig::resolve_signal(Signal::Metrics, flag_endpoint, flag_protocol)?;
         let transport = match config.protocol {
-            OtlpProtocol::Grpc => {
-                let channel = Channel::from_shared(config.endpoint.clone())
-                    .with_context(|| format!("invalid OTLP gRPC endpoint {}", config.endpoint))?
-                    .timeout(config.timeout)
-                    .connect_timeout(config.timeout)
-                    .connect_lazy();
-                Transport::Grpc(MetricsServiceClient::new(channel))
-            }
-            OtlpProtocol::HttpProtobuf => Transport::Http(reqwest::Client::builder().timeout(config.timeout).build().context("building the HTTP client")?),
+            OtlpProtocol::Grpc => Transport::Grpc(MetricsServiceClient::new(otlp::grpc_channel(&config)?)),
+            OtlpProtocol::HttpProtobuf => Transport::Http(otlp::http_client(&config)?),
         };
         Ok(MetricsExporter { config, transport, failing: false })
     }
@@ -122,25 +115,10 @@ impl MetricsExporter {
     pub async fn export(&mut self, request: ExportMetricsServiceRequest) -> bool {
         let result: Result<(), String> = match &mut self.transport {
             Transport::Grpc(client) => {
-                let mut req = tonic::Request::new(request);
-                for (k, v) in &self.config.headers {
-                    if let (Ok(k), Ok(v)) = (k.parse::<tonic::metadata::MetadataKey<_>>(), v.parse()) {
-                        req.metadata_mut().insert(k, v);
-                    }
-                }
+                let req = otlp::with_metadata(tonic::Request::new(request), &self.config.headers);
                 client.export(req).await.map(|_| ()).map_err(|s| format!("{}: {}", s.code(), s.message()))
             }
-            Transport::Http(client) => {
-                let mut req = client.post(&self.config.endpoint).header("content-type", "application/x-protobuf").body(request.encode_to_vec());
-                for (k, v) in &self.config.headers {
-                    req = req.header(k, v);
-                }
-                match req.send().await {
-                    Ok(resp) if resp.status().is_success() => Ok(()),
-                    Ok(resp) => Err(format!("HTTP {}", resp.status().as_u16())),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+            Transport::Http(client) => otlp::post(client, &self.config, request.encode_to_vec()).await.map_err(|(text, _)| text),
         };
         match result {
             Ok(()) => {

@@ -4,6 +4,7 @@
 
 use std::hash::{Hash, Hasher};
 
+use crate::protocols::bytes::Reader;
 use crate::protocols::parser::Sender;
 
 pub const METHOD: u8 = 1;
@@ -96,27 +97,13 @@ impl Method {
     }
 }
 
-/// Reads AMQP's primitive types from the front of a slice.
-struct Reader<'a>(&'a [u8]);
+/// AMQP's strings, on top of the shared fixed-width reader.
+trait AmqpStrings<'a> {
+    fn shortstr(&mut self) -> Option<String>;
+    fn longstr(&mut self) -> Option<&'a [u8]>;
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
-    }
+impl<'a> AmqpStrings<'a> for Reader<'a> {
     fn shortstr(&mut self) -> Option<String> {
         let n = self.u8()? as usize;
         Some(String::from_utf8_lossy(self.take(n)?).into_owned())

@@ -62,21 +62,16 @@ fn flags_valid(kind: u8, flags: u8) -> bool {
     }
 }
 
-/// Reads the protocol's primitive types from the front of a slice.
-struct Reader<'a>(&'a [u8]);
+use crate::protocols::bytes::Reader;
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
+/// MQTT's variable-length integers and length-prefixed fields, on top of the shared reader.
+trait MqttFields<'a> {
+    fn varint(&mut self) -> Option<u64>;
+    fn field(&mut self) -> Option<&'a [u8]>;
+    fn string(&mut self) -> Option<String>;
+}
+
+impl<'a> MqttFields<'a> for Reader<'a> {
     fn varint(&mut self) -> Option<u64> {
         let mut value = 0u64;
         for i in 0..4 {
