@@ -420,8 +420,15 @@ fn library_completes_a_connection_opened_before_attach(stack: Stack) {
         start
     };
     round(1);
-    // The agent attaches the library probes when the first call names an unknown entry.
-    std::thread::sleep(Duration::from_millis(500));
+    // The agent attaches the library probes when the first call names an unknown entry: the
+    // second round waits until it says the server's are attached (a fixed 500 ms was not
+    // always enough under a full CI run's load).
+    let followed = format!(
+        "pid {} has HTTP/2 requests naming header table entries the agent never saw (a connection opened before attach); its HTTP/2 library's header fields are followed",
+        server.pid()
+    );
+    let _ = agent.agent.wait_for_line(&followed, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
     let second = round(2);
     drop(stdin);
     assert_eq!(lines.next().unwrap().unwrap(), "done");
