@@ -1,6 +1,7 @@
 //! Runs the agent: validate what the user asked for, check the host, load the probes, then
 //! drain events into the pipeline and spans into the sink until told to stop.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -118,16 +119,24 @@ fn list(args: &TraceArgs) -> Result<()> {
     }
     let selectors = Selectors::new(&selector_args(args))?;
     let surveyed = crate::fleet::survey(&selectors);
-    println!("{:>8}  {:<7}  {:<40}  why", "PID", "TRACED", "EXECUTABLE");
+    let mut lines = vec![format!("{:>8}  {:<7}  {:<40}  why", "PID", "TRACED", "EXECUTABLE")];
     for s in &surveyed {
         let (traced, why) = match &s.verdict {
             crate::selectors::Verdict::Trace(why) => ("yes", why),
             crate::selectors::Verdict::Skip(why) => ("no", why),
         };
-        println!("{:>8}  {:<7}  {:<40}  {why}", s.facts.pid, traced, s.facts.exe.as_deref().unwrap_or("-"));
+        lines.push(format!("{:>8}  {:<7}  {:<40}  {why}", s.facts.pid, traced, s.facts.exe.as_deref().unwrap_or("-")));
     }
     let traced = surveyed.iter().filter(|s| s.verdict.traced()).count();
-    println!("{traced} of {} processes would be traced, and processes started later that match", surveyed.len());
+    lines.push(format!("{traced} of {} processes would be traced, and processes started later that match", surveyed.len()));
+    // A reader that stops early (`--list | head`) is not an error.
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        match writeln!(out, "{line}") {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other?,
+        }
+    }
     Ok(())
 }
 

@@ -43,6 +43,13 @@ pub enum OtlpProtocol {
 /// What to trace and how: shared by `run` and `compare`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct TraceArgs {
+    /// Read options from this YAML file: its keys are these long flags (`exe: [nginx]`,
+    /// `capture-bytes: 512`, `exporter: otlp`), plus an `env` map of variables
+    /// (`OTEL_TRACES_SAMPLER: traceidratio`). A flag on the command line wins over the file; so
+    /// does a variable already set, over the file's `env` and over the file's `exporter`,
+    /// `otlp-endpoint` and `otlp-protocol`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Process to trace, with its threads, its existing descendants and the children it forks
     /// later. Repeatable.
     #[arg(long = "pid", value_name = "PID")]

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod callbacks;
 pub mod cli;
 pub mod compare;
+pub mod config;
 pub mod conn;
 pub mod discovery;
 pub mod events;

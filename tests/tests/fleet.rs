@@ -94,7 +94,27 @@ fn selectors_with_a_pid_or_a_bad_pattern_are_refused_with_what_to_do() {
     assert_eq!(code, Some(0), "{listing}");
     let me = format!("{:>8}  yes", std::process::id());
     assert!(listing.lines().any(|l| l.starts_with(&me) && l.contains(&format!("--port {port}"))), "this test process listens on {port}:\n{listing}");
+
+    // The same selector and survey from a config file; a flag on the command line wins over it.
+    let dir = TempDir::new("fleet-config");
+    let config = dir.path().join("zerotrace.yaml");
+    std::fs::write(&config, format!("port: [{port}]\nlist: true\nexclude-exe: ['no-such-program-*']\n")).unwrap();
+    let config = config.to_str().unwrap();
+    let out = Command::new(agent_binary()).args(["run", "--config", config]).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{listing}");
+    assert!(listing.lines().any(|l| l.starts_with(&me) && l.contains(&format!("--port {port}"))), "the file's --port selects this test process:\n{listing}");
+    let other = free_port();
+    let out = Command::new(agent_binary()).args(["run", "--config", config, "--port", &other.to_string()]).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(!listing.lines().any(|l| l.starts_with(&me) && l.contains(" yes ")), "--port {other} on the command line replaces the file's:\n{listing}");
     drop(listener);
+
+    std::fs::write(dir.path().join("bad.yaml"), "exe: [nginx]\ncapture_bytes: 64\n").unwrap();
+    let (code, err) = run_agent_to_exit(&["run", "--config", dir.path().join("bad.yaml").to_str().unwrap()], &[]);
+    assert_eq!(code, Some(1));
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert!(errors.len() == 1 && errors[0].contains("unknown key `capture_bytes`"), "{err}");
 }
 
 /// `--port`: a server started after the agent listens only after its exec; it is looked at
