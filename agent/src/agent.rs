@@ -228,6 +228,14 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
         eprintln!("zerotrace: Linux before 5.17 (no bpf_loop): vectored reads and writes are captured from their first 16 buffers only");
     }
     let (mut probes, ring) = Probes::load(&settings)?;
+    // Kept open for the agent's life: the kernel counts while any such fd is open.
+    let _hook_stats = if args.hook_stats {
+        Some(aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| {
+            anyhow::anyhow!("--hook-stats: the kernel refused to count hook runs ({e}); it needs Linux 5.8 and CAP_SYS_ADMIN, or set kernel.bpf_stats_enabled=1 and drop the flag")
+        })?)
+    } else {
+        None
+    };
     let mut discovery = Discovery::default();
     for &pid in &pids {
         match discovery.add(&mut probes, pid) {
@@ -277,7 +285,8 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
     for dir in &args.cgroups {
         targets::cgroup_pids(dir).into_iter().for_each(|p| pipeline.preload_resource(p));
     }
-    let mut user = UserProbes { tls, runtimes, go_goroutines, first_cap: client_first_cap(args.capture_bytes) as u16 };
+    let traced = tls_pids.iter().copied().collect();
+    let mut user = UserProbes { tls, traced, runtimes, go_goroutines, first_cap: client_first_cap(args.capture_bytes) as u16 };
     let listen = args.metrics_listen.or(args.prometheus_port.map(|port| std::net::SocketAddr::from(([0, 0, 0, 0], port))));
     // RED metrics are counted only when something reads them: counting costs every span.
     let red = (listen.is_some() || metrics_push.is_some()).then(|| Arc::new(std::sync::Mutex::new(RedMetrics::new(now_unix_ns()))));
@@ -309,6 +318,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
         None => (None, None),
     };
     let host_name = process::host_name();
+    let started_unix_ns = now_unix_ns();
     user.recognised(&mut pipeline, &mut probes);
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -337,19 +347,20 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
             _ = drain.tick() => {}
             _ = push_tick.tick(), if push_tx.is_some() => {
                 if let (Some(tx), Some(red)) = (&push_tx, &red) {
-                    let request = crate::red::otlp::request(&red.lock().unwrap_or_else(|e| e.into_inner()), &host_name, now_unix_ns());
-                    let _ = tx.try_send(request);
+                    let _ = tx.try_send(metrics_request(red, (&probes, &pipeline, &user, &stats), &host_name, started_unix_ns));
                 }
             }
             _ = housekeeping.tick() => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
+                user.traced.retain(|&pid| targets::is_alive(pid));
                 if let Some(metrics) = self_metrics.as_mut() {
-                    metrics.update(&reading(&probes, &pipeline, &stats));
+                    metrics.update(&reading(&probes, &pipeline, &stats), &levels(&probes, &user, &stats));
                 }
                 rescan_cgroups(&args.cgroups, &mut known_cgroups, &mut probes);
                 for pid in args.cgroups.iter().flat_map(|dir| targets::cgroup_pids(dir)) {
+                    user.traced.insert(pid);
                     if !user.tls.knows(pid) {
                         user.tls.process_started(&mut probes, pid);
                         user.runtimes.attach_process(&mut probes, pid);
@@ -401,12 +412,12 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
     // The last totals go with the last spans, within the same deadline (a push in flight
     // keeps the slot: then the totals it carries, a moment older, are the last).
     if let (Some(push_tx), Some(red)) = (push_tx, &red) {
-        let _ = push_tx.try_send(crate::red::otlp::request(&red.lock().unwrap_or_else(|e| e.into_inner()), &host_name, now_unix_ns()));
+        let _ = push_tx.try_send(metrics_request(red, (&probes, &pipeline, &user, &stats), &host_name, started_unix_ns));
     }
     finish_export(exporter, push_task, Duration::from_secs(args.shutdown_timeout), (&mut sigint, &mut sigterm, signalled), &stats).await;
     report(&probes, &pipeline, &stats);
     if let Some(metrics) = self_metrics.as_mut() {
-        metrics.update(&reading(&probes, &pipeline, &stats));
+        metrics.update(&reading(&probes, &pipeline, &stats), &levels(&probes, &user, &stats));
     }
     probes.detach_all();
     Ok(())
@@ -458,6 +469,9 @@ async fn finish_export(
 /// The per-process uprobes: TLS libraries and runtimes.
 struct UserProbes {
     tls: TlsProbes,
+    /// The processes traced now, for the self-metrics: the ones found at start, forked from a
+    /// traced one, or chosen by fleet mode; exited or released ones leave.
+    traced: std::collections::HashSet<u32>,
     runtimes: RuntimeProbes,
     /// Go processes' plain socket calls are attributed to goroutines (kernel BTF).
     go_goroutines: bool,
@@ -469,6 +483,7 @@ impl UserProbes {
     /// A process traced from now on (fleet mode): its per-process probes, the sockets it
     /// already holds, its resource while it lives.
     fn started(&mut self, pid: u32, probes: &mut Probes, pipeline: &mut Pipeline<ProcHost>) {
+        self.traced.insert(pid);
         self.tls.process_started(probes, pid);
         self.runtimes.process_started(probes, pid);
         probes.adopt_open_sockets(pid, self.first_cap);
@@ -518,10 +533,14 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
             }
         }
     }
+    for pid in &released {
+        user.traced.remove(pid);
+    }
     for pid in effects.started {
         if released.contains(&pid) {
             continue;
         }
+        user.traced.insert(pid);
         user.tls.process_started(probes, pid);
         user.runtimes.process_started(probes, pid);
     }
@@ -561,6 +580,32 @@ fn rescan_cgroups(dirs: &[PathBuf], known: &mut std::collections::HashSet<u64>, 
                 let _ = probes.trace_cgroup(id);
             }
         }
+    }
+}
+
+/// The OTLP metrics push: the RED histograms, and the agent's own figures as its own resource.
+fn metrics_request(
+    red: &std::sync::Mutex<RedMetrics>,
+    (probes, pipeline, user, stats): (&Probes, &Pipeline<ProcHost>, &UserProbes, &ExportStats),
+    host_name: &str,
+    started_unix_ns: u64,
+) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+    let now = now_unix_ns();
+    let mut request = crate::red::otlp::request(&red.lock().unwrap_or_else(|e| e.into_inner()), host_name, now);
+    request.resource_metrics.push(crate::self_metrics::otlp(&reading(probes, pipeline, stats), &levels(probes, user, stats), host_name, started_unix_ns, now));
+    request
+}
+
+/// What the agent holds and costs now, for the self-metrics.
+fn levels(probes: &Probes, user: &UserProbes, stats: &ExportStats) -> crate::self_metrics::Levels {
+    let (cpu_seconds, resident_bytes) = crate::self_metrics::Levels::own_usage();
+    let left = stats.exported.load(Ordering::Relaxed) + stats.dropped_export_failed.load(Ordering::Relaxed) + stats.dropped_shutdown.load(Ordering::Relaxed);
+    crate::self_metrics::Levels {
+        processes_traced: user.traced.len() as u64,
+        export_queue_spans: stats.queued.load(Ordering::Relaxed).saturating_sub(left),
+        cpu_seconds,
+        resident_bytes,
+        hooks: probes.program_runs(),
     }
 }
 

@@ -127,6 +127,11 @@ pub struct TraceArgs {
     /// signal stops at once.
     #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_timeout: u64,
+    /// Have the kernel count each hook's runs and time while the agent runs (BPF_ENABLE_STATS),
+    /// for `zerotrace_hook_runs_total` and `zerotrace_hook_run_seconds_total` on the metrics
+    /// page and the probe costs in the exit report. Costs two clock reads per hook run.
+    #[arg(long)]
+    pub hook_stats: bool,
     /// Attach every hook (tracepoints, TLS uprobes) as usual, but have each program return as
     /// soon as it runs: no data is captured and no span is made. For measuring what the hooks
     /// alone cost the traced processes (`cargo xtask bench` reports it as the floor).

@@ -320,16 +320,23 @@ impl Probes {
     /// Per-program run counts and average run time, when the kernel collects them
     /// (sysctl kernel.bpf_stats_enabled=1); empty otherwise.
     pub fn program_costs(&self) -> Vec<(String, u64, u64)> {
+        let mut out: Vec<(String, u64, u64)> = self.program_runs().into_iter().map(|(name, runs, ns)| (name, runs, ns / runs)).collect();
+        out.sort_by_key(|c| std::cmp::Reverse(c.1 * c.2));
+        out
+    }
+
+    /// Per program that ran: (name, runs, total nanoseconds), when the kernel counts them
+    /// (`kernel.bpf_stats_enabled`, or `enable_run_stats`).
+    pub fn program_runs(&self) -> Vec<(String, u64, u64)> {
         let mut out = Vec::new();
         for (name, prog) in self.ebpf.programs() {
             if let Ok(info) = prog.info() {
                 let runs = info.run_count();
                 if runs > 0 {
-                    out.push((name.to_string(), runs, info.run_time().as_nanos() as u64 / runs));
+                    out.push((name.to_string(), runs, info.run_time().as_nanos() as u64));
                 }
             }
         }
-        out.sort_by_key(|c| std::cmp::Reverse(c.1 * c.2));
         out
     }
 

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, metric};
+use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 
@@ -49,6 +49,37 @@ impl Received {
             }
         }
         latest.into_iter().map(|((service, attrs), (_, count, buckets))| (service, attrs, count, buckets)).collect()
+    }
+
+    /// The latest value of each series of a sum or gauge named `name`: (service.name, `k=v`
+    /// attributes sorted, value).
+    pub fn number(&self, name: &str) -> Vec<(String, Vec<String>, f64)> {
+        type Latest = std::collections::BTreeMap<(String, Vec<String>), (u64, f64)>;
+        let mut latest: Latest = Default::default();
+        for rm in self.metrics.lock().unwrap().iter() {
+            let service = rm.resource.as_ref().and_then(|r| crate::spans::kv_map(&r.attributes).remove("service.name")).unwrap_or_default();
+            for m in rm.scope_metrics.iter().flat_map(|s| &s.metrics).filter(|m| m.name == name) {
+                let points = match &m.data {
+                    Some(metric::Data::Sum(s)) => &s.data_points,
+                    Some(metric::Data::Gauge(g)) => &g.data_points,
+                    _ => continue,
+                };
+                for p in points {
+                    let mut attrs: Vec<String> = crate::spans::kv_map(&p.attributes).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    attrs.sort();
+                    let value = match p.value {
+                        Some(number_data_point::Value::AsInt(v)) => v as f64,
+                        Some(number_data_point::Value::AsDouble(v)) => v,
+                        None => continue,
+                    };
+                    let entry = latest.entry((service.clone(), attrs)).or_default();
+                    if p.time_unix_nano >= entry.0 {
+                        *entry = (p.time_unix_nano, value);
+                    }
+                }
+            }
+        }
+        latest.into_iter().map(|((service, attrs), (_, value))| (service, attrs, value)).collect()
     }
 }
 

@@ -49,6 +49,7 @@ fn red_histograms_on_the_prometheus_page_count_every_request_without_paths() {
         metrics.to_string(),
         "--route".into(),
         "/item/{sku}".into(),
+        "--hook-stats".into(),
     ]);
     for i in 0..10 {
         get(web, &format!("/item/{i}"));
@@ -64,6 +65,7 @@ fn red_histograms_on_the_prometheus_page_count_every_request_without_paths() {
         page = scrape(metrics);
         if sample(&page, "http_server_request_duration_seconds_count", &[("http_response_status_code", "500")]) == Some(3.0)
             && sample(&page, "db_client_operation_duration_seconds_count", &[("db_operation_name", "GET")]) == Some(1.0)
+            && page.contains("zerotrace_processes_traced 1\n")
         {
             break;
         }
@@ -95,6 +97,17 @@ fn red_histograms_on_the_prometheus_page_count_every_request_without_paths() {
     assert!(page.contains("# TYPE http_server_request_duration_seconds histogram"), "{page}");
     assert!(page.contains("zerotrace_spans_total"), "the agent's own metrics next to them: {page}");
     assert!(!page.contains("/item/1") && !page.contains("red:1"), "no path or key in a label: {page}");
+    // The agent's own state and cost: the service is still traced (the clients' shell and its
+    // redis-cli children came and went), the agent's CPU and memory, and with --hook-stats
+    // what each kernel program ran.
+    assert!(page.contains("zerotrace_processes_traced 1\n"), "{page}");
+    assert!(page.contains("zerotrace_export_queue_spans "), "{page}");
+    let value = |name: &str| page.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(value("process_cpu_seconds_total").is_some_and(|v| v > 0.0), "{page}");
+    assert!(value("process_resident_memory_bytes").is_some_and(|v| v > 1e6), "{page}");
+    let runs: f64 = page.lines().filter(|l| l.starts_with("zerotrace_hook_runs_total{hook=")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    assert!(runs >= 13.0 * 2.0, "at least a read and a write per request: {runs}\n{page}");
+    assert!(page.contains("zerotrace_hook_run_seconds_total{hook="), "{page}");
 }
 
 #[test]
@@ -124,4 +137,11 @@ fn red_histograms_are_pushed_as_otlp_metrics() {
     assert!(attrs.contains(&"http.request.method=GET".to_string()), "{attrs:?}");
     assert!(attrs.contains(&"url.template=/item/{id}".to_string()) && attrs.iter().all(|a| !a.contains("/item/1")), "the template, never the path: {attrs:?}");
     assert!(report.contains("RED metrics pushed to"), "{report}");
+    // The agent's own figures, as its own resource.
+    let own = |name: &str| receiver.received.number(name).into_iter().filter(|(service, ..)| service == "zerotrace").map(|(_, attrs, v)| (attrs, v)).collect::<Vec<_>>();
+    assert!(own("zerotrace.spans").iter().any(|(attrs, v)| attrs.is_empty() && *v >= 5.0), "{:?}", own("zerotrace.spans"));
+    assert_eq!(own("zerotrace.processes.traced"), [(vec![], 1.0)]);
+    assert!(own("process.memory.usage").iter().any(|(_, v)| *v > 1e6), "{:?}", own("process.memory.usage"));
+    assert!(own("process.cpu.time").iter().any(|(_, v)| *v > 0.0));
+    assert!(own("zerotrace.events.lost").iter().all(|(attrs, _)| attrs.iter().all(|a| a.starts_with("reason="))));
 }
