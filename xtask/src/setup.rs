@@ -42,6 +42,9 @@ const DEBIAN: &[(&str, &str)] = &[
     // Go gRPC and h2c for the HTTP/2 peers (tests/apps/go_h2).
     ("golang-google-grpc-dev", "/usr/share/gocode/src/google.golang.org/grpc/server.go"),
     ("golang-golang-x-net-dev", "/usr/share/gocode/src/golang.org/x/net/http2/h2c/h2c.go"),
+    // The Helm chart's renderer (tests/apps/helm_render): the template engine Helm is built on.
+    ("golang-github-masterminds-sprig-dev", "/usr/share/gocode/src/github.com/Masterminds/sprig/functions.go"),
+    ("golang-gopkg-yaml.v3-dev", "/usr/share/gocode/src/gopkg.in/yaml.v3/yaml.go"),
 ];
 /// Python modules the test services import, with their PyPI names.
 const PYTHON: &[(&str, &str)] = &[
@@ -72,6 +75,8 @@ const PYTHON: &[(&str, &str)] = &[
     ("gevent", "gevent==24.11.1"),
     // The MQTT client of the messaging tests (tests/apps/mqtt_demo.py).
     ("paho.mqtt", "paho-mqtt==2.1.0"),
+    // The Helm chart's and deploy/'s manifests, checked against the Kubernetes schemas.
+    ("kubernetes_validate", "kubernetes-validate==1.37.0"),
 ];
 /// The OpenTelemetry Python agent and Flask, for the `compare` reference app: (module, pinned
 /// package). Pinned so the comparison figures the tests assert do not move under us.
