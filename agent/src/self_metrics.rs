@@ -312,6 +312,8 @@ pub fn otlp(reading: &Reading, levels: &Levels, host_name: &str, start_unix_ns: 
                 kv_int("process.pid", i64::from(std::process::id())),
                 kv_str("host.name", host_name.to_string()),
                 kv_str("service.version", env!("CARGO_PKG_VERSION")),
+                kv_str("telemetry.distro.name", "zerotrace"),
+                kv_str("telemetry.distro.version", env!("CARGO_PKG_VERSION")),
             ],
             ..Default::default()
         }),

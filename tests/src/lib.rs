@@ -10,6 +10,7 @@ pub mod nginx;
 pub mod procs;
 pub mod receiver;
 pub mod reference;
+pub mod semconv;
 pub mod spans;
 
 use std::path::PathBuf;

@@ -31,6 +31,7 @@ impl Received {
     /// The latest data point of each series of histogram `name`: (service.name, attributes as
     /// `k=v` sorted, count, bucket counts). Cumulative: the latest is the total.
     pub fn histogram(&self, name: &str) -> Vec<HistogramSeries> {
+        crate::semconv::assert_metrics_conform(&self.metrics.lock().unwrap());
         // (service, attributes) → (time, count, buckets) of the latest point.
         type Latest = std::collections::BTreeMap<(String, Vec<String>), (u64, u64, Vec<u64>)>;
         let mut latest: Latest = Default::default();
@@ -54,6 +55,7 @@ impl Received {
     /// The latest value of each series of a sum or gauge named `name`: (service.name, `k=v`
     /// attributes sorted, value).
     pub fn number(&self, name: &str) -> Vec<(String, Vec<String>, f64)> {
+        crate::semconv::assert_metrics_conform(&self.metrics.lock().unwrap());
         type Latest = std::collections::BTreeMap<(String, Vec<String>), (u64, f64)>;
         let mut latest: Latest = Default::default();
         for rm in self.metrics.lock().unwrap().iter() {

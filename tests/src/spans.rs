@@ -68,6 +68,8 @@ pub fn from_proto(rs: &[ResourceSpans]) -> Vec<TestSpan> {
     let mut out = Vec::new();
     for r in rs {
         let resource = r.resource.as_ref().map(|r| kv_map(&r.attributes)).unwrap_or_default();
+        // Every span zerotrace exports, in every test, is checked against the conventions.
+        let zerotrace = crate::semconv::is_zerotrace(&resource);
         for ss in &r.scope_spans {
             for s in &ss.spans {
                 out.push(TestSpan {
@@ -84,6 +86,9 @@ pub fn from_proto(rs: &[ResourceSpans]) -> Vec<TestSpan> {
                     resource: resource.clone(),
                     links: s.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect(),
                 });
+                if zerotrace {
+                    crate::semconv::assert_span_conforms(out.last().expect("just pushed"));
+                }
             }
         }
     }

@@ -146,7 +146,7 @@ fn celery_with_redis_is_one_trace_from_the_request_to_the_workers_calls() {
     assert_one_trace_per_request(&out, &spans, "redis", Send::UnderRequest, &report);
     let send = find(&spans, "PRODUCER", |s| s.attr("messaging.destination.name") == Some("celery"));
     assert_eq!(send.len(), TASKS, "{report}");
-    assert_eq!(send[0].name, "send celery");
+    assert_eq!(send[0].name, "lpush celery", "the conventions' `{{messaging.operation.name}} {{destination}}`");
 }
 
 #[test]

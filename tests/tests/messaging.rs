@@ -39,7 +39,8 @@ fn assert_deliveries_under_their_sends(spans: &[TestSpan], system: &str, report:
         assert!(s.attr("messaging.message.body.size").is_some(), "{s:?}");
     }
     let send = sends[0];
-    assert_eq!((send.name.clone(), send.attr("messaging.operation.type")), (format!("send {}", send.attr("messaging.destination.name").unwrap()), Some("send")));
+    let operation = send.attr("messaging.operation.name").unwrap();
+    assert_eq!((send.name.clone(), send.attr("messaging.operation.type")), (format!("{operation} {}", send.attr("messaging.destination.name").unwrap()), Some("send")));
     let mut placed = 0;
     for d in &deliveries {
         assert_eq!(d.attr("messaging.operation.type"), Some("process"), "{d:?}");

@@ -143,7 +143,7 @@ mod tests {
     fn record(domain: Domain) -> SpanRecord {
         SpanRecord {
             kind: SpanKind::Producer,
-            name: "send orders".into(),
+            name: "publish orders".into(),
             start_unix_ns: 10,
             end_unix_ns: 20,
             status: Status::Error { message: Some("why") },

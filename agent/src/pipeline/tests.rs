@@ -195,7 +195,7 @@ fn keyed_answers_one_way_sends_and_pushes_become_spans_of_their_kinds() {
     s.data(5, true, b"TOY DONE 2 ok\n");
     s.data(5, true, b"TOY MSG news\nTOY DONE 1 overflow\n");
     let spans = s.spans();
-    assert_eq!(names(&spans), ["CLIENT calc/add", "CLIENT calc/mul", "PRODUCER send news", "CONSUMER process news"]);
+    assert_eq!(names(&spans), ["CLIENT calc/add", "CLIENT calc/mul", "PRODUCER publish news", "CONSUMER deliver news"]);
     // Each answer found its own call: call 2 ended at the first read, call 1 at the second.
     assert!(spans[1].span.end_unix_ns < spans[0].span.end_unix_ns);
     assert_eq!(spans[0].span.error_type.as_deref(), Some("overflow"));

@@ -1,5 +1,6 @@
 //! Messaging spans with the messaging semantic conventions: PRODUCER for a send, CONSUMER for
-//! a delivery, named `send {destination}` / `process {destination}`. Bodies are never kept.
+//! a delivery, named `{operation} {destination}` with the system's own operation name
+//! (`publish orders`, `deliver orders`). Bodies are never kept.
 
 use super::record::{Domain, MessagingFields, SpanKind, SpanRecord, Status};
 use super::{ends, record};
@@ -15,7 +16,9 @@ pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &MessagingRequest, erro
         // A call to the broker (a fetch, a get) or the broker's own side of one.
         SpanKind::Client | SpanKind::Server => "receive",
     };
-    let verb = if operation_type == "receive" { req.operation.as_str() } else { operation_type };
+    // The conventions' span name: `{messaging.operation.name} {destination}`, the system's own
+    // name of the operation (`publish orders`, `deliver orders`, `lpush jobs`).
+    let verb = req.operation.as_str();
     let name = match &req.destination {
         Some(d) => format!("{verb} {d}"),
         None => verb.to_string(),
