@@ -144,7 +144,11 @@ fn the_plain_manifests_validate_and_the_collector_adds_kubernetes_metadata_by_po
         }
     }
     for signal in ["traces", "metrics"] {
-        let processors = collector["service"]["pipelines"][signal]["processors"].as_sequence().unwrap();
-        assert!(processors.iter().any(|p| p.as_str() == Some("k8sattributes")), "{signal}");
+        let processors: Vec<&str> = collector["service"]["pipelines"][signal]["processors"].as_sequence().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        // The label exists only after k8sattributes added it.
+        let (k8s, name) = (processors.iter().position(|p| *p == "k8sattributes"), processors.iter().position(|p| *p == "transform/service_name"));
+        assert!(matches!((k8s, name), (Some(a), Some(b)) if a < b), "{signal}: {processors:?}");
     }
+    let labels = k8s["extract"]["labels"].as_sequence().unwrap();
+    assert!(labels.iter().all(|l| l["tag_name"].as_str().unwrap().starts_with("k8s.pod.label.")), "the conventions' k8s.pod.label.<key>: {labels:?}");
 }

@@ -140,3 +140,52 @@ fn fleet_mode_by_port_finds_a_server_that_listens_after_its_exec() {
     assert!(served.iter().all(|s| s.resource.get("process.pid") == Some(&server.pid().to_string())), "{served:?}");
     assert!(report.contains(&format!("tracing pid {}", server.pid())) && report.contains(&format!("--port {port}")), "{report}");
 }
+
+/// The value of an unlabelled sample on a metrics page.
+fn sample(page: &str, metric: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(&format!("{metric} "))).and_then(|v| v.trim().parse().ok())
+}
+
+fn scrape(addr: &str, path: &str) -> String {
+    let out = Command::new("curl").args(["-s", &format!("http://{addr}{path}")]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Bad input for fleet mode: selectors that match nothing yet (a warning, then the agent waits
+/// and traces the service when it starts), and a storm of short-lived processes (3000 execs,
+/// none matching, each reported by the kernel and checked): no stall, no leak.
+#[test]
+fn fleet_mode_waits_for_a_match_and_takes_an_exec_storm_without_leak_or_stall() {
+    require_root();
+    let dir = TempDir::new("fleet-storm");
+    let name = format!("stormpy-{}", std::process::id());
+    let (python, home) = python_copy(dir.path(), &name);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let agent = JsonlAgent::start_with(&[], &["--exe", &name, "--metrics-listen", &metrics]);
+    assert!(agent.agent.wait_for_line("no running process matches the selectors; waiting", Duration::from_secs(10)), "a warning when nothing matches");
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = sample(&scrape(&metrics, "/metrics"), "process_resident_memory_bytes").expect("the agent's RSS");
+
+    let storm = Command::new("sh").args(["-c", "i=0; while [ $i -lt 3000 ]; do /bin/true; i=$((i+1)); done"]).status().unwrap();
+    assert!(storm.success());
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(scrape(&metrics, "/healthz"), "ok\n", "the agent kept reading its events");
+    let page = scrape(&metrics, "/metrics");
+    let after = sample(&page, "process_resident_memory_bytes").expect("the agent's RSS");
+    assert!(after - before < 16.0 * 1024.0 * 1024.0, "3000 execs grew the agent from {before} to {after} bytes");
+    assert_eq!(sample(&page, "zerotrace_processes_traced"), Some(0.0), "none of them matched:\n{page}");
+
+    let port = free_port();
+    let server = service(&python, &home, port);
+    for i in 0..3 {
+        get(port, &format!("/item/{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let page = scrape(&metrics, "/metrics");
+    let (exit, spans) = agent.finish();
+    let report = exit.stderr.join("\n");
+    assert_eq!(sample(&page, "zerotrace_processes_traced"), Some(1.0), "{page}");
+    let served = find(&spans, "SERVER", |s| s.attr("server.port") == Some(port.to_string().as_str()));
+    assert_eq!(served.len(), 3, "the service started after the storm, traced from its first request\n{report}");
+    assert!(served.iter().all(|s| s.resource.get("process.pid") == Some(&server.pid().to_string())));
+}

@@ -74,7 +74,7 @@ fn assert_records_under_their_sends(out: &str, spans: &[TestSpan], report: &str)
     expected.sort();
     assert_eq!(sent, expected, "one PRODUCER span per record, with the partition and offset the broker gave it\n{report}");
     for s in sends.iter().chain(&deliveries) {
-        assert_eq!(s.name, format!("{} {}", s.attr("messaging.operation.type").unwrap(), s.attr("messaging.destination.name").unwrap()), "{s:?}");
+        assert_eq!(s.name, format!("{} {}", s.attr("messaging.operation.name").unwrap(), s.attr("messaging.destination.name").unwrap()), "{s:?}");
         assert!(s.attr("messaging.message.body.size").is_some(), "{s:?}");
     }
 
