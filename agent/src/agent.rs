@@ -27,6 +27,11 @@ use crate::spans::Clock;
 use crate::tls::TlsProbes;
 use crate::{preflight, process, targets};
 
+/// Records read per drain before the loop looks at its timers and signals again: under a load
+/// the agent cannot keep up with, an unbounded drain held the once-a-second work (self-metrics,
+/// the overhead budget, a fleet's relooks) and a signal back for seconds.
+const DRAIN_BATCH: usize = 8192;
+
 /// The reader drains on this period when no wakeup came (the probes wake it only when the
 /// ring buffer fills past a threshold).
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
@@ -184,6 +189,9 @@ impl Targets {
                 surveyed.len(),
                 if selectors.narrows() { " the selectors" } else { " (no selector: every process)" }
             );
+            if pids.is_empty() {
+                eprintln!("zerotrace: warning: no running process matches the selectors; waiting for one to start (--list shows why each process is not traced)");
+            }
             return Ok(Targets { pids, cgroup_ids: Vec::new(), fleet: Some(selectors) });
         }
         let pids = targets::pids_with_descendants(&args.pids)?;
@@ -286,6 +294,14 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
         targets::cgroup_pids(dir).into_iter().for_each(|p| pipeline.preload_resource(p));
     }
     let traced = tls_pids.iter().copied().collect();
+    let mut budget = args.overhead_budget.map(crate::budget::Budget::new);
+    if let Some(percent) = args.overhead_budget {
+        let measured = !probes.program_runs().is_empty() || args.hook_stats || std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1");
+        eprintln!(
+            "zerotrace: overhead budget {percent}% of each traced process's CPU time; the kernel programs' share {}",
+            if measured { "measured by the kernel" } else { "estimated at 1 µs a record (--hook-stats or kernel.bpf_stats_enabled=1 measure it)" }
+        );
+    }
     let mut user = UserProbes { tls, traced, runtimes, go_goroutines, first_cap: client_first_cap(args.capture_bytes) as u16 };
     let listen = args.metrics_listen.or(args.prometheus_port.map(|port| std::net::SocketAddr::from(([0, 0, 0, 0], port))));
     // RED metrics are counted only when something reads them: counting costs every span.
@@ -328,10 +344,16 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
     let mut live: Vec<u32> = pids.clone();
     // Whether a signal (rather than --duration or the targets' exit) started the shutdown.
     let mut signalled = false;
+    // The last drain stopped with records left (`DRAIN_BATCH`): go on at once, after a look
+    // at the timers and signals.
+    let mut backlog = false;
 
     loop {
         let mut exits_due = false;
+        // In this order: signals, then the timed work, then reading (which a busy host keeps
+        // ready), so a backlog never holds back the once-a-second work or a stop.
         tokio::select! {
+            biased;
             _ = sigint.recv() => {
                 signalled = true;
                 break;
@@ -340,14 +362,9 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
                 signalled = true;
                 break;
             }
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                guard.clear_ready();
-            }
-            _ = drain.tick() => {}
             _ = push_tick.tick(), if push_tx.is_some() => {
                 if let (Some(tx), Some(red)) = (&push_tx, &red) {
-                    let _ = tx.try_send(metrics_request(red, (&probes, &pipeline, &user, &stats), &host_name, started_unix_ns));
+                    let _ = tx.try_send(metrics_request(red, (&probes, &pipeline, &user, &stats, budget.as_ref()), &host_name, started_unix_ns));
                 }
             }
             _ = housekeeping.tick() => {
@@ -355,8 +372,11 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
                     break;
                 }
                 user.traced.retain(|&pid| targets::is_alive(pid));
+                if let Some(budget) = budget.as_mut() {
+                    review_budget(budget, &mut probes, &mut pipeline);
+                }
                 if let Some(metrics) = self_metrics.as_mut() {
-                    metrics.update(&reading(&probes, &pipeline, &stats), &levels(&probes, &user, &stats));
+                    metrics.update(&reading(&probes, &pipeline, &stats, budget.as_ref()), &levels(&probes, &user, &stats, budget.as_ref()));
                 }
                 rescan_cgroups(&args.cgroups, &mut known_cgroups, &mut probes);
                 for pid in args.cgroups.iter().flat_map(|dir| targets::cgroup_pids(dir)) {
@@ -382,13 +402,21 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
                     break;
                 }
             }
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                guard.clear_ready();
+            }
+            _ = drain.tick() => {}
+            // Yields to the runtime (a ready future would not): its timers and signals answer
+            // only once the task has yielded and its cooperative budget is renewed.
+            _ = tokio::task::yield_now(), if backlog => {}
         }
         if let Some(fleet) = fleet.as_mut() {
             for pid in fleet.relook_due(&mut probes) {
                 user.started(pid, &mut probes, &mut pipeline);
             }
         }
-        drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user, fleet.as_mut());
+        backlog = drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user, fleet.as_mut(), budget.as_mut(), DRAIN_BATCH);
         if exits_due {
             // After draining: an exited process's last records are already in the ring.
             pipeline.remove_exited();
@@ -401,7 +429,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
         send(&tx, spans, &stats);
     }
 
-    drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user, fleet.as_mut());
+    drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user, fleet.as_mut(), budget.as_mut(), usize::MAX);
     let mut spans = pipeline.flush();
     if let Some(red) = &red {
         red.lock().unwrap_or_else(|e| e.into_inner()).observe_all(&spans);
@@ -412,12 +440,12 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
     // The last totals go with the last spans, within the same deadline (a push in flight
     // keeps the slot: then the totals it carries, a moment older, are the last).
     if let (Some(push_tx), Some(red)) = (push_tx, &red) {
-        let _ = push_tx.try_send(metrics_request(red, (&probes, &pipeline, &user, &stats), &host_name, started_unix_ns));
+        let _ = push_tx.try_send(metrics_request(red, (&probes, &pipeline, &user, &stats, budget.as_ref()), &host_name, started_unix_ns));
     }
     finish_export(exporter, push_task, Duration::from_secs(args.shutdown_timeout), (&mut sigint, &mut sigterm, signalled), &stats).await;
     report(&probes, &pipeline, &stats);
     if let Some(metrics) = self_metrics.as_mut() {
-        metrics.update(&reading(&probes, &pipeline, &stats), &levels(&probes, &user, &stats));
+        metrics.update(&reading(&probes, &pipeline, &stats, budget.as_ref()), &levels(&probes, &user, &stats, budget.as_ref()));
     }
     probes.detach_all();
     Ok(())
@@ -507,9 +535,24 @@ impl UserProbes {
     }
 }
 
-fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline<ProcHost>, probes: &mut Probes, user: &mut UserProbes, fleet: Option<&mut Fleet>) {
-    while let Some(item) = ring.next() {
+fn drain_ring(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    pipeline: &mut Pipeline<ProcHost>,
+    probes: &mut Probes,
+    user: &mut UserProbes,
+    fleet: Option<&mut Fleet>,
+    mut budget: Option<&mut crate::budget::Budget>,
+    limit: usize,
+) -> bool {
+    let mut read = 0;
+    while read < limit
+        && let Some(item) = ring.next()
+    {
+        if let Some(budget) = budget.as_deref_mut() {
+            budget.count(&item);
+        }
         pipeline.record(&item);
+        read += 1;
     }
     let effects = pipeline.take_effects();
     for ignore in effects.ignore_fds {
@@ -551,6 +594,7 @@ fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut 
         user.runtimes.detach_library_fields(probes, pid);
     }
     user.recognised(pipeline, probes);
+    read == limit
 }
 
 /// Keeps the spans of sampled traces (after the RED metrics counted them all).
@@ -583,25 +627,56 @@ fn rescan_cgroups(dirs: &[PathBuf], known: &mut std::collections::HashSet<u64>, 
     }
 }
 
+/// Once a second with `--overhead-budget`: each process's cost, and the capture it gets.
+fn review_budget(budget: &mut crate::budget::Budget, probes: &mut Probes, pipeline: &mut Pipeline<ProcHost>) {
+    let runs = probes.program_runs();
+    let totals = crate::budget::Totals {
+        agent_cpu_seconds: crate::self_metrics::Levels::own_usage().0,
+        kernel_run_ns: (!runs.is_empty()).then(|| runs.iter().map(|(_, _, ns)| ns).sum()),
+        process_cpu_seconds: &crate::budget::process_cpu_seconds,
+    };
+    for step in budget.review(&totals) {
+        let name = process::executable_name(step.pid).unwrap_or_else(|| "gone".to_string());
+        let head_only = step.mode == crate::budget::Mode::HeadOnly;
+        // The sockets it opens from now on (in the kernel), and those it has (the pipeline
+        // caps each at its next read or write).
+        if let Err(err) = probes.set_head_only(step.pid, head_only) {
+            eprintln!("zerotrace: warning: {err:#}");
+        }
+        pipeline.set_head_only(step.pid, head_only);
+        if head_only {
+            eprintln!(
+                "zerotrace: pid {} ({name}): tracing costs {:.1}% of its CPU time, over the budget: capturing heads only ({} bytes a read or write) until it is under half the budget for 10 s",
+                step.pid,
+                step.cost_percent,
+                crate::budget::HEAD_BYTES
+            );
+        } else {
+            eprintln!("zerotrace: pid {} ({name}): tracing has cost under half the budget for 10 s ({:.1}% now): full capture again", step.pid, step.cost_percent);
+        }
+    }
+}
+
 /// The OTLP metrics push: the RED histograms, and the agent's own figures as its own resource.
 fn metrics_request(
     red: &std::sync::Mutex<RedMetrics>,
-    (probes, pipeline, user, stats): (&Probes, &Pipeline<ProcHost>, &UserProbes, &ExportStats),
+    (probes, pipeline, user, stats, budget): (&Probes, &Pipeline<ProcHost>, &UserProbes, &ExportStats, Option<&crate::budget::Budget>),
     host_name: &str,
     started_unix_ns: u64,
 ) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
     let now = now_unix_ns();
     let mut request = crate::red::otlp::request(&red.lock().unwrap_or_else(|e| e.into_inner()), host_name, now);
-    request.resource_metrics.push(crate::self_metrics::otlp(&reading(probes, pipeline, stats), &levels(probes, user, stats), host_name, started_unix_ns, now));
+    request.resource_metrics.push(crate::self_metrics::otlp(&reading(probes, pipeline, stats, budget), &levels(probes, user, stats, budget), host_name, started_unix_ns, now));
     request
 }
 
 /// What the agent holds and costs now, for the self-metrics.
-fn levels(probes: &Probes, user: &UserProbes, stats: &ExportStats) -> crate::self_metrics::Levels {
+fn levels(probes: &Probes, user: &UserProbes, stats: &ExportStats, budget: Option<&crate::budget::Budget>) -> crate::self_metrics::Levels {
     let (cpu_seconds, resident_bytes) = crate::self_metrics::Levels::own_usage();
     let left = stats.exported.load(Ordering::Relaxed) + stats.dropped_export_failed.load(Ordering::Relaxed) + stats.dropped_shutdown.load(Ordering::Relaxed);
     crate::self_metrics::Levels {
         processes_traced: user.traced.len() as u64,
+        processes_head_only: budget.map_or(0, |b| b.head_only() as u64),
         export_queue_spans: stats.queued.load(Ordering::Relaxed).saturating_sub(left),
         cpu_seconds,
         resident_bytes,
@@ -610,7 +685,7 @@ fn levels(probes: &Probes, user: &UserProbes, stats: &ExportStats) -> crate::sel
 }
 
 /// Every counter the exit report prints, for the self-metrics.
-fn reading(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) -> crate::self_metrics::Reading {
+fn reading(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats, budget: Option<&crate::budget::Budget>) -> crate::self_metrics::Reading {
     use crate::self_metrics::Metric::*;
     let s = pipeline.stats;
     let stitch = pipeline.stitch_stats();
@@ -633,6 +708,9 @@ fn reading(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) 
         (Stitching, "caller_unplaced", stitch.caller_unplaced),
     ];
     out.extend(probes.loss_counters().into_iter().map(|(why, n)| (EventsLost, why, n)));
+    if let Some(budget) = budget {
+        out.extend([(BudgetSteps, "head_only", budget.steps_down), (BudgetSteps, "full", budget.steps_up)]);
+    }
     out
 }
 

@@ -127,6 +127,13 @@ pub struct TraceArgs {
     /// signal stops at once.
     #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_timeout: u64,
+    /// Per traced process, the most tracing may cost it, as a percentage of its own CPU time
+    /// (the kernel programs' run time and the agent's, by its share of the records; the hooks'
+    /// fixed floor is not counted). A process over it for 2 s copies heads only (256 bytes a
+    /// read or write: every request keeps its span and the RED metrics stay exact; spans say
+    /// `zerotrace.capture.head_only`), until it has been under half the budget for 10 s.
+    #[arg(long, value_name = "PERCENT", value_parser = budget_percent)]
+    pub overhead_budget: Option<f64>,
     /// Have the kernel count each hook's runs and time while the agent runs (BPF_ENABLE_STATS),
     /// for `zerotrace_hook_runs_total` and `zerotrace_hook_run_seconds_total` on the metrics
     /// page and the probe costs in the exit report. Costs two clock reads per hook run.
@@ -200,4 +207,11 @@ pub struct CompareArgs {
     /// Write the figures as JSON here (for CI gates and scripts).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+fn budget_percent(value: &str) -> Result<f64, String> {
+    match value.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!("{value} is not a percentage between 0 and 100, e.g. 2 or 0.5")),
+    }
 }

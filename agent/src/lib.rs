@@ -7,6 +7,7 @@
 //! language agent's.
 
 pub mod agent;
+pub mod budget;
 pub mod callbacks;
 pub mod cli;
 pub mod compare;

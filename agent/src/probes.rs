@@ -100,6 +100,7 @@ pub struct Probes {
     pub ebpf: Ebpf,
     targets: Array<MapData, u64>,
     go_pids: Array<MapData, u64>,
+    head_only_pids: Array<MapData, u64>,
     attached: bool,
     uprobes_loaded: std::collections::HashSet<&'static str>,
     /// Every attachment, so that shutdown can detach them all at once (`detach_all`).
@@ -149,6 +150,7 @@ impl Probes {
         let events = RingBuf::try_from(take(&mut ebpf, map::EVENTS)?)?;
         let targets = Array::try_from(take(&mut ebpf, map::TARGET_PIDS)?)?;
         let go_pids = Array::try_from(take(&mut ebpf, map::GO_PIDS)?)?;
+        let head_only_pids = Array::try_from(take(&mut ebpf, map::HEAD_ONLY_PIDS)?)?;
         let cgroups = BpfHashMap::try_from(take(&mut ebpf, map::TARGET_CGROUPS)?)?;
         let fd_states = BpfHashMap::try_from(take(&mut ebpf, map::FD_STATE)?)?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, map::STATS)?)?;
@@ -157,6 +159,7 @@ impl Probes {
                 ebpf,
                 targets,
                 go_pids,
+                head_only_pids,
                 attached: false,
                 uprobes_loaded: Default::default(),
                 tracepoint_links: Vec::new(),
@@ -236,6 +239,15 @@ impl Probes {
         let index = pid >> 6;
         let word = self.go_pids.get(&index, 0).with_context(|| format!("reading the Go bitmap for pid {pid}"))?;
         self.go_pids.set(index, word | (1u64 << (pid & 63)), 0).with_context(|| format!("marking pid {pid} as Go"))
+    }
+
+    /// Sockets `pid` opens from now on copy heads only (`--overhead-budget`), or the usual
+    /// capture again. Only the agent writes this bitmap.
+    pub fn set_head_only(&mut self, pid: u32, on: bool) -> Result<()> {
+        let index = pid >> 6;
+        let word = self.head_only_pids.get(&index, 0).with_context(|| format!("reading the head-only bitmap for pid {pid}"))?;
+        let bit = 1u64 << (pid & 63);
+        self.head_only_pids.set(index, if on { word | bit } else { word & !bit }, 0).with_context(|| format!("setting pid {pid}'s capture"))
     }
 
     pub fn trace_cgroup(&mut self, id: u64) -> Result<()> {

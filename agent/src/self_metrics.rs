@@ -39,10 +39,13 @@ pub enum Metric {
     RequestsWithoutSpan,
     /// Same-host callees, by how they found (or did not find) their caller.
     Stitching,
+    /// `--overhead-budget` steps, by the capture a process went to.
+    BudgetSteps,
 }
 
 impl Metric {
-    const ALL: [Metric; 7] = [Metric::Events, Metric::Spans, Metric::Exported, Metric::SpansDropped, Metric::EventsLost, Metric::RequestsWithoutSpan, Metric::Stitching];
+    const ALL: [Metric; 8] =
+        [Metric::Events, Metric::Spans, Metric::Exported, Metric::SpansDropped, Metric::EventsLost, Metric::RequestsWithoutSpan, Metric::Stitching, Metric::BudgetSteps];
 
     /// The Prometheus name (under `zerotrace_`, `_total` added by the encoder) and the OTLP one.
     fn names(self) -> (&'static str, &'static str) {
@@ -54,6 +57,7 @@ impl Metric {
             Metric::EventsLost => ("events_lost", "zerotrace.events.lost"),
             Metric::RequestsWithoutSpan => ("requests_without_span", "zerotrace.requests.without_span"),
             Metric::Stitching => ("same_host_callees", "zerotrace.same_host.callees"),
+            Metric::BudgetSteps => ("overhead_budget_steps", "zerotrace.overhead_budget.steps"),
         }
     }
 
@@ -66,6 +70,7 @@ impl Metric {
             Metric::EventsLost => "Kernel records lost before the agent read them, by reason",
             Metric::RequestsWithoutSpan => "Requests that got no span, by reason",
             Metric::Stitching => "SERVER spans whose caller is traced on this host, by outcome",
+            Metric::BudgetSteps => "Processes stepped to another capture by --overhead-budget, by the capture they went to",
         }
     }
 
@@ -83,6 +88,8 @@ pub struct Levels {
     pub processes_traced: u64,
     /// Spans queued for export and not yet exported or dropped.
     pub export_queue_spans: u64,
+    /// Processes capturing heads only, over their `--overhead-budget`.
+    pub processes_head_only: u64,
     /// The agent's own CPU time (user and system) since it started.
     pub cpu_seconds: f64,
     /// The agent's resident memory.
@@ -126,6 +133,7 @@ pub struct SelfMetrics {
     plain: HashMap<Metric, Counter>,
     last: HashMap<(Metric, &'static str), u64>,
     processes_traced: Gauge,
+    processes_head_only: Gauge,
     export_queue: Gauge,
     resident: Gauge,
     cpu: Counter<f64, AtomicU64>,
@@ -187,8 +195,9 @@ impl SelfMetrics {
                 plain.insert(metric, counter);
             }
         }
-        let (processes_traced, export_queue) = (Gauge::default(), Gauge::default());
+        let (processes_traced, processes_head_only, export_queue) = (Gauge::default(), Gauge::default(), Gauge::default());
         own.register("processes_traced", "Processes traced now", processes_traced.clone());
+        own.register("processes_head_only", "Processes capturing heads only, over their --overhead-budget", processes_head_only.clone());
         own.register("export_queue_spans", "Spans queued for export", export_queue.clone());
         let (hook_runs, hook_seconds) = (ByHook::default(), ByHookSeconds::default());
         own.register("hook_runs", "Runs of each kernel program (with --hook-stats or kernel.bpf_stats_enabled)", hook_runs.clone());
@@ -199,6 +208,7 @@ impl SelfMetrics {
             plain,
             last: HashMap::default(),
             processes_traced,
+            processes_head_only,
             export_queue,
             resident,
             cpu,
@@ -234,6 +244,7 @@ impl SelfMetrics {
             *last = (*last).max(total);
         }
         self.processes_traced.set(levels.processes_traced as i64);
+        self.processes_head_only.set(levels.processes_head_only as i64);
         self.export_queue.set(levels.export_queue_spans as i64);
         self.resident.set(levels.resident_bytes as i64);
         if levels.cpu_seconds > self.last_cpu {
@@ -296,6 +307,7 @@ pub fn otlp(reading: &Reading, levels: &Levels, host_name: &str, start_unix_ns: 
     metrics.push(sum("process.cpu.time", "s", "The agent's CPU time, user and system", vec![point(Vec::new(), number_data_point::Value::AsDouble(levels.cpu_seconds))]));
     metrics.push(gauge("process.memory.usage", "By", "The agent's resident memory", levels.resident_bytes as i64));
     metrics.push(gauge("zerotrace.processes.traced", "{process}", "Processes traced now", levels.processes_traced as i64));
+    metrics.push(gauge("zerotrace.processes.head_only", "{process}", "Processes capturing heads only, over their --overhead-budget", levels.processes_head_only as i64));
     metrics.push(gauge("zerotrace.export.queue", "{span}", "Spans queued for export", levels.export_queue_spans as i64));
     if !levels.hooks.is_empty() {
         let hook = |h: &str| vec![kv_str("zerotrace.hook", h.to_string())];
@@ -366,7 +378,14 @@ mod tests {
     #[test]
     fn totals_become_counters_by_reason() {
         let mut m = SelfMetrics::new();
-        let levels = Levels { processes_traced: 3, export_queue_spans: 7, cpu_seconds: 1.5, resident_bytes: 4096, hooks: vec![("sys_enter_read".to_string(), 10, 2_000_000_000)] };
+        let levels = Levels {
+            processes_traced: 3,
+            processes_head_only: 0,
+            export_queue_spans: 7,
+            cpu_seconds: 1.5,
+            resident_bytes: 4096,
+            hooks: vec![("sys_enter_read".to_string(), 10, 2_000_000_000)],
+        };
         m.update(&vec![(Metric::Spans, "", 5), (Metric::RequestsWithoutSpan, "request_not_captured", 2)], &levels);
         let later = Levels { processes_traced: 2, cpu_seconds: 2.5, hooks: vec![("sys_enter_read".to_string(), 15, 3_000_000_000)], ..levels };
         m.update(&vec![(Metric::Spans, "", 9), (Metric::RequestsWithoutSpan, "request_not_captured", 2)], &later);

@@ -61,6 +61,8 @@ const OLDER: &[&str] = &[a::RPC_SYSTEM, a::RPC_SERVICE, a::RPC_GRPC_STATUS_CODE]
 const EXTRAS: &[&str] = &[
     // The request's head was longer than the capture: values past it are missing.
     "zerotrace.capture.truncated",
+    // Made while its process was over its --overhead-budget: heads only were captured.
+    "zerotrace.capture.head_only",
     // The broker said this delivery is a redelivery (AMQP's flag; no convention has one).
     "zerotrace.messaging.redelivered",
 ];

@@ -44,6 +44,9 @@ pub fn span(record: &SpanRecord) -> Span {
         Domain::Messaging(m) => messaging(m, &mut attrs),
     }
     network(&record.network, &mut attrs);
+    if record.capture_head_only {
+        attrs.0.push(kv_bool("zerotrace.capture.head_only", true));
+    }
     if record.capture_truncated {
         attrs.0.push(kv_bool("zerotrace.capture.truncated", true));
     }
@@ -151,6 +154,7 @@ mod tests {
             network: Network { server_address: Some("broker".into()), server_port: Some(5672), ..Default::default() },
             domain,
             capture_truncated: true,
+            capture_head_only: false,
             ids: Ids { trace_id: [1; 16], span_id: [2; 8], parent: Some([3; 8]), links: vec![([4; 16], [5; 8])], trace_state: "k=v".into() },
         }
     }

@@ -180,6 +180,8 @@ pub struct Pipeline<H: Host> {
     /// Processes whose threads are not a request's unit of work for plain sockets (Go: the
     /// goroutine is, and it moves between threads), so the thread rule does not apply.
     thread_rule_off: rustc_hash::FxHashSet<u32>,
+    /// Processes over their overhead budget (`budget`): their sockets copy heads only.
+    head_only: rustc_hash::FxHashSet<u32>,
     /// When each process was last asked whether its threads are shared (`Host::shares_threads`).
     threads_looked_at: HashMap<u32, Instant>,
     /// Processes seen dead by housekeeping, since when (`remove_exited`).
@@ -254,6 +256,7 @@ impl<H: Host> Pipeline<H> {
             consuming: OpenDeliveries::default(),
             cause: Cause::Thread,
             thread_rule_off: Default::default(),
+            head_only: Default::default(),
             threads_looked_at: Default::default(),
             dead_since: HashMap::default(),
             stats: PipelineStats::default(),
@@ -384,7 +387,11 @@ impl<H: Host> Pipeline<H> {
                 // connection that subscribed): the capture it needs. A connection that started
                 // with the first-request capture goes back to the global one (0) unless its
                 // parser wants another.
-                let wanted = conn.capture_bytes().or_else(|| (conn.protocol().is_some() && conn.capture_asked.is_some()).then_some(0));
+                let mut wanted = conn.capture_bytes().or_else(|| (conn.protocol().is_some() && conn.capture_asked.is_some()).then_some(0));
+                if !self.head_only.is_empty() && self.head_only.contains(&tgid) {
+                    // 0 is the global cap: the head is less.
+                    wanted = Some(wanted.filter(|&b| b != 0).map_or(crate::budget::HEAD_BYTES, |b| b.min(crate::budget::HEAD_BYTES)));
+                }
                 if !conn.info.tls
                     && let Some(bytes) = wanted
                     && conn.capture_asked != Some(bytes)
@@ -692,6 +699,20 @@ impl<H: Host> Pipeline<H> {
     }
 
     /// The thread rule does not hold for this process's plain sockets (a Go program).
+    /// Head-only capture for a process over its overhead budget (`--overhead-budget`), or
+    /// full capture again. Its sockets change at their next read or write.
+    pub fn set_head_only(&mut self, tgid: u32, on: bool) {
+        if on {
+            self.head_only.insert(tgid);
+        } else {
+            self.head_only.remove(&tgid);
+        }
+    }
+
+    pub fn is_head_only(&self, tgid: u32) -> bool {
+        self.head_only.contains(&tgid)
+    }
+
     pub fn thread_rule_off(&mut self, tgid: u32) {
         self.thread_rule_off.insert(tgid);
     }
@@ -1049,6 +1070,7 @@ impl<H: Host> Pipeline<H> {
                     w.span.ids.span_id = w.id;
                     w.span.ids.parent = ctx.parent;
                     w.span.ids.links = self.linker.links(&w.id);
+                    w.span.capture_head_only = !self.head_only.is_empty() && self.head_only.contains(&w.tgid);
                     let resource = self.resource(w.tgid);
                     self.stats.spans += 1;
                     ready.push(FinishedSpan { resource, span: w.span });

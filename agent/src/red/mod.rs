@@ -238,6 +238,7 @@ mod tests {
             network: Network { server_address: Some("db.local".into()), server_port: Some(5432), ..Default::default() },
             domain,
             capture_truncated: false,
+            capture_head_only: false,
             ids: Ids::default(),
         }
     }

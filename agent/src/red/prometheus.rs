@@ -95,6 +95,7 @@ mod tests {
                 ..Default::default()
             }),
             capture_truncated: false,
+            capture_head_only: false,
             ids: Default::default(),
         };
         for pid in [1, 2] {

@@ -156,5 +156,17 @@ fn time(record: &mut SpanRecord, request: &Request, response: Option<&Response>,
 
 /// A record with its name, kind, ends and domain; timing and status are filled in by `build`.
 pub(crate) fn record(name: String, kind: SpanKind, network: Network, domain: Domain) -> SpanRecord {
-    SpanRecord { name, kind, start_unix_ns: 0, end_unix_ns: 0, status: Status::Unset, error_type: None, network, domain, capture_truncated: false, ids: Ids::default() }
+    SpanRecord {
+        name,
+        kind,
+        start_unix_ns: 0,
+        end_unix_ns: 0,
+        status: Status::Unset,
+        error_type: None,
+        network,
+        domain,
+        capture_truncated: false,
+        capture_head_only: false,
+        ids: Ids::default(),
+    }
 }

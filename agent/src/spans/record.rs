@@ -154,6 +154,8 @@ pub struct SpanRecord {
     pub domain: Domain,
     /// The request was longer than the capture: what is missing is not on the span.
     pub capture_truncated: bool,
+    /// Made while its process was over its overhead budget: heads only were captured.
+    pub capture_head_only: bool,
     pub ids: Ids,
 }
 

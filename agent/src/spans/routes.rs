@@ -207,6 +207,7 @@ mod tests {
             network: Default::default(),
             domain: Domain::Http(HttpFields { method: Some("GET".into()), url: Url::Server { path: Some(path.into()), scheme: "http" }, ..Default::default() }),
             capture_truncated: false,
+            capture_head_only: false,
             ids: Default::default(),
         };
         let mut routes = Routes::new(vec![Rule::parse("/merchant/{m}/status").expect("rule")]);

@@ -97,6 +97,10 @@ pub mod fd_state {
 /// its first hundred bytes.
 pub const PIPE_CAPTURE: u16 = 256;
 
+/// Bytes copied per read or write on the sockets of a process over its overhead budget
+/// (`HEAD_ONLY_PIDS`): a request line, a status line and the first headers.
+pub const HEAD_ONLY_CAPTURE: u16 = 256;
+
 /// Value of the per-fd state map (`FD_STATE`): what the fd is, and how much of each syscall's
 /// bytes to copy, which the agent sets per connection (a parser that needs only a prefix).
 #[repr(C)]

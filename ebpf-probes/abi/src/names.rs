@@ -8,10 +8,11 @@ pub mod map {
     pub const EVENTS: &str = "EVENTS";
     pub const TARGET_PIDS: &str = "TARGET_PIDS";
     pub const GO_PIDS: &str = "GO_PIDS";
+    pub const HEAD_ONLY_PIDS: &str = "HEAD_ONLY_PIDS";
     pub const TARGET_CGROUPS: &str = "TARGET_CGROUPS";
     pub const FD_STATE: &str = "FD_STATE";
     pub const STATS: &str = "STATS";
-    pub const ALL: &[&str] = &[EVENTS, TARGET_PIDS, GO_PIDS, TARGET_CGROUPS, FD_STATE, STATS];
+    pub const ALL: &[&str] = &[EVENTS, TARGET_PIDS, GO_PIDS, HEAD_ONLY_PIDS, TARGET_CGROUPS, FD_STATE, STATS];
 }
 
 /// Load-time settings (globals the agent overrides before loading).

@@ -39,7 +39,9 @@ fn try_exit_accept(ctx: &TracePointContext) -> Res {
     // The kernel wrote the peer's address: an unreadable one (counted) still opens the socket.
     let remote = sockaddr::read_user_sockaddr(call.ptr).unwrap_or_default();
     let generation = new_generation();
-    let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, fd), &FdState { generation, ..FdState::new(fd_state::SOCKET) }, 0);
+    let tgid = (pid_tgid >> 32) as u32;
+    let capture_cap = maps::opening_cap(tgid, 0);
+    let _ = FD_STATE.insert(&fd_key(tgid, fd), &FdState { generation, capture_cap, ..FdState::new(fd_state::SOCKET) }, 0);
     capture::conn_open(pid_tgid, role::SERVER, fd, call.fd, SockAddr::default(), remote, generation);
     Ok(())
 }
@@ -67,8 +69,9 @@ fn try_exit_connect(ctx: &TracePointContext) -> Res {
         return Ok(());
     }
     let generation = new_generation();
-    let capture_cap = maps::setting_u32(&maps::CLIENT_FIRST_CAP) as u16;
-    let _ = FD_STATE.insert(&fd_key((pid_tgid >> 32) as u32, call.fd), &FdState { generation, capture_cap, ..FdState::new(fd_state::SOCKET) }, 0);
+    let tgid = (pid_tgid >> 32) as u32;
+    let capture_cap = maps::opening_cap(tgid, maps::setting_u32(&maps::CLIENT_FIRST_CAP) as u16);
+    let _ = FD_STATE.insert(&fd_key(tgid, call.fd), &FdState { generation, capture_cap, ..FdState::new(fd_state::SOCKET) }, 0);
     capture::conn_open(pid_tgid, role::CLIENT, call.fd, zerotrace_abi::FD_UNKNOWN, call.local, call.remote, generation);
     Ok(())
 }

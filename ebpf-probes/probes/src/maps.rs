@@ -6,6 +6,18 @@ use aya_ebpf::{
 };
 use zerotrace_abi::{DataEvent, FdState, PID_WORDS, SockAddr, stat};
 
+/// Processes over their overhead budget (one bit per pid, set by the agent): the sockets they
+/// open from now on copy `HEAD_ONLY_CAPTURE` bytes a call (the agent caps their open ones).
+#[map]
+pub static HEAD_ONLY_PIDS: Array<u64> = Array::with_max_entries(PID_WORDS, 0);
+
+/// The capture of a socket `tgid` just opened: heads only for a process over its overhead
+/// budget, else `otherwise` (0: the payload cap). One array lookup, on accept and connect only.
+#[inline(always)]
+pub fn opening_cap(tgid: u32, otherwise: u16) -> u16 {
+    if HEAD_ONLY_PIDS.get(tgid >> 6).is_some_and(|word| *word & (1u64 << (tgid & 63)) != 0) { zerotrace_abi::HEAD_ONLY_CAPTURE } else { otherwise }
+}
+
 /// Payload capture cap, set by the agent at load time (≤ MAX_PAYLOAD).
 #[unsafe(no_mangle)]
 pub static PAYLOAD_CAP: u32 = zerotrace_abi::DEFAULT_PAYLOAD_CAP;

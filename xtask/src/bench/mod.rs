@@ -277,6 +277,14 @@ impl Scenario {
     fn ratio_p99(&self) -> f64 {
         self.mean(|r| r.traced.wrk.p99_ms / r.base.p99_ms)
     }
+    /// What zerotrace adds above the hooks' own floor (issue 19: ≥ 0.95).
+    fn ratio_vs_hooks(&self) -> f64 {
+        self.mean(|r| r.traced.wrk.rps / r.hooks.rps)
+    }
+    /// p99 against the hooks-only run's (issue 19: ≤ 1.2).
+    fn p99_vs_hooks(&self) -> f64 {
+        self.mean(|r| r.traced.wrk.p99_ms / r.hooks.p99_ms)
+    }
     fn agent_cpu(&self) -> f64 {
         self.mean(|r| r.traced.agent_cpu_pct)
     }
@@ -307,11 +315,13 @@ fn measure_with(title: &'static str, target: f64, load: &dyn Fn(u32) -> Result<L
     let costs = traced_run(load, pid, agent_flags, STATS_SECONDS, true)?;
     let s = Scenario { title, target, rounds, costs };
     println!(
-        "{title}: throughput ratio {:.3} (target ≥ {:.2}; hooks alone {:.3}), p99 ratio {:.3}, agent CPU {:.1}%, agent peak RSS {:.1} MiB",
+        "{title}: throughput ratio {:.3} (target ≥ {:.2}; hooks alone {:.3}; traced/hooks-only {:.3}), p99 ratio {:.3} (traced/hooks-only {:.2}), agent CPU {:.1}%, agent peak RSS {:.1} MiB",
         s.ratio_rps(),
         target,
         s.ratio_hooks(),
+        s.ratio_vs_hooks(),
         s.ratio_p99(),
+        s.p99_vs_hooks(),
         s.agent_cpu(),
         s.agent_rss()
     );
@@ -361,6 +371,7 @@ fn overhead(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
     let https = format!("https://127.0.0.1:{tls_port}/index.html");
     let mut scenarios = vec![
         measure("nginx static page, HTTP/1.1 on loopback", 0.90, &|s| wrk(&http, s), nginx_pid, seconds)?,
+        measure_with("nginx static page, HTTP/1.1 on loopback, `--overhead-budget 2`", 0.90, &|s| wrk(&http, s), nginx_pid, &["--overhead-budget", "2"], seconds)?,
         measure("nginx static page, HTTPS (OpenSSL) on loopback", 0.85, &|s| wrk(&https, s), nginx_pid, seconds)?,
         measure_with("nginx static page, HTTPS (OpenSSL) on loopback, `--tls-scope process`", 0.85, &|s| wrk(&https, s), nginx_pid, &["--tls-scope", "process"], seconds)?,
     ];
@@ -511,11 +522,13 @@ fn scenario_tables(md: &mut String, scenarios: &[Scenario]) {
         }
         let _ = writeln!(
             md,
-            "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. With the hooks alone (`--hooks-only`): {:.3}. p99 latency ratio: {:.3}. Agent CPU: {:.1}% of a core. Agent peak RSS: {:.1} MiB.\n",
+            "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. With the hooks alone (`--hooks-only`): {:.3}. **Traced/hooks-only: {:.3}** (target ≥ 0.95). p99 latency ratio: {:.3}; traced/hooks-only p99: {:.2} (target ≤ 1.2). Agent CPU: {:.1}% of a core. Agent peak RSS: {:.1} MiB.\n",
             sc.ratio_rps(),
             sc.target,
             sc.ratio_hooks(),
+            sc.ratio_vs_hooks(),
             sc.ratio_p99(),
+            sc.p99_vs_hooks(),
             sc.agent_cpu(),
             sc.agent_rss()
         );
