@@ -4,6 +4,7 @@
 //! to it.
 
 use std::fs;
+use std::path::{Component, Path, PathBuf};
 
 /// What the node says of a process's pod. Every field is None outside Kubernetes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,7 +22,9 @@ impl PodIdentity {
     pub fn of(pid: u32, cgroup_file: &str, hostname: Option<&str>) -> PodIdentity {
         let pod_uid = pod_uid_from_cgroup(cgroup_file);
         let namespace = pod_uid.as_ref().and_then(|_| {
-            let text = fs::read_to_string(format!("/proc/{pid}/root/var/run/secrets/kubernetes.io/serviceaccount/namespace")).ok()?;
+            let root = PathBuf::from(format!("/proc/{pid}/root"));
+            let file = resolve_in_root(&root, "var/run/secrets/kubernetes.io/serviceaccount/namespace")?;
+            let text = fs::read_to_string(file).ok()?;
             Some(text.trim().to_string()).filter(|n| !n.is_empty())
         });
         // The kubelet sets a container's HOSTNAME to its pod's name (unless the pod sets
@@ -60,6 +63,45 @@ pub fn pod_uid_from_cgroup(cgroup_file: &str) -> Option<String> {
     None
 }
 
+/// `path` inside the directory tree rooted at `root` (a process's `/proc/PID/root`), following
+/// symlinks as that process would: an absolute target restarts from `root`, never from the
+/// agent's own `/`. Container images link /var/run to /run, and the kubelet's mount then sits
+/// at /run/secrets; the kernel would resolve that absolute link against the reader's root.
+/// Hand-written because it must stay under `root`, which `fs::canonicalize` does not.
+fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
+    // Links followed before giving up (the kernel's own limit is 40).
+    let mut links = 40;
+    let mut pending: Vec<std::ffi::OsString> = Path::new(path).components().rev().filter_map(|c| if let Component::Normal(n) = c { Some(n.to_owned()) } else { None }).collect();
+    let mut resolved: Vec<std::ffi::OsString> = Vec::new();
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate: PathBuf = root.join(resolved.iter().collect::<PathBuf>()).join(&part);
+        match fs::read_link(&candidate) {
+            Ok(target) => {
+                links -= 1;
+                if links == 0 {
+                    return None;
+                }
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => pending.push(n.to_owned()),
+                        Component::ParentDir => pending.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            Err(_) => resolved.push(part),
+        }
+    }
+    Some(root.join(resolved.iter().collect::<PathBuf>()))
+}
+
 fn is_uuid(s: &str) -> bool {
     s.len() == 36 && s.bytes().enumerate().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { c == b'-' } else { c.is_ascii_hexdigit() })
 }
@@ -81,6 +123,27 @@ mod tests {
         assert_eq!(pod_uid_from_cgroup("0::/system.slice/docker-3b1f2c4d5e6f.scope"), None, "a container outside Kubernetes");
         assert_eq!(pod_uid_from_cgroup("0::/user.slice/user-0.slice/session-1.scope"), None);
         assert_eq!(pod_uid_from_cgroup("0::/kubepods/burstable/podnot-a-uid"), None);
+    }
+
+    #[test]
+    fn paths_resolve_inside_the_container_root() {
+        let root = std::env::temp_dir().join(format!("zerotrace-root-{}", std::process::id()));
+        let secrets = root.join("run/secrets/kubernetes.io/serviceaccount");
+        fs::create_dir_all(&secrets).expect("tree");
+        fs::create_dir_all(root.join("var")).expect("var");
+        fs::write(secrets.join("namespace"), "shop\n").expect("file");
+        // As in Debian-based images: an absolute link, which must not leave the root.
+        std::os::unix::fs::symlink("/run", root.join("var/run")).expect("link");
+        let file = resolve_in_root(&root, "var/run/secrets/kubernetes.io/serviceaccount/namespace").expect("resolved");
+        assert_eq!(file, secrets.join("namespace"));
+        assert_eq!(fs::read_to_string(&file).expect("read"), "shop\n");
+        // A relative link, and one that climbs above the root, stays inside it.
+        std::os::unix::fs::symlink("../../../../run", root.join("var/up")).expect("link");
+        assert_eq!(resolve_in_root(&root, "var/up/secrets").expect("resolved"), root.join("run/secrets"));
+        // A loop gives up.
+        std::os::unix::fs::symlink("loop", root.join("loop")).expect("link");
+        assert_eq!(resolve_in_root(&root, "loop/x"), None);
+        fs::remove_dir_all(&root).expect("cleanup");
     }
 
     #[test]

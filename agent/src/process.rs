@@ -12,6 +12,10 @@ pub struct ProcessResource {
     pub service_name: String,
     pub executable_name: String,
     pub container_id: Option<String>,
+    /// `service_name` is zerotrace's guess (the program's or executable's name): the process
+    /// named no service itself. Exported as `zerotrace.service.name.inferred`, so a collector
+    /// can name the service better (deploy/otel-collector.yaml: by the pod's label).
+    pub service_name_inferred: bool,
     /// Extra attributes from the process's own OTEL_RESOURCE_ATTRIBUTES.
     pub extra: Vec<(String, String)>,
 }
@@ -106,7 +110,9 @@ pub fn resource(pid: u32) -> Option<ProcessResource> {
     let mut extra = env.get("OTEL_RESOURCE_ATTRIBUTES").map(|v| parse_resource_attributes(v)).unwrap_or_default();
     let from_attrs = extra.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone());
     extra.retain(|(k, _)| k != "service.name");
-    let service_name = env.get("OTEL_SERVICE_NAME").filter(|s| !s.is_empty()).cloned().or(from_attrs).or(program).unwrap_or_else(|| executable_name.clone());
+    let own = env.get("OTEL_SERVICE_NAME").filter(|s| !s.is_empty()).cloned().or(from_attrs);
+    let service_name_inferred = own.is_none();
+    let service_name = own.or(program).unwrap_or_else(|| executable_name.clone());
     let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let container_id = container_id_from_cgroup(&cgroup);
     // The pod, as far as the node tells (the process's own attributes win).
@@ -116,7 +122,7 @@ pub fn resource(pid: u32) -> Option<ProcessResource> {
             extra.push((key, value));
         }
     }
-    Some(ProcessResource { pid, service_name, executable_name, container_id, extra })
+    Some(ProcessResource { pid, service_name, executable_name, container_id, service_name_inferred, extra })
 }
 
 /// What an fd of a process is, from /proc/PID/fd.

@@ -78,6 +78,9 @@ const METRIC_EXTRAS: &[&str] = &[
 
 /// Resource keys zerotrace sets.
 const RESOURCE_KEYS: &[&str] = &[
+    // Not a convention: says `service.name` is zerotrace's guess (the process named none), so
+    // a collector may name the service better (deploy/otel-collector.yaml).
+    "zerotrace.service.name.inferred",
     r::SERVICE_NAME,
     r::SERVICE_VERSION,
     r::PROCESS_PID,

@@ -14,7 +14,7 @@ pub fn kv_int(key: &str, value: i64) -> KeyValue {
     KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(Value::IntValue(value)) }), ..Default::default() }
 }
 
-fn kv_bool(key: &str, value: bool) -> KeyValue {
+pub fn kv_bool(key: &str, value: bool) -> KeyValue {
     KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(Value::BoolValue(value)) }), ..Default::default() }
 }
 

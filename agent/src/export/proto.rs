@@ -25,6 +25,9 @@ pub fn resource(r: &ProcessResource, host_name: &str) -> Resource {
     if let Some(id) = &r.container_id {
         attributes.push(kv_str("container.id", id.clone()));
     }
+    if r.service_name_inferred {
+        attributes.push(crate::export::otlp_span::kv_bool("zerotrace.service.name.inferred", true));
+    }
     for (k, v) in &r.extra {
         if !attributes.iter().any(|a| &a.key == k) {
             attributes.push(kv_str(k, v.clone()));

@@ -1098,6 +1098,7 @@ impl<H: Host> Pipeline<H> {
             pid: tgid,
             service_name: if comm.is_empty() { format!("pid-{tgid}") } else { comm.clone() },
             executable_name: comm,
+            service_name_inferred: true,
             ..Default::default()
         }));
         self.resources.insert(tgid, r.clone());
