@@ -347,6 +347,8 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
     // The last drain stopped with records left (`DRAIN_BATCH`): go on at once, after a look
     // at the timers and signals.
     let mut backlog = false;
+    // Exits noticed while a backlog was read, handled once it is.
+    let mut exits_pending = false;
 
     loop {
         let mut exits_due = false;
@@ -417,7 +419,14 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
             }
         }
         backlog = drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user, fleet.as_mut(), budget.as_mut(), DRAIN_BATCH);
-        if exits_due {
+        exits_pending |= exits_due;
+        if backlog {
+            // Spans are decided only once everything written so far is read: a delivery
+            // decided between two partial drains could miss the send of the same message
+            // still in the ring (and a duplicate would get a parent instead of links).
+            continue;
+        }
+        if std::mem::take(&mut exits_pending) {
             // After draining: an exited process's last records are already in the ring.
             pipeline.remove_exited();
         }

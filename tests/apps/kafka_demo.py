@@ -60,8 +60,11 @@ def produce(port, n):
 
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         list(pool.map(send, range(n)))
-    for _ in range(2):
-        meta = producer.send("dup", b"same payload").get(timeout=30)
+    # Both duplicates in one batch (one Produce request): neither can be fetched before the
+    # other is sent, which is what the test's expectation (links to both, no parent) rests on.
+    dups = [producer.send("dup", b"same payload") for _ in range(2)]
+    for future in dups:
+        meta = future.get(timeout=30)
         lines.append(f"sent {meta.topic} {meta.partition} {meta.offset}")
     meta = producer.send("traced", b"with context", headers=[("traceparent", TRACEPARENT)]).get(timeout=30)
     lines.append(f"sent {meta.topic} {meta.partition} {meta.offset}")

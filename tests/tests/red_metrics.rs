@@ -145,3 +145,70 @@ fn red_histograms_are_pushed_as_otlp_metrics() {
     assert!(own("process.cpu.time").iter().any(|(_, v)| *v > 0.0));
     assert!(own("zerotrace.events.lost").iter().all(|(attrs, _)| attrs.iter().all(|a| a.starts_with("reason="))));
 }
+
+/// A keep-alive client: GETs every path of `paths` on one connection.
+fn get_all(port: u16, paths: &[String]) {
+    let script = "import http.client, sys\nc = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]))\nfor p in sys.stdin.read().split():\n    c.request('GET', p)\n    c.getresponse().read()\n";
+    let mut child = Command::new("python3").args(["-c", script, &port.to_string()]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(paths.join("\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// The metrics page as Prometheus's own Python client library reads it (OpenMetrics text):
+/// `(labels, value)` of every sample named `sample`.
+fn parsed_samples(page: &str, sample: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+    let script = "import json, sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families\nout = [[s.labels, s.value] for f in text_string_to_metric_families(sys.stdin.read()) for s in f.samples if s.name == sys.argv[1]]\nprint(json.dumps(out))\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script, sample])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "prometheus_client refused the page: {}\n{page}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Routes (issue 18): 10,000 requests over 5,000 distinct merchant ids make one template, a
+/// user's `--route` wins over inference, and the page parses with Prometheus's own client.
+#[test]
+fn ten_thousand_requests_over_five_thousand_ids_make_one_route_and_a_user_rule_wins() {
+    require_root();
+    let port = free_port();
+    let server = zerotrace_integration_tests::nginx::static_ok(port);
+    let metrics = free_port();
+    let agent = Agent::start(&[
+        "--pid".into(),
+        server.proc.pid().to_string(),
+        "--exporter".into(),
+        "none".into(),
+        "--prometheus-port".into(),
+        metrics.to_string(),
+        "--route".into(),
+        "/users/{name}/orders".into(),
+    ]);
+    let mut paths: Vec<String> = (0..10_000).map(|i| format!("/merchant/{}/status", 100_000 + i % 5_000)).collect();
+    paths.extend((0..20).map(|i| format!("/users/alice{}/orders", ["a", "b"][i % 2])));
+    get_all(port, &paths);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut page = String::new();
+    let count = |page: &str, template: &str| sample(page, "http_server_request_duration_seconds_count", &[("url_template", template)]);
+    while Instant::now() < deadline {
+        page = scrape(metrics);
+        if count(&page, "/merchant/{id}/status") == Some(10_000.0) && count(&page, "/users/{name}/orders") == Some(20.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let exit = agent.stop();
+    let report = exit.stderr.join("\n");
+    let series = parsed_samples(&page, "http_server_request_duration_seconds_count");
+    let mut templates: Vec<(&str, f64)> = series.iter().map(|(labels, v)| (labels.get("url_template").map_or("", String::as_str), *v)).collect();
+    templates.sort_by(|a, b| a.0.cmp(b.0));
+    assert_eq!(templates, [("/merchant/{id}/status", 10_000.0), ("/users/{name}/orders", 20.0)], "one series per template, every request counted\n{report}");
+    assert!(series.iter().all(|(labels, _)| labels.get("http_request_method").map(String::as_str) == Some("GET")));
+}

@@ -78,3 +78,60 @@ fn a_sampler_the_specification_does_not_define_is_refused() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("OTEL_TRACES_SAMPLER=jaeger_remote is not supported"), "{err}");
 }
+
+/// `traceidratio` 0.25 on 200 requests through front → back: about a quarter of the traces
+/// are kept, each whole (the front's SERVER and CLIENT spans and the back's SERVER span), none
+/// in part; RED metrics count all 200.
+#[test]
+fn a_ratio_sampler_keeps_about_a_quarter_of_the_traces_and_never_half_of_one() {
+    require_root();
+    const N: usize = 200;
+    let (front_port, back_port, metrics) = (free_port(), free_port(), free_port());
+    let back = python_service(back_port, None, "back");
+    let front = python_service(front_port, Some(back_port), "front");
+    let dir = TempDir::new("sampling-ratio");
+    let out = dir.path().join("spans.jsonl");
+    let args: Vec<String> = [
+        "--pid",
+        &front.pid().to_string(),
+        "--pid",
+        &back.pid().to_string(),
+        "--exporter",
+        "jsonl",
+        "--output",
+        &out.display().to_string(),
+        "--prometheus-port",
+        &metrics.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let agent = Agent::start_env(&args, &[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.25")]);
+    let urls: Vec<String> = (0..N).map(|i| format!("http://127.0.0.1:{front_port}/work/{i}")).collect();
+    // curl makes the requests one after the other on one connection.
+    let status = Command::new("curl").args(["-s"]).args(urls.iter().flat_map(|u| ["-o", "/dev/null", u.as_str()])).status().unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(1500));
+    let page = String::from_utf8(Command::new("curl").args(["-s", &format!("http://127.0.0.1:{metrics}/metrics")]).output().unwrap().stdout).unwrap();
+    let exit = agent.stop();
+    let report = exit.stderr.join("\n");
+    let spans = from_jsonl(&out);
+    let mut by_trace: std::collections::HashMap<&str, Vec<String>> = std::collections::HashMap::new();
+    for s in &spans {
+        by_trace.entry(s.trace_id.as_str()).or_default().push(format!("{} {}", s.service(), s.kind));
+    }
+    for (trace, kinds) in &by_trace {
+        let mut kinds = kinds.clone();
+        kinds.sort();
+        assert_eq!(kinds, ["back SERVER", "front CLIENT", "front SERVER"], "trace {trace} kept whole or not at all\n{report}");
+    }
+    let kept = by_trace.len();
+    // Binomial(200, 0.25): mean 50, standard deviation 6.1; 25..=75 is four deviations.
+    assert!((25..=75).contains(&kept), "{kept} of {N} traces kept at a ratio of 0.25\n{report}");
+    let count = page
+        .lines()
+        .filter(|l| l.starts_with("http_server_request_duration_seconds_count{") && l.contains("service_name=\"front\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert_eq!(count, N as f64, "RED metrics count every request\n{page}");
+}

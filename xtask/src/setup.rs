@@ -75,6 +75,8 @@ const PYTHON: &[(&str, &str)] = &[
     ("gevent", "gevent==24.11.1"),
     // The MQTT client of the messaging tests (tests/apps/mqtt_demo.py).
     ("paho.mqtt", "paho-mqtt==2.1.0"),
+    // The metrics page parsed by Prometheus's own client library (tests/tests/red_metrics.rs).
+    ("prometheus_client", "prometheus-client==0.26.0"),
     // The Helm chart's and deploy/'s manifests, checked against the Kubernetes schemas.
     ("kubernetes_validate", "kubernetes-validate==1.37.0"),
 ];
