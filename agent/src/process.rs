@@ -20,6 +20,13 @@ pub struct ProcessResource {
     pub extra: Vec<(String, String)>,
 }
 
+/// The fields of /proc/PID/stat after the command name, space-separated: the state first
+/// (field 3 in proc(5)). The name may hold spaces and ')', so fields resume after the last ')'.
+pub fn stat_after_name(pid: u32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_string())
+}
+
 pub fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
 }

@@ -19,10 +19,7 @@ pub enum TargetError {
 }
 
 fn ppid_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    crate::process::stat_after_name(pid)?.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn all_pids() -> Vec<u32> {
@@ -104,11 +101,7 @@ pub fn cgroup_pids(dir: &Path) -> Vec<u32> {
 /// Whether the process still runs. A zombie (exited, not yet reaped by its parent) does not:
 /// it will never make another syscall.
 pub fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name, which may itself hold ')'.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    crate::process::stat_after_name(pid).is_some_and(|rest| rest.split_whitespace().next().is_some_and(|state| state != "Z" && state != "X"))
 }
 
 #[cfg(test)]

@@ -94,3 +94,13 @@ pub fn self_signed_cert(dir: &std::path::Path) -> PathBuf {
     std::fs::write(&both, pem).unwrap();
     both
 }
+
+/// The cgroup2 mount (hybrid hosts have it at /sys/fs/cgroup/unified).
+pub fn cgroup2_root() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("reading /proc/mounts");
+    let root = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+    });
+    root.expect("no cgroup2 mount on this host: the cgroup scenarios need cgroup v2 (mount -t cgroup2 none /sys/fs/cgroup/unified)")
+}

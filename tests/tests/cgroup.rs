@@ -9,17 +9,7 @@ use std::time::Duration;
 
 use zerotrace_integration_tests::procs::{Agent, TempDir, curl, python_service, spawn_until};
 use zerotrace_integration_tests::spans::{assert_well_formed, find, from_jsonl};
-use zerotrace_integration_tests::{free_port, python_app, require_root};
-
-/// Finds the cgroup2 mount (hybrid hosts have it at /sys/fs/cgroup/unified).
-fn cgroup2_root() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    let root = mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-    });
-    root.expect("no cgroup2 mount on this host: the --cgroup scenario needs cgroup v2 (mount -t cgroup2 none /sys/fs/cgroup/unified)")
-}
+use zerotrace_integration_tests::{cgroup2_root, free_port, python_app, require_root};
 
 struct Cgroup(PathBuf);
 

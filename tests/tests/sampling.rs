@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use zerotrace_integration_tests::procs::{Agent, TempDir, python_service};
+use zerotrace_integration_tests::procs::{Agent, Proc, TempDir, python_service};
 use zerotrace_integration_tests::spans::from_jsonl;
 use zerotrace_integration_tests::{free_port, require_root};
 
@@ -21,30 +21,49 @@ fn get(port: u16, path: &str, traceparent: Option<&str>) {
     assert!(cmd.status().unwrap().success());
 }
 
+/// Two traced Python services, front calling back, and the agent writing jsonl and serving
+/// its metrics page, with the sampler set by `env`.
+struct Chain {
+    _front: Proc,
+    _back: Proc,
+    _dir: TempDir,
+    front_port: u16,
+    metrics: u16,
+    out: std::path::PathBuf,
+}
+
+impl Chain {
+    fn start(env: &[(&str, &str)]) -> (Chain, Agent) {
+        let (front_port, back_port, metrics) = (free_port(), free_port(), free_port());
+        let back = python_service(back_port, None, "back");
+        let front = python_service(front_port, Some(back_port), "front");
+        let dir = TempDir::new("sampling");
+        let out = dir.path().join("spans.jsonl");
+        let args: Vec<String> = [
+            "--pid",
+            &front.pid().to_string(),
+            "--pid",
+            &back.pid().to_string(),
+            "--exporter",
+            "jsonl",
+            "--output",
+            &out.display().to_string(),
+            "--prometheus-port",
+            &metrics.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let agent = Agent::start_env(&args, env);
+        (Chain { _front: front, _back: back, _dir: dir, front_port, metrics, out }, agent)
+    }
+}
+
 #[test]
 fn parent_based_sampling_keeps_or_drops_whole_traces_and_metrics_count_all() {
     require_root();
-    let (front_port, back_port, metrics) = (free_port(), free_port(), free_port());
-    let back = python_service(back_port, None, "back");
-    let front = python_service(front_port, Some(back_port), "front");
-    let dir = TempDir::new("sampling");
-    let out = dir.path().join("spans.jsonl");
-    let args: Vec<String> = [
-        "--pid",
-        &front.pid().to_string(),
-        "--pid",
-        &back.pid().to_string(),
-        "--exporter",
-        "jsonl",
-        "--output",
-        &out.display().to_string(),
-        "--prometheus-port",
-        &metrics.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let agent = Agent::start_env(&args, &[("OTEL_TRACES_SAMPLER", "parentbased_always_off")]);
+    let (chain, agent) = Chain::start(&[("OTEL_TRACES_SAMPLER", "parentbased_always_off")]);
+    let (front_port, metrics, out) = (chain.front_port, chain.metrics, chain.out.clone());
     let sampled = "00-11111111111111111111111111111111-2222222222222222-01";
     let unsampled = "00-33333333333333333333333333333333-4444444444444444-00";
     for i in 0..3 {
@@ -86,27 +105,8 @@ fn a_sampler_the_specification_does_not_define_is_refused() {
 fn a_ratio_sampler_keeps_about_a_quarter_of_the_traces_and_never_half_of_one() {
     require_root();
     const N: usize = 200;
-    let (front_port, back_port, metrics) = (free_port(), free_port(), free_port());
-    let back = python_service(back_port, None, "back");
-    let front = python_service(front_port, Some(back_port), "front");
-    let dir = TempDir::new("sampling-ratio");
-    let out = dir.path().join("spans.jsonl");
-    let args: Vec<String> = [
-        "--pid",
-        &front.pid().to_string(),
-        "--pid",
-        &back.pid().to_string(),
-        "--exporter",
-        "jsonl",
-        "--output",
-        &out.display().to_string(),
-        "--prometheus-port",
-        &metrics.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let agent = Agent::start_env(&args, &[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.25")]);
+    let (chain, agent) = Chain::start(&[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "0.25")]);
+    let (front_port, metrics, out) = (chain.front_port, chain.metrics, chain.out.clone());
     let urls: Vec<String> = (0..N).map(|i| format!("http://127.0.0.1:{front_port}/work/{i}")).collect();
     // curl makes the requests one after the other on one connection.
     let status = Command::new("curl").args(["-s"]).args(urls.iter().flat_map(|u| ["-o", "/dev/null", u.as_str()])).status().unwrap();
