@@ -6,6 +6,7 @@
 pub mod jsonl;
 pub mod otlp;
 pub mod otlp_span;
+pub mod otlp_wire;
 pub mod proto;
 pub mod terminal;
 
@@ -42,7 +43,8 @@ impl ExportStats {
 
 /// Where finished spans go. The export task calls a sink from one task, never concurrently,
 /// one batch at a time; retries and their backoff are the sink's own business. A sink that
-/// writes OTLP converts records with `otlp_span`; the others read the records themselves.
+/// writes OTLP converts records with `otlp_wire` (bytes) or `otlp_span` (messages); the
+/// others read the records themselves.
 pub trait SpanSink: Send {
     /// Takes one batch; true when it was delivered (a false counts the batch as failed).
     fn write(&mut self, batch: Vec<FinishedSpan>) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;

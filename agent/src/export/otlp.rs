@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use prost::Message as _;
+use bytes::Bytes;
+use tonic::client::Grpc;
 use tonic::transport::Channel;
 
 use super::SpanSink;
@@ -168,7 +167,7 @@ pub fn with_metadata<T>(mut request: tonic::Request<T>, headers: &[(String, Stri
 
 /// POSTs a protobuf body with the configured headers. Err: what went wrong, and whether a
 /// retry may help (no answer, or 429/502/503/504).
-pub async fn post(client: &reqwest::Client, config: &OtlpConfig, body: Vec<u8>) -> std::result::Result<(), (String, bool)> {
+pub async fn post(client: &reqwest::Client, config: &OtlpConfig, body: impl Into<reqwest::Body>) -> std::result::Result<(), (String, bool)> {
     let mut req = client.post(&config.endpoint).header("content-type", "application/x-protobuf").body(body);
     for (k, v) in &config.headers {
         req = req.header(k, v);
@@ -183,8 +182,48 @@ pub async fn post(client: &reqwest::Client, config: &OtlpConfig, body: Vec<u8>) 
     }
 }
 
+/// The trace service's one method; its request goes out as bytes already encoded.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// A gRPC codec for a request encoded beforehand (`otlp_wire`): it copies the bytes in, and
+/// reads past the answer, whose partial-success counts zerotrace does not use.
+#[derive(Clone, Copy, Default)]
+struct Encoded;
+
+impl tonic::codec::Codec for Encoded {
+    type Encode = Bytes;
+    type Decode = ();
+    type Encoder = Encoded;
+    type Decoder = Encoded;
+    fn encoder(&mut self) -> Encoded {
+        Encoded
+    }
+    fn decoder(&mut self) -> Encoded {
+        Encoded
+    }
+}
+
+impl tonic::codec::Encoder for Encoded {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Encoded {
+    type Item = ();
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        let rest = bytes::Buf::remaining(src);
+        bytes::Buf::advance(src, rest);
+        Ok(Some(()))
+    }
+}
+
 enum Transport {
-    Grpc(TraceServiceClient<Channel>),
+    Grpc(Grpc<Channel>),
     Http(reqwest::Client),
 }
 
@@ -205,17 +244,21 @@ enum Outcome {
 impl OtlpSink {
     pub fn new(config: OtlpConfig, host_name: String) -> Result<Self> {
         let transport = match config.protocol {
-            OtlpProtocol::Grpc => Transport::Grpc(TraceServiceClient::new(grpc_channel(&config)?)),
+            OtlpProtocol::Grpc => Transport::Grpc(Grpc::new(grpc_channel(&config)?)),
             OtlpProtocol::HttpProtobuf => Transport::Http(http_client(&config)?),
         };
         Ok(Self { config, transport, host_name, failing: false })
     }
 
-    async fn attempt(&mut self, request: &ExportTraceServiceRequest) -> Outcome {
+    async fn attempt(&mut self, request: &Bytes) -> Outcome {
         match &mut self.transport {
             Transport::Grpc(client) => {
                 let req = with_metadata(tonic::Request::new(request.clone()), &self.config.headers);
-                match client.export(req).await {
+                let sent = match client.ready().await {
+                    Ok(()) => client.unary::<_, (), _>(req, tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH), Encoded).await,
+                    Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+                };
+                match sent {
                     Ok(_) => Outcome::Done,
                     Err(status) => {
                         use tonic::Code::*;
@@ -227,7 +270,7 @@ impl OtlpSink {
                     }
                 }
             }
-            Transport::Http(client) => match post(client, &self.config, request.encode_to_vec()).await {
+            Transport::Http(client) => match post(client, &self.config, request.clone()).await {
                 Ok(()) => Outcome::Done,
                 Err((text, true)) => Outcome::Retry(text),
                 Err((text, false)) => Outcome::Fail(text),
@@ -237,7 +280,7 @@ impl OtlpSink {
 
     /// Sends one batch; true when the collector accepted it.
     pub async fn export(&mut self, batch: &[FinishedSpan]) -> bool {
-        let request = ExportTraceServiceRequest { resource_spans: super::proto::resource_spans(batch, &self.host_name) };
+        let request = Bytes::from(super::otlp_wire::export_request(batch, &self.host_name));
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=MAX_ATTEMPTS {
             match self.attempt(&request).await {

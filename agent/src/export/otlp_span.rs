@@ -1,5 +1,6 @@
-//! A span record as an OTLP span: the only place attribute names are written. Both the OTLP
-//! and the jsonl sinks (and `compare`'s memory sink) go through here.
+//! A span record as an OTLP span: the only place attribute names are written. The jsonl and
+//! memory sinks (and `compare`) build OTLP messages with `span`; the OTLP sink writes the same
+//! attributes straight into protobuf bytes (`otlp_wire`).
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::trace::v1::{Span, Status as OtlpStatus, span, status::StatusCode};
@@ -18,39 +19,71 @@ pub fn kv_bool(key: &str, value: bool) -> KeyValue {
     KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(Value::BoolValue(value)) }), ..Default::default() }
 }
 
-/// Attributes are pushed through this so optional fields read as one line each.
-struct Attrs(Vec<KeyValue>);
+/// Where a span's attributes go: OTLP `KeyValue`s here (JSON, memory, `compare`), protobuf
+/// bytes in `otlp_wire` (the OTLP sink). `attributes` below is the one listing of the names
+/// that both share.
+pub trait AttributeSink {
+    fn str(&mut self, key: &'static str, value: &str);
+    fn int(&mut self, key: &'static str, value: i64);
+    fn bool(&mut self, key: &'static str, value: bool);
 
-impl Attrs {
-    fn str(&mut self, key: &str, value: Option<&str>) {
+    /// Optional fields read as one line each.
+    fn opt_str(&mut self, key: &'static str, value: Option<&str>) {
         if let Some(v) = value {
-            self.0.push(kv_str(key, v));
+            self.str(key, v);
         }
     }
 
-    fn int(&mut self, key: &str, value: Option<i64>) {
+    fn opt_int(&mut self, key: &'static str, value: Option<i64>) {
         if let Some(v) = value {
-            self.0.push(kv_int(key, v));
+            self.int(key, v);
         }
     }
 }
 
-pub fn span(record: &SpanRecord) -> Span {
-    let mut attrs = Attrs(Vec::with_capacity(14));
-    match &record.domain {
-        Domain::Http(h) => http(h, &mut attrs),
-        Domain::Db(d) => db(d, &mut attrs),
-        Domain::Rpc(r) => rpc(r, &mut attrs),
-        Domain::Messaging(m) => messaging(m, &mut attrs),
+impl AttributeSink for Vec<KeyValue> {
+    fn str(&mut self, key: &'static str, value: &str) {
+        self.push(kv_str(key, value));
     }
-    network(&record.network, &mut attrs);
+    fn int(&mut self, key: &'static str, value: i64) {
+        self.push(kv_int(key, value));
+    }
+    fn bool(&mut self, key: &'static str, value: bool) {
+        self.push(kv_bool(key, value));
+    }
+}
+
+/// Every attribute of a span, in order: the only place their names are written.
+pub fn attributes(record: &SpanRecord, out: &mut impl AttributeSink) {
+    match &record.domain {
+        Domain::Http(h) => http(h, out),
+        Domain::Db(d) => db(d, out),
+        Domain::Rpc(r) => rpc(r, out),
+        Domain::Messaging(m) => messaging(m, out),
+    }
+    network(&record.network, out);
     if record.capture_head_only {
-        attrs.0.push(kv_bool("zerotrace.capture.head_only", true));
+        out.bool("zerotrace.capture.head_only", true);
     }
     if record.capture_truncated {
-        attrs.0.push(kv_bool("zerotrace.capture.truncated", true));
+        out.bool("zerotrace.capture.truncated", true);
     }
-    attrs.str("error.type", record.error_type.as_deref());
+    out.opt_str("error.type", record.error_type.as_deref());
+}
+
+/// The OTLP span kind of ours.
+pub fn kind(kind: SpanKind) -> span::SpanKind {
+    match kind {
+        SpanKind::Server => span::SpanKind::Server,
+        SpanKind::Client => span::SpanKind::Client,
+        SpanKind::Producer => span::SpanKind::Producer,
+        SpanKind::Consumer => span::SpanKind::Consumer,
+    }
+}
+
+pub fn span(record: &SpanRecord) -> Span {
+    let mut attrs = Vec::with_capacity(14);
+    attributes(record, &mut attrs);
     let status = match record.status {
         Status::Unset => OtlpStatus::default(),
         Status::Error { message } => OtlpStatus { code: StatusCode::Error as i32, message: message.unwrap_or_default().to_string() },
@@ -62,80 +95,75 @@ pub fn span(record: &SpanRecord) -> Span {
         parent_span_id: ids.parent.map(|p| p.to_vec()).unwrap_or_default(),
         trace_state: ids.trace_state.clone(),
         links: ids.links.iter().map(|(trace, span)| span::Link { trace_id: trace.to_vec(), span_id: span.to_vec(), ..Default::default() }).collect(),
-        name: record.name.clone(),
-        kind: match record.kind {
-            SpanKind::Server => span::SpanKind::Server,
-            SpanKind::Client => span::SpanKind::Client,
-            SpanKind::Producer => span::SpanKind::Producer,
-            SpanKind::Consumer => span::SpanKind::Consumer,
-        } as i32,
+        name: record.name.to_string(),
+        kind: kind(record.kind) as i32,
         start_time_unix_nano: record.start_unix_ns,
         end_time_unix_nano: record.end_unix_ns,
-        attributes: attrs.0,
+        attributes: attrs,
         status: Some(status),
         ..Default::default()
     }
 }
 
-fn http(h: &HttpFields, attrs: &mut Attrs) {
-    attrs.str("http.request.method", h.method.as_deref());
-    attrs.str("http.request.method_original", h.method_original.as_deref());
-    attrs.str("network.protocol.version", Some(h.protocol_version));
+fn http(h: &HttpFields, out: &mut impl AttributeSink) {
+    out.opt_str("http.request.method", h.method.as_deref());
+    out.opt_str("http.request.method_original", h.method_original.as_deref());
+    out.str("network.protocol.version", h.protocol_version);
     match &h.url {
         Url::Server { path, scheme } => {
-            attrs.str("url.path", path.as_deref());
-            attrs.str("url.scheme", Some(scheme));
+            out.opt_str("url.path", path.as_deref());
+            out.str("url.scheme", scheme);
         }
-        Url::Client { full } => attrs.str("url.full", full.as_deref()),
+        Url::Client { full } => out.opt_str("url.full", full.as_deref()),
     }
-    attrs.str("url.template", h.template.as_deref());
-    attrs.str("user_agent.original", h.user_agent.as_deref());
-    attrs.int("http.response.status_code", h.status_code.map(i64::from));
+    out.opt_str("url.template", h.template.as_deref());
+    out.opt_str("user_agent.original", h.user_agent.as_deref());
+    out.opt_int("http.response.status_code", h.status_code.map(i64::from));
 }
 
-fn db(d: &DbFields, attrs: &mut Attrs) {
-    attrs.str("db.system.name", Some(d.system));
-    attrs.str("db.namespace", d.namespace.as_deref());
-    attrs.str("db.query.text", d.query_text.as_deref());
-    attrs.str("db.operation.name", d.operation.as_deref());
-    attrs.str("db.collection.name", d.collection.as_deref());
-    attrs.int("db.response.returned_rows", d.returned_rows.map(|r| r.min(i64::MAX as u64) as i64));
-    attrs.str("db.response.status_code", d.status_code.as_deref());
+fn db(d: &DbFields, out: &mut impl AttributeSink) {
+    out.str("db.system.name", d.system);
+    out.opt_str("db.namespace", d.namespace.as_deref());
+    out.opt_str("db.query.text", d.query_text.as_deref());
+    out.opt_str("db.operation.name", d.operation.as_deref());
+    out.opt_str("db.collection.name", d.collection.as_deref());
+    out.opt_int("db.response.returned_rows", d.returned_rows.map(|r| r.min(i64::MAX as u64) as i64));
+    out.opt_str("db.response.status_code", d.status_code.as_deref());
 }
 
-fn rpc(r: &RpcFields, attrs: &mut Attrs) {
+fn rpc(r: &RpcFields, out: &mut impl AttributeSink) {
     // `rpc.system` is the name at our schema version; the RPC conventions in development
     // renamed it `rpc.system.name`. Both, so backends on either side of the rename group it.
-    attrs.str("rpc.system", Some(r.system));
-    attrs.str("rpc.system.name", Some(r.system));
-    attrs.str("rpc.service", r.service.as_deref());
-    attrs.str("rpc.method", r.method.as_deref());
-    attrs.int("rpc.grpc.status_code", r.grpc_status_code.map(i64::from));
+    out.str("rpc.system", r.system);
+    out.str("rpc.system.name", r.system);
+    out.opt_str("rpc.service", r.service.as_deref());
+    out.opt_str("rpc.method", r.method.as_deref());
+    out.opt_int("rpc.grpc.status_code", r.grpc_status_code.map(i64::from));
 }
 
-fn messaging(m: &MessagingFields, attrs: &mut Attrs) {
-    attrs.str("messaging.system", Some(m.system));
-    attrs.str("messaging.destination.name", m.destination.as_deref());
-    attrs.str("messaging.operation.type", Some(m.operation_type));
-    attrs.str("messaging.operation.name", m.operation_name.as_deref());
-    attrs.str("messaging.message.id", m.message_id.as_deref());
-    attrs.str("messaging.message.conversation_id", m.conversation_id.as_deref());
-    attrs.int("messaging.message.body.size", m.body_size.map(|s| s.min(i64::MAX as u64) as i64));
-    attrs.str("messaging.rabbitmq.destination.routing_key", m.routing_key.as_deref());
-    attrs.str("messaging.destination.partition.id", m.partition.map(|p| p.to_string()).as_deref());
-    attrs.int("messaging.kafka.offset", m.offset);
+fn messaging(m: &MessagingFields, out: &mut impl AttributeSink) {
+    out.str("messaging.system", m.system);
+    out.opt_str("messaging.destination.name", m.destination.as_deref());
+    out.str("messaging.operation.type", m.operation_type);
+    out.opt_str("messaging.operation.name", m.operation_name.as_deref());
+    out.opt_str("messaging.message.id", m.message_id.as_deref());
+    out.opt_str("messaging.message.conversation_id", m.conversation_id.as_deref());
+    out.opt_int("messaging.message.body.size", m.body_size.map(|s| s.min(i64::MAX as u64) as i64));
+    out.opt_str("messaging.rabbitmq.destination.routing_key", m.routing_key.as_deref());
+    out.opt_str("messaging.destination.partition.id", m.partition.map(|p| p.to_string()).as_deref());
+    out.opt_int("messaging.kafka.offset", m.offset);
     // No convention names a redelivery yet: ours, set only when true.
     if m.redelivered {
-        attrs.0.push(kv_bool("zerotrace.messaging.redelivered", true));
+        out.bool("zerotrace.messaging.redelivered", true);
     }
 }
 
-fn network(n: &Network, attrs: &mut Attrs) {
-    attrs.str("server.address", n.server_address.as_deref());
-    attrs.int("server.port", n.server_port.map(i64::from));
-    attrs.str("client.address", n.client_address.as_deref());
-    attrs.str("network.peer.address", n.peer_address.as_deref());
-    attrs.int("network.peer.port", n.peer_port.map(i64::from));
+fn network(n: &Network, out: &mut impl AttributeSink) {
+    out.opt_str("server.address", n.server_address.as_deref());
+    out.opt_int("server.port", n.server_port.map(i64::from));
+    out.opt_str("client.address", n.client_address.as_deref());
+    out.opt_str("network.peer.address", n.peer_address.as_deref());
+    out.opt_int("network.peer.port", n.peer_port.map(i64::from));
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ pub fn resource(r: &ProcessResource, host_name: &str) -> Resource {
     Resource { attributes, ..Default::default() }
 }
 
-fn scope() -> InstrumentationScope {
+pub fn scope() -> InstrumentationScope {
     InstrumentationScope { name: "zerotrace".to_string(), version: env!("CARGO_PKG_VERSION").to_string(), ..Default::default() }
 }
 
