@@ -42,7 +42,7 @@ pub struct ConnInfo {
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
     /// The peer's IP as text, formatted once per connection rather than once per span.
-    pub remote_ip: Option<String>,
+    pub remote_ip: Option<smol_str::SmolStr>,
     /// Plaintext comes from the TLS probes (https).
     pub tls: bool,
     /// The probes' generation of this fd's connection, 0 when unknown (open before attach).
@@ -328,7 +328,7 @@ pub struct ConnTable {
 impl ConnTable {
     pub fn open(&mut self, tgid: u32, fd: u32, role: Role, local: Option<SocketAddr>, remote: Option<SocketAddr>) -> Option<Conn> {
         self.next_id += 1;
-        let remote_ip = remote.map(|r| r.ip().to_canonical().to_string());
+        let remote_ip = remote.map(|r| smol_str::format_smolstr!("{}", r.ip().to_canonical()));
         let info = ConnInfo { id: self.next_id, tgid, role, local, remote, remote_ip, tls: false, generation: 0 };
         self.conns.insert((tgid, fd), Conn::new(info))
     }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use prost::Message as _;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use prost::encoding::{WireType, encode_key, encoded_len_varint};
 
 use super::otlp_span::{AttributeSink, attributes, kind};
 use crate::pipeline::FinishedSpan;
@@ -53,6 +53,15 @@ mod field {
 /// Length of a length-delimited field's key (field numbers below 16 take one byte) and length.
 fn delimited_len(field: u32, len: usize) -> usize {
     prost::encoding::key_len(field) + encoded_len_varint(len as u64) + len
+}
+
+/// Most of what a span holds is shorter than 128 bytes: its length is one byte.
+fn encode_varint(value: u64, buf: &mut Vec<u8>) {
+    if value < 0x80 {
+        buf.push(value as u8);
+    } else {
+        prost::encoding::encode_varint(value, buf);
+    }
 }
 
 fn put_bytes(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
@@ -187,6 +196,7 @@ mod tests {
     use super::*;
     use crate::process::ProcessResource;
     use crate::spans::record::*;
+    use smol_str::SmolStr;
 
     fn records() -> Vec<SpanRecord> {
         let base = SpanRecord {
@@ -223,7 +233,7 @@ mod tests {
         error.capture_head_only = true;
         error.ids = Ids { trace_id: [1; 16], span_id: [2; 8], parent: Some([3; 8]), links: vec![([4; 16], [5; 8]), ([6; 16], [9; 8])], trace_state: "k=v".into() };
         let mut unnamed = base.clone();
-        unnamed.name = String::new();
+        unnamed.name = SmolStr::default();
         unnamed.status = Status::Error { message: None };
         unnamed.start_unix_ns = 0;
         let long = "x".repeat(300);

@@ -114,7 +114,7 @@ struct Node {
 struct ActiveServer {
     span: SpanId,
     conn_id: u64,
-    path: String,
+    path: smol_str::SmolStr,
 }
 
 /// What a request tells the linker.
@@ -133,6 +133,7 @@ pub struct RequestFacts<'a> {
 #[derive(Default)]
 pub struct Linker {
     nodes: HashMap<SpanId, Node>,
+    /// Per thread, the SERVER spans it serves now (an emptied list is dropped by `expire`).
     active: HashMap<u32, Vec<ActiveServer>>,
     /// Client connections of traced processes, with their CLIENT spans.
     clients: ClientConns,
@@ -251,7 +252,7 @@ impl Linker {
         self.nodes.insert(span, Node { origin, incoming, links: Vec::new(), made_for: None, resolved: None, finished: None, referable: false });
         let active = self.active.entry(facts.tid).or_default();
         if active.len() < 1024 {
-            active.push(ActiveServer { span, conn_id: facts.conn_id, path: facts.path.to_string() });
+            active.push(ActiveServer { span, conn_id: facts.conn_id, path: facts.path.into() });
         }
         span
     }
@@ -262,10 +263,9 @@ impl Linker {
         if let Some(list) = self.active.get_mut(&tid) {
             let before = list.len();
             list.retain(|a| !(a.span == span && a.conn_id == conn_id));
+            // An emptied list stays until `expire`: a thread serving one request after
+            // another keeps its list's allocation.
             found = list.len() < before;
-            if list.is_empty() {
-                self.active.remove(&tid);
-            }
         }
         if !found {
             // The response was written by another thread than the one that read the request.
@@ -772,6 +772,7 @@ impl Linker {
 
     /// Drops state nobody can refer to any more.
     pub fn expire(&mut self, now: Instant) {
+        self.active.retain(|_, l| !l.is_empty());
         while let Some(&(t, id)) = self.finished.front() {
             if now.saturating_duration_since(t) < REMEMBER {
                 break;

@@ -1059,8 +1059,8 @@ impl<H: Host> Pipeline<H> {
             self.last_read.retain(|(t, _), _| *t != tgid);
             self.effects.library_fields_done.push(tgid);
         }
-        let mut ready = Vec::new();
         let waiting = std::mem::take(&mut self.waiting);
+        let mut ready = Vec::with_capacity(waiting.len());
         for mut w in waiting {
             match self.linker.resolve(w.id, now) {
                 // Its candidates' traces come soon (a delivery waiting for its sends' records).

@@ -257,7 +257,7 @@ fn an_answer_recorded_before_its_request_still_pairs_with_it() {
     s.data(5, false, b"GET /b HTTP/1.1\r\n\r\n");
     s.data(5, true, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
     let spans = s.spans();
-    let got: Vec<(String, Option<u16>)> = spans
+    let got: Vec<(smol_str::SmolStr, Option<u16>)> = spans
         .iter()
         .map(|f| {
             let h = f.span.http().expect("http");
@@ -268,7 +268,7 @@ fn an_answer_recorded_before_its_request_still_pairs_with_it() {
             (path, h.status_code)
         })
         .collect();
-    assert_eq!(got, [("http://127.0.0.1:8080/a".to_string(), Some(200)), ("http://127.0.0.1:8080/b".to_string(), Some(404))]);
+    assert_eq!(got, [("http://127.0.0.1:8080/a".into(), Some(200)), ("http://127.0.0.1:8080/b".into(), Some(404))]);
     assert_eq!(s.pipeline.stats.answers_without_request, 0);
 }
 

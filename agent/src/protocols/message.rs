@@ -3,6 +3,8 @@
 //! request and its response, or a one-way message alone, into a span; it knows domains, not
 //! protocols, so a new protocol of a known domain needs no span code.
 
+use smol_str::SmolStr;
+
 pub use super::sql::Dialect;
 use crate::spans::record::SpanKind;
 
@@ -131,14 +133,14 @@ pub enum ResponseFields {
 pub struct HttpRequest {
     /// None when it cannot be known (an HTTP/2 header naming an HPACK entry the agent never
     /// saw): never guessed.
-    pub method: Option<String>,
+    pub method: Option<SmolStr>,
     /// The request target as sent (origin-form path and query, or absolute-form); None as
     /// for `method`.
-    pub target: Option<String>,
+    pub target: Option<SmolStr>,
     /// `network.protocol.version`: "1.0", "1.1", "2".
     pub version: &'static str,
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
+    pub host: Option<SmolStr>,
+    pub user_agent: Option<SmolStr>,
     /// False when the request was larger than what was captured: only part of it is known.
     pub complete: bool,
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap as HashMap;
+use smol_str::SmolStr;
 
 use crate::pipeline::FinishedSpan;
 use crate::process::ProcessResource;
@@ -82,7 +83,7 @@ impl Instrument {
 }
 
 /// A series' attributes, in a fixed order per instrument.
-pub type Attributes = Vec<(&'static str, String)>;
+pub type Attributes = Vec<(&'static str, SmolStr)>;
 
 /// One histogram series.
 #[derive(Clone, Debug, PartialEq)]
@@ -153,7 +154,7 @@ impl RedMetrics {
         if !process.series.contains_key(&key) {
             let count = process.counts.entry(instrument).or_default();
             if *count >= MAX_SERIES {
-                let overflow = (instrument, vec![("otel.metric.overflow", "true".to_string())]);
+                let overflow = (instrument, vec![("otel.metric.overflow", SmolStr::new_static("true"))]);
                 process.series.entry(overflow).or_insert_with(|| Series::new(instrument)).observe(instrument, value);
                 return;
             }
@@ -171,50 +172,50 @@ impl RedMetrics {
 
 /// The histogram a span counts in, and its attributes.
 pub fn measure(span: &SpanRecord) -> Option<(Instrument, Attributes)> {
-    let error = span.error_type.clone().filter(|_| matches!(span.status, Status::Error { .. }));
+    let error = span.error_type.as_deref().map(SmolStr::new).filter(|_| matches!(span.status, Status::Error { .. }));
     let mut attributes: Attributes = Vec::with_capacity(6);
-    let mut put = |key: &'static str, value: Option<String>| {
+    let mut put = |key: &'static str, value: Option<SmolStr>| {
         if let Some(value) = value {
             attributes.push((key, value));
         }
     };
-    let server = (span.network.server_address.clone(), span.network.server_port.map(|p| p.to_string()));
+    let server = (span.network.server_address.clone(), span.network.server_port.map(|p| smol_str::format_smolstr!("{p}")));
     let instrument = match (&span.domain, span.kind) {
         (Domain::Http(h), SpanKind::Server) => {
             put("http.request.method", h.method.clone());
-            put("http.response.status_code", h.status_code.map(|c| c.to_string()));
+            put("http.response.status_code", h.status_code.map(|c| smol_str::format_smolstr!("{c}")));
             if let crate::spans::record::Url::Server { scheme, .. } = &h.url {
-                put("url.scheme", Some(scheme.to_string()));
+                put("url.scheme", Some(SmolStr::new_static(scheme)));
             }
-            put("network.protocol.version", Some(h.protocol_version.to_string()).filter(|v| !v.is_empty()));
+            put("network.protocol.version", Some(SmolStr::new_static(h.protocol_version)).filter(|v| !v.is_empty()));
             put("url.template", h.template.clone());
             put("error.type", error);
             Instrument::HttpServer
         }
         (Domain::Http(h), SpanKind::Client) => {
             put("http.request.method", h.method.clone());
-            put("http.response.status_code", h.status_code.map(|c| c.to_string()));
+            put("http.response.status_code", h.status_code.map(|c| smol_str::format_smolstr!("{c}")));
             put("server.address", server.0);
             put("server.port", server.1);
-            put("network.protocol.version", Some(h.protocol_version.to_string()).filter(|v| !v.is_empty()));
+            put("network.protocol.version", Some(SmolStr::new_static(h.protocol_version)).filter(|v| !v.is_empty()));
             put("url.template", h.template.clone());
             put("error.type", error);
             Instrument::HttpClient
         }
         (Domain::Db(d), SpanKind::Client) => {
-            put("db.system.name", Some(d.system.to_string()));
-            put("db.operation.name", d.operation.clone());
-            put("db.namespace", d.namespace.clone());
+            put("db.system.name", Some(SmolStr::new_static(d.system)));
+            put("db.operation.name", d.operation.as_deref().map(SmolStr::new));
+            put("db.namespace", d.namespace.as_deref().map(SmolStr::new));
             put("server.address", server.0);
             put("server.port", server.1);
             put("error.type", error);
             Instrument::DbClient
         }
         (Domain::Rpc(r), kind @ (SpanKind::Server | SpanKind::Client)) => {
-            put("rpc.system", Some(r.system.to_string()));
-            put("rpc.service", r.service.clone());
-            put("rpc.method", r.method.clone());
-            put("rpc.grpc.status_code", r.grpc_status_code.map(|c| c.to_string()));
+            put("rpc.system", Some(SmolStr::new_static(r.system)));
+            put("rpc.service", r.service.as_deref().map(SmolStr::new));
+            put("rpc.method", r.method.as_deref().map(SmolStr::new));
+            put("rpc.grpc.status_code", r.grpc_status_code.map(|c| smol_str::format_smolstr!("{c}")));
             if kind == SpanKind::Server { Instrument::RpcServer } else { Instrument::RpcClient }
         }
         _ => return None,
@@ -299,13 +300,13 @@ mod tests {
         for i in 0..MAX_SERIES + 10 {
             let mut s = span(SpanKind::Server, http(200, "/"), 1, None);
             if let Domain::Http(h) = &mut s.domain {
-                h.method = Some(format!("M{i}"));
+                h.method = Some(format!("M{i}").into());
             }
             red.observe(&resource, &s);
         }
         let series = &red.processes[&8].series;
         assert_eq!(series.len(), MAX_SERIES + 1);
-        let overflow = &series[&(Instrument::HttpServer, vec![("otel.metric.overflow", "true".to_string())])];
+        let overflow = &series[&(Instrument::HttpServer, vec![("otel.metric.overflow", SmolStr::new_static("true"))])];
         assert_eq!(overflow.count, 10);
     }
 }

@@ -43,7 +43,7 @@ impl Collector for RedCollector {
                         continue;
                     }
                     let mut labels = vec![("service_name".to_string(), process.resource.service_name.clone())];
-                    labels.extend(attributes.iter().map(|(k, v)| (label_name(k), v.clone())));
+                    labels.extend(attributes.iter().map(|(k, v)| (label_name(k), v.to_string())));
                     let total = merged.entry(labels).or_insert_with(|| Series { count: 0, sum: 0.0, buckets: vec![0; series.buckets.len()] });
                     total.count += series.count;
                     total.sum += series.sum;

@@ -1,6 +1,8 @@
 //! HTTP spans with the stable HTTP semantic conventions: method, path or URL (query values
 //! never kept), server and client ends, status.
 
+use smol_str::{SmolStr, format_smolstr};
+
 use super::record::{Domain, HttpFields, SpanKind, SpanRecord, Status, Url};
 use super::{network, record};
 use crate::conn::ConnInfo;
@@ -11,8 +13,9 @@ const KNOWN_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "CONNEC
 
 /// Splits a request target into path and (dropped-by-default) query.
 pub fn path_of(target: &str) -> &str {
-    let no_fragment = target.split('#').next().unwrap_or(target);
-    let path = no_fragment.split('?').next().unwrap_or(no_fragment);
+    // The query starts at the first `?`; a fragment at the first `#` (it cannot hold a `?`
+    // that counts): whichever comes first ends the path.
+    let path = target.find(['?', '#']).map_or(target, |end| &target[..end]);
     // absolute-form (proxies): keep only the path.
     if let Some(rest) = path.strip_prefix("http://").or_else(|| path.strip_prefix("https://")) {
         return rest.find('/').map_or("/", |i| &rest[i..]);
@@ -48,30 +51,31 @@ pub fn redact_path_params(path: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// `host[:port]` from a Host header.
-fn split_host(host: &str) -> (String, Option<u16>) {
+fn split_host(host: &str) -> (&str, Option<u16>) {
     if let Some(rest) = host.strip_prefix('[')
         && let Some((ip, tail)) = rest.split_once(']')
     {
-        return (ip.to_string(), tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+        return (ip, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
     }
     match host.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h.to_string(), p.parse().ok()),
-        _ => (host.to_string(), None),
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (host, None),
     }
 }
 
 /// The span of an HTTP request, and of its answer's status when it has one.
 pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &HttpRequest, status: Option<u16>) -> SpanRecord {
-    let (method, method_original, name) = match req.method.as_deref() {
-        Some(m) if KNOWN_METHODS.contains(&m) => (Some(m.to_string()), None, m.to_string()),
-        Some(m) => (Some("_OTHER".to_string()), Some(m.to_string()), "HTTP".to_string()),
+    let (method, method_original, name) = match &req.method {
+        Some(m) if KNOWN_METHODS.contains(&m.as_str()) => (Some(m.clone()), None, m.clone()),
+        Some(m) => (Some(SmolStr::new_static("_OTHER")), Some(m.clone()), SmolStr::new_static("HTTP")),
         // Not known (HTTP/2 on a connection whose header table the agent joined late): left
         // out, never guessed.
-        None => (None, None, "HTTP".to_string()),
+        None => (None, None, SmolStr::new_static("HTTP")),
     };
-    let path = req.target.as_deref().map(|t| redact_path_params(path_of(t)).into_owned());
+    let path = req.target.as_deref().map(|t| SmolStr::new(redact_path_params(path_of(t))));
     let server = kind == SpanKind::Server;
     let (host, host_port) = req.host.as_deref().map(split_host).unwrap_or_default();
+    let host = SmolStr::new(host);
     let mut net = network(conn);
     let url = if server {
         let port = host_port.or(conn.local.map(|a| a.port()));
@@ -83,14 +87,15 @@ pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &HttpRequest, status: O
         let address = if host.is_empty() { conn.remote_ip.clone().unwrap_or_default() } else { host };
         let (scheme, default_port) = if conn.tls { ("https", 443) } else { ("http", 80) };
         let port = host_port.or(conn.remote.map(|a| a.port())).unwrap_or(default_port);
-        let authority = if port == default_port {
-            address.clone()
-        } else if address.contains(':') {
-            format!("[{address}]:{port}")
-        } else {
-            format!("{address}:{port}")
-        };
-        let full = path.map(|path| format!("{scheme}://{authority}{path}"));
+        let full = path.map(|path| {
+            if port == default_port {
+                format_smolstr!("{scheme}://{address}{path}")
+            } else if address.contains(':') {
+                format_smolstr!("{scheme}://[{address}]:{port}{path}")
+            } else {
+                format_smolstr!("{scheme}://{address}:{port}{path}")
+            }
+        });
         net.server_address = (!address.is_empty()).then_some(address);
         net.server_port = Some(port);
         Url::Client { full }
@@ -121,8 +126,8 @@ mod tests {
         assert_eq!(path_of("http://h"), "/");
         assert_eq!(redact_path_params("/cart;jsessionid=ABC123/item;v=2;flag"), "/cart;jsessionid=REDACTED/item;v=REDACTED;flag");
         assert_eq!(redact_path_params("/plain"), "/plain");
-        assert_eq!(split_host("h:8080"), ("h".to_string(), Some(8080)));
-        assert_eq!(split_host("[::1]:80"), ("::1".to_string(), Some(80)));
-        assert_eq!(split_host("example.com"), ("example.com".to_string(), None));
+        assert_eq!(split_host("h:8080"), ("h", Some(8080)));
+        assert_eq!(split_host("[::1]:80"), ("::1", Some(80)));
+        assert_eq!(split_host("example.com"), ("example.com", None));
     }
 }

@@ -14,6 +14,7 @@ pub use http::{path_of, redact_path_params};
 use crate::conn::{ConnInfo, Role};
 use crate::protocols::message::{Request, RequestFields, Response, ResponseFields};
 use record::{Domain, Ids, Network, SpanKind, SpanRecord, Status};
+use smol_str::SmolStr;
 
 /// What became of a request.
 #[derive(Clone, Copy, Debug)]
@@ -155,9 +156,9 @@ fn time(record: &mut SpanRecord, request: &Request, response: Option<&Response>,
 }
 
 /// A record with its name, kind, ends and domain; timing and status are filled in by `build`.
-pub(crate) fn record(name: String, kind: SpanKind, network: Network, domain: Domain) -> SpanRecord {
+pub(crate) fn record(name: impl Into<SmolStr>, kind: SpanKind, network: Network, domain: Domain) -> SpanRecord {
     SpanRecord {
-        name,
+        name: name.into(),
         kind,
         start_unix_ns: 0,
         end_unix_ns: 0,

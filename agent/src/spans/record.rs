@@ -2,6 +2,8 @@
 //! jsonl sinks, the terminal tree, later metrics). OTLP attributes exist only in
 //! `export/otlp_span.rs`; nothing downstream re-reads a span by attribute name.
 
+use smol_str::SmolStr;
+
 use crate::traceparent::{SpanId, TraceId};
 
 /// The version of the semantic conventions the attribute names follow (the stable database
@@ -46,13 +48,15 @@ pub struct Ids {
     pub trace_state: String,
 }
 
-/// Who the span's ends are, per the general network attributes.
+/// Who the span's ends are, per the general network attributes. Text fields of spans are
+/// `SmolStr`s: the short ones (methods, addresses, most paths) live inline, and a clone of a
+/// long one shares it, so building a span allocates little (issue 19).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Network {
-    pub server_address: Option<String>,
+    pub server_address: Option<SmolStr>,
     pub server_port: Option<u16>,
-    pub client_address: Option<String>,
-    pub peer_address: Option<String>,
+    pub client_address: Option<SmolStr>,
+    pub peer_address: Option<SmolStr>,
     pub peer_port: Option<u16>,
 }
 
@@ -60,25 +64,25 @@ pub struct Network {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HttpFields {
     /// A method the conventions know, or `_OTHER`; None when it could not be known.
-    pub method: Option<String>,
+    pub method: Option<SmolStr>,
     /// The method as sent, when `method` is `_OTHER`.
-    pub method_original: Option<String>,
+    pub method_original: Option<SmolStr>,
     pub protocol_version: &'static str,
     pub url: Url,
-    pub user_agent: Option<String>,
+    pub user_agent: Option<SmolStr>,
     pub status_code: Option<u16>,
     /// A low-cardinality template of the path (`url.template`: inferred, or a user's rule;
     /// `spans::routes`), when one was given.
-    pub template: Option<String>,
+    pub template: Option<SmolStr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Url {
     /// SERVER spans: path (query dropped, path parameters redacted) and scheme. The path is
     /// None when it could not be known.
-    Server { path: Option<String>, scheme: &'static str },
+    Server { path: Option<SmolStr>, scheme: &'static str },
     /// CLIENT spans: the full URL without its query, when the path is known.
-    Client { full: Option<String> },
+    Client { full: Option<SmolStr> },
 }
 
 impl Default for Url {
@@ -144,7 +148,7 @@ pub enum Domain {
 pub struct SpanRecord {
     pub kind: SpanKind,
     /// Low-cardinality: never a raw path or a query.
-    pub name: String,
+    pub name: SmolStr,
     pub start_unix_ns: u64,
     pub end_unix_ns: u64,
     pub status: Status,

@@ -16,6 +16,7 @@
 //! is used for both sides.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use smol_str::SmolStr;
 
 use crate::spans::record::{Domain, SpanRecord, Url};
 
@@ -25,7 +26,7 @@ pub const MAX_TEMPLATES: usize = 256;
 /// A user rule: its segments, as written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
-    text: String,
+    text: SmolStr,
     segments: Vec<String>,
 }
 
@@ -38,7 +39,7 @@ impl Rule {
         if !text.starts_with('/') || text.contains(['?', '#', ' ']) {
             return Err(BadRule(text.to_string()));
         }
-        Ok(Rule { text: text.to_string(), segments: text.split('/').skip(1).map(str::to_string).collect() })
+        Ok(Rule { text: text.into(), segments: text.split('/').skip(1).map(str::to_string).collect() })
     }
 
     fn matches(&self, path: &str) -> bool {
@@ -58,17 +59,21 @@ impl Rule {
 }
 
 /// The template of a path by inference: None when it is `/` or empty.
-pub fn infer(path: &str) -> Option<String> {
+pub fn infer(path: &str) -> Option<SmolStr> {
     let path = path.split(['?', '#']).next().unwrap_or(path);
     if path.is_empty() || path == "/" || !path.starts_with('/') {
         return None;
     }
-    let mut out = String::with_capacity(path.len());
+    // Most paths have no value in them: the template is the path, built without copying.
+    if path.split('/').skip(1).all(|segment| placeholder(segment).is_none()) {
+        return Some(SmolStr::new(path));
+    }
+    let mut out = smol_str::SmolStrBuilder::new();
     for segment in path.split('/').skip(1) {
         out.push('/');
         out.push_str(placeholder(segment).unwrap_or(segment));
     }
-    Some(out)
+    Some(out.finish())
 }
 
 /// The placeholder a segment that looks like a value becomes.
@@ -114,7 +119,7 @@ fn looks_like_date(s: &str) -> bool {
 pub struct Routes {
     rules: Vec<Rule>,
     /// Service (its process) → templates given out.
-    seen: HashMap<u32, HashSet<String>>,
+    seen: HashMap<u32, HashSet<SmolStr>>,
     /// Spans that got no template because their service had `MAX_TEMPLATES` already.
     pub over_cap: u64,
 }
@@ -149,7 +154,7 @@ impl Routes {
             seen.insert(template.clone());
         }
         if method != "_OTHER" {
-            span.name = format!("{method} {template}");
+            span.name = smol_str::format_smolstr!("{method} {template}");
         }
         http.template = Some(template);
     }

@@ -1,5 +1,7 @@
 //! Parsing one HTTP/1.x request or response head.
 
+use smol_str::SmolStr;
+
 /// Methods we accept as the start of a request. A closed list keeps binary or foreign
 /// protocols from ever being mistaken for HTTP.
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE"];
@@ -21,13 +23,13 @@ pub enum Framing {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestHead {
-    pub method: String,
+    pub method: SmolStr,
     /// The request target as sent (origin-form path and query, or absolute-form).
-    pub target: String,
+    pub target: SmolStr,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
+    pub host: Option<SmolStr>,
+    pub user_agent: Option<SmolStr>,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
     pub expect_continue: bool,
@@ -57,8 +59,8 @@ pub enum HeadParse<T> {
     Invalid,
 }
 
-fn header_str(value: &[u8]) -> String {
-    String::from_utf8_lossy(value).trim().to_string()
+fn header_str(value: &[u8]) -> SmolStr {
+    SmolStr::new(String::from_utf8_lossy(value).trim())
 }
 
 struct BodyHeaders {
@@ -115,9 +117,9 @@ fn read_headers<'a>(head: &mut RequestHead, headers: impl Iterator<Item = (&'a s
             head.user_agent = Some(header_str(value));
         } else if name.eq_ignore_ascii_case("traceparent") {
             traceparents += 1;
-            head.traceparent = Some(header_str(value));
+            head.traceparent = Some(header_str(value).into());
         } else if name.eq_ignore_ascii_case("tracestate") {
-            head.tracestate = Some(header_str(value));
+            head.tracestate = Some(header_str(value).into());
         } else if name.eq_ignore_ascii_case("expect") {
             head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
         }
@@ -142,12 +144,8 @@ pub fn parse_request_head(buf: &[u8]) -> HeadParse<RequestHead> {
         // Servers answer many heads the grammar refuses; the answer decides (lenient.rs).
         Err(_) => return super::lenient::parse_request_head(buf, method),
     };
-    let mut head = RequestHead {
-        method: req.method.unwrap_or_default().to_string(),
-        target: req.path.unwrap_or_default().to_string(),
-        minor_version: req.version.unwrap_or(1),
-        ..Default::default()
-    };
+    let mut head =
+        RequestHead { method: req.method.unwrap_or_default().into(), target: req.path.unwrap_or_default().into(), minor_version: req.version.unwrap_or(1), ..Default::default() };
     let len = match status {
         httparse::Status::Partial if req.path.is_some() => return HeadParse::Partial(Some(head)),
         // The request line itself is still cut: what of the target there is.

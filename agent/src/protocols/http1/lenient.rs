@@ -46,7 +46,7 @@ pub fn parse_request_head(buf: &[u8], method: &str) -> HeadParse<RequestHead> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let start = line.iter().position(|&b| !is_blank(b)).unwrap_or(line.len());
     let target_end = line[start..].iter().position(|&b| is_blank(b)).map_or(line.len(), |p| start + p);
-    let mut head = RequestHead { method: method.to_string(), target: sanitize_target(&line[start..target_end]), minor_version: 1, ..Default::default() };
+    let mut head = RequestHead { method: method.into(), target: sanitize_target(&line[start..target_end]).into(), minor_version: 1, ..Default::default() };
     let Some(line_end) = line_end else {
         // The request line goes on past what we have (a target longer than the capture).
         return HeadParse::Partial((target_end > start).then_some(head));
@@ -76,9 +76,9 @@ pub fn parse_request_head(buf: &[u8], method: &str) -> HeadParse<RequestHead> {
     for (name, value) in unfold(headers) {
         let name = name.trim_ascii();
         if name.eq_ignore_ascii_case(b"host") {
-            head.host = Some(sanitize_value(&value));
+            head.host = Some(sanitize_value(&value).into());
         } else if name.eq_ignore_ascii_case(b"user-agent") {
-            head.user_agent = Some(sanitize_value(&value));
+            head.user_agent = Some(sanitize_value(&value).into());
         } else if name.eq_ignore_ascii_case(b"traceparent") {
             traceparents += 1;
             head.traceparent = Some(sanitize_value(&value));

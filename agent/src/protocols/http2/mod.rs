@@ -23,6 +23,7 @@ pub(crate) fn client_preface() -> Vec<u8> {
 }
 
 use rustc_hash::FxHashMap as HashMap;
+use smol_str::SmolStr;
 
 use self::frame::{Frame, Framer, PREFACE, flag, kind};
 use self::hpack::{Decoder, Field, Text};
@@ -205,11 +206,11 @@ fn request_fields(fields: &[Field], cut: bool) -> (RequestFields, TraceContext, 
     }
     let unknown_fields = fields.iter().any(|f| f.name.known().is_none() || f.value.known().is_none());
     let http = HttpRequest {
-        method: value(fields, ":method").map(str::to_string),
-        target: path.map(str::to_string),
+        method: value(fields, ":method").map(SmolStr::new),
+        target: path.map(SmolStr::new),
         version: "2",
-        host: value(fields, ":authority").or_else(|| value(fields, "host")).map(str::to_string),
-        user_agent: value(fields, "user-agent").map(str::to_string),
+        host: value(fields, ":authority").or_else(|| value(fields, "host")).map(SmolStr::new),
+        user_agent: value(fields, "user-agent").map(SmolStr::new),
         complete: !cut && !unknown_fields,
     };
     (RequestFields::Http(http), context, false)
