@@ -732,8 +732,9 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
     let lost: Vec<String> = probes.loss_counters().iter().filter(|(_, n)| *n > 0).map(|(why, n)| format!("{n} ({why})")).collect();
     let s = pipeline.stats;
     eprintln!(
-        "zerotrace: {} events, {} spans, {} exported, {} not sampled; lost events: {}; spans dropped: {} (queue full), {} (export failed), {} (shutdown deadline), {} (unlinked backlog); TLS records without a known socket: {}",
+        "zerotrace: {} events, {} bytes of records, {} spans, {} exported, {} not sampled; lost events: {}; spans dropped: {} (queue full), {} (export failed), {} (shutdown deadline), {} (unlinked backlog); TLS records without a known socket: {}",
         s.events,
+        s.record_bytes,
         s.spans,
         stats.exported.load(Ordering::Relaxed),
         stats.not_sampled.load(Ordering::Relaxed),

@@ -155,7 +155,7 @@ fn hooks_only_attaches_but_captures_nothing() {
     assert!(spans.is_empty(), "--hooks-only makes no spans: {spans:#?}");
     let stderr = exit.stderr.join("\n");
     assert!(stderr.contains("--hooks-only: hooks attached, nothing captured"), "{stderr}");
-    assert!(stderr.contains("zerotrace: 0 events, 0 spans"), "{stderr}");
+    assert!(stderr.contains("zerotrace: 0 events, 0 bytes of records, 0 spans"), "{stderr}");
 
     let agent = JsonlAgent::start(&[svc.pid()]);
     for _ in 0..3 {

@@ -132,6 +132,9 @@ struct Waiting {
 #[derive(Default, Debug, Clone, Copy)]
 pub struct PipelineStats {
     pub events: u64,
+    /// Bytes of ring-buffer records read: what the probes copied (issue 19 measures it per
+    /// request).
+    pub record_bytes: u64,
     pub spans: u64,
     pub malformed_records: u64,
     pub dropped_unlinked: u64,
@@ -272,6 +275,7 @@ impl<H: Host> Pipeline<H> {
     }
 
     pub fn record(&mut self, bytes: &[u8]) {
+        self.stats.record_bytes += bytes.len() as u64;
         match crate::events::from_record(bytes) {
             Ok(event) => self.handle(event),
             Err(_) => self.stats.malformed_records += 1,

@@ -185,6 +185,23 @@ struct Traced {
     agent_rss_mb: f64,
     summary: String,
     probe_cost: String,
+    /// Spans made and bytes of ring-buffer records read, from the agent's report.
+    spans: u64,
+    record_bytes: u64,
+    /// Wall time of the load, over which the agent's CPU was taken.
+    elapsed: f64,
+}
+
+impl Traced {
+    /// Agent CPU time per span, in µs.
+    fn agent_us_per_span(&self) -> f64 {
+        self.agent_cpu_pct / 100.0 * self.elapsed * 1e6 / self.spans.max(1) as f64
+    }
+}
+
+/// The number before `what` in the agent's report ("… 590151 events, 1234 bytes of records, …").
+fn reported(summary: &str, what: &str) -> u64 {
+    summary.split(", ").find_map(|part| part.rsplit(": ").next()?.strip_suffix(what)?.trim().parse().ok()).unwrap_or(0)
 }
 
 /// The agent attached to `pid` for one run of `load`. With `bpf_stats`, per-program run time
@@ -230,7 +247,8 @@ fn traced_run(load: &dyn Fn(u32) -> Result<LoadResult>, pid: u32, agent_flags: &
     let lines: Vec<String> = rx.iter().collect();
     let summary = lines.iter().filter(|l| l.contains("events,")).cloned().collect::<Vec<_>>().join(" ");
     let probe_cost = lines.iter().find_map(|l| l.split_once("probe cost (kernel.bpf_stats_enabled): ").map(|(_, c)| c.to_string())).unwrap_or_default();
-    Ok(Traced { wrk: result, agent_cpu_pct: ticks as f64 / 100.0 / elapsed * 100.0, agent_rss_mb: rss, summary, probe_cost })
+    let (spans, record_bytes) = (reported(&summary, " spans"), reported(&summary, " bytes of records"));
+    Ok(Traced { wrk: result, agent_cpu_pct: ticks as f64 / 100.0 / elapsed * 100.0, agent_rss_mb: rss, summary, probe_cost, spans, record_bytes, elapsed })
 }
 
 /// Runs the userspace pipeline replay three times; returns each run's summary line.
@@ -288,6 +306,14 @@ impl Scenario {
     fn agent_cpu(&self) -> f64 {
         self.mean(|r| r.traced.agent_cpu_pct)
     }
+    fn agent_us_per_span(&self) -> f64 {
+        self.mean(|r| r.traced.agent_us_per_span())
+    }
+    /// Ring-buffer bytes the probes wrote per span (per request, for the request/response
+    /// servers here).
+    fn record_bytes_per_span(&self) -> f64 {
+        self.mean(|r| r.traced.record_bytes as f64 / r.traced.spans.max(1) as f64)
+    }
     fn agent_rss(&self) -> f64 {
         self.rounds.iter().map(|r| r.traced.agent_rss_mb).fold(0.0, f64::max)
     }
@@ -307,8 +333,15 @@ fn measure_with(title: &'static str, target: f64, load: &dyn Fn(u32) -> Result<L
         let hooks_flags: Vec<&str> = agent_flags.iter().copied().chain(["--hooks-only"]).collect();
         let hooks = traced_run(load, pid, &hooks_flags, seconds, false)?.wrk;
         println!(
-            "{title} round {round}: untraced {:.0} req/s p99 {:.2} ms | traced {:.0} req/s p99 {:.2} ms | agent {:.1}% CPU {:.1} MiB | hooks only {:.0} req/s",
-            base.rps, base.p99_ms, traced.wrk.rps, traced.wrk.p99_ms, traced.agent_cpu_pct, traced.agent_rss_mb, hooks.rps
+            "{title} round {round}: untraced {:.0} req/s p99 {:.2} ms | traced {:.0} req/s p99 {:.2} ms | agent {:.1}% CPU {:.2} µs/span {:.1} MiB | hooks only {:.0} req/s",
+            base.rps,
+            base.p99_ms,
+            traced.wrk.rps,
+            traced.wrk.p99_ms,
+            traced.agent_cpu_pct,
+            traced.agent_us_per_span(),
+            traced.agent_rss_mb,
+            hooks.rps
         );
         rounds.push(Round { base, traced, hooks });
     }
@@ -348,8 +381,8 @@ pub fn run(seconds: u32, suite: Suite, fixed_rate: u32) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("zerotrace-bench-{}", std::process::id()));
     if matches!(suite, Suite::All | Suite::Overhead) {
         let replay = pipeline_replay()?;
-        let scenarios = overhead(&dir, seconds)?;
-        update_doc("overhead", &overhead_report(seconds, &scenarios, &replay))?;
+        let (scenarios, neighbour) = overhead(&dir, seconds)?;
+        update_doc("overhead", &overhead_report(seconds, &scenarios, &neighbour, &replay))?;
     }
     if matches!(suite, Suite::All | Suite::Http2) {
         let scenarios = http2(&dir, seconds)?;
@@ -363,7 +396,23 @@ pub fn run(seconds: u32, suite: Suite, fixed_rate: u32) -> Result<()> {
     Ok(())
 }
 
-fn overhead(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
+/// What an untraced neighbour pays while the agent runs: nginx untraced, alternately with no
+/// agent and with the agent tracing only an idle process (`sleep`). The syscall tracepoints
+/// are global, so nginx's and wrk's calls still run their programs, which return at the
+/// traced-set filter. Pairs of (no agent, agent elsewhere).
+fn neighbour(load: &dyn Fn(u32) -> Result<LoadResult>, seconds: u32) -> Result<Vec<(LoadResult, LoadResult)>> {
+    let idle = Kill(Command::new("sleep").arg("3600").spawn().context("starting sleep")?);
+    let mut pairs = Vec::new();
+    for round in 1..=ROUNDS {
+        let alone = load(seconds)?;
+        let beside = traced_run(load, idle.0.id(), &[], seconds, false)?.wrk;
+        println!("untraced neighbour round {round}: no agent {:.0} req/s | agent tracing another process {:.0} req/s", alone.rps, beside.rps);
+        pairs.push((alone, beside));
+    }
+    Ok(pairs)
+}
+
+fn overhead(dir: &std::path::Path, seconds: u32) -> Result<(Vec<Scenario>, Vec<(LoadResult, LoadResult)>)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let tls_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let (nginx, nginx_pid) = start_nginx(dir, port, tls_port, false)?;
@@ -375,6 +424,7 @@ fn overhead(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
         measure("nginx static page, HTTPS (OpenSSL) on loopback", 0.85, &|s| wrk(&https, s), nginx_pid, seconds)?,
         measure_with("nginx static page, HTTPS (OpenSSL) on loopback, `--tls-scope process`", 0.85, &|s| wrk(&https, s), nginx_pid, &["--tls-scope", "process"], seconds)?,
     ];
+    let neighbour = neighbour(&|s| wrk(&http, s), seconds)?;
     drop(nginx);
     let go_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let (go, go_pid) = start_go_https(dir, go_port)?;
@@ -397,7 +447,7 @@ fn overhead(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
     let (redis, redis_pid) = db::start_redis(&dir.join("redis"), redis_port)?;
     scenarios.push(measure("Redis 7, redis-benchmark GET+SET (32 connections) on loopback", 0.90, &|s| db::redis_benchmark(redis_port, s), redis_pid, seconds)?);
     drop(redis);
-    Ok(scenarios)
+    Ok((scenarios, neighbour))
 }
 
 /// h2load (nghttp2): one thread, 4 connections of 32 concurrent streams each, for `seconds`.
@@ -502,12 +552,12 @@ fn scenario_tables(md: &mut String, scenarios: &[Scenario]) {
         let _ = writeln!(md, "### {}\n", sc.title);
         let _ = writeln!(
             md,
-            "| round | untraced req/s | traced req/s | ratio | hooks only req/s | hooks-only ratio | untraced p99 | traced p99 | agent CPU | agent peak RSS |\n|---|---|---|---|---|---|---|---|---|---|"
+            "| round | untraced req/s | traced req/s | ratio | hooks only req/s | hooks-only ratio | untraced p99 | traced p99 | agent CPU | agent µs/span | agent peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for (i, Round { base: b, traced: t, hooks: h }) in sc.rounds.iter().enumerate() {
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.2} ms | {:.2} ms | {:.1}% | {:.1} MiB |",
+                "| {} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.2} ms | {:.2} ms | {:.1}% | {:.2} | {:.1} MiB |",
                 i + 1,
                 b.rps,
                 t.wrk.rps,
@@ -517,12 +567,13 @@ fn scenario_tables(md: &mut String, scenarios: &[Scenario]) {
                 b.p99_ms,
                 t.wrk.p99_ms,
                 t.agent_cpu_pct,
+                t.agent_us_per_span(),
                 t.agent_rss_mb
             );
         }
         let _ = writeln!(
             md,
-            "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. With the hooks alone (`--hooks-only`): {:.3}. **Traced/hooks-only: {:.3}** (target ≥ 0.95). p99 latency ratio: {:.3}; traced/hooks-only p99: {:.2} (target ≤ 1.2). Agent CPU: {:.1}% of a core. Agent peak RSS: {:.1} MiB.\n",
+            "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. With the hooks alone (`--hooks-only`): {:.3}. **Traced/hooks-only: {:.3}** (target ≥ 0.95). p99 latency ratio: {:.3}; traced/hooks-only p99: {:.2} (target ≤ 1.2). Agent CPU: {:.1}% of a core, {:.2} µs per span. Ring-buffer records: {:.0} bytes per span. Agent peak RSS: {:.1} MiB.\n",
             sc.ratio_rps(),
             sc.target,
             sc.ratio_hooks(),
@@ -530,6 +581,8 @@ fn scenario_tables(md: &mut String, scenarios: &[Scenario]) {
             sc.ratio_p99(),
             sc.p99_vs_hooks(),
             sc.agent_cpu(),
+            sc.agent_us_per_span(),
+            sc.record_bytes_per_span(),
             sc.agent_rss()
         );
         if let Some(Round { traced: t, .. }) = sc.rounds.last() {
@@ -559,7 +612,7 @@ fn http2_report(seconds: u32, scenarios: &[Scenario]) -> String {
     md
 }
 
-fn overhead_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)]) -> String {
+fn overhead_report(seconds: u32, scenarios: &[Scenario], neighbour: &[(LoadResult, LoadResult)], replay: &[(f64, String)]) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## Overhead on servers under load (suite `overhead`)\n");
     let _ = writeln!(
@@ -571,11 +624,20 @@ fn overhead_report(seconds: u32, scenarios: &[Scenario], replay: &[(f64, String)
         "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. A third run per round attaches the agent with `--hooks-only`: every tracepoint and uprobe is in place but each program returns as soon as it runs, so that run's throughput is the ceiling for any program on these hooks — what the kernel's tracepoint dispatch and the uprobe traps cost by themselves. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from one extra {STATS_SECONDS} s traced run per scenario with kernel.bpf_stats_enabled (its two clock reads per program run would bias the ratios, so no measured run has it on).\n"
     );
     scenario_tables(&mut md, scenarios);
+    let _ = writeln!(
+        md,
+        "### An untraced neighbour\n\nMethod: the nginx HTTP load above, with nginx untraced, alternately with no agent and with the agent attached to an idle process (`sleep`) only. The syscall tracepoints are global, so nginx's and wrk's calls still run the programs, which return at the traced-set filter: this is what every other process on a node pays.\n\n| round | no agent req/s | agent tracing another process req/s | ratio |\n|---|---|---|---|"
+    );
+    for (i, (alone, beside)) in neighbour.iter().enumerate() {
+        let _ = writeln!(md, "| {} | {:.0} | {:.0} | {:.3} |", i + 1, alone.rps, beside.rps, beside.rps / alone.rps);
+    }
+    let mean = neighbour.iter().map(|(a, b)| b.rps / a.rps).sum::<f64>() / neighbour.len().max(1) as f64;
+    let _ = writeln!(md, "\n**Untraced neighbour: {mean:.3} of its throughput alone.**\n");
     let mut rates: Vec<f64> = replay.iter().map(|(r, _)| *r).collect();
     rates.sort_by(f64::total_cmp);
     let _ = writeln!(
         md,
-        "### Userspace pipeline (no kernel)\n\nMethod: `target/release/examples/replay` feeds 500,000 synthetic nginx-like keep-alive exchanges (request read, ~500-byte response written, 32 connections) through parsing, span building and linking on one core; spans are dropped after linking. Three runs; median **{:.0} events/s per core** (target ≥ 500k).\n",
+        "### Userspace pipeline (no kernel)\n\nMethod: `target/release/examples/replay` feeds 500,000 synthetic nginx-like keep-alive exchanges (request read, ~500-byte response written, 32 connections) through parsing, span building, linking and encoding into OTLP export requests (the bytes the OTLP sink sends) on one core. Three runs; median **{:.0} events/s per core** (issue 19's target: ≥ 3 M). Each line also gives the heap allocations per request, counted by the example's allocator.\n",
         rates.get(rates.len() / 2).copied().unwrap_or(0.0)
     );
     for (_, line) in replay {
