@@ -399,8 +399,8 @@ pub fn run(seconds: u32, suite: Suite, fixed_rate: u32) -> Result<()> {
 /// What an untraced neighbour pays while the agent runs: nginx untraced, alternately with no
 /// agent and with the agent tracing only an idle process (`sleep`). The syscall tracepoints
 /// are global, so nginx's and wrk's calls still run their programs, which return at the
-/// traced-set filter. Pairs of (no agent, agent elsewhere).
-fn neighbour(load: &dyn Fn(u32) -> Result<LoadResult>, seconds: u32) -> Result<Vec<(LoadResult, LoadResult)>> {
+/// traced-set filter.
+fn neighbour(load: &dyn Fn(u32) -> Result<LoadResult>, seconds: u32) -> Result<Vec<NeighbourRound>> {
     let idle = Kill(Command::new("sleep").arg("3600").spawn().context("starting sleep")?);
     let mut pairs = Vec::new();
     for round in 1..=ROUNDS {
@@ -412,7 +412,10 @@ fn neighbour(load: &dyn Fn(u32) -> Result<LoadResult>, seconds: u32) -> Result<V
     Ok(pairs)
 }
 
-fn overhead(dir: &std::path::Path, seconds: u32) -> Result<(Vec<Scenario>, Vec<(LoadResult, LoadResult)>)> {
+/// One round of the neighbour measurement: (no agent, the agent tracing another process).
+type NeighbourRound = (LoadResult, LoadResult);
+
+fn overhead(dir: &std::path::Path, seconds: u32) -> Result<(Vec<Scenario>, Vec<NeighbourRound>)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let tls_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let (nginx, nginx_pid) = start_nginx(dir, port, tls_port, false)?;
@@ -612,7 +615,7 @@ fn http2_report(seconds: u32, scenarios: &[Scenario]) -> String {
     md
 }
 
-fn overhead_report(seconds: u32, scenarios: &[Scenario], neighbour: &[(LoadResult, LoadResult)], replay: &[(f64, String)]) -> String {
+fn overhead_report(seconds: u32, scenarios: &[Scenario], neighbour: &[NeighbourRound], replay: &[(f64, String)]) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "## Overhead on servers under load (suite `overhead`)\n");
     let _ = writeln!(
