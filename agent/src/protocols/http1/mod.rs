@@ -23,13 +23,15 @@ pub fn fuzz_one(data: &[u8]) {
         stream.expect_response("HEAD");
         let mut rest = traffic;
         let mut i = 0usize;
+        let mut out = Vec::new();
         while !rest.is_empty() {
             let c = control.get(i % control.len().max(1)).copied().unwrap_or(7) as usize;
             let n = (c % 61 + 1).min(rest.len());
             let gap = if c.is_multiple_of(5) { (c * 13) as u64 } else { 0 };
             let _ = head::parse_request_head(&rest[..n]);
             let _ = head::parse_response_head(&rest[..n], Some("HEAD"));
-            let _ = stream.feed(Segment { data: &rest[..n], total: n as u64 + gap, ts_enter_ns: i as u64, ts_exit_ns: i as u64 + 1 });
+            stream.feed_into(Segment { data: &rest[..n], total: n as u64 + gap, ts_enter_ns: i as u64, ts_exit_ns: i as u64 + 1 }, &mut out);
+            out.clear();
             rest = &rest[n..];
             i += 1;
         }

@@ -25,6 +25,8 @@ pub struct Http1 {
     was_desynced: bool,
     /// The server agreed to `Upgrade: h2c`: HTTP/2 from now on.
     switch: Option<Switch>,
+    /// Messages of the segment being fed, reused from segment to segment.
+    scratch: Vec<Http1Message>,
 }
 
 impl Default for Http1 {
@@ -35,7 +37,15 @@ impl Default for Http1 {
 
 impl Http1 {
     pub fn new() -> Self {
-        Self { requests: HalfStream::new(Side::Request), responses: HalfStream::new(Side::Response), answers: 0, resyncs: 0, was_desynced: false, switch: None }
+        Self {
+            requests: HalfStream::new(Side::Request),
+            responses: HalfStream::new(Side::Response),
+            answers: 0,
+            resyncs: 0,
+            was_desynced: false,
+            switch: None,
+            scratch: Vec::new(),
+        }
     }
 }
 
@@ -76,9 +86,11 @@ impl Parser for Http1 {
     }
 
     fn feed(&mut self, from: Sender, seg: Segment<'_>, out: &mut Vec<Message>) {
+        let mut parsed = std::mem::take(&mut self.scratch);
         match from {
             Sender::Client => {
-                for m in self.requests.feed(seg) {
+                self.requests.feed_into(seg, &mut parsed);
+                for m in parsed.drain(..) {
                     if let Head::Request(r) = &m.head {
                         // A HEAD request's answer has no body: the response side must know.
                         self.responses.expect_response(&r.method);
@@ -87,9 +99,9 @@ impl Parser for Http1 {
                 }
             }
             Sender::Server => {
-                let answers = self.responses.feed(seg);
-                self.answers += answers.len() as u64;
-                for answer in answers {
+                self.responses.feed_into(seg, &mut parsed);
+                self.answers += parsed.len() as u64;
+                for answer in parsed.drain(..) {
                     if matches!(&answer.head, Head::Response(r) if r.upgrade_h2c) {
                         // Not the answer: that comes as HTTP/2 on stream 1, which the request
                         // waiting here (in order) takes.
@@ -101,6 +113,8 @@ impl Parser for Http1 {
                 }
             }
         }
+        parsed.clear();
+        self.scratch = parsed;
         let desynced = self.requests.is_desynced();
         if desynced && !self.was_desynced {
             self.resyncs += 1;

@@ -78,7 +78,7 @@ pub struct HalfStream {
     /// The message whose body is being read.
     current: Option<Message>,
     /// Response side: methods of requests still waiting for an answer (HEAD has no body).
-    awaiting: VecDeque<String>,
+    awaiting: VecDeque<smol_str::SmolStr>,
     head_start: (u64, u64),
     last_enter_ns: u64,
     last_exit_ns: u64,
@@ -104,7 +104,7 @@ impl HalfStream {
     /// Response side: a request with this method was sent; its response comes in order.
     pub fn expect_response(&mut self, method: &str) {
         if self.awaiting.len() < 1024 {
-            self.awaiting.push_back(method.to_string());
+            self.awaiting.push_back(method.into());
         }
     }
 
@@ -126,15 +126,24 @@ impl HalfStream {
         }
     }
 
+    /// The messages completed by `seg`, as a new vector (tests).
+    #[cfg(test)]
     pub fn feed(&mut self, seg: Segment<'_>) -> Vec<Message> {
         let mut out = Vec::new();
+        self.feed_into(seg, &mut out);
+        out
+    }
+
+    /// Appends the messages `seg` completes to `out` (the caller reuses it: no allocation per
+    /// segment).
+    pub fn feed_into(&mut self, seg: Segment<'_>, out: &mut Vec<Message>) {
         self.last_enter_ns = seg.ts_enter_ns;
         self.last_exit_ns = seg.ts_exit_ns;
         match self.state {
-            State::Upgraded => return out,
+            State::Upgraded => return,
             State::Desync => {
                 if seg.data.is_empty() || !Self::looks_like_start(self.side, seg.data) {
-                    return out;
+                    return;
                 }
                 self.state = State::Head;
                 self.buf.clear();
@@ -148,7 +157,7 @@ impl HalfStream {
                 State::Head if self.buf.is_empty() => {
                     // Fast path: the head starts at a segment boundary; parse in place.
                     self.head_start = (seg.ts_enter_ns, seg.ts_exit_ns);
-                    match self.parse_head(rest, seg.ts_exit_ns, &mut out) {
+                    match self.parse_head(rest, seg.ts_exit_ns, out) {
                         HeadOutcome::Consumed(n) => rest = &rest[n..],
                         HeadOutcome::Partial => {
                             let take = rest.len().min(MAX_HEAD);
@@ -172,7 +181,7 @@ impl HalfStream {
                         continue;
                     }
                     let buf = std::mem::take(&mut self.buf);
-                    match self.parse_head(&buf, seg.ts_exit_ns, &mut out) {
+                    match self.parse_head(&buf, seg.ts_exit_ns, out) {
                         HeadOutcome::Consumed(n) => {
                             data = buf[n..].to_vec();
                             rest = &data;
@@ -180,7 +189,7 @@ impl HalfStream {
                         HeadOutcome::Partial if take == 0 => {
                             // Head larger than MAX_HEAD: finish it as a cut head.
                             self.buf = buf;
-                            self.cut_head(seg.ts_exit_ns, &mut out);
+                            self.cut_head(seg.ts_exit_ns, out);
                             rest = &[];
                         }
                         HeadOutcome::Partial => self.buf = buf,
@@ -190,10 +199,10 @@ impl HalfStream {
                 State::Body(remaining) => {
                     let n = (rest.len() as u64).min(remaining);
                     rest = &rest[n as usize..];
-                    self.body_progress(n, remaining - n, seg.ts_exit_ns, &mut out);
+                    self.body_progress(n, remaining - n, seg.ts_exit_ns, out);
                 }
                 State::Chunked(phase) => {
-                    let consumed = self.chunk_step(phase, rest, seg.ts_exit_ns, &mut out);
+                    let consumed = self.chunk_step(phase, rest, seg.ts_exit_ns, out);
                     rest = &rest[consumed..];
                 }
                 State::UntilClose => {
@@ -211,9 +220,8 @@ impl HalfStream {
         }
         let gap = seg.total.saturating_sub(seg.data.len() as u64);
         if gap > 0 {
-            self.skip_gap(gap, seg.ts_exit_ns, &mut out);
+            self.skip_gap(gap, seg.ts_exit_ns, out);
         }
-        out
     }
 
     /// The connection closed: a message delimited by close ends here.
@@ -242,7 +250,7 @@ impl HalfStream {
                 }
             },
             Side::Response => {
-                let method = self.awaiting.front().map(String::as_str);
+                let method = self.awaiting.front().map(smol_str::SmolStr::as_str);
                 match parse_response_head(input, method) {
                     HeadParse::Complete(h, len, f) => (Head::Response(h), len, f),
                     HeadParse::Partial(_) => return HeadOutcome::Partial,
@@ -300,7 +308,7 @@ impl HalfStream {
                 _ => None,
             },
             Side::Response => {
-                let method = self.awaiting.front().map(String::as_str);
+                let method = self.awaiting.front().map(smol_str::SmolStr::as_str);
                 match parse_response_head(&self.buf, method) {
                     HeadParse::Partial(Some(h)) if !(100..200).contains(&h.status) => {
                         self.awaiting.pop_front();
