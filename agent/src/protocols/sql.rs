@@ -5,6 +5,8 @@
 //! that only knows strings, numbers, comments and identifiers handles all of that, in one pass,
 //! and never fails.
 
+use smol_str::SmolStr;
+
 /// Which quoting rules apply: MySQL treats `"..."` as a string, PostgreSQL as an identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -166,8 +168,8 @@ fn find_ci(hay: &str, needle: &str) -> Option<usize> {
 /// The operation (`SELECT`) and, best effort, the table it is about (`users`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
-    pub operation: Option<String>,
-    pub collection: Option<String>,
+    pub operation: Option<SmolStr>,
+    pub collection: Option<SmolStr>,
 }
 
 /// Words that can start a statement and name its operation.
@@ -217,23 +219,27 @@ const OPERATIONS: &[&str] = &[
 ];
 
 pub fn summarize(sql: &str) -> Summary {
-    let words: Vec<&str> = sql_words(sql).take(64).collect();
-    let Some(first) = words.first() else { return Summary::default() };
-    let op = first.to_ascii_uppercase();
-    if !OPERATIONS.contains(&op.as_str()) {
-        return Summary::default();
+    // Runs for every statement: the words live on the stack, the operation is one of ours.
+    let mut buf = [""; 64];
+    let mut n = 0;
+    for (slot, word) in buf.iter_mut().zip(sql_words(sql)) {
+        *slot = word;
+        n += 1;
     }
+    let words = &buf[..n];
+    let Some(first) = words.first() else { return Summary::default() };
+    let Some(op) = operation(first) else { return Summary::default() };
     // `WITH x AS (...) SELECT ...`: the operation is the statement after the CTEs.
     let (op, words) = if op == "WITH" {
         match words.iter().rposition(|w| ["SELECT", "INSERT", "UPDATE", "DELETE"].iter().any(|k| w.eq_ignore_ascii_case(k))) {
-            Some(p) => (words[p].to_ascii_uppercase(), &words[p..]),
-            None => (op, &words[..]),
+            Some(p) => (operation(words[p]).unwrap_or(op), &words[p..]),
+            None => (op, words),
         }
     } else {
-        (op, &words[..])
+        (op, words)
     };
     let after = |kw: &str| words.iter().position(|w| w.eq_ignore_ascii_case(kw)).and_then(|p| table_after(&words[p + 1..]));
-    let collection = match op.as_str() {
+    let collection = match op {
         "SELECT" | "DELETE" => after("FROM"),
         "INSERT" | "REPLACE" | "MERGE" => after("INTO"),
         "UPDATE" => table_after(&words[1..]),
@@ -241,17 +247,23 @@ pub fn summarize(sql: &str) -> Summary {
         "COPY" => table_after(&words[1..]),
         _ => None,
     };
-    Summary { operation: Some(op), collection }
+    Summary { operation: Some(SmolStr::new_static(op)), collection }
+}
+
+/// The operation a word names, as we spell it (upper case).
+fn operation(word: &str) -> Option<&'static str> {
+    OPERATIONS.iter().find(|k| word.eq_ignore_ascii_case(k)).copied()
 }
 
 /// The first word that names a table, skipping modifiers such as `ONLY` or `IF NOT EXISTS`.
-fn table_after(words: &[&str]) -> Option<String> {
+fn table_after(words: &[&str]) -> Option<SmolStr> {
     const SKIP: &[&str] = &["ONLY", "IF", "NOT", "EXISTS", "LOW_PRIORITY", "IGNORE", "QUICK", "DELAYED", "HIGH_PRIORITY", "TABLE"];
     let word = words.iter().find(|w| !SKIP.iter().any(|s| w.eq_ignore_ascii_case(s)))?;
     let name = word.trim_matches(['"', '`']);
     let valid = !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '"' | '`' | '$'));
     let keyword = OPERATIONS.iter().any(|k| name.eq_ignore_ascii_case(k));
-    (valid && !keyword && !word.starts_with('?')).then(|| name.replace(['"', '`'], ""))
+    let unquoted = || if name.contains(['"', '`']) { SmolStr::new(name.replace(['"', '`'], "")) } else { SmolStr::new(name) };
+    (valid && !keyword && !word.starts_with('?')).then(unquoted)
 }
 
 /// Words of a statement: identifiers (quoted ones whole) and keywords; punctuation splits.

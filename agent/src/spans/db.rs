@@ -2,6 +2,8 @@
 //! collection from the statement, query text with literals masked unless the user opts in,
 //! status from SQLSTATE / error numbers / error prefixes.
 
+use smol_str::{SmolStr, format_smolstr};
+
 use super::record::{DbFields, Domain, SpanKind, SpanRecord, Status};
 use super::{ends, record};
 use crate::conn::ConnInfo;
@@ -19,7 +21,7 @@ pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &DbRequest, resp: Optio
     if resp.is_some_and(|r| r.outcome == DbOutcome::NotExecuted) {
         return None;
     }
-    let mut fields = DbFields { system: req.system, namespace: req.namespace.clone(), ..Default::default() };
+    let mut fields = DbFields { system: req.system, namespace: req.namespace.as_deref().map(SmolStr::new), ..Default::default() };
     match &req.command {
         DbCommand::Sql(sql, dialect) => {
             let text = if options.keep_literals { sql.chars().take(2048).collect() } else { mask_literals(sql, *dialect) };
@@ -28,20 +30,20 @@ pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &DbRequest, resp: Optio
             fields.operation = summary.operation;
             fields.collection = summary.collection;
         }
-        DbCommand::Named(name) => fields.operation = Some(name.clone()),
+        DbCommand::Named(name) => fields.operation = Some(SmolStr::new(name)),
         DbCommand::Unrecognised => {}
     }
     let name = match (&fields.operation, &fields.collection) {
-        (Some(op), Some(c)) => format!("{op} {c}"),
+        (Some(op), Some(c)) => format_smolstr!("{op} {c}"),
         (Some(op), None) => op.clone(),
-        _ => fields.system.to_string(),
+        _ => SmolStr::new_static(fields.system),
     };
     let net = ends(conn, kind);
     let mut error = None;
     if let Some(r) = resp {
         fields.returned_rows = r.rows;
         if let DbOutcome::Error { code } = &r.outcome {
-            fields.status_code = Some(code.clone());
+            fields.status_code = Some(SmolStr::new(code));
             error = Some(code.clone());
         }
     }

@@ -95,13 +95,13 @@ impl Default for Url {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DbFields {
     pub system: &'static str,
-    pub namespace: Option<String>,
+    pub namespace: Option<SmolStr>,
     /// Literals masked unless the user opted in.
     pub query_text: Option<String>,
-    pub operation: Option<String>,
-    pub collection: Option<String>,
+    pub operation: Option<SmolStr>,
+    pub collection: Option<SmolStr>,
     pub returned_rows: Option<u64>,
-    pub status_code: Option<String>,
+    pub status_code: Option<SmolStr>,
 }
 
 /// RPC fields (RPC semantic conventions).
@@ -185,7 +185,7 @@ impl SpanRecord {
                     None => target.to_string(),
                 }
             }
-            Domain::Db(d) => d.namespace.clone().unwrap_or_default(),
+            Domain::Db(d) => d.namespace.as_deref().unwrap_or_default().to_string(),
             Domain::Rpc(r) => r.grpc_status_code.map(|c| format!("status {c}")).unwrap_or_default(),
             Domain::Messaging(m) => m.destination.clone().unwrap_or_default(),
         }
