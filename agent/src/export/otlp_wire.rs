@@ -64,15 +64,15 @@ fn encode_varint(value: u64, buf: &mut Vec<u8>) {
     }
 }
 
-fn put_bytes(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    encode_key(field, WireType::LengthDelimited, buf);
-    encode_varint(bytes.len() as u64, buf);
-    buf.extend_from_slice(bytes);
-}
-
+/// A length-delimited field's key and length; its `len` bytes follow.
 fn put_header(buf: &mut Vec<u8>, field: u32, len: usize) {
     encode_key(field, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
+}
+
+fn put_bytes(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    put_header(buf, field, bytes.len());
+    buf.extend_from_slice(bytes);
 }
 
 /// Attributes as `KeyValue` fields of the message being written.
@@ -82,8 +82,8 @@ struct WireAttributes<'a> {
 }
 
 impl WireAttributes<'_> {
-    /// One KeyValue whose AnyValue holds `value_len` bytes of the value field `value_field`
-    /// (its key included); the caller writes those bytes.
+    /// One KeyValue up to its AnyValue's `any_len` bytes (the value field with its key),
+    /// which the caller writes.
     fn key_value(&mut self, key: &str, any_len: usize) {
         let len = delimited_len(field::KEY_VALUE_KEY, key.len()) + delimited_len(field::KEY_VALUE_VALUE, any_len);
         put_header(self.buf, self.field, len);
@@ -164,7 +164,7 @@ pub fn export_request(batch: &[FinishedSpan], host_name: &str) -> Vec<u8> {
     for f in batch {
         one.clear();
         span(&f.span, &mut one);
-        let spans = &mut by_pid.entry(f.resource.pid).or_insert_with(|| (f, Vec::with_capacity(batch.len() * 256))).1;
+        let spans = &mut by_pid.entry(f.resource.pid).or_insert_with(|| (f, Vec::new())).1;
         put_header(spans, field::SCOPE_SPANS_SPANS, one.len());
         spans.extend_from_slice(&one);
     }

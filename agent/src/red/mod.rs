@@ -204,8 +204,8 @@ pub fn measure(span: &SpanRecord) -> Option<(Instrument, Attributes)> {
         }
         (Domain::Db(d), SpanKind::Client) => {
             put("db.system.name", Some(SmolStr::new_static(d.system)));
-            put("db.operation.name", d.operation.as_deref().map(SmolStr::new));
-            put("db.namespace", d.namespace.as_deref().map(SmolStr::new));
+            put("db.operation.name", d.operation.clone());
+            put("db.namespace", d.namespace.clone());
             put("server.address", server.0);
             put("server.port", server.1);
             put("error.type", error);
