@@ -14,7 +14,7 @@ use zerotrace_abi::{
 
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 
-use crate::maps::{EVENTS, Inflight, LOOP_GATHER, PAYLOAD_CAP, SCRATCH, WAKEUP_BYTES, count, op, setting_u8, setting_u32, setting_u64};
+use crate::maps::{DataCall, EVENTS, LOOP_GATHER, PAYLOAD_CAP, SCRATCH, WAKEUP_BYTES, count, op, setting_u8, setting_u32, setting_u64};
 
 /// Wake the reader only once enough is queued; it drains on a timer otherwise.
 #[inline(always)]
@@ -296,7 +296,7 @@ extern "C" fn gather_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
 
 /// Emits a data record for a completed read/write-family call (or TLS call, with
 /// `data_flags::TLS`) that moved `transferred` bytes.
-pub fn data(pid_tgid: u64, call: &Inflight, transferred: u64, flags: u32) {
+pub fn data(pid_tgid: u64, call: &DataCall, transferred: u64, flags: u32) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };

@@ -5,7 +5,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use zerotrace_abi::{fd_key, fd_state};
 
 use crate::maps::{self, FD_STATE, Inflight, op};
-use crate::{ARG0, ARG1, ARG2, ARG3, RET, Res, arg, capture, entry_point, filter, go_tls, new_call, take, tls};
+use crate::{ARG0, ARG1, ARG2, ARG3, RET, Res, arg, capture, entry_point, filter, go_tls, take_data, tls};
 
 /// The slot a data call's arguments go to (the fd's capture cap, whether it is a pipe), or `None` when this fd's bytes are not captured
 /// here: not a known socket (or not a protocol the agent parses), TLS whose plaintext the TLS
@@ -89,10 +89,7 @@ fn enter_data(ctx: &TracePointContext, call_op: u32, flags: Flags) -> Res {
     };
     // A pipe's read is recorded as such (`data_flags::PIPE`).
     let call_op = if pipe { op::PIPE_READ } else { call_op };
-    // No SSL call is in progress (checked by `data_slot`), so resetting the TLS part loses
-    // nothing.
-    *slot = new_call(pid_tgid, call_op, fd, ptr);
-    slot.capture_cap = u32::from(cap);
+    slot.begin_data(call_op, fd, ptr, cap);
     Ok(())
 }
 
@@ -108,8 +105,7 @@ fn enter_msg(ctx: &TracePointContext, call_op: u32, flags: Flags) -> Res {
     let msghdr = arg(ctx, ARG1)?;
     // SAFETY: checked user read of msghdr.msg_iov.
     let iov = unsafe { aya_ebpf::helpers::bpf_probe_read_user((msghdr + 16) as *const u64) }.map_err(|e| e as i64)?;
-    *slot = new_call(pid_tgid, call_op, fd, iov);
-    slot.capture_cap = u32::from(cap);
+    slot.begin_data(call_op, fd, iov, cap);
     Ok(())
 }
 
@@ -117,7 +113,7 @@ fn enter_msg(ctx: &TracePointContext, call_op: u32, flags: Flags) -> Res {
 fn exit_data(ctx: &TracePointContext) -> Res {
     // The cheap bitmap check first: untraced threads never have an in-flight slot.
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
-    let Some(call) = take(pid_tgid) else { return Ok(()) };
+    let Some(call) = take_data(pid_tgid) else { return Ok(()) };
     let ret = arg(ctx, RET)? as i64;
     if ret > 0 {
         match go_tls::syscall_goroutine(pid_tgid, op::is_write(call.op)) {

@@ -33,7 +33,7 @@ use aya_ebpf::{
 };
 use zerotrace_abi::{FdState, GOROUTINE_ACTOR, PID_WORDS, cause, data_flags, fd_key, fd_state, go_cookie};
 
-use crate::maps::{FD_STATE, GO_GOROUTINES, Inflight, op, setting_u8};
+use crate::maps::{DataCall, FD_STATE, GO_GOROUTINES, op, setting_u8};
 use crate::{capture, filter};
 
 /// A pointer in a process (a goroutine's `g`, a `*Request`): pointers are per address space.
@@ -231,7 +231,7 @@ fn try_go_tls_write(ctx: &ProbeContext) -> Result<(), i64> {
         _ => r.g,
     };
     // The plaintext is complete at entry: no need to see the return.
-    let call = Inflight { op: op::WRITE, fd, ptr: r.bx, ts_enter_ns: now, ..Inflight::IDLE };
+    let call = DataCall { op: op::WRITE, fd, capture_cap: 0, ptr: r.bx, ts_enter_ns: now };
     capture::data(goroutine_task(tgid, g), &call, r.cx, data_flags::TLS | data_flags::GOROUTINE);
     Ok(())
 }
@@ -277,7 +277,7 @@ fn finish_read(ctx: &ProbeContext, result: impl Fn(&Regs) -> (u64, u64)) -> Resu
         return Ok(());
     }
     let ptr = if from != 0 { from } else { read.buf };
-    let call = Inflight { op: op::READ, fd: read.fd, ptr, ts_enter_ns: read.ts_enter_ns, ..Inflight::IDLE };
+    let call = DataCall { op: op::READ, fd: read.fd, capture_cap: 0, ptr, ts_enter_ns: read.ts_enter_ns };
     capture::data(goroutine_task(tgid, r.g), &call, n, data_flags::TLS | data_flags::GOROUTINE);
     Ok(())
 }

@@ -35,7 +35,7 @@ mod units;
 use aya_ebpf::{EbpfContext, helpers::bpf_ktime_get_ns, programs::TracePointContext};
 use zerotrace_abi::SockAddr;
 
-use crate::maps::{Inflight, TlsCall, op};
+use crate::maps::{DataCall, Inflight, TlsCall, op};
 
 /// Offsets in the syscall tracepoint records (see events/syscalls/*/format).
 pub(crate) const ARG0: usize = 16;
@@ -68,6 +68,18 @@ pub(crate) fn take(pid_tgid: u64) -> Option<Inflight> {
     if call.op == op::NONE {
         return None;
     }
+    slot.op = op::NONE;
+    Some(call)
+}
+
+/// The data call thread `pid_tgid` has in flight, taken (see `DataCall`).
+#[inline(always)]
+pub(crate) fn take_data(pid_tgid: u64) -> Option<DataCall> {
+    let slot = maps::own_slot(pid_tgid as u32)?;
+    if slot.op == op::NONE {
+        return None;
+    }
+    let call = DataCall { op: slot.op, fd: slot.fd, capture_cap: slot.capture_cap, ptr: slot.ptr, ts_enter_ns: slot.ts_enter_ns };
     slot.op = op::NONE;
     Some(call)
 }

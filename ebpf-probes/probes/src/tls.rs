@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use zerotrace_abi::{FD_UNKNOWN, FdState, data_flags, fd_key, fd_state};
 
-use crate::maps::{self, FD_STATE, Inflight, TlsCall, op};
+use crate::maps::{self, DataCall, FD_STATE, TlsCall, op};
 use crate::{capture, filter};
 
 /// A `SSL*` of a process. Pointers are per address space, hence the tgid.
@@ -113,7 +113,7 @@ fn try_ssl_ret(ctx: &RetProbeContext) -> Result<(), i64> {
         // the socket, and the agent holds this record until then.
         slot.pending_ssl = call.ssl;
     }
-    let data = Inflight { op: call.op, fd, ptr: call.buf, ts_enter_ns: call.ts_enter_ns, ..Inflight::IDLE };
+    let data = DataCall { op: call.op, fd, capture_cap: 0, ptr: call.buf, ts_enter_ns: call.ts_enter_ns };
     capture::data(pid_tgid, &data, bytes, data_flags::TLS);
     Ok(())
 }
