@@ -294,3 +294,77 @@ fn a_verdict_lands_only_on_the_connection_it_was_made_for() {
     let _ = server.join();
     probes.detach_all();
 }
+
+/// Waits on an epoll set holding the ring buffer, on a thread of its own: `Some(elapsed)` on
+/// the channel when a wakeup came, `None` when `limit` passed without one.
+fn wait_for_wakeup(epoll: i32, limit: Duration) -> std::sync::mpsc::Receiver<Option<Duration>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut event = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: `event` is a valid buffer for one event; `epoll` is an epoll fd the test keeps
+        // open until the thread has answered.
+        let n = unsafe { libc::epoll_wait(epoll, &mut event, 1, limit.as_millis() as i32) };
+        let _ = tx.send((n > 0).then(|| start.elapsed()));
+    });
+    rx
+}
+
+/// Records wake a reader blocked on the ring only when they take its unread bytes across a
+/// multiple of the threshold. Small records below it wake nobody (the agent drains on its
+/// timer), the record that crosses it does, and once past it further records do not, each
+/// one (they did, and every wakeup is a self-interrupt on the traced thread's core), until the
+/// next multiple is crossed.
+#[test]
+fn records_wake_a_blocked_reader_only_when_they_cross_the_threshold() {
+    use std::os::fd::AsRawFd;
+    const THRESHOLD: u64 = 64 * 1024;
+    let (mut probes, mut ring) = attached(THRESHOLD, 0);
+    let (port, server) = sink_server();
+    let script = format!(
+        "import socket, sys\nprint('ready', flush=True)\nsys.stdin.readline()\ns = socket.create_connection(('127.0.0.1', {port}))\nprint('connected', flush=True)\nfor line in sys.stdin:\n    n = int(line)\n    for _ in range(n):\n        s.send(b'x' * 1000)\n    print('sent', flush=True)\n"
+    );
+    let mut client = Client::start(&script);
+    let pid = client.pid();
+    assert_eq!(client.line(), "ready");
+    Discovery::default().add(&mut probes, pid).expect("traced");
+    assert_eq!(client.step(), "connected");
+    let _ = drain(&mut ring, pid, Duration::from_millis(100));
+    while ring.next().is_some() {}
+    // SAFETY: plain syscalls on fds this test owns; `ring` outlives the epoll set.
+    let epoll = unsafe { libc::epoll_create1(0) };
+    assert!(epoll >= 0, "epoll_create1");
+    // Edge-triggered, as the agent's reader (tokio) waits: only a wakeup reports the ring again.
+    let mut interest = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: 0 };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, ring.as_raw_fd(), &mut interest) }, 0, "the ring joins the epoll set");
+    let mut send = |n: u32| {
+        client.stdin.write_all(format!("{n}\n").as_bytes()).expect("tell the client");
+        assert_eq!(client.line(), "sent");
+    };
+    let quiet = Duration::from_millis(400);
+
+    // ~1 KiB records: 10 stay far below the threshold.
+    let waiter = wait_for_wakeup(epoll, Duration::from_secs(5));
+    send(10);
+    assert!(waiter.recv_timeout(quiet).is_err(), "10 records under the threshold woke the reader");
+    // 70 more take the unread bytes past 64 KiB: the crossing record wakes it.
+    send(70);
+    let woke = waiter.recv_timeout(Duration::from_secs(3)).expect("the waiter answers");
+    assert!(woke.is_some(), "crossing the threshold did not wake the reader");
+    // Unread bytes stay past the threshold (nothing was read): 10 more records wake nobody.
+    let waiter = wait_for_wakeup(epoll, Duration::from_secs(5));
+    send(10);
+    assert!(waiter.recv_timeout(quiet).is_err(), "records past the threshold woke the reader each time");
+    // The next multiple (128 KiB) does.
+    send(70);
+    let woke = waiter.recv_timeout(Duration::from_secs(3)).expect("the waiter answers");
+    assert!(woke.is_some(), "crossing twice the threshold did not wake the reader");
+    let (data, _) = drain(&mut ring, pid, Duration::from_millis(50));
+    assert_eq!(data.iter().filter(|(egress, captured, _)| *egress && *captured == 1000).count(), 160, "every send recorded");
+    // SAFETY: closing the epoll fd made above.
+    unsafe { libc::close(epoll) };
+    client.finish();
+    let _ = server.join();
+    probes.detach_all();
+}

@@ -16,10 +16,20 @@ use aya_ebpf::maps::ring_buf::RingBufEntry;
 
 use crate::maps::{DataCall, EVENTS, LOOP_GATHER, PAYLOAD_CAP, SCRATCH, WAKEUP_BYTES, count, op, setting_u8, setting_u32, setting_u64};
 
-/// Wake the reader only once enough is queued; it drains on a timer otherwise.
+/// Wakes the reader when a record of `len` bytes takes the unread bytes across a multiple of
+/// WAKEUP_BYTES; it drains on a timer otherwise. Waking on every record once past the
+/// threshold (as before) sent a wakeup per record until the reader ran: each is an irq_work
+/// self-interrupt, an APIC write that exits to the hypervisor on a VM (0.8% of nginx's time
+/// under wrk). Two CPUs submitting at once may both miss a crossing; the next multiple, or
+/// the reader's timer, catches up.
 #[inline(always)]
-fn wakeup_flag() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= setting_u64(&WAKEUP_BYTES) { BPF_RB_FORCE_WAKEUP as u64 } else { BPF_RB_NO_WAKEUP as u64 }
+fn wakeup_flag(len: u64) -> u64 {
+    let step = setting_u64(&WAKEUP_BYTES);
+    if step == 0 {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    }
+    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if (unread + len) / step != unread / step { BPF_RB_FORCE_WAKEUP as u64 } else { BPF_RB_NO_WAKEUP as u64 }
 }
 
 #[inline(always)]
@@ -40,7 +50,7 @@ fn submit_with<T>(record: &T, flags: u64) {
 
 #[inline(always)]
 fn submit<T>(record: &T) {
-    submit_with(record, wakeup_flag());
+    submit_with(record, wakeup_flag(size_of::<T>() as u64));
 }
 
 // Six arguments: BPF passes at most five in registers, so this must be inlined.
@@ -162,7 +172,7 @@ pub fn header_field(tgid: u32, tid: u32, stream: u32, cause: (u32, u64), decoded
             (*event).value_len = u16::MAX;
         }
     }
-    entry.submit(0);
+    entry.submit(wakeup_flag(size_of::<HeaderFieldEvent>() as u64));
 }
 
 /// Thread `tid`'s field list for `stream` is whole (see `header_flags::END`).
@@ -170,7 +180,7 @@ pub fn header_field(tgid: u32, tid: u32, stream: u32, cause: (u32, u64), decoded
 pub fn header_fields_end(tgid: u32, tid: u32, stream: u32, decoded: bool) {
     let flags = header_flags::END | if decoded { header_flags::DECODED } else { 0 };
     if let Some(entry) = header_record(tgid, tid, stream, (0, 0), flags) {
-        entry.submit(0);
+        entry.submit(wakeup_flag(size_of::<HeaderFieldEvent>() as u64));
     }
 }
 
@@ -351,5 +361,5 @@ pub fn data(pid_tgid: u64, call: &DataCall, transferred: u64, flags: u32) {
     // SAFETY: len ≤ size_of::<DataEvent>(), checked just above, so the slice stays inside the
     // scratch record.
     let bytes = unsafe { core::slice::from_raw_parts((event as *const zerotrace_abi::DataEvent).cast::<u8>(), len) };
-    submit_bytes(bytes, wakeup_flag());
+    submit_bytes(bytes, wakeup_flag(len as u64));
 }
