@@ -32,35 +32,19 @@ use crate::{preflight, process, targets};
 /// the overhead budget, a fleet's relooks) and a signal back for seconds.
 const DRAIN_BATCH: usize = 8192;
 
-/// The longest the reader waits between drains: an idle host's records (a lone request, a
-/// process's exit) wait at most this long.
+/// The reader drains on this period when no wakeup came (the probes wake it only when the
+/// unread bytes cross a multiple of WAKEUP_BYTES).
 const DRAIN_PERIOD: Duration = Duration::from_millis(50);
-/// The shortest wait between drains, under the heaviest load.
-const MIN_DRAIN_PERIOD: Duration = Duration::from_millis(2);
-/// Bytes of records a drain aims to find: the next drain comes when this much is expected at
-/// the rate the last one saw. The drain's burst of parsing runs wherever the reader is
-/// scheduled, perhaps on the traced server's core, holding its requests up for as long.
-/// Measured under redis-benchmark (~85k req/s, ~25 MB/s of records) when the probes woke the
-/// reader per threshold: 256 KiB meant ~2.5 ms bursts every ~10 ms and a p99 of 1.6–2.0 ms
-/// (0.3 ms untraced); 64 KiB 0.8–1.0 ms; 16 KiB 0.55–0.8 ms but lost throughput to the
-/// extra wakeups.
-const DRAIN_BYTES: usize = 64 * 1024;
-/// Unread ring-buffer bytes (and each multiple of them) past which a record wakes the reader
-/// at once: only when the timed drains fall behind a burst, an eighth of the 8 MiB ring. The
-/// probes' wakeups are irq_work self-interrupts on the traced thread's core; on a VM each is
-/// an exit to the hypervisor (~13 µs measured). Under steady load the timed drains come first
-/// and the probes send none.
-const WAKEUP_BYTES: u64 = 1024 * 1024;
-
-/// When to drain next, after a drain that read `bytes` of records `since` the previous one:
-/// when `DRAIN_BYTES` more are expected at that rate, within the two periods.
-fn next_drain_in(bytes: usize, since: Duration) -> Duration {
-    if bytes == 0 {
-        return DRAIN_PERIOD;
-    }
-    let wait = since.mul_f64(DRAIN_BYTES as f64 / bytes as f64);
-    wait.clamp(MIN_DRAIN_PERIOD, DRAIN_PERIOD)
-}
+/// Unread ring-buffer bytes whose every multiple, when a record crosses it, wakes the reader.
+/// Under load the reader wakes about this often and parses what is queued in one burst; a
+/// burst that runs on the traced server's core holds its requests up for that long. Measured
+/// under redis-benchmark (~85k req/s, ~25 MB/s of records): 256 KiB meant ~2.5 ms bursts
+/// every ~10 ms and a p99 of 1.6–2.0 ms (0.3 ms untraced); 64 KiB gives 0.8–1.0 ms at the
+/// same throughput, and 16 KiB 0.55–0.8 ms but lost throughput to the extra wakeups.
+/// Draining on a timer instead (every 2–50 ms, aiming at 64 KiB a drain, with a wakeup only
+/// past 1 MiB) cost nginx under wrk 9% of its traced throughput against these wakeups,
+/// measured alternating over 11 rounds; with a 10 ms floor, 9% as well.
+const WAKEUP_BYTES: u64 = 64 * 1024;
 /// Batches the pipeline may queue for the sink before it drops.
 const EXPORT_QUEUE: usize = 256;
 
@@ -357,8 +341,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
     user.recognised(&mut pipeline, &mut probes);
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let mut last_drain = Instant::now();
-    let mut next_drain = last_drain + DRAIN_PERIOD;
+    let mut drain = tokio::time::interval(DRAIN_PERIOD);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs(s));
     let mut live: Vec<u32> = pids.clone();
@@ -428,7 +411,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
                 let mut guard = guard?;
                 guard.clear_ready();
             }
-            _ = tokio::time::sleep_until(next_drain.into()) => {}
+            _ = drain.tick() => {}
             // Yields to the runtime (a ready future would not): its timers and signals answer
             // only once the task has yielded and its cooperative budget is renewed.
             _ = tokio::task::yield_now(), if backlog => {}
@@ -438,11 +421,7 @@ pub async fn trace(args: &TraceArgs, targets: Targets, sink: Box<dyn SpanSink>, 
                 user.started(pid, &mut probes, &mut pipeline);
             }
         }
-        let drained = drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user, fleet.as_mut(), budget.as_mut(), DRAIN_BATCH);
-        backlog = drained.full;
-        let now = Instant::now();
-        next_drain = now + next_drain_in(drained.bytes, now - last_drain);
-        last_drain = now;
+        backlog = drain_ring(ring.get_mut(), &mut pipeline, &mut probes, &mut user, fleet.as_mut(), budget.as_mut(), DRAIN_BATCH);
         exits_pending |= exits_due;
         if backlog {
             // Spans are decided only once everything written so far is read: a delivery
@@ -568,13 +547,6 @@ impl UserProbes {
     }
 }
 
-/// What one drain read.
-struct Drained {
-    /// It stopped at its limit with records left.
-    full: bool,
-    bytes: usize,
-}
-
 fn drain_ring(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     pipeline: &mut Pipeline<ProcHost>,
@@ -583,8 +555,8 @@ fn drain_ring(
     fleet: Option<&mut Fleet>,
     mut budget: Option<&mut crate::budget::Budget>,
     limit: usize,
-) -> Drained {
-    let (mut read, mut bytes) = (0, 0);
+) -> bool {
+    let mut read = 0;
     while read < limit
         && let Some(item) = ring.next()
     {
@@ -593,7 +565,6 @@ fn drain_ring(
         }
         pipeline.record(&item);
         read += 1;
-        bytes += item.len();
     }
     let effects = pipeline.take_effects();
     for ignore in effects.ignore_fds {
@@ -635,7 +606,7 @@ fn drain_ring(
         user.runtimes.detach_library_fields(probes, pid);
     }
     user.recognised(pipeline, probes);
-    Drained { full: read == limit, bytes }
+    read == limit
 }
 
 /// Keeps the spans of sampled traces (after the RED metrics counted them all).
@@ -797,23 +768,5 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
     let handed = pipeline.hand_off_stats();
     if handed.one + handed.several > 0 {
         eprintln!("zerotrace: messages handed to worker processes — {} named one delivered message, {} several (no parent)", handed.one, handed.several);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_next_drain_comes_when_its_bytes_are_expected_within_the_two_periods() {
-        // Idle: the longest period.
-        assert_eq!(next_drain_in(0, Duration::from_millis(50)), DRAIN_PERIOD);
-        // 16 KiB in 10 ms: 64 KiB expected in 40 ms.
-        assert_eq!(next_drain_in(16 * 1024, Duration::from_millis(10)), Duration::from_millis(40));
-        // 1 MiB in 50 ms would want ~3 ms; 8 MiB in 50 ms is held at the shortest period.
-        assert_eq!(next_drain_in(1024 * 1024, Duration::from_millis(50)), Duration::from_micros(3125));
-        assert_eq!(next_drain_in(8 * 1024 * 1024, Duration::from_millis(50)), MIN_DRAIN_PERIOD);
-        // A trickle never waits past the longest.
-        assert_eq!(next_drain_in(100, Duration::from_millis(50)), DRAIN_PERIOD);
     }
 }
