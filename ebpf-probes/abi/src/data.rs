@@ -31,7 +31,9 @@ pub struct DataHeader {
     pub flags: u32,
     /// The unit of work the thread was running (see [`cause`]).
     pub cause_kind: u32,
-    /// Syscall entry and exit, CLOCK_MONOTONIC (bpf_ktime_get_ns).
+    /// The call's moment, CLOCK_MONOTONIC (bpf_ktime_get_ns): a write's entry, a read's
+    /// return, the two ends spans are timed by. Both fields hold it (the probes read the clock
+    /// once per call); they stay two so that the agent's segments keep their shape.
     pub ts_enter_ns: u64,
     pub ts_exit_ns: u64,
     /// Bytes the syscall actually transferred (≥ `captured`).

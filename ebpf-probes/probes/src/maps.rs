@@ -184,8 +184,13 @@ impl Inflight {
         self.last_op = call_op;
         self.capture_cap = u32::from(capture_cap);
         self.ptr = ptr;
-        // SAFETY: helper without arguments.
-        self.ts_enter_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+        // Only a write's entry time is used (see `capture::data`).
+        self.ts_enter_ns = if op::is_read(call_op) || call_op == op::PIPE_READ {
+            0
+        } else {
+            // SAFETY: helper without arguments.
+            unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+        };
     }
 
     #[inline(always)]

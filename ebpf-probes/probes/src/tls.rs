@@ -42,8 +42,9 @@ fn enter(ctx: &ProbeContext, call_op: u32, ex: u32) -> Result<(), i64> {
         ssl: ctx.arg::<u64>(0).ok_or(1)?,
         buf: ctx.arg::<u64>(1).ok_or(1)?,
         len_ptr: if ex == 1 { ctx.arg::<u64>(3).ok_or(1)? } else { 0 },
+        // Only a write's entry time is used (see `capture::data`).
         // SAFETY: helper without arguments.
-        ts_enter_ns: unsafe { bpf_ktime_get_ns() },
+        ts_enter_ns: if call_op == op::WRITE { unsafe { bpf_ktime_get_ns() } } else { 0 },
     };
     if let Some(slot) = maps::slot(pid_tgid as u32) {
         slot.tls = call;
