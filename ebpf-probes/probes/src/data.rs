@@ -34,7 +34,11 @@ fn data_slot(pid_tgid: u64, fd: u32, call_op: u32) -> Option<(&'static mut Infli
     }
     (slot.last_fd, slot.last_op) = (fd, call_op);
     if slot.tls.op != op::NONE {
-        tls::note_ciphertext_fd(pid_tgid, slot.tls.ssl, fd, state);
+        // Noted once per SSL call (a read may take two syscalls), and kept for its return.
+        if slot.tls.fd != fd {
+            slot.tls.fd = fd;
+            tls::note_ciphertext_fd(pid_tgid, slot.tls.ssl, fd, state);
+        }
         return None;
     }
     if slot.pending_ssl != 0 {

@@ -137,6 +137,10 @@ pub struct TlsCall {
     pub op: u32,
     /// 1 for the _ex variants: the byte count is written through `len_ptr`.
     pub ex: u32,
+    /// The socket a syscall inside this call moved its ciphertext on (`FD_UNKNOWN` until
+    /// one does): the return probe then need not look the SSL's socket up.
+    pub fd: u32,
+    pub _pad: u32,
     pub ssl: u64,
     pub buf: u64,
     pub len_ptr: u64,
@@ -231,7 +235,7 @@ pub fn own_slot(tid: u32) -> Option<&'static mut Inflight> {
 }
 
 impl TlsCall {
-    pub const IDLE: TlsCall = TlsCall { op: op::NONE, ex: 0, ssl: 0, buf: 0, len_ptr: 0, ts_enter_ns: 0 };
+    pub const IDLE: TlsCall = TlsCall { op: op::NONE, ex: 0, fd: zerotrace_abi::FD_UNKNOWN, _pad: 0, ssl: 0, buf: 0, len_ptr: 0, ts_enter_ns: 0 };
 }
 
 pub mod op {

@@ -39,6 +39,8 @@ fn enter(ctx: &ProbeContext, call_op: u32, ex: u32) -> Result<(), i64> {
     let call = TlsCall {
         op: call_op,
         ex,
+        fd: FD_UNKNOWN,
+        _pad: 0,
         ssl: ctx.arg::<u64>(0).ok_or(1)?,
         buf: ctx.arg::<u64>(1).ok_or(1)?,
         len_ptr: if ex == 1 { ctx.arg::<u64>(3).ok_or(1)? } else { 0 },
@@ -87,8 +89,12 @@ fn try_ssl_ret(ctx: &RetProbeContext) -> Result<(), i64> {
     // comes back as 0x00000000ffffffff).
     let ret = i64::from(ctx.ret::<u64>() as u32 as i32);
     let tgid = pid_tgid >> 32;
-    // SAFETY: lookup; the value is copied.
-    let mut fd = unsafe { SSL_FDS.get(&SslKey { ssl: call.ssl, tgid }) }.copied().unwrap_or(FD_UNKNOWN);
+    let mut fd = if call.fd != FD_UNKNOWN {
+        call.fd
+    } else {
+        // SAFETY: lookup; the value is copied.
+        unsafe { SSL_FDS.get(&SslKey { ssl: call.ssl, tgid }) }.copied().unwrap_or(FD_UNKNOWN)
+    };
     if call.op == op::READ && op::is_read(slot.last_op) && slot.last_fd != fd {
         // No syscall inside this call, and the thread's last one read a socket: over a memory
         // BIO (node) that read was this SSL's ciphertext. (With a socket BIO the last read is
