@@ -80,6 +80,16 @@ pub fn mask_literals(sql: &str, dialect: Dialect) -> String {
                 push_space(&mut out);
                 i += 1;
             }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                // A word (keyword or identifier) in one copy: its letters, digits and
+                // underscores are copied as they are whichever branch would see them, since a
+                // digit after a word character is part of it and a literal's `x'` prefix
+                // needs no word character before it.
+                let run = b[i..].iter().take_while(|x| x.is_ascii_alphanumeric() || **x == b'_').count();
+                let end = i + run.min(MAX_TEXT - out.len());
+                out.push_str(&sql[i..end]);
+                i = end;
+            }
             _ => {
                 // Copy one UTF-8 character.
                 let len = sql[i..].chars().next().map_or(1, char::len_utf8);
@@ -288,6 +298,15 @@ mod tests {
         assert_eq!(pg("SELECT * FROM t WHERE id IN (1, 2, 3, 4);"), "SELECT * FROM t WHERE id IN (?)");
         assert_eq!(mask_literals("SELECT \"secret\", `col` FROM t WHERE c = 0x1F # note", Dialect::Mysql), "SELECT ?, `col` FROM t WHERE c = ?");
         assert_eq!(mask_literals("INSERT INTO t VALUES ('a\\'b', %s)", Dialect::Mysql), "INSERT INTO t VALUES (?, %s)");
+    }
+
+    /// Words are copied whole (a fast path): what ends them, and what starts a literal right
+    /// after one, is what it was character by character.
+    #[test]
+    fn words_are_copied_whole_and_the_text_still_stops_at_its_limit() {
+        assert_eq!(pg("SELECT ax'41', t_2x, 3abc FROM tab1 WHERE n'x' = b'01' AND t1.c2 = 7"), "SELECT ax?, t_2x, ?abc FROM tab1 WHERE ? = ? AND t1.c2 = ?");
+        assert_eq!(pg(&"a".repeat(3000)).len(), MAX_TEXT);
+        assert_eq!(pg(&format!("SELECT {} FROM t", "c".repeat(3000))), format!("SELECT {}", "c".repeat(MAX_TEXT - 7)));
     }
 
     #[test]
