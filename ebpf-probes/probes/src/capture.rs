@@ -17,8 +17,8 @@ use aya_ebpf::maps::ring_buf::RingBufEntry;
 use crate::maps::{DataCall, EVENTS, LOOP_GATHER, PAYLOAD_CAP, SCRATCH, WAKEUP_BYTES, count, op, setting_u8, setting_u32, setting_u64};
 
 /// Wakes the reader when a record of `len` bytes takes the unread bytes across a multiple of
-/// WAKEUP_BYTES; it drains on a timer otherwise. Waking on every record once past the
-/// threshold (as before) sent a wakeup per record until the reader ran: each is an irq_work
+/// WAKEUP_BYTES; it drains on a timer otherwise. Waking on every record past the threshold
+/// would send a wakeup per record until the reader ran: each is an irq_work
 /// self-interrupt, an APIC write that exits to the hypervisor on a VM (0.8% of nginx's time
 /// under wrk). Two CPUs submitting at once may both miss a crossing; the next multiple, or
 /// the reader's timer, catches up.
@@ -239,6 +239,14 @@ fn copy_user(payload: *mut u8, off: u64, src: u64, n: u64) -> Option<u64> {
     Some(n)
 }
 
+/// Copies what `want` still needs of one iovec to `payload + off`: the bytes copied, or None
+/// when the read faulted.
+#[inline(always)]
+fn copy_iovec(payload: *mut u8, off: u64, iov: &Iovec, want: u64) -> Option<u64> {
+    let n = if iov.len < want - off { iov.len } else { want - off };
+    copy_user(payload, off, iov.base, n)
+}
+
 /// Copies the first `want` bytes moved by a vectored call, iovec after iovec, into `payload`.
 /// Returns how many were copied (fewer when the call used more buffers than are gathered or a
 /// read faulted; the rest counts as a gap).
@@ -263,8 +271,7 @@ fn gather(payload: *mut u8, iovecs: u64, want: u64) -> u64 {
         if off >= want {
             return off;
         }
-        let n = if iov.len < want - off { iov.len } else { want - off };
-        match copy_user(payload, off, iov.base, n) {
+        match copy_iovec(payload, off, &iov, want) {
             Some(copied) => off += copied,
             None => return off,
         }
@@ -289,8 +296,7 @@ fn gather(payload: *mut u8, iovecs: u64, want: u64) -> u64 {
         let Ok(iov) = (unsafe { bpf_probe_read_user((iovecs + i * size_of::<Iovec>() as u64) as *const Iovec) }) else {
             break;
         };
-        let n = if iov.len < want - off { iov.len } else { want - off };
-        match copy_user(payload, off, iov.base, n) {
+        match copy_iovec(payload, off, &iov, want) {
             Some(copied) => off += copied,
             None => break,
         }
@@ -326,8 +332,7 @@ extern "C" fn gather_step(i: u32, ctx: *mut core::ffi::c_void) -> i64 {
     let Ok(iov) = (unsafe { bpf_probe_read_user((state.iovecs + u64::from(i) * size_of::<Iovec>() as u64) as *const Iovec) }) else {
         return 1;
     };
-    let n = if iov.len < state.want - state.off { iov.len } else { state.want - state.off };
-    match copy_user(payload, state.off, iov.base, n) {
+    match copy_iovec(payload, state.off, &iov, state.want) {
         Some(copied) => {
             state.off += copied;
             0

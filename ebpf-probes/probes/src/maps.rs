@@ -188,13 +188,7 @@ impl Inflight {
         self.last_op = call_op;
         self.capture_cap = u32::from(capture_cap);
         self.ptr = ptr;
-        // Only a write's entry time is used (see `capture::data`).
-        self.ts_enter_ns = if op::is_read(call_op) || call_op == op::PIPE_READ {
-            0
-        } else {
-            // SAFETY: helper without arguments.
-            unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
-        };
+        self.ts_enter_ns = entry_time(call_op);
     }
 
     #[inline(always)]
@@ -234,6 +228,18 @@ pub fn own_slot(tid: u32) -> Option<&'static mut Inflight> {
     if slot.owner == tid { Some(slot) } else { None }
 }
 
+/// The entry time a call keeps: a write's, since spans are timed by a write's entry and a
+/// read's return (see `capture::data`); 0 for a read, which saves a clock read.
+#[inline(always)]
+pub fn entry_time(call_op: u32) -> u64 {
+    if op::is_egress(call_op) {
+        // SAFETY: helper without arguments.
+        unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }
+    } else {
+        0
+    }
+}
+
 impl TlsCall {
     pub const IDLE: TlsCall = TlsCall { op: op::NONE, ex: 0, fd: zerotrace_abi::FD_UNKNOWN, _pad: 0, ssl: 0, buf: 0, len_ptr: 0, ts_enter_ns: 0 };
 }
@@ -261,6 +267,12 @@ pub mod op {
     #[inline(always)]
     pub fn is_write(op: u32) -> bool {
         op == WRITE || op == WRITEV
+    }
+
+    /// Calls whose bytes leave the process (sendfile's too, though they are not copied).
+    #[inline(always)]
+    pub fn is_egress(op: u32) -> bool {
+        is_write(op) || op == SENDFILE
     }
 }
 

@@ -9,14 +9,14 @@
 //! then on that socket's ciphertext is not captured.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::bpf_probe_read_user,
     macros::{map, uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
 use zerotrace_abi::{FD_UNKNOWN, FdState, data_flags, fd_key, fd_state};
 
-use crate::maps::{self, DataCall, FD_STATE, TlsCall, op};
+use crate::maps::{self, DataCall, FD_STATE, op};
 use crate::{capture, filter};
 
 /// A `SSL*` of a process. Pointers are per address space, hence the tgid.
@@ -36,20 +36,22 @@ static SSL_FDS: LruHashMap<SslKey, u32> = LruHashMap::with_max_entries(65536, 0)
 #[inline(always)]
 fn enter(ctx: &ProbeContext, call_op: u32, ex: u32) -> Result<(), i64> {
     let Some(pid_tgid) = filter::traced_task() else { return Ok(()) };
-    let call = TlsCall {
-        op: call_op,
-        ex,
-        fd: FD_UNKNOWN,
-        _pad: 0,
-        ssl: ctx.arg::<u64>(0).ok_or(1)?,
-        buf: ctx.arg::<u64>(1).ok_or(1)?,
-        len_ptr: if ex == 1 { ctx.arg::<u64>(3).ok_or(1)? } else { 0 },
-        // Only a write's entry time is used (see `capture::data`).
-        // SAFETY: helper without arguments.
-        ts_enter_ns: if call_op == op::WRITE { unsafe { bpf_ktime_get_ns() } } else { 0 },
-    };
+    let ssl = ctx.arg::<u64>(0).ok_or(1)?;
+    let buf = ctx.arg::<u64>(1).ok_or(1)?;
+    let len_ptr = if ex == 1 { ctx.arg::<u64>(3).ok_or(1)? } else { 0 };
     if let Some(slot) = maps::slot(pid_tgid as u32) {
-        slot.tls = call;
+        // Field by field, the last one volatile: for SSL_read the last two are constant
+        // zeros, which LLVM otherwise merges into a call of the byte-at-a-time `memset` (see
+        // `DataCall`).
+        let tls = &mut slot.tls;
+        tls.op = call_op;
+        tls.ex = ex;
+        tls.fd = FD_UNKNOWN;
+        tls.ssl = ssl;
+        tls.buf = buf;
+        tls.len_ptr = len_ptr;
+        // SAFETY: a write to a field of this thread's slot, through a valid reference.
+        unsafe { core::ptr::write_volatile(&mut tls.ts_enter_ns, maps::entry_time(call_op)) };
     }
     Ok(())
 }
