@@ -571,6 +571,10 @@ fn drain_ring(
         // A verdict for a connection the fd no longer holds is dropped: nothing to do.
         let _ = probes.ignore_fd(ignore);
     }
+    for recapture in effects.recapture {
+        // Closed or reused meanwhile: the new connection has its own state.
+        let _ = probes.recapture_fd(recapture);
+    }
     for (tgid, fd, bytes) in effects.capture {
         // The socket may be closed by now: then there is nothing to capture anyway.
         let _ = probes.set_capture_cap(tgid, fd, bytes);
@@ -649,23 +653,15 @@ fn review_budget(budget: &mut crate::budget::Budget, probes: &mut Probes, pipeli
     };
     for step in budget.review(&totals) {
         let name = process::executable_name(step.pid).unwrap_or_else(|| "gone".to_string());
-        let head_only = step.mode == crate::budget::Mode::HeadOnly;
+        let head_only = step.mode.head_only();
         // The sockets it opens from now on (in the kernel), and those it has (the pipeline
-        // caps each at its next read or write).
+        // caps each at its next read or write, and takes each out of the share or back).
         if let Err(err) = probes.set_head_only(step.pid, head_only) {
             eprintln!("zerotrace: warning: {err:#}");
         }
         pipeline.set_head_only(step.pid, head_only);
-        if head_only {
-            eprintln!(
-                "zerotrace: pid {} ({name}): tracing costs {:.1}% of its CPU time, over the budget: capturing heads only ({} bytes a read or write) until it is under half the budget for 10 s",
-                step.pid,
-                step.cost_percent,
-                crate::budget::HEAD_BYTES
-            );
-        } else {
-            eprintln!("zerotrace: pid {} ({name}): tracing has cost under half the budget for 10 s ({:.1}% now): full capture again", step.pid, step.cost_percent);
-        }
+        pipeline.set_sampling(step.pid, step.mode.one_in());
+        eprintln!("zerotrace: pid {} ({name}): {}", step.pid, step.describe());
     }
 }
 
@@ -689,6 +685,7 @@ fn levels(probes: &Probes, user: &UserProbes, stats: &ExportStats, budget: Optio
     crate::self_metrics::Levels {
         processes_traced: user.traced.len() as u64,
         processes_head_only: budget.map_or(0, |b| b.head_only() as u64),
+        processes_sampled: budget.map_or(0, |b| b.sampled() as u64),
         export_queue_spans: stats.queued.load(Ordering::Relaxed).saturating_sub(left),
         cpu_seconds,
         resident_bytes,
@@ -715,13 +712,14 @@ fn reading(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats, 
         (RequestsWithoutSpan, "answered_in_another_protocol", s.answered_in_another_protocol),
         (RequestsWithoutSpan, "server_closed_unanswered", s.closed_unanswered),
         (RequestsWithoutSpan, "after_connection_close", s.after_close),
+        (RequestsWithoutSpan, "connection_sampled_out", s.sampled_out),
         (Stitching, "stitched", stitch.stitched),
         (Stitching, "caller_not_seen", stitch.caller_not_seen),
         (Stitching, "caller_unplaced", stitch.caller_unplaced),
     ];
     out.extend(probes.loss_counters().into_iter().map(|(why, n)| (EventsLost, why, n)));
     if let Some(budget) = budget {
-        out.extend([(BudgetSteps, "head_only", budget.steps_down), (BudgetSteps, "full", budget.steps_up)]);
+        out.extend(budget.steps().map(|(reason, n)| (BudgetSteps, reason, n)));
     }
     out
 }
@@ -749,12 +747,13 @@ fn report(probes: &Probes, pipeline: &Pipeline<ProcHost>, stats: &ExportStats) {
         s.tls_without_socket,
     );
     eprintln!(
-        "zerotrace: requests without a span: {} (answered, but the request was not captured: beyond --capture-bytes in one large write, or sent before attach), {} (answered in another protocol), {} (server closed without answering), {} (sent after the server's Connection: close), {} (in flight at shutdown)",
+        "zerotrace: requests without a span: {} (answered, but the request was not captured: beyond --capture-bytes in one large write, or sent before attach), {} (answered in another protocol), {} (server closed without answering), {} (sent after the server's Connection: close), {} (in flight at shutdown), {} (in flight when their connection left its process's sampled share)",
         s.answers_without_request,
         s.answered_in_another_protocol,
         s.closed_unanswered,
         s.after_close,
         pipeline.in_flight(),
+        s.sampled_out,
     );
     let protocols: Vec<String> =
         pipeline.protocol_stats().iter().map(|(name, p)| format!("{name}: {} connection(s), {} request(s), {} resync(s)", p.connections, p.requests, p.resyncs)).collect();

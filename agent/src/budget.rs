@@ -14,6 +14,16 @@
 //! metrics stay complete; what the heads lose (late headers, bodies' sizes) is left out, and
 //! the spans say `zerotrace.capture.head_only`. Under half the budget for `STEP_UP_AFTER`
 //! reviews, it steps back up.
+//!
+//! Heads only still make a record per read and write, and on small requests the cost is per
+//! record (the ring-buffer reservation, the agent's parse and span), not per byte. Still over
+//! the budget in head-only mode, a process steps down again: only one connection in N
+//! (a power of two, at most `MAX_ONE_IN`) is captured, the others cost the probes a map
+//! lookup per call and the agent nothing. Each span of such a process stands for N requests
+//! (`zerotrace.capture.one_in`), and the RED metrics count it N times: an estimate, no longer
+//! exact, which is the price of the last level. It steps up (a smaller N, then heads only for
+//! all) once the cost it would have there is under half the budget for `STEP_UP_AFTER`
+//! reviews.
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -23,18 +33,84 @@ pub const HEAD_BYTES: u16 = zerotrace_abi::HEAD_ONLY_CAPTURE;
 const STEP_DOWN_AFTER: u32 = 2;
 /// Reviews under half the budget before stepping back up.
 const STEP_UP_AFTER: u32 = 10;
-/// A process that used less CPU than this in a second is idle: its cost ratio means nothing,
-/// and it counts as under the budget.
-const IDLE_CPU_SECONDS: f64 = 0.01;
+/// A process that used less CPU than this in a second is idle: it counts as under the budget.
+/// Its CPU time comes in clock ticks (10 ms): a lightly loaded process shows one tick in some
+/// seconds and none in others, and the cost over one tick is noise that would step it down
+/// and up; what tracing costs it in absolute terms is small anyway.
+const IDLE_CPU_SECONDS: f64 = 0.05;
+/// The fewest connections sampled: one in this many.
+pub const MAX_ONE_IN: u32 = 64;
+/// Stepping down, the share is picked to cost this much of the budget, leaving room for the
+/// load to grow.
+const STEP_DOWN_TARGET: f64 = 0.75;
 /// The kernel programs' cost per record when the kernel does not measure it: the average of
 /// the data path's programs in docs/BENCHMARKS.md (a syscall's entry and exit programs, with
 /// the copy), on the machine the figures come from.
 const ESTIMATED_KERNEL_NS_PER_RECORD: f64 = 1_000.0;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {
+    #[default]
     Full,
     HeadOnly,
+    /// Heads only, on one connection in this many (a power of two, 2 to `MAX_ONE_IN`).
+    Sampled(u32),
+}
+
+impl Step {
+    /// The log line's words after the process's name.
+    pub fn describe(&self) -> String {
+        let cost = self.cost_percent;
+        match (self.from, self.mode) {
+            (_, Mode::Full) => format!("tracing has cost under half the budget for 10 s ({cost:.1}% now): full capture again"),
+            (Mode::Full, Mode::HeadOnly) => {
+                format!(
+                    "tracing costs {cost:.1}% of its CPU time, over the budget: capturing heads only ({HEAD_BYTES} bytes a read or write) until it is under half the budget for 10 s"
+                )
+            }
+            (_, Mode::HeadOnly) => format!("tracing costs {cost:.1}% of its CPU time, and heads on every connection would cost under half the budget: capturing them all again"),
+            (from, Mode::Sampled(n)) if from.one_in() < n => format!(
+                "tracing costs {cost:.1}% of its CPU time, over the budget with heads only: capturing 1 connection in {n}; each of its spans counts {n} times in the RED metrics"
+            ),
+            (from, Mode::Sampled(n)) => {
+                format!("tracing costs {cost:.1}% of its CPU time; 1 connection in {n} would cost under half the budget (1 in {} now): capturing 1 in {n}", from.one_in())
+            }
+        }
+    }
+}
+
+impl Mode {
+    /// One connection in this many is captured (1: all).
+    pub fn one_in(self) -> u32 {
+        match self {
+            Mode::Sampled(n) => n,
+            _ => 1,
+        }
+    }
+
+    pub fn head_only(self) -> bool {
+        self != Mode::Full
+    }
+
+    /// The label of a step to this mode in the self-metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::HeadOnly => "head_only",
+            Mode::Sampled(_) => "sampled",
+        }
+    }
+
+    /// The mode whose cost fits `target` percent, from `cost` in this mode: costs scale with
+    /// the connections captured (heads only; the share sampled), none below heads only for all.
+    fn fitting(self, cost: f64, target: f64) -> Mode {
+        let all = cost * f64::from(self.one_in());
+        let n = (all / target).ceil().clamp(1.0, f64::from(MAX_ONE_IN)) as u32;
+        match n.next_power_of_two() {
+            1 => Mode::HeadOnly,
+            n => Mode::Sampled(n),
+        }
+    }
 }
 
 /// A change of mode, for the log line and the pipeline.
@@ -42,6 +118,7 @@ pub enum Mode {
 pub struct Step {
     pub pid: u32,
     pub mode: Mode,
+    pub from: Mode,
     /// Tracing's cost as a percentage of the process's CPU time, in the review that decided.
     pub cost_percent: f64,
 }
@@ -51,9 +128,11 @@ struct Process {
     records: u64,
     /// utime + stime at the last review, in seconds.
     last_cpu: Option<f64>,
-    head_only: bool,
+    mode: Mode,
     over: u32,
+    /// Reviews in a row whose cost would fit `lighter` (the mode to step up to).
     under: u32,
+    lighter: Option<Mode>,
 }
 
 pub struct Budget {
@@ -61,9 +140,8 @@ pub struct Budget {
     processes: HashMap<u32, Process>,
     last_agent_cpu: f64,
     last_kernel_ns: Option<u64>,
-    /// Steps taken, down and up, for the self-metrics.
-    pub steps_down: u64,
-    pub steps_up: u64,
+    /// Steps taken, by the mode stepped to, for the self-metrics.
+    steps: HashMap<&'static str, u64>,
 }
 
 /// What one review is given: the agent's CPU time and the kernel programs' total run time so
@@ -76,7 +154,7 @@ pub struct Totals<'a> {
 
 impl Budget {
     pub fn new(percent: f64) -> Budget {
-        Budget { percent, processes: HashMap::default(), last_agent_cpu: 0.0, last_kernel_ns: None, steps_down: 0, steps_up: 0 }
+        Budget { percent, processes: HashMap::default(), last_agent_cpu: 0.0, last_kernel_ns: None, steps: HashMap::default() }
     }
 
     /// Counts one kernel record for its process (the header's tgid).
@@ -87,9 +165,19 @@ impl Budget {
         }
     }
 
-    /// Processes in head-only mode now.
+    /// Processes capturing heads only now (sampled or not).
     pub fn head_only(&self) -> usize {
-        self.processes.values().filter(|p| p.head_only).count()
+        self.processes.values().filter(|p| p.mode.head_only()).count()
+    }
+
+    /// Processes capturing a sampled share of their connections now.
+    pub fn sampled(&self) -> usize {
+        self.processes.values().filter(|p| p.mode.one_in() > 1).count()
+    }
+
+    /// Steps taken so far, by the mode stepped to (`Mode::reason`).
+    pub fn steps(&self) -> [(&'static str, u64); 3] {
+        [Mode::Full, Mode::HeadOnly, Mode::Sampled(2)].map(|m| (m.reason(), self.steps.get(m.reason()).copied().unwrap_or(0)))
     }
 
     /// Once a second: each process's cost over the last second, and the steps it calls for.
@@ -114,36 +202,57 @@ impl Budget {
             let Some(used) = used else { return true };
             // An idle process costs nothing: it counts as under the budget.
             let cost_percent = if used < IDLE_CPU_SECONDS { 0.0 } else { 100.0 * share * (agent_ns + kernel_ns) / (used * 1e9) };
+            let from = p.mode;
             if let Some(mode) = p.judge(cost_percent, percent) {
-                steps.push(Step { pid, mode, cost_percent });
+                steps.push(Step { pid, mode, from, cost_percent });
             }
             true
         });
         for step in &steps {
-            match step.mode {
-                Mode::HeadOnly => self.steps_down += 1,
-                Mode::Full => self.steps_up += 1,
-            }
+            *self.steps.entry(step.mode.reason()).or_default() += 1;
         }
         steps
     }
 }
 
 impl Process {
-    /// The mode this review's cost calls for, when it changes.
+    /// The mode this review's cost calls for, when it changes. Down: over the budget for
+    /// `STEP_DOWN_AFTER` reviews, to heads only, then to a share that fits. Up: a lighter mode
+    /// whose cost would be under half the budget, for `STEP_UP_AFTER` reviews.
     fn judge(&mut self, cost_percent: f64, budget: f64) -> Option<Mode> {
-        if self.head_only {
-            self.under = if cost_percent < budget / 2.0 { self.under + 1 } else { 0 };
-            if self.under >= STEP_UP_AFTER {
-                (self.head_only, self.under) = (false, 0);
-                return Some(Mode::Full);
+        self.over = if cost_percent > budget { self.over + 1 } else { 0 };
+        if self.over >= STEP_DOWN_AFTER {
+            let down = match self.mode {
+                Mode::Full => Mode::HeadOnly,
+                // At least twice as few: the cost measured may lag the last step.
+                m => match m.fitting(cost_percent, budget * STEP_DOWN_TARGET) {
+                    Mode::Sampled(n) => Mode::Sampled(n.max(2 * m.one_in()).min(MAX_ONE_IN)),
+                    _ => Mode::Sampled(2 * m.one_in()),
+                },
+            };
+            self.over = 0;
+            if down == self.mode || down.one_in() > MAX_ONE_IN {
+                return None;
             }
-        } else {
-            self.over = if cost_percent > budget { self.over + 1 } else { 0 };
-            if self.over >= STEP_DOWN_AFTER {
-                (self.head_only, self.over) = (true, 0);
-                return Some(Mode::HeadOnly);
-            }
+            (self.mode, self.under, self.lighter) = (down, 0, None);
+            return Some(down);
+        }
+        let lighter = match self.mode {
+            Mode::Full => None,
+            Mode::HeadOnly => (cost_percent < budget / 2.0).then_some(Mode::Full),
+            m => Some(m.fitting(cost_percent, budget / 2.0)).filter(|up| up.one_in() < m.one_in()),
+        };
+        // A lighter mode each review, the least light of them once it is time.
+        (self.under, self.lighter) = match (lighter, self.lighter) {
+            (Some(now), Some(before)) => (self.under + 1, Some(if now.one_in() >= before.one_in() { now } else { before })),
+            (Some(now), None) => (1, Some(now)),
+            (None, _) => (0, None),
+        };
+        if self.under >= STEP_UP_AFTER
+            && let Some(up) = self.lighter.take()
+        {
+            (self.mode, self.under) = (up, 0);
+            return Some(up);
         }
         None
     }
@@ -188,8 +297,12 @@ mod tests {
         steps
     }
 
+    fn modes(steps: &[Step]) -> Vec<Mode> {
+        steps.iter().map(|s| s.mode).collect()
+    }
+
     #[test]
-    fn over_budget_steps_down_after_two_seconds_and_back_up_after_ten_quiet_ones() {
+    fn over_budget_steps_down_to_heads_then_to_a_share_and_back_up_when_it_would_fit() {
         let mut budget = Budget::new(2.0);
         let mut clock = (0.0, 0.0, 0);
         // The first second sets the baselines.
@@ -201,12 +314,47 @@ mod tests {
         assert_eq!((steps[0].pid, steps[0].mode), (7, Mode::HeadOnly));
         assert!((steps[0].cost_percent - 5.0).abs() < 0.01, "{steps:?}");
         assert_eq!(budget.head_only(), 1);
-        // Still over in head-only mode: nothing more to do.
-        assert!(seconds(&mut budget, &mut clock, 5, 1.0, 100, 30_000_000).is_empty());
-        // Under half the budget (0.5%) for ten seconds: back to full capture.
+        // Still 6% with heads only: a share that costs 75% of the budget, 6 / 1.5 = 4.
+        let steps = seconds(&mut budget, &mut clock, 2, 1.0, 100, 60_000_000);
+        assert_eq!(modes(&steps), [Mode::Sampled(4)]);
+        assert_eq!((budget.head_only(), budget.sampled()), (1, 1));
+        // 1.5% at one in four: within the budget, but twice as many would be 3%: it stays.
+        assert!(seconds(&mut budget, &mut clock, 15, 1.0, 100, 15_000_000).is_empty());
+        // 0.2%: heads on every connection would cost 0.8%, under half the budget. Ten
+        // seconds of that, and it steps up to heads only; ten more under 1%, to full capture.
+        let steps = seconds(&mut budget, &mut clock, 10, 1.0, 100, 2_000_000);
+        assert_eq!(modes(&steps), [Mode::HeadOnly]);
         let steps = seconds(&mut budget, &mut clock, 10, 1.0, 100, 5_000_000);
-        assert_eq!(steps.iter().map(|s| s.mode).collect::<Vec<_>>(), [Mode::Full]);
-        assert_eq!((budget.steps_down, budget.steps_up, budget.head_only()), (1, 1, 0));
+        assert_eq!(modes(&steps), [Mode::Full]);
+        assert_eq!(budget.steps(), [("full", 1), ("head_only", 2), ("sampled", 1)]);
+        assert_eq!((budget.head_only(), budget.sampled()), (0, 0));
+    }
+
+    #[test]
+    fn a_share_halves_while_still_over_and_stops_at_the_fewest() {
+        let mut budget = Budget::new(1.0);
+        let mut clock = (0.0, 0.0, 0);
+        assert!(seconds(&mut budget, &mut clock, 1, 1.0, 100, 0).is_empty());
+        // 3% a second, whatever the mode (the cost measured lags, or the load grows).
+        let steps = seconds(&mut budget, &mut clock, 20, 1.0, 100, 30_000_000);
+        // Heads only; then 3 / 0.75 = 4 (75% of the budget); at one in 4, heads for all would
+        // cost 12%: one in 16; then 48% of heads: one in 64, the fewest.
+        assert_eq!(modes(&steps), [Mode::HeadOnly, Mode::Sampled(4), Mode::Sampled(16), Mode::Sampled(64)]);
+        assert!(seconds(&mut budget, &mut clock, 10, 1.0, 100, 30_000_000).is_empty(), "nothing lighter than one in 64");
+    }
+
+    #[test]
+    fn stepping_up_goes_to_the_least_light_mode_seen_in_the_quiet_seconds() {
+        let mut budget = Budget::new(2.0);
+        let mut clock = (0.0, 0.0, 0);
+        assert!(seconds(&mut budget, &mut clock, 1, 1.0, 100, 0).is_empty());
+        let steps = seconds(&mut budget, &mut clock, 4, 1.0, 100, 200_000_000);
+        assert_eq!(modes(&steps), [Mode::HeadOnly, Mode::Sampled(16)]);
+        // Nine seconds that would fit heads for all (0.05% × 16 < 1%), one that would fit one
+        // in two (0.1% × 16 = 1.6%): the step up is to one in two.
+        let mut steps = seconds(&mut budget, &mut clock, 9, 1.0, 100, 500_000);
+        steps.extend(seconds(&mut budget, &mut clock, 1, 1.0, 100, 1_000_000));
+        assert_eq!(modes(&steps), [Mode::Sampled(2)]);
     }
 
     #[test]

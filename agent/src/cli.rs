@@ -131,7 +131,9 @@ pub struct TraceArgs {
     /// (the kernel programs' run time and the agent's, by its share of the records; the hooks'
     /// fixed floor is not counted). A process over it for 2 s copies heads only (256 bytes a
     /// read or write: every request keeps its span and the RED metrics stay exact; spans say
-    /// `zerotrace.capture.head_only`), until it has been under half the budget for 10 s.
+    /// `zerotrace.capture.head_only`); still over, it captures one connection in N (spans say
+    /// `zerotrace.capture.one_in=N` and count N times in the RED metrics). It steps back up
+    /// once the lighter level would cost under half the budget for 10 s.
     #[arg(long, value_name = "PERCENT", value_parser = budget_percent)]
     pub overhead_budget: Option<f64>,
     /// Have the kernel count each hook's runs and time while the agent runs (BPF_ENABLE_STATS),

@@ -80,6 +80,9 @@ pub struct Conn {
     pub early: VecDeque<EarlyAnswer>,
     /// The capture the probes were last asked for on this socket (`Parser::capture_bytes`).
     pub capture_asked: Option<u16>,
+    /// Outside the share its process captures (`--overhead-budget`): the probes skip it, and
+    /// what they sent before they knew is dropped unparsed.
+    pub sampled_out: bool,
 }
 
 /// An answer waiting for its request's record, with the thread and unit of work that read it.
@@ -185,7 +188,20 @@ impl Conn {
             opened_by: None,
             early: VecDeque::new(),
             capture_asked: None,
+            sampled_out: false,
         }
+    }
+
+    /// Out of its process's sampled share: its parser and early answers are dropped (the
+    /// caller ends its pending requests); in again, it starts over at the next bytes, as a
+    /// connection found open at attach does.
+    pub fn set_sampled_out(&mut self, out: bool) {
+        self.sampled_out = out;
+        self.parser = None;
+        self.first_bytes = [Vec::new(), Vec::new()];
+        self.unrecognised = 0;
+        self.early.clear();
+        self.capture_asked = None;
     }
 
     /// The capture this connection's protocol wants, if not the global one.
@@ -361,6 +377,11 @@ impl ConnTable {
     /// Every open connection.
     pub fn iter(&self) -> impl Iterator<Item = &Conn> {
         self.conns.values()
+    }
+
+    /// The fds of process `tgid`'s connections that `pick` picks.
+    pub fn fds_of(&self, tgid: u32, pick: impl Fn(&Conn) -> bool) -> Vec<u32> {
+        self.conns.iter().filter(|((t, _), c)| *t == tgid && pick(c)).map(|((_, fd), _)| *fd).collect()
     }
 
     pub fn pending_requests(&self) -> u64 {

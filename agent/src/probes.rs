@@ -323,6 +323,20 @@ impl Probes {
         true
     }
 
+    /// Captures a socket again that `ignore_fd` took out of its process's sampled share, on
+    /// the connection it was meant for only (same generation, still not captured). False when
+    /// it was closed or reused meanwhile.
+    pub fn recapture_fd(&mut self, r: crate::pipeline::Recapture) -> bool {
+        let key = fd_key(r.tgid, r.fd);
+        let Ok(current) = self.fd_states.get(&key, 0).map(FdState::from_word) else { return false };
+        if current.state != fd_state::FOREIGN || current.generation != r.generation {
+            return false;
+        }
+        let entry = FdState { state: fd_state::SOCKET, generation: current.generation, capture_cap: r.cap };
+        // BPF_EXIST (2): never creates an entry for an fd closed meanwhile.
+        self.fd_states.insert(key, entry.to_word(), 2).is_ok()
+    }
+
     /// Records the probes could not deliver, by reason, summed over CPUs.
     pub fn loss_counters(&self) -> [(&'static str, u64); 3] {
         let sum = |i: u32| self.stats.get(&i, 0).map(|v| v.iter().sum::<u64>()).unwrap_or(0);

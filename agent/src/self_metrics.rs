@@ -90,6 +90,8 @@ pub struct Levels {
     pub export_queue_spans: u64,
     /// Processes capturing heads only, over their `--overhead-budget`.
     pub processes_head_only: u64,
+    /// Of those, processes capturing a sampled share of their connections.
+    pub processes_sampled: u64,
     /// The agent's own CPU time (user and system) since it started.
     pub cpu_seconds: f64,
     /// The agent's resident memory.
@@ -134,6 +136,7 @@ pub struct SelfMetrics {
     last: HashMap<(Metric, &'static str), u64>,
     processes_traced: Gauge,
     processes_head_only: Gauge,
+    processes_sampled: Gauge,
     export_queue: Gauge,
     resident: Gauge,
     cpu: Counter<f64, AtomicU64>,
@@ -195,9 +198,10 @@ impl SelfMetrics {
                 plain.insert(metric, counter);
             }
         }
-        let (processes_traced, processes_head_only, export_queue) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let (processes_traced, processes_head_only, processes_sampled, export_queue) = (Gauge::default(), Gauge::default(), Gauge::default(), Gauge::default());
         own.register("processes_traced", "Processes traced now", processes_traced.clone());
         own.register("processes_head_only", "Processes capturing heads only, over their --overhead-budget", processes_head_only.clone());
+        own.register("processes_sampled", "Processes capturing one connection in N, over their --overhead-budget even with heads only", processes_sampled.clone());
         own.register("export_queue_spans", "Spans queued for export", export_queue.clone());
         let (hook_runs, hook_seconds) = (ByHook::default(), ByHookSeconds::default());
         own.register("hook_runs", "Runs of each kernel program (with --hook-stats or kernel.bpf_stats_enabled)", hook_runs.clone());
@@ -209,6 +213,7 @@ impl SelfMetrics {
             last: HashMap::default(),
             processes_traced,
             processes_head_only,
+            processes_sampled,
             export_queue,
             resident,
             cpu,
@@ -245,6 +250,7 @@ impl SelfMetrics {
         }
         self.processes_traced.set(levels.processes_traced as i64);
         self.processes_head_only.set(levels.processes_head_only as i64);
+        self.processes_sampled.set(levels.processes_sampled as i64);
         self.export_queue.set(levels.export_queue_spans as i64);
         self.resident.set(levels.resident_bytes as i64);
         if levels.cpu_seconds > self.last_cpu {
@@ -308,6 +314,12 @@ pub fn otlp(reading: &Reading, levels: &Levels, host_name: &str, start_unix_ns: 
     metrics.push(gauge("process.memory.usage", "By", "The agent's resident memory", levels.resident_bytes as i64));
     metrics.push(gauge("zerotrace.processes.traced", "{process}", "Processes traced now", levels.processes_traced as i64));
     metrics.push(gauge("zerotrace.processes.head_only", "{process}", "Processes capturing heads only, over their --overhead-budget", levels.processes_head_only as i64));
+    metrics.push(gauge(
+        "zerotrace.processes.sampled",
+        "{process}",
+        "Processes capturing one connection in N, over their --overhead-budget even with heads only",
+        levels.processes_sampled as i64,
+    ));
     metrics.push(gauge("zerotrace.export.queue", "{span}", "Spans queued for export", levels.export_queue_spans as i64));
     if !levels.hooks.is_empty() {
         let hook = |h: &str| vec![kv_str("zerotrace.hook", h.to_string())];
@@ -381,6 +393,7 @@ mod tests {
         let levels = Levels {
             processes_traced: 3,
             processes_head_only: 0,
+            processes_sampled: 0,
             export_queue_spans: 7,
             cpu_seconds: 1.5,
             resident_bytes: 4096,

@@ -63,6 +63,8 @@ const EXTRAS: &[&str] = &[
     "zerotrace.capture.truncated",
     // Made while its process was over its --overhead-budget: heads only were captured.
     "zerotrace.capture.head_only",
+    // Made while its process captured one connection in this many (--overhead-budget).
+    "zerotrace.capture.one_in",
     // The broker said this delivery is a redelivery (AMQP's flag; no convention has one).
     "zerotrace.messaging.redelivered",
 ];

@@ -65,6 +65,9 @@ pub fn attributes(record: &SpanRecord, out: &mut impl AttributeSink) {
     if record.capture_head_only {
         out.bool("zerotrace.capture.head_only", true);
     }
+    if record.capture_one_in > 1 {
+        out.int("zerotrace.capture.one_in", i64::from(record.capture_one_in));
+    }
     if record.capture_truncated {
         out.bool("zerotrace.capture.truncated", true);
     }
@@ -183,6 +186,7 @@ mod tests {
             domain,
             capture_truncated: true,
             capture_head_only: false,
+            capture_one_in: 0,
             ids: Ids { trace_id: [1; 16], span_id: [2; 8], parent: Some([3; 8]), links: vec![([4; 16], [5; 8])], trace_state: "k=v".into() },
         }
     }

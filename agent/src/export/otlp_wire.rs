@@ -224,6 +224,7 @@ mod tests {
             }),
             capture_truncated: false,
             capture_head_only: false,
+            capture_one_in: 0,
             ids: Ids { trace_id: [7; 16], span_id: [8; 8], parent: None, links: Vec::new(), trace_state: String::new() },
         };
         let mut error = base.clone();

@@ -84,6 +84,23 @@ pub struct IgnoreFd {
     pub generation: u8,
 }
 
+/// A socket back in its process's sampled share (`--overhead-budget`): the probes capture it
+/// again, at `cap` bytes a call (0: the global cap).
+#[derive(Clone, Copy, Debug)]
+pub struct Recapture {
+    pub tgid: u32,
+    pub fd: u32,
+    /// The connection's generation (see `IgnoreFd::generation`): never another's.
+    pub generation: u8,
+    pub cap: u16,
+}
+
+/// Whether connection `id` is in the share of a process captured one connection in `one_in`:
+/// connection ids count up per accept and connect, so any `one_in` in a row hold one.
+fn in_share(id: u64, one_in: u32) -> bool {
+    id.is_multiple_of(u64::from(one_in.max(1)))
+}
+
 /// What the connections of one protocol amounted to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProtocolStats {
@@ -104,8 +121,11 @@ impl ProtocolStats {
 /// What the pipeline asks of the agent, which owns the probes: it has no I/O of its own.
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// fds the probes should stop capturing (not sockets, or no protocol we know).
+    /// fds the probes should stop capturing (not sockets, no protocol we know, or out of
+    /// their process's sampled share).
     pub ignore_fds: Vec<IgnoreFd>,
+    /// Sockets to capture again: back in their process's sampled share.
+    pub recapture: Vec<Recapture>,
     /// Processes that appeared (fork) or changed program (exec), for the agent to attach
     /// per-process probes to.
     pub started: Vec<u32>,
@@ -149,6 +169,9 @@ pub struct PipelineStats {
     /// Requests pipelined after an answer that said `Connection: close` (the server never
     /// read them; a smuggled request nginx refused): not spans.
     pub after_close: u64,
+    /// Requests and answers in flight on a connection when it left its process's sampled
+    /// share (`--overhead-budget`): not spans.
+    pub sampled_out: u64,
 }
 
 pub struct Pipeline<H: Host> {
@@ -185,6 +208,8 @@ pub struct Pipeline<H: Host> {
     thread_rule_off: rustc_hash::FxHashSet<u32>,
     /// Processes over their overhead budget (`budget`): their sockets copy heads only.
     head_only: rustc_hash::FxHashSet<u32>,
+    /// Processes capturing one connection in N (`--overhead-budget`), by pid.
+    sampled: HashMap<u32, u32>,
     /// When each process was last asked whether its threads are shared (`Host::shares_threads`).
     threads_looked_at: HashMap<u32, Instant>,
     /// Processes seen dead by housekeeping, since when (`remove_exited`).
@@ -260,6 +285,7 @@ impl<H: Host> Pipeline<H> {
             cause: Cause::Thread,
             thread_rule_off: Default::default(),
             head_only: Default::default(),
+            sampled: Default::default(),
             threads_looked_at: Default::default(),
             dead_since: HashMap::default(),
             stats: PipelineStats::default(),
@@ -377,6 +403,16 @@ impl<H: Host> Pipeline<H> {
                     self.last_read.insert((tgid, tid), fd);
                 }
                 let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
+                if conn.sampled_out {
+                    return;
+                }
+                if !self.sampled.is_empty()
+                    && let Some(&one_in) = self.sampled.get(&tgid)
+                    && !in_share(conn.info.id, one_in)
+                {
+                    self.sample_out(tgid, fd);
+                    return;
+                }
                 match (tls, conn.info.tls) {
                     (true, false) => conn.start_tls(),
                     // Ciphertext that raced the switch to TLS: not for the HTTP parser.
@@ -457,6 +493,7 @@ impl<H: Host> Pipeline<H> {
                 self.library.forget_process(tgid);
                 self.library_asked.remove(&tgid);
                 self.last_read.retain(|(t, _), _| *t != tgid);
+                self.sampled.remove(&tgid);
             }
             Event::HeaderField { tgid, tid, stream, cause, ts_ns, decoded, field } => {
                 if let Some(list) = self.library.field(tgid, tid, (stream, decoded), cause, ts_ns, field) {
@@ -710,6 +747,39 @@ impl<H: Host> Pipeline<H> {
             self.head_only.insert(tgid);
         } else {
             self.head_only.remove(&tgid);
+        }
+    }
+
+    /// Captures one connection in `one_in` of process `tgid` (1: all), for
+    /// `--overhead-budget`. A connection leaves the share at its next record; one back in it
+    /// is captured again now, since the probes send nothing of it to wait for.
+    pub fn set_sampling(&mut self, tgid: u32, one_in: u32) {
+        if one_in > 1 {
+            self.sampled.insert(tgid, one_in);
+        } else {
+            self.sampled.remove(&tgid);
+        }
+        let cap = if self.head_only.contains(&tgid) { crate::budget::HEAD_BYTES } else { 0 };
+        for fd in self.conns.fds_of(tgid, |c| c.sampled_out && in_share(c.info.id, one_in)) {
+            let Some(conn) = self.conns.get_mut(tgid, fd) else { continue };
+            conn.set_sampled_out(false);
+            if !conn.info.tls {
+                conn.capture_asked = (cap != 0).then_some(cap);
+                self.effects.recapture.push(Recapture { tgid, fd, generation: conn.info.generation, cap });
+            }
+        }
+    }
+
+    /// Takes a connection out of its process's sampled share: what is in flight on it ends
+    /// without a span (counted), and the probes skip it from now on (TLS plaintext still comes,
+    /// from probes on the library, and is dropped here).
+    fn sample_out(&mut self, tgid: u32, fd: u32) {
+        self.discard_pending(tgid, fd, |stats| &mut stats.sampled_out);
+        let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
+        self.stats.sampled_out += conn.early.len() as u64;
+        conn.set_sampled_out(true);
+        if !conn.info.tls {
+            self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: true, generation: conn.info.generation });
         }
     }
 
@@ -1075,6 +1145,7 @@ impl<H: Host> Pipeline<H> {
                     w.span.ids.parent = ctx.parent;
                     w.span.ids.links = self.linker.links(&w.id);
                     w.span.capture_head_only = !self.head_only.is_empty() && self.head_only.contains(&w.tgid);
+                    w.span.capture_one_in = if self.sampled.is_empty() { 0 } else { self.sampled.get(&w.tgid).copied().unwrap_or(0) };
                     let resource = self.resource(w.tgid);
                     self.stats.spans += 1;
                     ready.push(FinishedSpan { resource, span: w.span });

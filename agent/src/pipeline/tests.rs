@@ -427,3 +427,46 @@ fn library_probes_are_asked_for_once_and_let_go_when_no_longer_wanted() {
     let _ = s.pipeline.tick(Instant::now() + Duration::from_secs(40));
     assert_eq!(s.pipeline.take_effects().library_fields_done, [TGID]);
 }
+
+/// `--overhead-budget`'s last level: one connection in two is captured, the others are handed
+/// to the probes to skip, and their in-flight requests end without a span; stepping up takes
+/// them back at once, heads only, and their next requests are spans again.
+#[test]
+fn a_sampled_process_keeps_one_connection_in_n_and_takes_the_others_back_when_stepping_up() {
+    fn exchange(s: &mut Script, fd: u32, prefix: &str) {
+        s.data(fd, true, format!("GET /{prefix}/{fd} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        s.data(fd, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    }
+    fn details(spans: &[FinishedSpan]) -> Vec<(String, bool, u32)> {
+        spans.iter().map(|f| (f.span.detail(), f.span.capture_head_only, f.span.capture_one_in)).collect()
+    }
+    let mut s = Script::new();
+    // Connections 1 to 4 of the agent's count, on fds 5 to 8.
+    for fd in 5..9 {
+        s.open(fd, Role::Server, 8080, 40_000 + fd as u16);
+    }
+    s.data(5, true, b"GET /in-flight HTTP/1.1\r\n\r\n");
+    s.pipeline.set_head_only(TGID, true);
+    s.pipeline.set_sampling(TGID, 2);
+    for fd in 5..9 {
+        exchange(&mut s, fd, "sampled");
+    }
+    let head = |path: &str| (format!("{path} → 200"), true, 2);
+    assert_eq!(details(&s.spans()), [head("/sampled/6"), head("/sampled/8")]);
+    assert_eq!(s.pipeline.stats.sampled_out, 1, "the request in flight on fd 5 when it left the share");
+    let effects = s.pipeline.take_effects();
+    let skipped: Vec<(u32, u8)> = effects.ignore_fds.iter().map(|i| (i.fd, i.generation)).collect();
+    assert_eq!(skipped, [(5, 5), (7, 7)], "the probes skip the others, on those connections only");
+    assert!(effects.recapture.is_empty());
+
+    s.pipeline.set_sampling(TGID, 1);
+    let mut back: Vec<(u32, u8, u16)> = s.pipeline.take_effects().recapture.iter().map(|r| (r.fd, r.generation, r.cap)).collect();
+    back.sort_unstable();
+    assert_eq!(back, [(5, 5, 256), (7, 7, 256)], "captured again at once, heads only");
+    for fd in 5..9 {
+        exchange(&mut s, fd, "all");
+    }
+    let all: Vec<(String, bool, u32)> = ["/all/5", "/all/6", "/all/7", "/all/8"].iter().map(|p| (format!("{p} → 200"), true, 0)).collect();
+    assert_eq!(details(&s.spans()), all);
+    assert_eq!(s.pipeline.stats.answers_without_request, 0);
+}

@@ -99,12 +99,14 @@ impl Series {
         Series { count: 0, sum: 0.0, buckets: vec![0; instrument.bounds().len() + 1] }
     }
 
-    fn observe(&mut self, instrument: Instrument, value: f64) {
-        self.count += 1;
-        self.sum += value;
+    /// Counts a request `weight` times: a span of a process sampled one connection in N
+    /// stands for N requests.
+    fn observe(&mut self, instrument: Instrument, value: f64, weight: u64) {
+        self.count += weight;
+        self.sum += value * weight as f64;
         // A value on a bound counts in that bound's bucket (upper bounds are inclusive).
         let i = instrument.bounds().iter().position(|b| value <= *b).unwrap_or(instrument.bounds().len());
-        self.buckets[i] += 1;
+        self.buckets[i] += weight;
     }
 }
 
@@ -144,6 +146,7 @@ impl RedMetrics {
         let Some((instrument, attributes)) = measure(span) else { return };
         let seconds = span.end_unix_ns.saturating_sub(span.start_unix_ns) as f64 / 1e9;
         let value = if instrument.in_millis() { seconds * 1e3 } else { seconds };
+        let weight = u64::from(span.capture_one_in.max(1));
         let process = self.processes.entry(resource.pid).or_insert_with(|| ProcessSeries::new(resource));
         if !Arc::ptr_eq(&process.resource, resource) && process.resource.service_name != resource.service_name {
             // The pid now runs another program (exec, or a recycled pid): a new process.
@@ -155,12 +158,12 @@ impl RedMetrics {
             let count = process.counts.entry(instrument).or_default();
             if *count >= MAX_SERIES {
                 let overflow = (instrument, vec![("otel.metric.overflow", SmolStr::new_static("true"))]);
-                process.series.entry(overflow).or_insert_with(|| Series::new(instrument)).observe(instrument, value);
+                process.series.entry(overflow).or_insert_with(|| Series::new(instrument)).observe(instrument, value, weight);
                 return;
             }
             *count += 1;
         }
-        process.series.entry(key).or_insert_with(|| Series::new(instrument)).observe(instrument, value);
+        process.series.entry(key).or_insert_with(|| Series::new(instrument)).observe(instrument, value, weight);
     }
 
     /// Forgets processes that are gone and were last counted more than `keep` ago: long
@@ -240,6 +243,7 @@ mod tests {
             domain,
             capture_truncated: false,
             capture_head_only: false,
+            capture_one_in: 0,
             ids: Ids::default(),
         }
     }
@@ -308,5 +312,18 @@ mod tests {
         assert_eq!(series.len(), MAX_SERIES + 1);
         let overflow = &series[&(Instrument::HttpServer, vec![("otel.metric.overflow", SmolStr::new_static("true"))])];
         assert_eq!(overflow.count, 10);
+    }
+
+    /// A span of a process captured one connection in N counts N times: in the count, the
+    /// sum and its bucket.
+    #[test]
+    fn a_sampled_span_counts_for_its_share() {
+        let resource = Arc::new(ProcessResource { pid: 9, service_name: "web".into(), ..Default::default() });
+        let mut red = RedMetrics::new(0);
+        red.observe(&resource, &span(SpanKind::Server, http(200, "/"), 5, None));
+        red.observe(&resource, &SpanRecord { capture_one_in: 8, ..span(SpanKind::Server, http(200, "/"), 30, None) });
+        let series = red.processes[&9].series.values().next().expect("one series");
+        assert_eq!((series.count, series.buckets[0], series.buckets[3]), (9, 1, 8));
+        assert!((series.sum - (0.005 + 8.0 * 0.030)).abs() < 1e-9);
     }
 }

@@ -96,6 +96,7 @@ mod tests {
             }),
             capture_truncated: false,
             capture_head_only: false,
+            capture_one_in: 0,
             ids: Default::default(),
         };
         for pid in [1, 2] {

@@ -168,6 +168,7 @@ pub(crate) fn record(name: impl Into<SmolStr>, kind: SpanKind, network: Network,
         domain,
         capture_truncated: false,
         capture_head_only: false,
+        capture_one_in: 0,
         ids: Ids::default(),
     }
 }

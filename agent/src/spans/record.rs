@@ -160,6 +160,9 @@ pub struct SpanRecord {
     pub capture_truncated: bool,
     /// Made while its process was over its overhead budget: heads only were captured.
     pub capture_head_only: bool,
+    /// Made while its process captured one connection in this many (`--overhead-budget`):
+    /// the span stands for that many requests. 0: every connection was captured.
+    pub capture_one_in: u32,
     pub ids: Ids,
 }
 

@@ -213,6 +213,7 @@ mod tests {
             domain: Domain::Http(HttpFields { method: Some("GET".into()), url: Url::Server { path: Some(path.into()), scheme: "http" }, ..Default::default() }),
             capture_truncated: false,
             capture_head_only: false,
+            capture_one_in: 0,
             ids: Default::default(),
         };
         let mut routes = Routes::new(vec![Rule::parse("/merchant/{m}/status").expect("rule")]);
