@@ -661,7 +661,9 @@ fn review_budget(budget: &mut crate::budget::Budget, probes: &mut Probes, pipeli
         }
         pipeline.set_head_only(step.pid, head_only);
         pipeline.set_sampling(step.pid, step.mode.one_in());
-        eprintln!("zerotrace: pid {} ({name}): {}", step.pid, step.describe());
+        if !step.gone {
+            eprintln!("zerotrace: pid {} ({name}): {}", step.pid, step.describe());
+        }
     }
 }
 

@@ -38,6 +38,11 @@ const STEP_UP_AFTER: u32 = 10;
 /// seconds and none in others, and the cost over one tick is noise that would step it down
 /// and up; what tracing costs it in absolute terms is small anyway.
 const IDLE_CPU_SECONDS: f64 = 0.05;
+/// Records a second under which a process with little CPU time counts as idle: at most a few
+/// milliseconds of tracing, whatever its ratio to the process's time.
+const QUIET_RECORDS: u64 = 1_000;
+/// The granularity of a process's CPU time in /proc.
+const CLOCK_TICK_SECONDS: f64 = 0.01;
 /// The fewest connections sampled: one in this many.
 pub const MAX_ONE_IN: u32 = 64;
 /// Stepping down, the share is picked to cost this much of the budget, leaving room for the
@@ -119,6 +124,8 @@ pub struct Step {
     pub pid: u32,
     pub mode: Mode,
     pub from: Mode,
+    /// The process is gone: its settings are undone, and nothing is logged or counted.
+    pub gone: bool,
     /// Tracing's cost as a percentage of the process's CPU time, in the review that decided.
     pub cost_percent: f64,
 }
@@ -194,21 +201,33 @@ impl Budget {
         let mut steps = Vec::new();
         let percent = self.percent;
         self.processes.retain(|&pid, p| {
-            let Some(cpu) = (totals.process_cpu_seconds)(pid) else { return false };
+            let Some(cpu) = (totals.process_cpu_seconds)(pid) else {
+                // Gone: what it was set to is undone, or a process given its pid later would
+                // inherit it.
+                if p.mode != Mode::Full {
+                    steps.push(Step { pid, mode: Mode::Full, from: p.mode, cost_percent: 0.0, gone: true });
+                }
+                return false;
+            };
             let used = p.last_cpu.map(|last| cpu - last);
             p.last_cpu = Some(cpu);
-            let share = if records == 0 { 0.0 } else { p.records as f64 / records as f64 };
+            let (own, share) = (p.records, if records == 0 { 0.0 } else { p.records as f64 / records as f64 });
             p.records = 0;
             let Some(used) = used else { return true };
-            // An idle process costs nothing: it counts as under the budget.
-            let cost_percent = if used < IDLE_CPU_SECONDS { 0.0 } else { 100.0 * share * (agent_ns + kernel_ns) / (used * 1e9) };
+            // A quiet process costs nothing: it counts as under the budget. One with little CPU
+            // time but many records is not quiet: tracing is what keeps it from running.
+            let idle = used < IDLE_CPU_SECONDS && own < QUIET_RECORDS;
+            let cost_percent = if idle { 0.0 } else { 100.0 * share * (agent_ns + kernel_ns) / (used.max(CLOCK_TICK_SECONDS) * 1e9) };
+            // Busy without a record: sampled, its connections in the share were quiet while
+            // others were not. What it would cost is unknown, not nothing.
+            let measured = idle || own > 0;
             let from = p.mode;
-            if let Some(mode) = p.judge(cost_percent, percent) {
-                steps.push(Step { pid, mode, from, cost_percent });
+            if let Some(mode) = p.judge(cost_percent, percent, measured) {
+                steps.push(Step { pid, mode, from, cost_percent, gone: false });
             }
             true
         });
-        for step in &steps {
+        for step in steps.iter().filter(|s| !s.gone) {
             *self.steps.entry(step.mode.reason()).or_default() += 1;
         }
         steps
@@ -219,7 +238,7 @@ impl Process {
     /// The mode this review's cost calls for, when it changes. Down: over the budget for
     /// `STEP_DOWN_AFTER` reviews, to heads only, then to a share that fits. Up: a lighter mode
     /// whose cost would be under half the budget, for `STEP_UP_AFTER` reviews.
-    fn judge(&mut self, cost_percent: f64, budget: f64) -> Option<Mode> {
+    fn judge(&mut self, cost_percent: f64, budget: f64, measured: bool) -> Option<Mode> {
         self.over = if cost_percent > budget { self.over + 1 } else { 0 };
         if self.over >= STEP_DOWN_AFTER {
             let down = match self.mode {
@@ -240,7 +259,8 @@ impl Process {
         let lighter = match self.mode {
             Mode::Full => None,
             Mode::HeadOnly => (cost_percent < budget / 2.0).then_some(Mode::Full),
-            m => Some(m.fitting(cost_percent, budget / 2.0)).filter(|up| up.one_in() < m.one_in()),
+            m if measured => Some(m.fitting(cost_percent, budget / 2.0)).filter(|up| up.one_in() < m.one_in()),
+            _ => None,
         };
         // A lighter mode each review, the least light of them once it is time.
         (self.under, self.lighter) = match (lighter, self.lighter) {
@@ -355,6 +375,40 @@ mod tests {
         let mut steps = seconds(&mut budget, &mut clock, 9, 1.0, 100, 500_000);
         steps.extend(seconds(&mut budget, &mut clock, 1, 1.0, 100, 1_000_000));
         assert_eq!(modes(&steps), [Mode::Sampled(2)]);
+    }
+
+    #[test]
+    fn a_busy_sampled_process_without_records_is_not_taken_for_a_cheap_one() {
+        let mut budget = Budget::new(2.0);
+        let mut clock = (0.0, 0.0, 0);
+        assert!(seconds(&mut budget, &mut clock, 1, 1.0, 100, 0).is_empty());
+        assert_eq!(modes(&seconds(&mut budget, &mut clock, 4, 1.0, 100, 60_000_000)), [Mode::HeadOnly, Mode::Sampled(4)]);
+        // Busy, but its connections in the share are quiet: no record, no cost measured. It
+        // stays; once its records say the share costs little, it steps up.
+        assert!(seconds(&mut budget, &mut clock, 15, 1.0, 0, 0).is_empty());
+        assert_eq!(modes(&seconds(&mut budget, &mut clock, 10, 1.0, 100, 1_000_000)), [Mode::HeadOnly]);
+    }
+
+    #[test]
+    fn a_gone_process_is_set_back_to_full_capture_quietly() {
+        let mut budget = Budget::new(2.0);
+        let mut clock = (0.0, 0.0, 0);
+        assert!(seconds(&mut budget, &mut clock, 1, 1.0, 100, 0).is_empty());
+        assert_eq!(modes(&seconds(&mut budget, &mut clock, 2, 1.0, 100, 50_000_000)), [Mode::HeadOnly]);
+        let totals = Totals { agent_cpu_seconds: clock.1, kernel_run_ns: Some(clock.2), process_cpu_seconds: &|_| None };
+        let steps = budget.review(&totals);
+        assert_eq!(steps.iter().map(|s| (s.pid, s.mode, s.from, s.gone)).collect::<Vec<_>>(), [(7, Mode::Full, Mode::HeadOnly, true)], "its pid's bits are cleared");
+        assert_eq!(budget.steps(), [("full", 0), ("head_only", 1), ("sampled", 0)], "not counted as a step");
+        assert!(budget.processes.is_empty());
+    }
+
+    #[test]
+    fn a_process_starved_by_its_tracing_is_not_idle() {
+        let mut budget = Budget::new(2.0);
+        let mut clock = (0.0, 0.0, 0);
+        assert!(seconds(&mut budget, &mut clock, 1, 1.0, 100, 0).is_empty());
+        // 20 ms of CPU a second, but 5,000 records: the agent's 100 ms is what holds it back.
+        assert_eq!(modes(&seconds(&mut budget, &mut clock, 2, 0.02, 5_000, 100_000_000)), [Mode::HeadOnly]);
     }
 
     #[test]

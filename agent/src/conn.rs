@@ -47,6 +47,9 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The probes' generation of this fd's connection, 0 when unknown (open before attach).
     pub generation: u8,
+    /// Its number among its process's connections, from 0: `--overhead-budget`'s sampled
+    /// share keeps one in N of any N in a row.
+    pub ordinal: u64,
 }
 
 pub struct Conn {
@@ -339,13 +342,16 @@ impl Conn {
 pub struct ConnTable {
     conns: HashMap<(u32, u32), Conn>,
     next_id: u64,
+    /// Connections seen so far, per process (`ConnInfo::ordinal`).
+    opened: HashMap<u32, u64>,
 }
 
 impl ConnTable {
     pub fn open(&mut self, tgid: u32, fd: u32, role: Role, local: Option<SocketAddr>, remote: Option<SocketAddr>) -> Option<Conn> {
         self.next_id += 1;
         let remote_ip = remote.map(|r| smol_str::format_smolstr!("{}", r.ip().to_canonical()));
-        let info = ConnInfo { id: self.next_id, tgid, role, local, remote, remote_ip, tls: false, generation: 0 };
+        let ordinal = self.next_ordinal(tgid);
+        let info = ConnInfo { id: self.next_id, tgid, role, local, remote, remote_ip, tls: false, generation: 0, ordinal };
         self.conns.insert((tgid, fd), Conn::new(info))
     }
 
@@ -353,8 +359,14 @@ impl ConnTable {
     pub fn inherit(&mut self, parent_tgid: u32, child: u32, fd: u32) -> Option<Conn> {
         let parent = self.conns.get(&(parent_tgid, fd))?.info.clone();
         self.next_id += 1;
-        let info = ConnInfo { id: self.next_id, tgid: child, ..parent };
+        let info = ConnInfo { id: self.next_id, tgid: child, ordinal: self.next_ordinal(child), ..parent };
         self.conns.insert((child, fd), Conn::new(info))
+    }
+
+    fn next_ordinal(&mut self, tgid: u32) -> u64 {
+        let count = self.opened.entry(tgid).or_default();
+        *count += 1;
+        *count - 1
     }
 
     /// Removes the connections of processes `alive` says are gone (their fds closed at exit,
@@ -364,12 +376,14 @@ impl ConnTable {
         tgids.sort_unstable();
         tgids.dedup();
         let gone: Vec<u32> = tgids.into_iter().filter(|t| !alive(*t)).collect();
+        self.opened.retain(|t, _| !gone.contains(t));
         let keys: Vec<(u32, u32)> = self.conns.keys().filter(|(t, _)| gone.contains(t)).copied().collect();
         keys.into_iter().filter_map(|k| self.conns.remove(&k)).collect()
     }
 
     /// Removes the connections of process `tgid` (it exited).
     pub fn remove_process(&mut self, tgid: u32) -> Vec<Conn> {
+        self.opened.remove(&tgid);
         let keys: Vec<(u32, u32)> = self.conns.keys().filter(|(t, _)| *t == tgid).copied().collect();
         keys.into_iter().filter_map(|k| self.conns.remove(&k)).collect()
     }
@@ -444,7 +458,7 @@ mod tests {
     }
 
     fn conn(role: Role) -> Conn {
-        Conn::new(ConnInfo { id: 1, tgid: 1, role, local: None, remote: None, remote_ip: None, tls: false, generation: 0 })
+        Conn::new(ConnInfo { id: 1, tgid: 1, role, local: None, remote: None, remote_ip: None, tls: false, generation: 0, ordinal: 0 })
     }
 
     fn seg(data: &[u8]) -> Segment<'_> {

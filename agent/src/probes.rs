@@ -309,17 +309,18 @@ impl Probes {
             return true;
         }
         // A socket's verdict, late too: only on the connection it was made for. Its generation
-        // is checked, then the entry replaced if it still exists (BPF_EXIST); a new connection
-        // could come between the two, a window of microseconds instead of the agent's lag.
-        if ignore.generation != 0 {
-            let current = self.fd_states.get(&key, 0).map(FdState::from_word);
-            if !current.is_ok_and(|c| c.generation == ignore.generation) {
-                return false;
-            }
+        // is checked (0 for a socket the agent found open: a connection opened since on that
+        // fd has the kernel's, never 0), then the entry replaced if it still exists
+        // (BPF_EXIST); a new connection could come between the two, a window of microseconds
+        // instead of the agent's lag.
+        let current = self.fd_states.get(&key, 0).map(FdState::from_word);
+        if !current.is_ok_and(|c| c.generation == ignore.generation) {
+            return false;
         }
-        let flags = if ignore.generation != 0 { 2 } else { 0 };
-        let foreign = FdState { generation: ignore.generation, ..FdState::new(fd_state::FOREIGN) };
-        let _ = self.fd_states.insert(key, foreign.to_word(), flags);
+        let flags = 2;
+        let state = if ignore.tls { fd_state::TLS_SKIPPED } else { fd_state::FOREIGN };
+        let skipped = FdState { generation: ignore.generation, ..FdState::new(state) };
+        let _ = self.fd_states.insert(key, skipped.to_word(), flags);
         true
     }
 
@@ -329,10 +330,15 @@ impl Probes {
     pub fn recapture_fd(&mut self, r: crate::pipeline::Recapture) -> bool {
         let key = fd_key(r.tgid, r.fd);
         let Ok(current) = self.fd_states.get(&key, 0).map(FdState::from_word) else { return false };
-        if current.state != fd_state::FOREIGN || current.generation != r.generation {
+        let state = match current.state {
+            fd_state::FOREIGN => fd_state::SOCKET,
+            fd_state::TLS_SKIPPED => fd_state::TLS,
+            _ => return false,
+        };
+        if current.generation != r.generation {
             return false;
         }
-        let entry = FdState { state: fd_state::SOCKET, generation: current.generation, capture_cap: r.cap };
+        let entry = FdState { state, generation: current.generation, capture_cap: r.cap };
         // BPF_EXIST (2): never creates an entry for an fd closed meanwhile.
         self.fd_states.insert(key, entry.to_word(), 2).is_ok()
     }

@@ -257,7 +257,8 @@ sys.stdin.readline()
 
 /// The agent's verdict on a socket (foreign: stop copying its bytes) comes late, when the
 /// process may have closed that connection and got a new one with the same fd number. The
-/// verdict carries the connection's generation and lands only on that connection.
+/// verdict carries the connection's generation and lands only on that connection; so does
+/// taking it back.
 #[test]
 fn a_verdict_lands_only_on_the_connection_it_was_made_for() {
     let (mut probes, mut ring) = attached(1, 0);
@@ -279,7 +280,7 @@ fn a_verdict_lands_only_on_the_connection_it_was_made_for() {
     let (_, conns) = drain(&mut ring, pid, Duration::from_millis(200));
     let &[(fd, _, generation)] = &conns[..] else { panic!("one connection: {conns:?}") };
     assert_ne!(generation, 0, "a connection the probes saw open has a generation");
-    let ignore = |generation| zerotrace::pipeline::IgnoreFd { tgid: pid, fd, socket: true, generation };
+    let ignore = |generation| zerotrace::pipeline::IgnoreFd { tgid: pid, fd, socket: true, generation, tls: false };
     // A verdict made for another connection on this fd number: dropped, bytes still copied.
     assert!(!probes.ignore_fd(ignore(generation ^ 0x80)), "a verdict for another generation is dropped");
     client.step();
@@ -290,6 +291,14 @@ fn a_verdict_lands_only_on_the_connection_it_was_made_for() {
     client.step();
     let (after, _) = drain(&mut ring, pid, Duration::from_millis(200));
     assert!(after.is_empty(), "nothing once judged foreign: {after:?}");
+    // Taken back (a process over its overhead budget stepping up, its connections back in the
+    // sampled share), on this connection only: copied again, at the cap given.
+    let recapture = |generation| zerotrace::pipeline::Recapture { tgid: pid, fd, generation, cap: 4 };
+    assert!(!probes.recapture_fd(recapture(generation ^ 0x80)), "not for another generation");
+    assert!(probes.recapture_fd(recapture(generation)));
+    client.step();
+    let (again, _) = drain(&mut ring, pid, Duration::from_millis(200));
+    assert!(again.iter().any(|&(egress, captured, total)| egress && captured == 4 && total == 10), "captured again, 4 bytes of 10: {again:?}");
     client.finish();
     let _ = server.join();
     probes.detach_all();

@@ -100,6 +100,9 @@ pub enum Why {
     /// followed for this kind of traffic (Go's plaintext sockets: goroutines; gevent's
     /// greenlets).
     UnfollowedRuntime,
+    /// Its process captures a sampled share of its connections (`--overhead-budget`): the
+    /// thread may serve requests that were not seen, so serving one seen is no evidence.
+    SampledProcess,
 }
 
 impl Why {
@@ -130,6 +133,7 @@ impl Why {
             Why::OutsideCallback => "outside any socket callback",
             Why::CallbackWithoutRequest => "callback without a request",
             Why::UnfollowedRuntime => "unfollowed runtime (Go plaintext, gevent)",
+            Why::SampledProcess => "process capturing a sampled share of its connections",
         }
     }
 
@@ -155,7 +159,7 @@ impl Why {
             | Why::HandedSeveral
             | Why::DeliveriesSeveral
             | Why::UnsettledDelivery => Outcome::Ambiguous,
-            Why::NotServing | Why::OutsideCallback | Why::CallbackWithoutRequest | Why::UnfollowedRuntime | Why::TaskAnsweredNothing => Outcome::NoEvidence,
+            Why::NotServing | Why::OutsideCallback | Why::CallbackWithoutRequest | Why::UnfollowedRuntime | Why::SampledProcess | Why::TaskAnsweredNothing => Outcome::NoEvidence,
         }
     }
 }

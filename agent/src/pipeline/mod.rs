@@ -82,6 +82,9 @@ pub struct IgnoreFd {
     pub socket: bool,
     /// The socket's connection generation, 0 when unknown (see `FdState::generation`).
     pub generation: u8,
+    /// Out of its process's sampled share, and carrying TLS: its plaintext is skipped too
+    /// (`fd_state::TLS_SKIPPED`).
+    pub tls: bool,
 }
 
 /// A socket back in its process's sampled share (`--overhead-budget`): the probes capture it
@@ -95,10 +98,11 @@ pub struct Recapture {
     pub cap: u16,
 }
 
-/// Whether connection `id` is in the share of a process captured one connection in `one_in`:
-/// connection ids count up per accept and connect, so any `one_in` in a row hold one.
-fn in_share(id: u64, one_in: u32) -> bool {
-    id.is_multiple_of(u64::from(one_in.max(1)))
+/// Whether a connection is in the share of a process captured one connection in `one_in`, by
+/// its number among the process's (`ConnInfo::ordinal`): any `one_in` in a row hold one, and
+/// its first connection is always in.
+fn in_share(ordinal: u64, one_in: u32) -> bool {
+    ordinal.is_multiple_of(u64::from(one_in.max(1)))
 }
 
 /// What the connections of one protocol amounted to.
@@ -408,7 +412,7 @@ impl<H: Host> Pipeline<H> {
                 }
                 if !self.sampled.is_empty()
                     && let Some(&one_in) = self.sampled.get(&tgid)
-                    && !in_share(conn.info.id, one_in)
+                    && !in_share(conn.info.ordinal, one_in)
                 {
                     self.sample_out(tgid, fd);
                     return;
@@ -443,7 +447,7 @@ impl<H: Host> Pipeline<H> {
                     if self.debug {
                         eprintln!("zerotrace: debug: foreign {tgid} fd {fd} protocol {:?}", conn.protocol());
                     }
-                    self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: true, generation: conn.info.generation });
+                    self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: true, generation: conn.info.generation, tls: false });
                 }
                 if conn.answer_foreign {
                     self.discard_pending(tgid, fd, |stats| &mut stats.answered_in_another_protocol);
@@ -494,6 +498,7 @@ impl<H: Host> Pipeline<H> {
                 self.library_asked.remove(&tgid);
                 self.last_read.retain(|(t, _), _| *t != tgid);
                 self.sampled.remove(&tgid);
+                self.head_only.remove(&tgid);
             }
             Event::HeaderField { tgid, tid, stream, cause, ts_ns, decoded, field } => {
                 if let Some(list) = self.library.field(tgid, tid, (stream, decoded), cause, ts_ns, field) {
@@ -536,6 +541,8 @@ impl<H: Host> Pipeline<H> {
                 // A thread serving nothing of its own hands on what it works for (a consumer
                 // thread submitting its delivery's work to a pool).
                 let evidence = match self.callbacks.evidence(&self.conns, tgid, tid, zerotrace_abi::FD_UNKNOWN, cause) {
+                    // A sampled process's thread may serve requests that were not seen.
+                    Evidence::Thread if !self.sampled.is_empty() && self.sampled.contains_key(&tgid) => Evidence::Undecided(Why::SampledProcess, Vec::new()),
                     Evidence::Thread if self.threads_are_units(tgid, tid) && !self.linker.serves(tid) => self.thread_work(tgid, tid).unwrap_or(Evidence::Thread),
                     other => other,
                 };
@@ -615,6 +622,9 @@ impl<H: Host> Pipeline<H> {
         let evidence = self.callbacks.evidence(&self.conns, tgid, tid, fd, self.cause);
         if evidence != Evidence::Thread {
             return evidence;
+        }
+        if !self.sampled.is_empty() && self.sampled.contains_key(&tgid) {
+            return Evidence::Undecided(Why::SampledProcess, Vec::new());
         }
         if !self.threads_are_units(tgid, tid) {
             return Evidence::Undecided(Why::UnfollowedRuntime, Vec::new());
@@ -760,27 +770,23 @@ impl<H: Host> Pipeline<H> {
             self.sampled.remove(&tgid);
         }
         let cap = if self.head_only.contains(&tgid) { crate::budget::HEAD_BYTES } else { 0 };
-        for fd in self.conns.fds_of(tgid, |c| c.sampled_out && in_share(c.info.id, one_in)) {
+        for fd in self.conns.fds_of(tgid, |c| c.sampled_out && in_share(c.info.ordinal, one_in)) {
             let Some(conn) = self.conns.get_mut(tgid, fd) else { continue };
             conn.set_sampled_out(false);
-            if !conn.info.tls {
-                conn.capture_asked = (cap != 0).then_some(cap);
-                self.effects.recapture.push(Recapture { tgid, fd, generation: conn.info.generation, cap });
-            }
+            conn.capture_asked = (cap != 0 && !conn.info.tls).then_some(cap);
+            self.effects.recapture.push(Recapture { tgid, fd, generation: conn.info.generation, cap });
         }
     }
 
     /// Takes a connection out of its process's sampled share: what is in flight on it ends
-    /// without a span (counted), and the probes skip it from now on (TLS plaintext still comes,
-    /// from probes on the library, and is dropped here).
+    /// without a span (counted), and the probes skip it from now on, its TLS plaintext too
+    /// (OpenSSL's and Go's; over a memory BIO it still comes, and is dropped here).
     fn sample_out(&mut self, tgid: u32, fd: u32) {
         self.discard_pending(tgid, fd, |stats| &mut stats.sampled_out);
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
         self.stats.sampled_out += conn.early.len() as u64;
         conn.set_sampled_out(true);
-        if !conn.info.tls {
-            self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: true, generation: conn.info.generation });
-        }
+        self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: true, generation: conn.info.generation, tls: conn.info.tls });
     }
 
     pub fn is_head_only(&self, tgid: u32) -> bool {
@@ -831,7 +837,7 @@ impl<H: Host> Pipeline<H> {
             FdKind::Socket(inode) => self.host.socket_ends(tgid, fd, inode).unwrap_or((None, None)),
             FdKind::Gone => (None, None),
             FdKind::Other => {
-                self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: false, generation: 0 });
+                self.effects.ignore_fds.push(IgnoreFd { tgid, fd, socket: false, generation: 0, tls: false });
                 return false;
             }
         };
@@ -1041,10 +1047,19 @@ impl<H: Host> Pipeline<H> {
     /// Requests on a connection that the server never handled: they end without spans, counted.
     fn discard_pending(&mut self, tgid: u32, fd: u32, counter: impl Fn(&mut PipelineStats) -> &mut u64) {
         let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
-        let spans: Vec<SpanId> = conn.pending.drain().into_iter().map(|p| p.span).collect();
-        *counter(&mut self.stats) += spans.len() as u64;
-        for span in spans {
-            self.linker.finish(span);
+        let (info, dropped) = (conn.info.clone(), conn.pending.drain());
+        *counter(&mut self.stats) += dropped.len() as u64;
+        self.end_unanswered(&info, dropped);
+    }
+
+    /// Requests that end without a span: a server's no longer make its thread (or goroutine)
+    /// serve them, which would give its later calls a parent that is never exported.
+    fn end_unanswered(&mut self, info: &crate::conn::ConnInfo, requests: Vec<crate::conn::PendingRequest>) {
+        for req in requests {
+            if info.role == Role::Server {
+                self.linker.end_server(req.tid, info.id, req.span);
+            }
+            self.linker.finish(req.span);
         }
     }
 
@@ -1062,9 +1077,7 @@ impl<H: Host> Pipeline<H> {
             // exchange (HTTP sent to PostgreSQL); a server killed mid-request has `cut_off_ns`.
             let unanswered = conn.pending.drain();
             self.stats.closed_unanswered += unanswered.len() as u64;
-            for req in unanswered {
-                self.linker.finish(req.span);
-            }
+            self.end_unanswered(&info, unanswered);
         }
         let mut last = Vec::new();
         conn.close(&mut last);

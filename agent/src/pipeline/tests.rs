@@ -441,32 +441,59 @@ fn a_sampled_process_keeps_one_connection_in_n_and_takes_the_others_back_when_st
         spans.iter().map(|f| (f.span.detail(), f.span.capture_head_only, f.span.capture_one_in)).collect()
     }
     let mut s = Script::new();
-    // Connections 1 to 4 of the agent's count, on fds 5 to 8.
+    // The process's connections 0 to 3, on fds 5 to 8.
     for fd in 5..9 {
         s.open(fd, Role::Server, 8080, 40_000 + fd as u16);
     }
-    s.data(5, true, b"GET /in-flight HTTP/1.1\r\n\r\n");
+    s.data(6, true, b"GET /in-flight HTTP/1.1\r\n\r\n");
     s.pipeline.set_head_only(TGID, true);
     s.pipeline.set_sampling(TGID, 2);
     for fd in 5..9 {
         exchange(&mut s, fd, "sampled");
     }
     let head = |path: &str| (format!("{path} → 200"), true, 2);
-    assert_eq!(details(&s.spans()), [head("/sampled/6"), head("/sampled/8")]);
-    assert_eq!(s.pipeline.stats.sampled_out, 1, "the request in flight on fd 5 when it left the share");
+    assert_eq!(details(&s.spans()), [head("/sampled/5"), head("/sampled/7")]);
+    assert_eq!(s.pipeline.stats.sampled_out, 1, "the request in flight on fd 6 when it left the share");
     let effects = s.pipeline.take_effects();
     let skipped: Vec<(u32, u8)> = effects.ignore_fds.iter().map(|i| (i.fd, i.generation)).collect();
-    assert_eq!(skipped, [(5, 5), (7, 7)], "the probes skip the others, on those connections only");
+    assert_eq!(skipped, [(6, 7), (8, 9)], "the probes skip the others, on those connections only");
     assert!(effects.recapture.is_empty());
 
     s.pipeline.set_sampling(TGID, 1);
     let mut back: Vec<(u32, u8, u16)> = s.pipeline.take_effects().recapture.iter().map(|r| (r.fd, r.generation, r.cap)).collect();
     back.sort_unstable();
-    assert_eq!(back, [(5, 5, 256), (7, 7, 256)], "captured again at once, heads only");
+    assert_eq!(back, [(6, 7, 256), (8, 9, 256)], "captured again at once, heads only");
     for fd in 5..9 {
         exchange(&mut s, fd, "all");
     }
     let all: Vec<(String, bool, u32)> = ["/all/5", "/all/6", "/all/7", "/all/8"].iter().map(|p| (format!("{p} → 200"), true, 0)).collect();
     assert_eq!(details(&s.spans()), all);
     assert_eq!(s.pipeline.stats.answers_without_request, 0);
+}
+
+/// A sampled process's thread may be serving requests that were never seen (connections
+/// outside the share): serving one seen request is no evidence that a call it makes is for
+/// that request. Here the thread also serves an unseen one, and the call is no one's child:
+/// with every connection captured, the two requests on the thread would make it ambiguous.
+#[test]
+fn a_sampled_processs_calls_get_no_parent_from_the_thread_alone() {
+    let mut s = Script::new();
+    s.pipeline.set_sampling(TGID, 2);
+    // Connections 0 (in the share) and 1 (out of it).
+    s.open(5, Role::Server, 8080, 40_005);
+    s.open(6, Role::Server, 8080, 40_006);
+    s.data(5, true, b"GET /seen HTTP/1.1\r\n\r\n");
+    s.data(6, true, b"GET /unseen HTTP/1.1\r\n\r\n");
+    // Connection 2, a client, in the share: the thread calls Redis.
+    s.open(7, Role::Client, 40_007, 6379);
+    s.data(7, false, b"*1\r\n$4\r\nPING\r\n");
+    s.data(7, true, b"+PONG\r\n");
+    s.data(5, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    s.data(6, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let spans = s.spans();
+    let server = spans.iter().find(|f| f.span.detail() == "/seen → 200").expect("the seen request's span");
+    let call = spans.iter().find(|f| f.span.name == "PING").expect("the call's span");
+    assert_eq!(spans.len(), 2, "nothing of the unseen request");
+    assert_eq!(call.span.ids.parent, None, "not the seen request's child on the thread's word");
+    assert_ne!(call.span.ids.trace_id, server.span.ids.trace_id);
 }

@@ -91,6 +91,10 @@ pub mod fd_state {
     /// reads are captured, for the ids of the messages a process hands to its workers (a
     /// Celery prefork child reads its task, with the task's id, from a pipe).
     pub const PIPE: u8 = 5;
+    /// A TLS socket outside its process's sampled share (`--overhead-budget`): neither its
+    /// ciphertext nor its plaintext is captured (the TLS probes look it up only for a process
+    /// over its budget); an SSL call's syscalls on it still tie the SSL to it.
+    pub const TLS_SKIPPED: u8 = 6;
 }
 
 /// Bytes copied per read on a pipe (`fd_state::PIPE`): a Celery job names its task id within

@@ -23,7 +23,7 @@ fn data_slot(pid_tgid: u64, fd: u32, call_op: u32) -> Option<(&'static mut Infli
     // SAFETY: lookup; the value is copied.
     let fd_entry = unsafe { FD_STATE.get(&key) }.copied();
     let state = fd_entry.map(|e| e.state);
-    let socket = matches!(state, Some(fd_state::SOCKET | fd_state::TLS | fd_state::FOREIGN));
+    let socket = matches!(state, Some(fd_state::SOCKET | fd_state::TLS | fd_state::FOREIGN | fd_state::TLS_SKIPPED));
     if !socket {
         // Files, pipes, eventfds: never a TLS socket, so not the thread's last data call. A
         // pipe's reads are captured, unless an SSL call holds the slot.
@@ -37,7 +37,7 @@ fn data_slot(pid_tgid: u64, fd: u32, call_op: u32) -> Option<(&'static mut Infli
         // Noted once per SSL call (a read may take two syscalls), and kept for its return.
         if slot.tls.fd != fd {
             slot.tls.fd = fd;
-            tls::note_ciphertext_fd(pid_tgid, slot.tls.ssl, fd, state);
+            tls::note_ciphertext_fd(pid_tgid, slot.tls.ssl, fd, fd_entry);
         }
         return None;
     }
@@ -45,7 +45,7 @@ fn data_slot(pid_tgid: u64, fd: u32, call_op: u32) -> Option<(&'static mut Infli
         let ssl = slot.pending_ssl;
         slot.pending_ssl = 0;
         if op::is_write(call_op) {
-            tls::note_ciphertext_fd(pid_tgid, ssl, fd, state);
+            tls::note_ciphertext_fd(pid_tgid, ssl, fd, fd_entry);
             capture::tls_socket(pid_tgid, fd);
             return None;
         }

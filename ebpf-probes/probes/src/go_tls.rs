@@ -193,12 +193,14 @@ fn conn_fd(ctx: &ProbeContext, tgid: u32, conn: u64) -> Option<u32> {
     let fd = sysfd as u32;
     let key = fd_key(tgid, fd);
     // SAFETY: lookup; the value is copied.
-    match unsafe { FD_STATE.get(&key) }.map(|e| e.state) {
-        Some(fd_state::TLS) => {}
-        // Another kind of net.Conn under the TLS one, or an fd we never saw: not ours to read.
-        Some(fd_state::SOCKET | fd_state::FOREIGN) => {
-            let _ = FD_STATE.insert(&key, &FdState::new(fd_state::TLS), 0);
+    match unsafe { FD_STATE.get(&key) }.copied() {
+        Some(FdState { state: fd_state::TLS, .. }) => {}
+        // The socket keeps its generation, for the agent's verdicts on this connection.
+        Some(e) if e.state == fd_state::SOCKET || e.state == fd_state::FOREIGN => {
+            let _ = FD_STATE.insert(&key, &FdState { generation: e.generation, ..FdState::new(fd_state::TLS) }, 0);
         }
+        // Another kind of net.Conn under the TLS one, an fd we never saw, or a connection
+        // outside its process's sampled share: not ours to read.
         _ => return None,
     }
     Some(fd)

@@ -11,11 +11,17 @@ use zerotrace_abi::{DataEvent, FdState, PID_WORDS, SockAddr, stat};
 #[map]
 pub static HEAD_ONLY_PIDS: Array<u64> = Array::with_max_entries(PID_WORDS, 0);
 
+/// Whether process `tgid` is over its overhead budget (heads only). One array lookup.
+#[inline(always)]
+pub fn head_only(tgid: u32) -> bool {
+    HEAD_ONLY_PIDS.get(tgid >> 6).is_some_and(|word| *word & (1u64 << (tgid & 63)) != 0)
+}
+
 /// The capture of a socket `tgid` just opened: heads only for a process over its overhead
-/// budget, else `otherwise` (0: the payload cap). One array lookup, on accept and connect only.
+/// budget, else `otherwise` (0: the payload cap). On accept and connect only.
 #[inline(always)]
 pub fn opening_cap(tgid: u32, otherwise: u16) -> u16 {
-    if HEAD_ONLY_PIDS.get(tgid >> 6).is_some_and(|word| *word & (1u64 << (tgid & 63)) != 0) { zerotrace_abi::HEAD_ONLY_CAPTURE } else { otherwise }
+    if head_only(tgid) { zerotrace_abi::HEAD_ONLY_CAPTURE } else { otherwise }
 }
 
 /// Payload capture cap, set by the agent at load time (≤ MAX_PAYLOAD).

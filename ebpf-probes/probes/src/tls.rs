@@ -122,23 +122,37 @@ fn try_ssl_ret(ctx: &RetProbeContext) -> Result<(), i64> {
         // the socket, and the agent holds this record until then.
         slot.pending_ssl = call.ssl;
     }
-    let data = DataCall { op: call.op, fd, capture_cap: 0, ptr: call.buf, ts_enter_ns: call.ts_enter_ns };
+    // A process over its overhead budget: heads only, and nothing of a connection outside its
+    // sampled share. One bitmap lookup; the socket's entry only then.
+    let capture_cap = if maps::head_only(tgid as u32) {
+        // SAFETY: lookup; the value is copied.
+        if fd != FD_UNKNOWN && unsafe { FD_STATE.get(&fd_key(tgid as u32, fd)) }.is_some_and(|e| e.state == fd_state::TLS_SKIPPED) {
+            return Ok(());
+        }
+        u32::from(zerotrace_abi::HEAD_ONLY_CAPTURE)
+    } else {
+        0
+    };
+    let data = DataCall { op: call.op, fd, capture_cap, ptr: call.buf, ts_enter_ns: call.ts_enter_ns };
     capture::data(pid_tgid, &data, bytes, data_flags::TLS);
     Ok(())
 }
 
 /// A socket syscall made inside an SSL call (or, over a memory BIO, next to it) moves that
 /// SSL's ciphertext: remember its socket and mark the socket as TLS, so its syscall bytes are
-/// never captured. `state` is the socket's FD_STATE entry, when the caller has it.
+/// never captured. `entry` is the socket's FD_STATE entry, when the caller has it; its
+/// generation is kept, for the agent's verdicts on this connection.
 #[inline(always)]
-pub fn note_ciphertext_fd(pid_tgid: u64, ssl: u64, fd: u32, state: Option<u8>) {
+pub fn note_ciphertext_fd(pid_tgid: u64, ssl: u64, fd: u32, entry: Option<FdState>) {
     let tgid = pid_tgid >> 32;
     let key = SslKey { ssl, tgid };
     // SAFETY: lookup; the value is copied.
     if unsafe { SSL_FDS.get(&key) }.copied() != Some(fd) {
         let _ = SSL_FDS.insert(&key, &fd, 0);
     }
-    if state != Some(fd_state::TLS) {
-        let _ = FD_STATE.insert(&fd_key(tgid as u32, fd), &FdState::new(fd_state::TLS), 0);
+    let state = entry.map(|e| e.state);
+    if state != Some(fd_state::TLS) && state != Some(fd_state::TLS_SKIPPED) {
+        let generation = entry.map_or(0, |e| e.generation);
+        let _ = FD_STATE.insert(&fd_key(tgid as u32, fd), &FdState { generation, ..FdState::new(fd_state::TLS) }, 0);
     }
 }
