@@ -74,7 +74,22 @@ fn to_otlp(batch: Vec<FinishedSpan>) -> u64 {
     batch.len() as u64
 }
 
+/// glibc returns the top of its main heap to the kernel past 128 KiB free, and serves blocks
+/// past a threshold that adapts from 128 KiB with mmap: this single-threaded loop frees each
+/// tick's batch and export buffer and faults them in again (~108k page faults per 500k
+/// requests, a third of its time). The agent, whose pipeline and exporter run on worker
+/// threads, took ~200 faults a second at 24k–32k spans a second (docs/BENCHMARKS.md), so
+/// the loop keeps its memory as the agent does.
+fn keep_freed_memory() {
+    // SAFETY: mallopt only sets two of glibc's allocator parameters; no memory is passed.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
 fn main() {
+    keep_freed_memory();
     let requests: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(500_000);
     let request = b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
     let mut response = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: 400\r\nConnection: keep-alive\r\n\r\n".to_vec();
