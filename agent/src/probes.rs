@@ -300,46 +300,43 @@ impl Probes {
     /// Stops capturing an fd the agent judged. Returns false when the verdict was dropped: the
     /// fd now holds another connection than the one judged.
     pub fn ignore_fd(&mut self, ignore: crate::pipeline::IgnoreFd) -> bool {
-        let key = fd_key(ignore.tgid, ignore.fd);
         if !ignore.socket {
             // A file's verdict arrives late: meanwhile the process may have closed it and got a
             // socket with the same number, whose state connect/accept has set. It only fills
             // an empty slot (BPF_NOEXIST).
-            let _ = self.fd_states.insert(key, FdState::new(fd_state::NOT_SOCKET).to_word(), 1);
+            let _ = self.fd_states.insert(fd_key(ignore.tgid, ignore.fd), FdState::new(fd_state::NOT_SOCKET).to_word(), 1);
             return true;
         }
-        // A socket's verdict, late too: only on the connection it was made for. Its generation
-        // is checked (0 for a socket the agent found open: a connection opened since on that
-        // fd has the kernel's, never 0), then the entry replaced if it still exists
-        // (BPF_EXIST); a new connection could come between the two, a window of microseconds
-        // instead of the agent's lag.
-        let current = self.fd_states.get(&key, 0).map(FdState::from_word);
-        if !current.is_ok_and(|c| c.generation == ignore.generation) {
-            return false;
-        }
-        let flags = 2;
         let state = if ignore.tls { fd_state::TLS_SKIPPED } else { fd_state::FOREIGN };
-        let skipped = FdState { generation: ignore.generation, ..FdState::new(state) };
-        let _ = self.fd_states.insert(key, skipped.to_word(), flags);
-        true
+        self.replace_on_connection(ignore.tgid, ignore.fd, ignore.generation, |_| Some(FdState { generation: ignore.generation, ..FdState::new(state) }))
     }
 
     /// Captures a socket again that `ignore_fd` took out of its process's sampled share, on
     /// the connection it was meant for only (same generation, still not captured). False when
     /// it was closed or reused meanwhile.
     pub fn recapture_fd(&mut self, r: crate::pipeline::Recapture) -> bool {
-        let key = fd_key(r.tgid, r.fd);
+        self.replace_on_connection(r.tgid, r.fd, r.generation, |current| {
+            let state = match current.state {
+                fd_state::FOREIGN => fd_state::SOCKET,
+                fd_state::TLS_SKIPPED => fd_state::TLS,
+                _ => return None,
+            };
+            Some(FdState { state, generation: current.generation, capture_cap: r.cap })
+        })
+    }
+
+    /// The agent's word on a socket arrives late: it lands only on the connection it was made
+    /// for. The entry's generation is checked (0 for a socket the agent found open: a
+    /// connection opened since on that fd has the kernel's, never 0), then the entry is
+    /// replaced by what `new` makes of it, if it still exists (BPF_EXIST); a new connection
+    /// could come between the two, a window of microseconds instead of the agent's lag.
+    fn replace_on_connection(&mut self, tgid: u32, fd: u32, generation: u8, new: impl FnOnce(FdState) -> Option<FdState>) -> bool {
+        let key = fd_key(tgid, fd);
         let Ok(current) = self.fd_states.get(&key, 0).map(FdState::from_word) else { return false };
-        let state = match current.state {
-            fd_state::FOREIGN => fd_state::SOCKET,
-            fd_state::TLS_SKIPPED => fd_state::TLS,
-            _ => return false,
-        };
-        if current.generation != r.generation {
+        if current.generation != generation {
             return false;
         }
-        let entry = FdState { state, generation: current.generation, capture_cap: r.cap };
-        // BPF_EXIST (2): never creates an entry for an fd closed meanwhile.
+        let Some(entry) = new(current) else { return false };
         self.fd_states.insert(key, entry.to_word(), 2).is_ok()
     }
 

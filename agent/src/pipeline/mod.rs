@@ -406,12 +406,12 @@ impl<H: Host> Pipeline<H> {
                     }
                     self.last_read.insert((tgid, tid), fd);
                 }
+                let one_in = self.one_in(tgid);
                 let Some(conn) = self.conns.get_mut(tgid, fd) else { return };
                 if conn.sampled_out {
                     return;
                 }
-                if !self.sampled.is_empty()
-                    && let Some(&one_in) = self.sampled.get(&tgid)
+                if let Some(one_in) = one_in
                     && !in_share(conn.info.ordinal, one_in)
                 {
                     self.sample_out(tgid, fd);
@@ -542,7 +542,7 @@ impl<H: Host> Pipeline<H> {
                 // thread submitting its delivery's work to a pool).
                 let evidence = match self.callbacks.evidence(&self.conns, tgid, tid, zerotrace_abi::FD_UNKNOWN, cause) {
                     // A sampled process's thread may serve requests that were not seen.
-                    Evidence::Thread if !self.sampled.is_empty() && self.sampled.contains_key(&tgid) => Evidence::Undecided(Why::SampledProcess, Vec::new()),
+                    Evidence::Thread if self.one_in(tgid).is_some() => Evidence::Undecided(Why::SampledProcess, Vec::new()),
                     Evidence::Thread if self.threads_are_units(tgid, tid) && !self.linker.serves(tid) => self.thread_work(tgid, tid).unwrap_or(Evidence::Thread),
                     other => other,
                 };
@@ -623,7 +623,7 @@ impl<H: Host> Pipeline<H> {
         if evidence != Evidence::Thread {
             return evidence;
         }
-        if !self.sampled.is_empty() && self.sampled.contains_key(&tgid) {
+        if self.one_in(tgid).is_some() {
             return Evidence::Undecided(Why::SampledProcess, Vec::new());
         }
         if !self.threads_are_units(tgid, tid) {
@@ -776,6 +776,12 @@ impl<H: Host> Pipeline<H> {
             conn.capture_asked = (cap != 0 && !conn.info.tls).then_some(cap);
             self.effects.recapture.push(Recapture { tgid, fd, generation: conn.info.generation, cap });
         }
+    }
+
+    /// One connection in how many process `tgid` captures, when it samples them. Asked per
+    /// record: an empty map answers without hashing.
+    fn one_in(&self, tgid: u32) -> Option<u32> {
+        if self.sampled.is_empty() { None } else { self.sampled.get(&tgid).copied() }
     }
 
     /// Takes a connection out of its process's sampled share: what is in flight on it ends
@@ -1158,7 +1164,7 @@ impl<H: Host> Pipeline<H> {
                     w.span.ids.parent = ctx.parent;
                     w.span.ids.links = self.linker.links(&w.id);
                     w.span.capture_head_only = !self.head_only.is_empty() && self.head_only.contains(&w.tgid);
-                    w.span.capture_one_in = if self.sampled.is_empty() { 0 } else { self.sampled.get(&w.tgid).copied().unwrap_or(0) };
+                    w.span.capture_one_in = self.one_in(w.tgid).unwrap_or(0);
                     let resource = self.resource(w.tgid);
                     self.stats.spans += 1;
                     ready.push(FinishedSpan { resource, span: w.span });
