@@ -107,7 +107,13 @@ pub async fn run(mut rx: mpsc::Receiver<Vec<FinishedSpan>>, mut sink: Box<dyn Sp
         tokio::select! {
             received = rx.recv() => match received {
                 Some(spans) => {
-                    batch.extend(spans);
+                    // Taken whole when nothing is queued: moving each span again cost as
+                    // much as the reallocations of a batch grown afresh.
+                    if batch.is_empty() {
+                        batch = spans;
+                    } else {
+                        batch.extend(spans);
+                    }
                     if batch.len() >= BATCH_SIZE {
                         write(sink.as_mut(), std::mem::take(&mut batch), &stats).await;
                     }

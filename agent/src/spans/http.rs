@@ -50,6 +50,16 @@ pub fn redact_path_params(path: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The path of a request target as exported (see `path_of`, `redact_path_params`). Most
+/// targets are their own path (no query, no parameters): then the target's text is shared,
+/// not copied.
+fn exported_path(target: &SmolStr) -> SmolStr {
+    match redact_path_params(path_of(target)) {
+        std::borrow::Cow::Borrowed(path) if path.len() == target.len() => target.clone(),
+        path => SmolStr::new(path),
+    }
+}
+
 /// `host[:port]` from a Host header.
 fn split_host(host: &str) -> (&str, Option<u16>) {
     if let Some(rest) = host.strip_prefix('[')
@@ -72,10 +82,14 @@ pub(super) fn span(conn: &ConnInfo, kind: SpanKind, req: &HttpRequest, status: O
         // out, never guessed.
         None => (None, None, SmolStr::new_static("HTTP")),
     };
-    let path = req.target.as_deref().map(|t| SmolStr::new(redact_path_params(path_of(t))));
+    let path = req.target.as_ref().map(exported_path);
     let server = kind == SpanKind::Server;
     let (host, host_port) = req.host.as_deref().map(split_host).unwrap_or_default();
-    let host = SmolStr::new(host);
+    let host = match &req.host {
+        // The header is the host alone (no port): its text is shared, not copied.
+        Some(whole) if whole.len() == host.len() => whole.clone(),
+        _ => SmolStr::new(host),
+    };
     let mut net = network(conn);
     let url = if server {
         let port = host_port.or(conn.local.map(|a| a.port()));
@@ -129,5 +143,8 @@ mod tests {
         assert_eq!(split_host("h:8080"), ("h", Some(8080)));
         assert_eq!(split_host("[::1]:80"), ("::1", Some(80)));
         assert_eq!(split_host("example.com"), ("example.com", None));
+        for (target, exported) in [("/a/b", "/a/b"), ("/a/b?q=1", "/a/b"), ("/x;k=12345678", "/x;k=REDACTED"), ("http://h/y", "/y")] {
+            assert_eq!(exported_path(&SmolStr::new(target)), exported, "{target}");
+        }
     }
 }
