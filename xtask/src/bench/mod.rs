@@ -5,6 +5,7 @@
 
 mod agents;
 mod db;
+mod interval;
 mod rate;
 
 use std::fmt::Write as _;
@@ -306,13 +307,13 @@ impl Scenario {
     fn ratio_p99(&self) -> f64 {
         self.mean(|r| r.traced.wrk.p99_ms / r.base.p99_ms)
     }
-    /// What zerotrace adds above the hooks' own floor (issue 19: ≥ 0.95).
-    fn ratio_vs_hooks(&self) -> f64 {
-        self.mean(|r| r.traced.wrk.rps / r.hooks.rps)
+    /// What zerotrace adds above the hooks' own floor (issue 19: ≥ 0.95), with its spread.
+    fn ratio_vs_hooks(&self) -> Option<interval::Interval> {
+        interval::Interval::of(&self.rounds.iter().map(|r| r.traced.wrk.rps / r.hooks.rps).collect::<Vec<_>>())
     }
-    /// p99 against the hooks-only run's (issue 19: ≤ 1.2).
-    fn p99_vs_hooks(&self) -> f64 {
-        self.mean(|r| r.traced.wrk.p99_ms / r.hooks.p99_ms)
+    /// p99 against the hooks-only run's (issue 19: ≤ 1.2), with its spread.
+    fn p99_vs_hooks(&self) -> Option<interval::Interval> {
+        interval::Interval::of(&self.rounds.iter().map(|r| r.traced.wrk.p99_ms / r.hooks.p99_ms).collect::<Vec<_>>())
     }
     fn agent_cpu(&self) -> f64 {
         self.mean(|r| r.traced.agent_cpu_pct)
@@ -359,13 +360,13 @@ fn measure_with(title: &'static str, target: f64, load: &dyn Fn(u32) -> Result<L
     let costs = traced_run(load, pid, agent_flags, STATS_SECONDS, true)?;
     let s = Scenario { title, target, rounds, costs };
     println!(
-        "{title}: throughput ratio {:.3} (target ≥ {:.2}; hooks alone {:.3}; traced/hooks-only {:.3}), p99 ratio {:.3} (traced/hooks-only {:.2}), agent CPU {:.1}%, agent peak RSS {:.1} MiB",
+        "{title}: throughput ratio {:.3} (target ≥ {:.2}; hooks alone {:.3}; traced/hooks-only {}), p99 ratio {:.3} (traced/hooks-only {}), agent CPU {:.1}%, agent peak RSS {:.1} MiB",
         s.ratio_rps(),
         target,
         s.ratio_hooks(),
-        s.ratio_vs_hooks(),
+        judged(s.ratio_vs_hooks(), 0.95, true),
         s.ratio_p99(),
-        s.p99_vs_hooks(),
+        judged(s.p99_vs_hooks(), 1.2, false),
         s.agent_cpu(),
         s.agent_rss()
     );
@@ -560,6 +561,14 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
 }
 
+/// A ratio's mean and interval, and whether its target is met, missed, or within the noise.
+fn judged(ratio: Option<interval::Interval>, target: f64, at_least: bool) -> String {
+    match ratio {
+        Some(r) => format!("{r}, {}", r.verdict(target, at_least)),
+        None => "one round: no interval".to_string(),
+    }
+}
+
 /// Each scenario's rounds as a table, and its summary.
 fn scenario_tables(md: &mut String, scenarios: &[Scenario]) {
     for sc in scenarios {
@@ -587,13 +596,13 @@ fn scenario_tables(md: &mut String, scenarios: &[Scenario]) {
         }
         let _ = writeln!(
             md,
-            "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. With the hooks alone (`--hooks-only`): {:.3}. **Traced/hooks-only: {:.3}** (target ≥ 0.95). p99 latency ratio: {:.3}; traced/hooks-only p99: {:.2} (target ≤ 1.2). Agent CPU: {:.1}% of a core, {:.2} µs per span. Ring-buffer records: {:.0} bytes per span. Agent peak RSS: {:.1} MiB.\n",
+            "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. With the hooks alone (`--hooks-only`): {:.3}. **Traced/hooks-only: {}** (target ≥ 0.95). p99 latency ratio: {:.3}; traced/hooks-only p99: {} (target ≤ 1.2). Agent CPU: {:.1}% of a core, {:.2} µs per span. Ring-buffer records: {:.0} bytes per span. Agent peak RSS: {:.1} MiB.\n",
             sc.ratio_rps(),
             sc.target,
             sc.ratio_hooks(),
-            sc.ratio_vs_hooks(),
+            judged(sc.ratio_vs_hooks(), 0.95, true),
             sc.ratio_p99(),
-            sc.p99_vs_hooks(),
+            judged(sc.p99_vs_hooks(), 1.2, false),
             sc.agent_cpu(),
             sc.agent_us_per_span(),
             sc.record_bytes_per_span(),
@@ -642,7 +651,7 @@ fn overhead_report(seconds: u32, scenarios: &[Scenario], neighbour: &[NeighbourR
     );
     let _ = writeln!(
         md,
-        "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios. A third run per round attaches the agent with `--hooks-only`: every tracepoint and uprobe is in place but each program returns as soon as it runs, so that run's throughput is the ceiling for any program on these hooks — what the kernel's tracepoint dispatch and the uprobe traps cost by themselves. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from one extra {STATS_SECONDS} s traced run per scenario with kernel.bpf_stats_enabled (its two clock reads per program run would bias the ratios, so no measured run has it on).\n"
+        "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios and give the 95% confidence interval of the traced/hooks-only ratios (Student's t over the rounds): a target inside the interval is not decided by the run. A third run per round attaches the agent with `--hooks-only`: every tracepoint and uprobe is in place but each program returns as soon as it runs, so that run's throughput is the ceiling for any program on these hooks — what the kernel's tracepoint dispatch and the uprobe traps cost by themselves. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from one extra {STATS_SECONDS} s traced run per scenario with kernel.bpf_stats_enabled (its two clock reads per program run would bias the ratios, so no measured run has it on).\n"
     );
     scenario_tables(&mut md, scenarios);
     let _ = writeln!(
