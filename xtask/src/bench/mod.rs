@@ -424,6 +424,40 @@ fn neighbour(load: &dyn Fn(u32) -> Result<LoadResult>, seconds: u32) -> Result<V
     Ok(pairs)
 }
 
+const PINNED_TITLE: &str = "nginx static page, HTTP/1.1 on loopback, nginx alone on one core (wrk and the agent on the other)";
+
+/// Sets the CPUs of `pid`'s threads, and of its children's (nginx's workers).
+fn pin(pid: u32, cpus: &str) -> Result<()> {
+    let children = std::fs::read_dir(format!("/proc/{pid}/task"))?
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()).collect::<Vec<_>>())
+        .collect::<Vec<_>>();
+    for p in std::iter::once(pid).chain(children) {
+        output(Command::new("taskset").args(["-a", "-p", "-c", cpus, &p.to_string()])).with_context(|| format!("pinning pid {p} to CPUs {cpus} (taskset, util-linux)"))?;
+    }
+    Ok(())
+}
+
+/// The nginx HTTP scenario again with nginx on CPU 0 and everything else (this process, so
+/// wrk and the agent it starts) on CPU 1: the agent's CPU then never comes out of nginx's
+/// time, and traced/hooks-only is what the probes cost nginx in its own syscalls (and what
+/// the agent's memory traffic costs it). None on a single core.
+fn measure_pinned(title: &'static str, load: &dyn Fn(u32) -> Result<LoadResult>, pid: u32, seconds: u32) -> Result<Option<Scenario>> {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        println!("{title}: skipped, one CPU only");
+        return Ok(None);
+    }
+    let all = format!("0-{}", std::thread::available_parallelism().map_or(1, |n| n.get()) - 1);
+    pin(pid, "0")?;
+    pin(std::process::id(), "1")?;
+    let measured = measure(title, 0.90, load, pid, seconds);
+    // Unpinned whatever happened: the next scenarios run as users do.
+    let unpinned = pin(std::process::id(), &all).and_then(|()| pin(pid, &all));
+    let measured = measured?;
+    unpinned?;
+    Ok(Some(measured))
+}
+
 /// One round of the neighbour measurement: (no agent, the agent tracing another process).
 type NeighbourRound = (LoadResult, LoadResult);
 
@@ -439,6 +473,9 @@ fn overhead(dir: &std::path::Path, seconds: u32) -> Result<(Vec<Scenario>, Vec<N
         measure("nginx static page, HTTPS (OpenSSL) on loopback", 0.85, &|s| wrk(&https, s), nginx_pid, seconds)?,
         measure_with("nginx static page, HTTPS (OpenSSL) on loopback, `--tls-scope process`", 0.85, &|s| wrk(&https, s), nginx_pid, &["--tls-scope", "process"], seconds)?,
     ];
+    if let Some(pinned) = measure_pinned(PINNED_TITLE, &|s| wrk(&http, s), nginx_pid, seconds)? {
+        scenarios.push(pinned);
+    }
     let neighbour = neighbour(&|s| wrk(&http, s), seconds)?;
     drop(nginx);
     let go_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -652,6 +689,10 @@ fn overhead_report(seconds: u32, scenarios: &[Scenario], neighbour: &[NeighbourR
     let _ = writeln!(
         md,
         "Method: nginx (Debian, 1 worker) serves a ~400-byte static page on 127.0.0.1, over HTTP and over HTTPS (self-signed RSA-2048 certificate, TLS through libssl.so.3). wrk (1 thread, 32 keep-alive connections, {seconds} s per run) after a 2 s warm-up. Each round runs wrk untraced, then with `zerotrace run --pid <nginx master> --exporter none` attached (spans are built, linked and dropped at the sink, so the export cost is not measured here). The HTTPS scenario runs twice: with the default `--tls-scope file`, where wrk, which uses the same libssl, also traps on the TLS probes (and is filtered out), and with `--tls-scope process`, where only nginx does. The Go scenario serves a ~30-byte JSON answer from tests/apps/go_tls (Debian's Go, HTTP/1.1 since wrk does not offer h2) under the same wrk load, traced with `--tls-scope process` so that wrk (libssl) does not trap. {ROUNDS} rounds per scenario; the tables show each, the summaries average the per-round ratios and give the 95% confidence interval of the traced/hooks-only ratios (Student's t over the rounds): a target inside the interval is not decided by the run. A third run per round attaches the agent with `--hooks-only`: every tracepoint and uprobe is in place but each program returns as soon as it runs, so that run's throughput is the ceiling for any program on these hooks — what the kernel's tracepoint dispatch and the uprobe traps cost by themselves. Agent CPU is utime+stime over the traced run divided by its wall time (100% = one core); RSS is the agent's peak (VmHWM). Per-program kernel costs come from one extra {STATS_SECONDS} s traced run per scenario with kernel.bpf_stats_enabled (its two clock reads per program run would bias the ratios, so no measured run has it on).\n"
+    );
+    let _ = writeln!(
+        md,
+        "Method, the pinned nginx scenario: the same load with nginx's worker on CPU 0 and wrk and the agent on CPU 1 (taskset), so the agent's CPU never comes out of nginx's time. Its traced/hooks-only ratio is what the probes cost nginx inside its own syscalls, plus the agent's memory traffic; set beside the unpinned scenario's, the difference is what the agent's CPU on nginx's core costs.\n"
     );
     scenario_tables(&mut md, scenarios);
     let _ = writeln!(
