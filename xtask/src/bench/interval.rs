@@ -12,8 +12,11 @@ pub struct Interval {
     pub high: f64,
 }
 
-/// Two-sided 95% quantiles of Student's t for 1 to 10 degrees of freedom.
-const T95: [f64; 10] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
+/// Two-sided 95% quantiles of Student's t for 1 to 30 degrees of freedom.
+const T95: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060,
+    2.056, 2.052, 2.048, 2.045, 2.042,
+];
 
 impl Interval {
     /// None for fewer than two values: one round has no spread to judge by.
@@ -24,7 +27,7 @@ impl Interval {
         }
         let mean = values.iter().sum::<f64>() / n as f64;
         let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        // Past the table, the normal quantile is within 5% of t.
+        // Past 30 degrees of freedom the normal quantile is within 2% of t.
         let t = T95.get(n - 2).copied().unwrap_or(1.96);
         let half = t * (variance / n as f64).sqrt();
         Some(Self { mean, low: mean - half, high: mean + half })

@@ -426,35 +426,63 @@ fn neighbour(load: &dyn Fn(u32) -> Result<LoadResult>, seconds: u32) -> Result<V
 
 const PINNED_TITLE: &str = "nginx static page, HTTP/1.1 on loopback, nginx alone on one core (wrk and the agent on the other)";
 
-/// Sets the CPUs of `pid`'s threads, and of its children's (nginx's workers).
+/// The CPUs `pid` may run on, as taskset lists them ("0,1", "0-3").
+fn cpus_of(pid: u32) -> Result<String> {
+    let out = output(Command::new("taskset").args(["-c", "-p", &pid.to_string()])).context("reading CPU affinity (taskset, util-linux)")?;
+    // "pid 123's current affinity list: 0,1"
+    out.rsplit(": ").next().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).with_context(|| format!("taskset's answer: {out}"))
+}
+
+/// The CPUs of a taskset list, one by one ("0-2,5" → 0, 1, 2, 5).
+fn cpu_numbers(list: &str) -> Vec<u32> {
+    list.split(',')
+        .filter_map(|part| match part.split_once('-') {
+            Some((a, b)) => Some((a.trim().parse().ok()?..=b.trim().parse().ok()?).collect::<Vec<u32>>()),
+            None => Some(vec![part.trim().parse().ok()?]),
+        })
+        .flatten()
+        .collect()
+}
+
+/// Sets the CPUs of every thread of `pid`.
 fn pin(pid: u32, cpus: &str) -> Result<()> {
-    let children = std::fs::read_dir(format!("/proc/{pid}/task"))?
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
-        .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()).collect::<Vec<_>>())
-        .collect::<Vec<_>>();
-    for p in std::iter::once(pid).chain(children) {
-        output(Command::new("taskset").args(["-a", "-p", "-c", cpus, &p.to_string()])).with_context(|| format!("pinning pid {p} to CPUs {cpus} (taskset, util-linux)"))?;
-    }
+    output(Command::new("taskset").args(["-a", "-p", "-c", cpus, &pid.to_string()])).with_context(|| format!("setting the CPUs of pid {pid} to {cpus} (taskset, util-linux)"))?;
     Ok(())
 }
 
-/// The nginx HTTP scenario again with nginx on CPU 0 and everything else (this process, so
-/// wrk and the agent it starts) on CPU 1: the agent's CPU then never comes out of nginx's
-/// time, and traced/hooks-only is what the probes cost nginx in its own syscalls (and what
-/// the agent's memory traffic costs it). None on a single core.
-fn measure_pinned(title: &'static str, load: &dyn Fn(u32) -> Result<LoadResult>, pid: u32, seconds: u32) -> Result<Option<Scenario>> {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        println!("{title}: skipped, one CPU only");
-        return Ok(None);
+/// nginx's workers: the children of its master.
+fn children(pid: u32) -> Result<Vec<u32>> {
+    let mut kids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let text = std::fs::read_to_string(task?.path().join("children")).context("reading /proc/<pid>/task/<tid>/children (CONFIG_PROC_CHILDREN)")?;
+        kids.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
     }
-    let all = format!("0-{}", std::thread::available_parallelism().map_or(1, |n| n.get()) - 1);
-    pin(pid, "0")?;
-    pin(std::process::id(), "1")?;
-    let measured = measure(title, 0.90, load, pid, seconds);
-    // Unpinned whatever happened: the next scenarios run as users do.
-    let unpinned = pin(std::process::id(), &all).and_then(|()| pin(pid, &all));
+    Ok(kids)
+}
+
+/// The nginx HTTP scenario again with nginx's worker on one CPU and this process (so wrk and
+/// the agent it starts) on another: the agent's CPU then never comes out of nginx's time, and
+/// traced/hooks-only is what the probes cost nginx in its own syscalls (and what the agent's
+/// memory traffic costs it). None with fewer than two CPUs allowed.
+fn measure_pinned(title: &'static str, load: &dyn Fn(u32) -> Result<LoadResult>, master: u32, seconds: u32) -> Result<Option<Scenario>> {
+    let own = std::process::id();
+    let allowed = cpus_of(own)?;
+    let [server_cpu, other_cpu, ..] = cpu_numbers(&allowed)[..] else {
+        println!("{title}: skipped, fewer than two CPUs allowed ({allowed})");
+        return Ok(None);
+    };
+    let workers = children(master)?;
+    anyhow::ensure!(!workers.is_empty(), "nginx (pid {master}) has no worker to pin");
+    // Each one's own CPUs, given back whatever happens: the next scenarios run as users do.
+    let before: Vec<(u32, String)> = workers.iter().chain([&own]).map(|&p| Ok((p, cpus_of(p)?))).collect::<Result<_>>()?;
+    let measured = workers
+        .iter()
+        .try_for_each(|&w| pin(w, &server_cpu.to_string()))
+        .and_then(|()| pin(own, &other_cpu.to_string()))
+        .and_then(|()| measure(title, 0.90, load, master, seconds));
+    let restored: Vec<Result<()>> = before.iter().map(|(p, cpus)| pin(*p, cpus)).collect();
     let measured = measured?;
-    unpinned?;
+    restored.into_iter().collect::<Result<()>>()?;
     Ok(Some(measured))
 }
 
@@ -720,4 +748,14 @@ fn overhead_report(seconds: u32, scenarios: &[Scenario], neighbour: &[NeighbourR
         "Reading the numbers: on 2 cores, wrk, nginx and the agent compete for the same CPUs, so every microsecond the agent or the probes spend comes straight out of nginx's throughput at saturation. Per request the costs are: the probes in nginx's own syscalls and TLS calls (the per-program figures: an entry handler stashes the call, the exit/return handler copies up to `--capture-bytes` into the ring buffer without a wakeup), the filtered-out probe runs in wrk's syscalls (one inlined bitmap lookup each), the syscall slow path that any syscall tracepoint switches on for every task, and the agent's userspace pipeline (its CPU column; the replay figure is the same work without ring-buffer reading)."
     );
     md
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn taskset_lists() {
+        assert_eq!(super::cpu_numbers("0,1"), [0, 1]);
+        assert_eq!(super::cpu_numbers("0-2,5"), [0, 1, 2, 5]);
+        assert_eq!(super::cpu_numbers("3"), [3]);
+    }
 }
