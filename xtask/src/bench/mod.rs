@@ -174,6 +174,11 @@ fn start_go_https(dir: &std::path::Path, port: u16) -> Result<(Kill, u32)> {
     listening(child, port, "the Go HTTPS server")
 }
 
+/// Traced/hooks-only throughput a scenario should reach (issue 19).
+const HOOKS_TARGET: f64 = 0.95;
+/// Traced/hooks-only p99 a scenario should stay under (issue 19).
+const P99_HOOKS_TARGET: f64 = 1.2;
+
 /// Alternating untraced/traced rounds: the machine's noise is larger than the effect, so
 /// several short interleaved rounds beat one long pair.
 const ROUNDS: usize = 4;
@@ -288,7 +293,10 @@ struct Round {
 /// One load scenario measured in interleaved rounds.
 struct Scenario {
     title: &'static str,
+    /// Traced/untraced throughput target.
     target: f64,
+    /// Traced/hooks-only throughput target (issue 19: 0.95; HTTP/2's issue: 0.93).
+    hooks_target: f64,
     rounds: Vec<Round>,
     /// A short extra traced run with kernel.bpf_stats_enabled, for the per-program costs.
     costs: Traced,
@@ -358,15 +366,15 @@ fn measure_with(title: &'static str, target: f64, load: &dyn Fn(u32) -> Result<L
         rounds.push(Round { base, traced, hooks });
     }
     let costs = traced_run(load, pid, agent_flags, STATS_SECONDS, true)?;
-    let s = Scenario { title, target, rounds, costs };
+    let s = Scenario { title, target, hooks_target: HOOKS_TARGET, rounds, costs };
     println!(
         "{title}: throughput ratio {:.3} (target ≥ {:.2}; hooks alone {:.3}; traced/hooks-only {}), p99 ratio {:.3} (traced/hooks-only {}), agent CPU {:.1}%, agent peak RSS {:.1} MiB",
         s.ratio_rps(),
         target,
         s.ratio_hooks(),
-        judged(s.ratio_vs_hooks(), 0.95, true),
+        interval_text(s.ratio_vs_hooks()),
         s.ratio_p99(),
-        judged(s.p99_vs_hooks(), 1.2, false),
+        interval_text(s.p99_vs_hooks()),
         s.agent_cpu(),
         s.agent_rss()
     );
@@ -552,13 +560,16 @@ fn h2load(url: &str, seconds: u32) -> Result<LoadResult> {
     Ok(r)
 }
 
+/// HTTP/2's issue asked traced ≥ 0.93 of the hooks-only throughput.
+const HTTP2_HOOKS_TARGET: f64 = 0.93;
+
 fn http2(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let tls_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let (nginx, nginx_pid) = start_nginx(dir, port, tls_port, true)?;
     let h2c = format!("http://127.0.0.1:{port}/index.html");
     let h2 = format!("https://127.0.0.1:{tls_port}/index.html");
-    let scenarios = vec![
+    let mut scenarios = vec![
         measure("nginx static page, h2c (prior knowledge) on loopback, h2load 4×32 streams", 0.93, &|s| h2load(&h2c, s), nginx_pid, seconds)?,
         measure_with(
             "nginx static page, h2 (TLS, OpenSSL) on loopback, h2load 4×32 streams, `--tls-scope process`",
@@ -569,6 +580,9 @@ fn http2(dir: &std::path::Path, seconds: u32) -> Result<Vec<Scenario>> {
             seconds,
         )?,
     ];
+    for sc in &mut scenarios {
+        sc.hooks_target = HTTP2_HOOKS_TARGET;
+    }
     drop(nginx);
     Ok(scenarios)
 }
@@ -634,6 +648,11 @@ fn judged(ratio: Option<interval::Interval>, target: f64, at_least: bool) -> Str
     }
 }
 
+/// A ratio's mean and interval alone (the progress lines; the report judges them).
+fn interval_text(ratio: Option<interval::Interval>) -> String {
+    ratio.map_or_else(|| "one round: no interval".to_string(), |r| r.to_string())
+}
+
 /// Each scenario's rounds as a table, and its summary.
 fn scenario_tables(md: &mut String, scenarios: &[Scenario]) {
     for sc in scenarios {
@@ -661,13 +680,14 @@ fn scenario_tables(md: &mut String, scenarios: &[Scenario]) {
         }
         let _ = writeln!(
             md,
-            "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. With the hooks alone (`--hooks-only`): {:.3}. **Traced/hooks-only: {}** (target ≥ 0.95). p99 latency ratio: {:.3}; traced/hooks-only p99: {} (target ≤ 1.2). Agent CPU: {:.1}% of a core, {:.2} µs per span. Ring-buffer records: {:.0} bytes per span. Agent peak RSS: {:.1} MiB.\n",
+            "\n**Throughput ratio (traced/untraced): {:.3}** — target ≥ {:.2}. With the hooks alone (`--hooks-only`): {:.3}. **Traced/hooks-only: {}** (target ≥ {:.2}). p99 latency ratio: {:.3}; traced/hooks-only p99: {} (target ≤ {P99_HOOKS_TARGET}). Agent CPU: {:.1}% of a core, {:.2} µs per span. Ring-buffer records: {:.0} bytes per span. Agent peak RSS: {:.1} MiB.\n",
             sc.ratio_rps(),
             sc.target,
             sc.ratio_hooks(),
-            judged(sc.ratio_vs_hooks(), 0.95, true),
+            judged(sc.ratio_vs_hooks(), sc.hooks_target, true),
+            sc.hooks_target,
             sc.ratio_p99(),
-            judged(sc.p99_vs_hooks(), 1.2, false),
+            judged(sc.p99_vs_hooks(), P99_HOOKS_TARGET, false),
             sc.agent_cpu(),
             sc.agent_us_per_span(),
             sc.record_bytes_per_span(),
@@ -702,7 +722,7 @@ fn http2_report(seconds: u32, scenarios: &[Scenario]) -> String {
     );
     scenario_tables(&mut md, scenarios);
     for sc in scenarios {
-        let _ = writeln!(md, "- {}: traced / hooks-only {:.3} (target ≥ 0.93)", sc.title, sc.ratio_rps() / sc.ratio_hooks());
+        let _ = writeln!(md, "- {}: traced / hooks-only {:.3} (target ≥ {HTTP2_HOOKS_TARGET})", sc.title, sc.ratio_rps() / sc.ratio_hooks());
     }
     md
 }
